@@ -1,0 +1,294 @@
+//! The only contract between driftwall's kernel programs (`enforcer-ebpf`) and user
+//! space (`enforcer`, `compiler`): map keys and values, ring-buffer event records,
+//! limits and the kernel-structure offsets user space hands to the programs.
+//!
+//! Every type here is `#[repr(C)]` plain old data with explicit padding, so that its
+//! layout is the same for `bpfel-unknown-none` and `x86_64`; the layouts are asserted by
+//! this crate's tests. Any change to a layout bumps [`ABI_VERSION`].
+//!
+//! # The model, as the kernel sees it
+//!
+//! * A **workload** is a small integer ([`WorkloadId`]) bound to one or more cgroup v2
+//!   ids in [`WorkloadBinding`] entries of the `WORKLOAD_BINDINGS` map. A process is
+//!   policed by the binding of its own cgroup or, failing that, of its nearest ancestor
+//!   cgroup, looked up at most [`MAX_CGROUP_DEPTH`] levels deep. A cgroup created below a
+//!   bound one is therefore policed from its first instant.
+//! * An **executable** is identified by the file itself ([`FileId`]: the kernel's device
+//!   number of the superblock and the inode number), never by the path a caller passed.
+//! * An exec is allowed when `EXEC_ALLOW` holds [`ExecKey`] `{ workload, file }`;
+//!   otherwise the workload's [`Mode`] decides: `Enforce` refuses it with `EPERM`,
+//!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
+#![no_std]
+
+/// Version of every layout in this crate. Bumped on any change.
+pub const ABI_VERSION: u32 = 1;
+
+/// How many cgroup levels the exec hook walks up to find a bound ancestor.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
+/// Capacity of the `WORKLOAD_BINDINGS` map (cgroups bound to a workload).
+pub const MAX_BINDINGS: u32 = 4096;
+/// Capacity of the `EXEC_ALLOW` map (allowed executables, summed over workloads).
+pub const MAX_EXEC_RULES: u32 = 65_536;
+/// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+/// Bytes reserved for an executable's path in an [`ExecEvent`].
+pub const PATH_CAPACITY: usize = 256;
+
+/// Names of the maps and globals in the eBPF object, shared so neither side can
+/// misspell them.
+pub mod names {
+    pub const WORKLOAD_BINDINGS: &str = "WORKLOAD_BINDINGS";
+    pub const EXEC_ALLOW: &str = "EXEC_ALLOW";
+    pub const EVENTS: &str = "EVENTS";
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+    pub const PROBE_EVENTS: &str = "PROBE_EVENTS";
+    pub const PROBE_TGID: &str = "PROBE_TGID";
+    /// LSM program deciding execs.
+    pub const PROG_EXEC: &str = "bprm_check_security";
+    /// `tp_btf/sched_process_exec` program that reports the identity of each new
+    /// executable; used to prove the offset logic on kernels without BPF LSM.
+    pub const PROG_EXEC_PROBE: &str = "sched_process_exec";
+}
+
+/// Small integer naming a workload inside one loaded policy. `0` is never used.
+pub type WorkloadId = u32;
+
+/// What happens to an operation a workload's policy does not allow.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Allow it and report it.
+    Audit = 1,
+    /// Refuse it with `EPERM` and report it.
+    Enforce = 2,
+}
+
+impl Mode {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Mode::Audit),
+            2 => Some(Mode::Enforce),
+            _ => None,
+        }
+    }
+}
+
+/// What the kernel did with an operation.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Refused with `EPERM` (enforce mode).
+    Deny = 1,
+    /// Let through but outside the policy (audit mode).
+    Audit = 2,
+}
+
+impl Decision {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Decision::Deny),
+            2 => Some(Decision::Audit),
+            _ => None,
+        }
+    }
+}
+
+/// Value of `WORKLOAD_BINDINGS`, keyed by cgroup v2 id (`u64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WorkloadBinding {
+    pub workload: WorkloadId,
+    /// A [`Mode`] as `u8`.
+    pub mode: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Identity of a file as the kernel knows it: `super_block.s_dev` (the kernel's
+/// internal `MKDEV(major, minor)` encoding, `major << 20 | minor`) and `inode.i_ino`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// Converts a user-space `st_dev` (glibc's `makedev` encoding) and `st_ino` into the
+    /// kernel's encoding, which is what the programs read from `super_block.s_dev`.
+    pub const fn from_stat(st_dev: u64, st_ino: u64) -> Self {
+        let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0x0000_0fff);
+        let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0x0000_00ff);
+        FileId {
+            dev: (major << 20) | minor,
+            ino: st_ino,
+        }
+    }
+
+    /// Major number of the device, kernel encoding.
+    pub const fn major(&self) -> u64 {
+        self.dev >> 20
+    }
+
+    /// Minor number of the device, kernel encoding.
+    pub const fn minor(&self) -> u64 {
+        self.dev & 0xf_ffff
+    }
+}
+
+/// Key of `EXEC_ALLOW`: this workload may exec this file. The value is a `u8` (1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ExecKey {
+    pub workload: WorkloadId,
+    pub _pad: u32,
+    pub file: FileId,
+}
+
+/// Kind tag at the start of every ring-buffer record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An [`ExecEvent`].
+    ExecDecision = 1,
+    /// An [`ExecProbeEvent`].
+    ExecProbe = 2,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(EventKind::ExecDecision),
+            2 => Some(EventKind::ExecProbe),
+            _ => None,
+        }
+    }
+}
+
+/// A deny or audit decision on an exec, sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// [`EventKind::ExecDecision`].
+    pub kind: u32,
+    /// The thread that called `execve` (kernel `pid`).
+    pub pid: u32,
+    /// Its thread group (user-space "pid").
+    pub tgid: u32,
+    /// Thread group of its `real_parent`.
+    pub ppid: u32,
+    /// `bpf_ktime_get_boot_ns()` at the decision.
+    pub boot_ns: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// The cgroup v2 id of the process (not of the bound ancestor).
+    pub cgroup_id: u64,
+    pub workload: WorkloadId,
+    /// A [`Decision`] as `u8`.
+    pub decision: u8,
+    pub _pad: u8,
+    /// Bytes of `path` that hold the path (without the NUL); 0 when unknown.
+    pub path_len: u16,
+    pub file: FileId,
+    /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
+    pub path: [u8; PATH_CAPACITY],
+}
+
+/// The identity of each new executable, reported by the `tp_btf` probe program for
+/// one thread group (`PROBE_TGID`, 0 = any). Proves the offsets on any kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecProbeEvent {
+    /// [`EventKind::ExecProbe`].
+    pub kind: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub _pad: u32,
+    pub file: FileId,
+}
+
+/// Byte offsets of the kernel-structure fields the programs read, taken from the
+/// running kernel's BTF by user space and handed to the programs as a read-only global.
+/// There is no CO-RE in Rust eBPF: nothing here may be fixed at build time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KernelOffsets {
+    /// `linux_binprm.file`
+    pub linux_binprm_file: u32,
+    /// `file.f_inode`
+    pub file_f_inode: u32,
+    /// `file.f_path`
+    pub file_f_path: u32,
+    /// `inode.i_ino`
+    pub inode_i_ino: u32,
+    /// `inode.i_sb`
+    pub inode_i_sb: u32,
+    /// `super_block.s_dev`
+    pub super_block_s_dev: u32,
+    /// `task_struct.real_parent`
+    pub task_struct_real_parent: u32,
+    /// `task_struct.tgid`
+    pub task_struct_tgid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) plain old data with explicit padding.
+    unsafe impl aya::Pod for super::WorkloadBinding {}
+    unsafe impl aya::Pod for super::FileId {}
+    unsafe impl aya::Pod for super::ExecKey {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn map_types_have_fixed_layouts() {
+        assert_eq!(
+            (size_of::<WorkloadBinding>(), align_of::<WorkloadBinding>()),
+            (8, 4)
+        );
+        assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
+        assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
+        assert_eq!(offset_of!(ExecKey, file), 8);
+        assert_eq!(size_of::<KernelOffsets>(), 32);
+    }
+
+    #[test]
+    fn event_records_have_fixed_layouts() {
+        assert_eq!(size_of::<ExecEvent>(), 64 + PATH_CAPACITY);
+        assert_eq!(align_of::<ExecEvent>(), 8);
+        assert_eq!(offset_of!(ExecEvent, kind), 0);
+        assert_eq!(offset_of!(ExecEvent, boot_ns), 16);
+        assert_eq!(offset_of!(ExecEvent, cgroup_id), 32);
+        assert_eq!(offset_of!(ExecEvent, decision), 44);
+        assert_eq!(offset_of!(ExecEvent, path_len), 46);
+        assert_eq!(offset_of!(ExecEvent, file), 48);
+        assert_eq!(offset_of!(ExecEvent, path), 64);
+        assert_eq!(size_of::<ExecProbeEvent>(), 32);
+        assert_eq!(offset_of!(ExecProbeEvent, file), 16);
+    }
+
+    #[test]
+    fn user_space_dev_numbers_convert_to_kernel_encoding() {
+        // glibc makedev(8, 1) == 0x801; kernel MKDEV(8, 1) == 8 << 20 | 1.
+        assert_eq!(FileId::from_stat(0x801, 7).dev, (8 << 20) | 1);
+        // Large numbers use the split encoding: makedev(0x1234, 0x56789).
+        let st_dev: u64 = ((0x1234u64 & 0xfffff000) << 32)
+            | ((0x1234 & 0xfff) << 8)
+            | ((0x56789u64 & 0xffffff00) << 12)
+            | (0x56789 & 0xff);
+        let id = FileId::from_stat(st_dev, 1);
+        assert_eq!((id.major(), id.minor()), (0x1234, 0x56789));
+    }
+
+    #[test]
+    fn unknown_tags_are_rejected() {
+        assert_eq!(Mode::from_u8(0), None);
+        assert_eq!(Mode::from_u8(2), Some(Mode::Enforce));
+        assert_eq!(Decision::from_u8(3), None);
+        assert_eq!(EventKind::from_u32(9), None);
+    }
+}

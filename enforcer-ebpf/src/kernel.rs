@@ -1,0 +1,51 @@
+//! Reads of kernel structures at offsets from the running kernel's BTF.
+//!
+//! Rust eBPF has no CO-RE, so each field is read with `bpf_probe_read_kernel` at the
+//! offset user space found in `/sys/kernel/btf/vmlinux` and passed in
+//! [`KERNEL_OFFSETS`](crate::maps::KERNEL_OFFSETS). Every pointer reached this way may
+//! be NULL and is checked.
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use driftwall_abi::{FileId, KernelOffsets};
+
+/// Reads a `T` at `base + offset`; `None` if `base` is NULL or the read faults.
+#[inline(always)]
+unsafe fn read_at<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates any address; it fails rather than faults.
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
+}
+
+/// The `struct file *` an exec is about to run (`bprm->file`).
+#[inline(always)]
+pub unsafe fn binprm_file(bprm: *const u8, off: &KernelOffsets) -> Option<*const u8> {
+    unsafe { read_at::<*const u8>(bprm, off.linux_binprm_file) }.filter(|p| !p.is_null())
+}
+
+/// Identity of an open file: `file->f_inode->i_sb->s_dev` and `file->f_inode->i_ino`.
+#[inline(always)]
+pub unsafe fn file_identity(file: *const u8, off: &KernelOffsets) -> Option<FileId> {
+    unsafe {
+        let inode = read_at::<*const u8>(file, off.file_f_inode)?;
+        let ino = read_at::<u64>(inode, off.inode_i_ino)?;
+        let sb = read_at::<*const u8>(inode, off.inode_i_sb)?;
+        let dev = read_at::<u32>(sb, off.super_block_s_dev)?;
+        Some(FileId {
+            dev: dev as u64,
+            ino,
+        })
+    }
+}
+
+/// Thread group id of the current task's `real_parent`; 0 if it cannot be read.
+#[inline(always)]
+pub fn parent_tgid(off: &KernelOffsets) -> u32 {
+    // SAFETY: the current task pointer is valid for the duration of the program.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        read_at::<*const u8>(task, off.task_struct_real_parent)
+            .and_then(|parent| read_at::<i32>(parent, off.task_struct_tgid))
+            .map_or(0, |tgid| tgid as u32)
+    }
+}

@@ -1,0 +1,41 @@
+//! driftwall's kernel side: BPF-LSM hooks that decide from maps, and tracepoints that
+//! report. No policy logic lives here beyond look-ups in the maps that user space
+//! fills from a compiled policy; every type crossing to user space is in
+//! `driftwall-abi`.
+//!
+//! * [`exec`]: `lsm/bprm_check_security` decides every exec of a policed process;
+//!   `tp_btf/sched_process_exec` reports the identity of new executables so the
+//!   offset logic can be proven on kernels without BPF LSM.
+//! * [`workload`]: which workload polices the current process (cgroup walk).
+//! * [`kernel`]: reads kernel structures at offsets taken from the running kernel's
+//!   BTF by user space (no CO-RE in Rust eBPF).
+//! * [`maps`]: the maps and read-only globals.
+//!
+//! Built for `bpfel-unknown-none` by `enforcer/build.rs`; on the host this crate is an
+//! empty binary so that `cargo clippy --workspace` can check it.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod exec;
+#[cfg(target_arch = "bpf")]
+mod kernel;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod workload;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this.
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,142 @@
+//! The eBPF object embedded in the agent, and the loading and attaching of its programs.
+//!
+//! The object is built from `enforcer-ebpf` by `build.rs` and embedded, so an agent
+//! binary always carries the programs it was tested with. Kernel-structure offsets are
+//! taken from the running kernel's BTF and written into the object's read-only globals
+//! before load (see [`kernel_offsets`](crate::kernel_offsets)).
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData},
+    programs::{BtfTracePoint, Lsm},
+};
+use driftwall_abi::{ExecKey, KernelOffsets, WorkloadBinding, names};
+
+use crate::resolve::ResolvedPolicy;
+
+/// The compiled eBPF object.
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/driftwall-enforcer-ebpf"));
+
+/// Where the LSM list of the running kernel is published.
+pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// Why programs or maps could not be set up. Each names the kernel facility.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramsError {
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("reading the kernel's BTF for program attach failed: {0}")]
+    Btf(#[from] aya::BtfError),
+    #[error("program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error(
+        "BPF LSM is not active on this kernel (active LSMs: {active}); boot with `lsm=...,bpf` to enforce execs"
+    )]
+    LsmInactive { active: String },
+    #[error("cannot read {LSM_LIST}: {0} (is securityfs mounted at /sys/kernel/security?)")]
+    LsmList(std::io::Error),
+}
+
+/// Opens the embedded object with the running kernel's offsets. `probe_parent_tgid`
+/// selects whose children the exec probe reports (0: nobody).
+pub fn open(offsets: &KernelOffsets, probe_parent_tgid: u32) -> Result<Ebpf, ProgramsError> {
+    let ebpf = EbpfLoader::new()
+        .override_global(names::KERNEL_OFFSETS, offsets, true)
+        .override_global("PROBE_PARENT_TGID", &probe_parent_tgid, true)
+        .load(OBJECT)?;
+    Ok(ebpf)
+}
+
+/// Whether the running kernel has BPF LSM in its active LSM list.
+pub fn check_bpf_lsm() -> Result<(), ProgramsError> {
+    let list = std::fs::read_to_string(LSM_LIST).map_err(ProgramsError::LsmList)?;
+    if list.trim().split(',').any(|l| l == "bpf") {
+        Ok(())
+    } else {
+        Err(ProgramsError::LsmInactive {
+            active: list.trim().to_string(),
+        })
+    }
+}
+
+/// Writes a resolved policy into the maps: allowlists first, then bindings, so that a
+/// workload is never bound before the executables it may run are in place.
+pub fn write_policy(ebpf: &mut Ebpf, policy: &ResolvedPolicy) -> Result<(), ProgramsError> {
+    {
+        let mut allow: HashMap<&mut MapData, ExecKey, u8> = HashMap::try_from(
+            ebpf.map_mut(names::EXEC_ALLOW)
+                .ok_or(ProgramsError::Missing("EXEC_ALLOW map"))?,
+        )
+        .map_err(|source| ProgramsError::Map {
+            name: names::EXEC_ALLOW,
+            source,
+        })?;
+        for key in policy.exec_rules() {
+            allow
+                .insert(key, 1, 0)
+                .map_err(|source| ProgramsError::Map {
+                    name: names::EXEC_ALLOW,
+                    source,
+                })?;
+        }
+    }
+    let mut bindings: HashMap<&mut MapData, u64, WorkloadBinding> = HashMap::try_from(
+        ebpf.map_mut(names::WORKLOAD_BINDINGS)
+            .ok_or(ProgramsError::Missing("WORKLOAD_BINDINGS map"))?,
+    )
+    .map_err(|source| ProgramsError::Map {
+        name: names::WORKLOAD_BINDINGS,
+        source,
+    })?;
+    for (cgroup_id, binding) in policy.bindings() {
+        bindings
+            .insert(cgroup_id, binding, 0)
+            .map_err(|source| ProgramsError::Map {
+                name: names::WORKLOAD_BINDINGS,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the exec LSM program. From this call on, execs are decided.
+pub fn attach_exec_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
+    let name = names::PROG_EXEC;
+    let prog: &mut Lsm = ebpf
+        .program_mut(name)
+        .ok_or(ProgramsError::Missing("bprm_check_security program"))?
+        .try_into()
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    prog.load("bprm_check_security", btf)
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    prog.attach()
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    Ok(())
+}
+
+/// Loads and attaches the `tp_btf/sched_process_exec` identity probe.
+pub fn attach_exec_probe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
+    let name = names::PROG_EXEC_PROBE;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProgramsError::Missing("sched_process_exec program"))?
+        .try_into()
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    prog.load("sched_process_exec", btf)
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    prog.attach()
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    Ok(())
+}

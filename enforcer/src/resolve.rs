@@ -1,0 +1,271 @@
+//! Resolution of a validated policy set against this node: cgroup paths become cgroup
+//! v2 ids, executable paths become file identities (device, inode). Both are
+//! node-local facts, which is why this happens in the agent and not in the compiler.
+//!
+//! A path that does not exist on this node is not an error — a profile may list a
+//! binary installed only on some nodes, or a service not started yet — but it is
+//! reported as a [`ResolveWarning`], never ignored in silence.
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use driftwall_abi::{ExecKey, FileId, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId};
+use driftwall_compiler::{Mode, PolicySet};
+
+/// One workload as loaded into the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Workload {
+    pub id: WorkloadId,
+    pub name: String,
+    pub mode: Mode,
+    /// cgroup v2 path, relative to the cgroup v2 mount.
+    pub cgroup: String,
+    /// Its cgroup id, when the cgroup exists.
+    pub cgroup_id: Option<u64>,
+    /// Executables resolved to files on this node.
+    pub executables: Vec<ResolvedExecutable>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ResolvedExecutable {
+    pub path: PathBuf,
+    #[serde(skip)]
+    pub file: FileId,
+}
+
+/// Something in the policy that could not be honoured on this node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveWarning {
+    #[error("workload `{workload}`: cgroup {cgroup} does not exist under {root}; not bound")]
+    MissingCgroup {
+        workload: String,
+        cgroup: String,
+        root: PathBuf,
+    },
+    #[error("workload `{workload}`: executable {path}: {reason}; not allowed")]
+    UnresolvedExecutable {
+        workload: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// Why a policy set cannot be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{what}: {count} entries exceed the kernel map's capacity of {limit}")]
+    TooLarge {
+        what: &'static str,
+        count: usize,
+        limit: u32,
+    },
+    #[error("{path} is not a cgroup v2 mount")]
+    NotCgroup2 { path: PathBuf },
+}
+
+/// A policy set resolved on this node: the exact entries the maps will hold.
+#[derive(Clone, Debug, Default)]
+pub struct ResolvedPolicy {
+    pub workloads: Vec<Workload>,
+    pub warnings: Vec<ResolveWarning>,
+}
+
+impl ResolvedPolicy {
+    /// `WORKLOAD_BINDINGS` entries.
+    pub fn bindings(&self) -> Vec<(u64, WorkloadBinding)> {
+        self.workloads
+            .iter()
+            .filter_map(|w| {
+                w.cgroup_id.map(|id| {
+                    (
+                        id,
+                        WorkloadBinding {
+                            workload: w.id,
+                            mode: driftwall_abi::Mode::from(w.mode) as u8,
+                            _pad: [0; 3],
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `EXEC_ALLOW` keys.
+    pub fn exec_rules(&self) -> Vec<ExecKey> {
+        let mut keys: Vec<ExecKey> = self
+            .workloads
+            .iter()
+            .flat_map(|w| {
+                w.executables.iter().map(|e| ExecKey {
+                    workload: w.id,
+                    _pad: 0,
+                    file: e.file,
+                })
+            })
+            .collect();
+        keys.sort_by_key(|k| (k.workload, k.file));
+        keys.dedup();
+        keys
+    }
+
+    pub fn workload(&self, id: WorkloadId) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.id == id)
+    }
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup` on a unified system, `/sys/fs/cgroup/unified`
+/// on a hybrid one (as on the hosts of this project).
+pub fn default_cgroup_root() -> PathBuf {
+    for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let p = Path::new(candidate);
+        if is_cgroup2(p) {
+            return p.to_path_buf();
+        }
+    }
+    PathBuf::from("/sys/fs/cgroup")
+}
+
+/// Whether `path` is the root of a cgroup v2 file system.
+pub fn is_cgroup2(path: &Path) -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct; c is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+    }
+}
+
+/// Resolves every profile of `set` on this node. Workload ids are 1.. in the order of
+/// the set (sorted by name), so the same policy gives the same ids.
+pub fn resolve(set: &PolicySet, cgroup_root: &Path) -> Result<ResolvedPolicy, ResolveError> {
+    if !is_cgroup2(cgroup_root) {
+        return Err(ResolveError::NotCgroup2 {
+            path: cgroup_root.to_path_buf(),
+        });
+    }
+    let mut out = ResolvedPolicy::default();
+    for (index, profile) in set.profiles.iter().enumerate() {
+        let id = WorkloadId::try_from(index + 1).map_err(|_| ResolveError::TooLarge {
+            what: "workloads",
+            count: set.profiles.len(),
+            limit: MAX_BINDINGS,
+        })?;
+        let cgroup_path = cgroup_root.join(profile.cgroup.trim_start_matches('/'));
+        let cgroup_id = match std::fs::metadata(&cgroup_path) {
+            Ok(m) if m.is_dir() => Some(m.ino()),
+            _ => {
+                out.warnings.push(ResolveWarning::MissingCgroup {
+                    workload: profile.workload.clone(),
+                    cgroup: profile.cgroup.clone(),
+                    root: cgroup_root.to_path_buf(),
+                });
+                None
+            }
+        };
+        let mut executables = Vec::new();
+        for path in &profile.executables {
+            // metadata() follows symlinks: the file a symlink names is what runs.
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => executables.push(ResolvedExecutable {
+                    path: path.clone(),
+                    file: FileId::from_stat(m.dev(), m.ino()),
+                }),
+                Ok(_) => out.warnings.push(ResolveWarning::UnresolvedExecutable {
+                    workload: profile.workload.clone(),
+                    path: path.clone(),
+                    reason: "not a regular file".into(),
+                }),
+                Err(e) => out.warnings.push(ResolveWarning::UnresolvedExecutable {
+                    workload: profile.workload.clone(),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        out.workloads.push(Workload {
+            id,
+            name: profile.workload.clone(),
+            mode: profile.mode,
+            cgroup: profile.cgroup.clone(),
+            cgroup_id,
+            executables,
+        });
+    }
+    let bindings = out.bindings().len();
+    if bindings > MAX_BINDINGS as usize {
+        return Err(ResolveError::TooLarge {
+            what: "cgroup bindings",
+            count: bindings,
+            limit: MAX_BINDINGS,
+        });
+    }
+    let rules = out.exec_rules().len();
+    if rules > MAX_EXEC_RULES as usize {
+        return Err(ResolveError::TooLarge {
+            what: "exec rules",
+            count: rules,
+            limit: MAX_EXEC_RULES,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftwall_compiler::Profile;
+
+    fn profile(name: &str, cgroup: &str, exes: &[&str]) -> Profile {
+        Profile {
+            workload: name.into(),
+            cgroup: cgroup.into(),
+            mode: Mode::Enforce,
+            executables: exes.iter().map(PathBuf::from).collect(),
+            source: PathBuf::from("t.yaml"),
+        }
+    }
+
+    #[test]
+    fn paths_resolve_to_file_identities_and_missing_ones_are_reported() {
+        let root = default_cgroup_root();
+        let set = PolicySet::from_profiles(vec![
+            profile("b", "/", &["/bin/sh", "/no/such/exe"]),
+            profile("a", "/dw-no-such-cgroup", &["/proc"]),
+        ])
+        .unwrap();
+        let r = resolve(&set, &root).unwrap();
+        assert_eq!(r.workloads[0].name, "a");
+        assert_eq!(r.workloads[0].id, 1);
+        assert_eq!(r.workloads[1].id, 2);
+        // "/" maps to the cgroup root itself, which exists.
+        assert_eq!(
+            r.workloads[1].cgroup_id,
+            Some(std::fs::metadata(&root).unwrap().ino())
+        );
+        let sh = std::fs::metadata("/bin/sh").unwrap();
+        assert_eq!(
+            r.exec_rules(),
+            vec![ExecKey {
+                workload: 2,
+                _pad: 0,
+                file: FileId::from_stat(sh.dev(), sh.ino())
+            }]
+        );
+        assert_eq!(r.bindings().len(), 1);
+        assert_eq!(r.warnings.len(), 3, "{:?}", r.warnings);
+        assert!(matches!(
+            r.warnings[0],
+            ResolveWarning::MissingCgroup { .. }
+        ));
+    }
+
+    #[test]
+    fn a_root_that_is_not_cgroup2_is_refused() {
+        let err = resolve(&PolicySet::default(), Path::new("/tmp")).unwrap_err();
+        assert!(matches!(err, ResolveError::NotCgroup2 { .. }));
+    }
+}

@@ -1,0 +1,402 @@
+//! Guest side of the `exec` suite: runs inside a BPF-LSM guest kernel, starts the real
+//! `driftwall run` agent on a policy it writes, and proves exec enforcement with real
+//! `execve` calls in real cgroups. Each test reports through the testbed's result port.
+//!
+//! Layout it sets up:
+//!
+//! ```text
+//! /sys/fs/cgroup/dw/web     workload `web`, enforce, may run /opt/dw/allowed
+//! /sys/fs/cgroup/dw/audit   workload `audited`, audit, may run /opt/dw/allowed
+//! /sys/fs/cgroup/dw/free    no workload
+//! /opt/dw/allowed, /opt/dw/denied   copies of dw-probe (two distinct files)
+//! ```
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::MetadataExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use driftwall_testbed::{
+    Reporter,
+    guest::{CGROUP_ROOT as CG, Spawned, spawn_in_cgroup},
+};
+use serde_json::Value;
+
+const ALLOWED: &str = "/opt/dw/allowed";
+const DENIED: &str = "/opt/dw/denied";
+const EPERM: i32 = libc::EPERM;
+/// Emulated time is slow: be generous.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Res = Result<String, String>;
+/// A guest test: what it found, or why it failed.
+type GuestTest = fn(&Agent) -> Res;
+
+fn main() {
+    let mut reporter = match Reporter::open() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dw-guest-exec: cannot open the result port: {e}");
+            std::process::exit(2);
+        }
+    };
+    let agent = match setup() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = reporter.run("agent_starts_and_reports_ready", || Err::<String, _>(e));
+            let _ = reporter.finish();
+            return;
+        }
+    };
+    let _ = reporter.run("agent_starts_and_reports_ready", || {
+        Ok::<_, String>(format!("ready: {}", agent.ready_line))
+    });
+    let tests: [(&str, GuestTest); 8] = [
+        ("allowed_binary_runs", allowed_binary_runs),
+        (
+            "unlisted_binary_is_denied_and_reported",
+            unlisted_binary_is_denied_and_reported,
+        ),
+        ("copied_binary_is_denied", copied_binary_is_denied),
+        (
+            "links_to_an_allowed_binary_run",
+            links_to_an_allowed_binary_run,
+        ),
+        (
+            "links_to_a_denied_binary_are_denied",
+            links_to_a_denied_binary_are_denied,
+        ),
+        (
+            "child_cgroup_created_after_start_is_policed",
+            child_cgroup_created_after_start_is_policed,
+        ),
+        (
+            "process_outside_bound_cgroups_is_untouched",
+            process_outside_bound_cgroups_is_untouched,
+        ),
+        (
+            "audit_mode_lets_exec_through_and_reports_it",
+            audit_mode_lets_exec_through_and_reports_it,
+        ),
+    ];
+    for (name, test) in tests {
+        let _ = reporter.run(name, || test(&agent));
+    }
+    let _ = reporter.run("agent_detaches_on_sigterm", || {
+        agent_detaches_on_sigterm(agent)
+    });
+    let _ = reporter.finish();
+}
+
+/// The running agent and the events it printed.
+struct Agent {
+    child: Child,
+    ready_line: String,
+    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
+}
+
+fn setup() -> Result<Agent, String> {
+    for dir in ["dw/web", "dw/audit", "dw/free"] {
+        std::fs::create_dir_all(Path::new(CG).join(dir))
+            .map_err(|e| format!("cgroup {dir}: {e}"))?;
+    }
+    std::fs::create_dir_all("/opt/dw").map_err(|e| e.to_string())?;
+    for p in [ALLOWED, DENIED] {
+        std::fs::copy("/bin/dw-probe", p).map_err(|e| format!("copy to {p}: {e}"))?;
+    }
+    let profiles = Path::new("/etc/dw/policies/profiles");
+    std::fs::create_dir_all(profiles).map_err(|e| e.to_string())?;
+    let profile = |name: &str, cgroup: &str, mode: &str| {
+        format!(
+            "apiVersion: driftwall.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: {name}\n\
+             spec:\n  selector:\n    cgroup: {cgroup}\n  mode: {mode}\n  process:\n    \
+             executables:\n      - {ALLOWED}\n"
+        )
+    };
+    std::fs::write(
+        profiles.join("web.yaml"),
+        profile("web", "/dw/web", "enforce"),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        profiles.join("audited.yaml"),
+        profile("audited", "/dw/audit", "audit"),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut child = Command::new("/bin/driftwall")
+        .args(["run", "--policies", "/etc/dw/policies", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting driftwall: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let events: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
+    let sink = Arc::clone(&events);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("agent: {line}");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let (lock, cvar) = &*sink;
+                if let Ok(mut list) = lock.lock() {
+                    list.push(v);
+                    cvar.notify_all();
+                }
+            }
+        }
+    });
+    let mut agent = Agent {
+        child,
+        ready_line: String::new(),
+        events,
+    };
+    let ready = agent
+        .wait_for(Duration::from_secs(120), |v| v["kind"] == "ready")
+        .map_err(|e| {
+            let status = agent.child.try_wait().ok().flatten();
+            format!("{e}; agent exit status: {status:?}")
+        })?;
+    agent.ready_line = ready.to_string();
+    Ok(agent)
+}
+
+impl Agent {
+    /// Waits until an event matching `pred` has been printed, and returns it.
+    fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.events;
+        let mut list = lock.lock().map_err(|_| "event list poisoned")?;
+        loop {
+            if let Some(v) = list.iter().find(|v| pred(v)) {
+                return Ok(v.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "no matching event within {timeout:?}; events so far: {}",
+                    list.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+            list = cvar
+                .wait_timeout(list, deadline - now)
+                .map_err(|_| "event list poisoned")?
+                .0;
+        }
+    }
+
+    fn exec_event(&self, pid: i32) -> Result<Value, String> {
+        self.wait_for(EVENT_TIMEOUT, |v| v["kind"] == "exec" && v["tgid"] == pid)
+    }
+
+    /// Proves that no event names `pid`: a later denied exec's event arrives first
+    /// (decisions are reported in order), then the list must hold none for `pid`.
+    fn assert_no_event(&self, pid: i32) -> Result<(), String> {
+        let sentinel = run_in("dw/web", DENIED)?;
+        expect_denied(&sentinel)?;
+        self.exec_event(sentinel.pid)?;
+        let (lock, _) = &*self.events;
+        let list = lock.lock().map_err(|_| "event list poisoned")?;
+        match list.iter().find(|v| v["tgid"] == pid) {
+            Some(v) => Err(format!("unexpected event for pid {pid}: {v}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn run_in(cgroup: &str, path: &str) -> Result<Spawned, String> {
+    spawn_in_cgroup(cgroup, path, false)
+}
+
+fn expect_ran(s: &Spawned) -> Result<(), String> {
+    match s.outcome {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!("pid {} ran but exited {code}", s.pid)),
+        Err(errno) => Err(format!(
+            "exec in pid {} failed with errno {errno}, expected success",
+            s.pid
+        )),
+    }
+}
+
+fn expect_denied(s: &Spawned) -> Result<(), String> {
+    match s.outcome {
+        Err(EPERM) => Ok(()),
+        Err(errno) => Err(format!("exec failed with errno {errno}, expected EPERM")),
+        Ok(code) => Err(format!(
+            "exec in pid {} succeeded (exit {code}); expected EPERM",
+            s.pid
+        )),
+    }
+}
+
+fn identity(path: &str) -> Result<(String, u64), String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("stat {path}: {e}"))?;
+    let dev = m.dev();
+    // glibc's encoding of st_dev.
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+    Ok((format!("{major}:{minor}"), m.ino()))
+}
+
+/// Checks a decision event against what is known of the exec.
+fn check_event(
+    ev: &Value,
+    decision: &str,
+    workload: &str,
+    path: &str,
+    file_of: &str,
+) -> Result<(), String> {
+    let (dev, ino) = identity(file_of)?;
+    let checks = [
+        ("decision", ev["decision"] == decision),
+        ("workload", ev["workload"] == workload),
+        ("exe.path", ev["exe"]["path"] == path),
+        ("exe.dev", ev["exe"]["dev"] == dev.as_str()),
+        ("exe.ino", ev["exe"]["ino"] == ino),
+        ("ppid", ev["ppid"] == std::process::id()),
+        ("uid", ev["uid"] == 0),
+    ];
+    for (what, ok) in checks {
+        if !ok {
+            return Err(format!(
+                "event field {what} is wrong (want decision={decision} workload={workload} path={path} dev={dev} ino={ino} ppid={}): {ev}",
+                std::process::id()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn allowed_binary_runs(agent: &Agent) -> Res {
+    let s = run_in("dw/web", ALLOWED)?;
+    expect_ran(&s)?;
+    agent.assert_no_event(s.pid)?;
+    Ok(format!(
+        "{ALLOWED} ran in workload web (pid {}), no event",
+        s.pid
+    ))
+}
+
+fn unlisted_binary_is_denied_and_reported(agent: &Agent) -> Res {
+    let s = run_in("dw/web", DENIED)?;
+    expect_denied(&s)?;
+    let ev = agent.exec_event(s.pid)?;
+    check_event(&ev, "deny", "web", DENIED, DENIED)?;
+    if ev["pid"] != s.pid {
+        return Err(format!("event pid is not {}: {ev}", s.pid));
+    }
+    Ok(format!("EPERM, event: {ev}"))
+}
+
+fn copied_binary_is_denied(agent: &Agent) -> Res {
+    let mut found = Vec::new();
+    for copy in ["/tmp/allowed-copy", "/opt/dw/allowed-copy"] {
+        std::fs::copy(ALLOWED, copy).map_err(|e| e.to_string())?;
+        let s = run_in("dw/web", copy)?;
+        expect_denied(&s)?;
+        let ev = agent.exec_event(s.pid)?;
+        check_event(&ev, "deny", "web", copy, copy)?;
+        found.push(format!("{copy}: EPERM"));
+    }
+    Ok(found.join(", "))
+}
+
+fn links_to_an_allowed_binary_run(agent: &Agent) -> Res {
+    let sym = "/tmp/allowed-symlink";
+    let hard = "/opt/dw/allowed-hardlink";
+    std::os::unix::fs::symlink(ALLOWED, sym).map_err(|e| e.to_string())?;
+    std::fs::hard_link(ALLOWED, hard).map_err(|e| e.to_string())?;
+    for p in [sym, hard] {
+        let s = run_in("dw/web", p)?;
+        expect_ran(&s).map_err(|e| format!("{p}: {e}"))?;
+        agent.assert_no_event(s.pid)?;
+    }
+    Ok(format!("{sym} and {hard} ran"))
+}
+
+fn links_to_a_denied_binary_are_denied(agent: &Agent) -> Res {
+    let sym = "/tmp/denied-symlink";
+    let hard = "/opt/dw/denied-hardlink";
+    std::os::unix::fs::symlink(DENIED, sym).map_err(|e| e.to_string())?;
+    std::fs::hard_link(DENIED, hard).map_err(|e| e.to_string())?;
+    // The kernel runs the file a symlink names: its path is the target's.
+    for (p, reported) in [(sym, DENIED), (hard, hard)] {
+        let s = run_in("dw/web", p)?;
+        expect_denied(&s).map_err(|e| format!("{p}: {e}"))?;
+        let ev = agent.exec_event(s.pid)?;
+        check_event(&ev, "deny", "web", reported, DENIED)?;
+    }
+    Ok(format!("{sym} and {hard}: EPERM"))
+}
+
+fn child_cgroup_created_after_start_is_policed(agent: &Agent) -> Res {
+    let late = "dw/web/late/deeper";
+    let dir = Path::new(CG).join(late);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cgroup_id = std::fs::metadata(&dir).map_err(|e| e.to_string())?.ino();
+    let ok = run_in(late, ALLOWED)?;
+    expect_ran(&ok)?;
+    let s = run_in(late, DENIED)?;
+    expect_denied(&s)?;
+    let ev = agent.exec_event(s.pid)?;
+    check_event(&ev, "deny", "web", DENIED, DENIED)?;
+    if ev["cgroup_id"] != cgroup_id {
+        return Err(format!("event cgroup_id is not {cgroup_id}: {ev}"));
+    }
+    Ok(format!(
+        "in /{late} (created after start): allowed ran, denied got EPERM"
+    ))
+}
+
+fn process_outside_bound_cgroups_is_untouched(agent: &Agent) -> Res {
+    let mut pids = Vec::new();
+    for cgroup in ["dw/free", ""] {
+        for p in [ALLOWED, DENIED] {
+            let s = run_in(cgroup, p)?;
+            expect_ran(&s).map_err(|e| format!("{p} in /{cgroup}: {e}"))?;
+            pids.push(s.pid);
+        }
+    }
+    for pid in pids {
+        agent.assert_no_event(pid)?;
+    }
+    Ok("both binaries ran in /dw/free and in the root cgroup, no events".into())
+}
+
+fn audit_mode_lets_exec_through_and_reports_it(agent: &Agent) -> Res {
+    let ok = run_in("dw/audit", ALLOWED)?;
+    expect_ran(&ok)?;
+    let s = run_in("dw/audit", DENIED)?;
+    expect_ran(&s)?;
+    let ev = agent.exec_event(s.pid)?;
+    check_event(&ev, "audit", "audited", DENIED, DENIED)?;
+    agent.assert_no_event(ok.pid)?;
+    Ok(format!("ran, reported: {ev}"))
+}
+
+fn agent_detaches_on_sigterm(mut agent: Agent) -> Res {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = agent.child.kill();
+            return Err("the agent did not exit within 60 s of SIGTERM".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        return Err(format!("the agent exited with {status}"));
+    }
+    let s = run_in("dw/web", DENIED)?;
+    expect_ran(&s).map_err(|e| format!("after the agent stopped: {e}"))?;
+    Ok("agent exited 0 on SIGTERM; the denied binary runs again".into())
+}

@@ -1,0 +1,56 @@
+//! Exec enforcement end to end on real BPF-LSM kernels: the real `driftwall` agent,
+//! the real eBPF programs, real `execve` calls in real cgroups, on every cached guest
+//! kernel (6.12 and 6.1) with the same binaries. The guest side is
+//! `src/bin/dw-guest-exec.rs`; each guest test is a host test here.
+//!
+//! The agent binary is taken from the same target directory as this test
+//! (`target/<profile>/driftwall`); `scripts/test` builds it first. Fails (never skips)
+//! when it or the kernels are missing.
+use std::path::PathBuf;
+
+use driftwall_testbed::{GuestSuite, Initramfs, TestbedError, standard_init};
+
+/// `target/<profile>/driftwall`, beside this test's `deps/` directory.
+fn agent_binary() -> Result<PathBuf, TestbedError> {
+    let exe = std::env::current_exe().map_err(|source| TestbedError::Io {
+        context: "current_exe".into(),
+        source,
+    })?;
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("driftwall"))
+        .filter(|p| p.is_file());
+    bin.ok_or_else(|| TestbedError::Io {
+        context: format!(
+            "no driftwall binary beside {}: build it first with `cargo build --release -p driftwall-enforcer` (scripts/test does)",
+            exe.display()
+        ),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let suite = GuestSuite::new("exec", || {
+        let mut image = Initramfs::new();
+        image.add_binary(agent_binary()?, "/bin/driftwall")?;
+        image.add_binary(env!("CARGO_BIN_EXE_dw-guest-exec"), "/bin/dw-guest-exec")?;
+        image.add_binary(env!("CARGO_BIN_EXE_dw-probe"), "/bin/dw-probe")?;
+        image.set_init_script(&standard_init("/bin/dw-guest-exec"));
+        Ok(image)
+    })
+    .expect_tests(&[
+        "agent_starts_and_reports_ready",
+        "allowed_binary_runs",
+        "unlisted_binary_is_denied_and_reported",
+        "copied_binary_is_denied",
+        "links_to_an_allowed_binary_run",
+        "links_to_a_denied_binary_are_denied",
+        "child_cgroup_created_after_start_is_policed",
+        "process_outside_bound_cgroups_is_untouched",
+        "audit_mode_lets_exec_through_and_reports_it",
+        "agent_detaches_on_sigterm",
+    ]);
+    libtest_mimic::run(&args, suite.trials()).exit();
+}
