@@ -20,8 +20,10 @@
 //!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
 #![no_std]
 
+pub mod decide;
+
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
@@ -41,13 +43,14 @@ pub mod names {
     pub const EXEC_ALLOW: &str = "EXEC_ALLOW";
     pub const EVENTS: &str = "EVENTS";
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
-    pub const PROBE_EVENTS: &str = "PROBE_EVENTS";
-    pub const PROBE_TGID: &str = "PROBE_TGID";
+    pub const LIFECYCLE: &str = "LIFECYCLE";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
-    /// `tp_btf/sched_process_exec` program that reports the identity of each new
-    /// executable; used to prove the offset logic on kernels without BPF LSM.
-    pub const PROG_EXEC_PROBE: &str = "sched_process_exec";
+    /// `tp_btf` programs reporting process lifecycle (they need no BPF LSM, so they also
+    /// prove the offset logic on kernels without it).
+    pub const PROG_FORK: &str = "sched_process_fork";
+    pub const PROG_EXEC_SEEN: &str = "sched_process_exec";
+    pub const PROG_EXIT: &str = "sched_process_exit";
 }
 
 /// Small integer naming a workload inside one loaded policy. `0` is never used.
@@ -75,7 +78,7 @@ impl Mode {
 
 /// What the kernel did with an operation.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Decision {
     /// Refused with `EPERM` (enforce mode).
     Deny = 1,
@@ -95,7 +98,7 @@ impl Decision {
 
 /// Value of `WORKLOAD_BINDINGS`, keyed by cgroup v2 id (`u64`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct WorkloadBinding {
     pub workload: WorkloadId,
     /// A [`Mode`] as `u8`.
@@ -137,7 +140,7 @@ impl FileId {
 
 /// Key of `EXEC_ALLOW`: this workload may exec this file. The value is a `u8` (1).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecKey {
     pub workload: WorkloadId,
     pub _pad: u32,
@@ -150,15 +153,15 @@ pub struct ExecKey {
 pub enum EventKind {
     /// An [`ExecEvent`].
     ExecDecision = 1,
-    /// An [`ExecProbeEvent`].
-    ExecProbe = 2,
+    /// A [`LifecycleEvent`].
+    Lifecycle = 2,
 }
 
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(EventKind::ExecDecision),
-            2 => Some(EventKind::ExecProbe),
+            2 => Some(EventKind::Lifecycle),
             _ => None,
         }
     }
@@ -189,21 +192,68 @@ pub struct ExecEvent {
     /// Bytes of `path` that hold the path (without the NUL); 0 when unknown.
     pub path_len: u16,
     pub file: FileId,
+    /// The process's `task_struct.start_boottime` (ns): with the boot id and tgid it
+    /// names the process instance.
+    pub start_ns: u64,
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
 }
 
-/// The identity of each new executable, reported by the `tp_btf` probe program for
-/// one thread group (`PROBE_TGID`, 0 = any). Proves the offsets on any kernel.
+/// What happened to a process, in a [`LifecycleEvent`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifecycleOp {
+    /// A new process (thread group) was forked: `tgid` is the child, `ppid` the parent.
+    Fork = 1,
+    /// The process replaced its image: `file`, `path` (as the caller named it).
+    Exec = 2,
+    /// The process (its thread group leader) exited with `exit_code`.
+    Exit = 3,
+}
+
+impl LifecycleOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(LifecycleOp::Fork),
+            2 => Some(LifecycleOp::Exec),
+            3 => Some(LifecycleOp::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// A process fork, exec or exit, reported by the `tp_btf` lifecycle programs on the
+/// `LIFECYCLE` ring buffer for the context graph.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExecProbeEvent {
-    /// [`EventKind::ExecProbe`].
+#[derive(Clone, Copy, Debug)]
+pub struct LifecycleEvent {
+    /// [`EventKind::Lifecycle`].
     pub kind: u32,
+    /// A [`LifecycleOp`] as `u8`.
+    pub op: u8,
+    pub _pad: u8,
+    /// Bytes of `path` holding the path (exec only).
+    pub path_len: u16,
+    /// The process concerned (the child, for a fork).
     pub tgid: u32,
+    /// Its parent's thread group.
     pub ppid: u32,
-    pub _pad: u32,
+    /// `bpf_ktime_get_boot_ns()` when it happened.
+    pub boot_ns: u64,
+    /// `start_boottime` of the process concerned.
+    pub start_ns: u64,
+    /// `start_boottime` of its parent.
+    pub parent_start_ns: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// Exit status as `wait` reports it (exit only).
+    pub exit_code: u32,
+    pub _pad2: u32,
+    /// The new executable (exec only).
     pub file: FileId,
+    /// The path the caller passed to `execve` (exec only), NUL-terminated.
+    pub path: [u8; PATH_CAPACITY],
 }
 
 /// Byte offsets of the kernel-structure fields the programs read, taken from the
@@ -228,6 +278,14 @@ pub struct KernelOffsets {
     pub task_struct_real_parent: u32,
     /// `task_struct.tgid`
     pub task_struct_tgid: u32,
+    /// `task_struct.pid`
+    pub task_struct_pid: u32,
+    /// `task_struct.start_boottime`
+    pub task_struct_start_boottime: u32,
+    /// `task_struct.exit_code`
+    pub task_struct_exit_code: u32,
+    /// `linux_binprm.filename`
+    pub linux_binprm_filename: u32,
 }
 
 #[cfg(feature = "user")]
@@ -253,12 +311,12 @@ mod tests {
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 32);
+        assert_eq!(size_of::<KernelOffsets>(), 48);
     }
 
     #[test]
     fn event_records_have_fixed_layouts() {
-        assert_eq!(size_of::<ExecEvent>(), 64 + PATH_CAPACITY);
+        assert_eq!(size_of::<ExecEvent>(), 72 + PATH_CAPACITY);
         assert_eq!(align_of::<ExecEvent>(), 8);
         assert_eq!(offset_of!(ExecEvent, kind), 0);
         assert_eq!(offset_of!(ExecEvent, boot_ns), 16);
@@ -266,9 +324,13 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, decision), 44);
         assert_eq!(offset_of!(ExecEvent, path_len), 46);
         assert_eq!(offset_of!(ExecEvent, file), 48);
-        assert_eq!(offset_of!(ExecEvent, path), 64);
-        assert_eq!(size_of::<ExecProbeEvent>(), 32);
-        assert_eq!(offset_of!(ExecProbeEvent, file), 16);
+        assert_eq!(offset_of!(ExecEvent, start_ns), 64);
+        assert_eq!(offset_of!(ExecEvent, path), 72);
+        assert_eq!(size_of::<LifecycleEvent>(), 80 + PATH_CAPACITY);
+        assert_eq!(offset_of!(LifecycleEvent, boot_ns), 16);
+        assert_eq!(offset_of!(LifecycleEvent, cgroup_id), 48);
+        assert_eq!(offset_of!(LifecycleEvent, file), 64);
+        assert_eq!(offset_of!(LifecycleEvent, path), 80);
     }
 
     #[test]
@@ -290,5 +352,6 @@ mod tests {
         assert_eq!(Mode::from_u8(2), Some(Mode::Enforce));
         assert_eq!(Decision::from_u8(3), None);
         assert_eq!(EventKind::from_u32(9), None);
+        assert_eq!(LifecycleOp::from_u8(0), None);
     }
 }

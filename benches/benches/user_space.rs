@@ -30,6 +30,7 @@ fn exec_record() -> Vec<u8> {
         _pad: 0,
         path_len: p.len() as u16,
         file: FileId { dev: 5, ino: 77 },
+        start_ns: 42,
         path,
     };
     // SAFETY: ExecEvent is repr(C) plain old data.

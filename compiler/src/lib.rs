@@ -23,6 +23,10 @@
 //!
 //! The full profile schema, Cedar rules and the bundle format are the subject of later
 //! work; this first slice covers exec allowlists.
+pub mod bundle;
+pub mod cedar;
 pub mod profile;
+pub mod reference;
 
+pub use bundle::{Bundle, BundleError, BundleHash};
 pub use profile::{Mode, PolicyError, PolicySet, Profile, SourceLocation};

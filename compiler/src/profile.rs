@@ -28,7 +28,9 @@ use serde_saphyr::Spanned;
 pub const API_VERSION: &str = "driftwall.dev/v1alpha1";
 
 /// What happens to an operation that a workload's profile does not allow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Allow it and report it.
@@ -338,7 +340,8 @@ fn invalid(file: &Path, line: u64, column: u64, reason: String) -> PolicyError {
     }
 }
 
-fn is_valid_name(s: &str) -> bool {
+/// Whether `s` is a valid workload name.
+pub(crate) fn is_valid_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -349,7 +352,7 @@ fn is_valid_name(s: &str) -> bool {
 }
 
 /// An absolute path with no `.`/`..` components, no empty components and no NUL.
-fn check_absolute_clean(s: &str) -> Result<(), &'static str> {
+pub(crate) fn check_absolute_clean(s: &str) -> Result<(), &'static str> {
     if !s.starts_with('/') {
         return Err("must be an absolute path");
     }

@@ -1,5 +1,4 @@
-//! Exec decisions (`lsm/bprm_check_security`) and the exec identity probe
-//! (`tp_btf/sched_process_exec`).
+//! Exec decisions (`lsm/bprm_check_security`).
 //!
 //! The LSM hook runs for every `execve`, before the new image replaces the caller
 //! (and again for a script's interpreter). For a process in a bound workload it looks
@@ -10,18 +9,18 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_d_path, bpf_ktime_get_boot_ns},
     },
-    macros::{btf_tracepoint, lsm},
-    programs::{BtfTracePointContext, LsmContext},
+    macros::lsm,
+    programs::LsmContext,
 };
 use driftwall_abi::{
-    Decision, EventKind, ExecEvent, ExecKey, ExecProbeEvent, FileId, KernelOffsets, Mode,
-    PATH_CAPACITY,
+    Decision, EventKind, ExecEvent, FileId, KernelOffsets, PATH_CAPACITY,
+    decide::{self, ExecOutcome},
 };
 
 use crate::{
     kernel,
-    maps::{EVENTS, EXEC_ALLOW, PROBE_EVENTS, offsets, probe_parent_tgid},
-    workload,
+    maps::{EVENTS, offsets},
+    workload::KernelLookups,
 };
 
 const EPERM: i32 = 1;
@@ -39,37 +38,24 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn decide_exec(ctx: &LsmContext) -> i32 {
-    let Some(binding) = workload::current_binding() else {
-        return 0;
-    };
-    let Some(mode) = Mode::from_u8(binding.mode) else {
-        return 0;
-    };
-    let off = offsets();
     let bprm: *const u8 = ctx.arg(0);
-    // SAFETY: bprm is the hook's argument; every read below is a checked probe read.
-    let file = unsafe { kernel::binprm_file(bprm, &off) };
-    let identity = file.and_then(|f| unsafe { kernel::file_identity(f, &off) });
-    // An executable whose identity cannot be read is not in any allowlist.
-    if let Some(id) = identity {
-        let key = ExecKey {
-            workload: binding.workload,
-            _pad: 0,
-            file: id,
-        };
-        // SAFETY: only presence is tested.
-        if unsafe { EXEC_ALLOW.get(key) }.is_some() {
-            return 0;
+    let off = offsets();
+    let mut identity = None;
+    let outcome = decide::decide_exec(&KernelLookups, || {
+        // SAFETY: bprm is the hook's argument; every read is a checked probe read.
+        identity = unsafe { kernel::binprm_file(bprm, &off) }
+            .and_then(|f| unsafe { kernel::file_identity(f, &off) });
+        identity
+    });
+    match outcome {
+        ExecOutcome::Unpoliced | ExecOutcome::Allowed { .. } => 0,
+        ExecOutcome::Drift { workload, decision } => {
+            report_exec(&off, bprm, workload, identity, decision);
+            match decision {
+                Decision::Deny => -EPERM,
+                Decision::Audit => 0,
+            }
         }
-    }
-    let decision = match mode {
-        Mode::Enforce => Decision::Deny,
-        Mode::Audit => Decision::Audit,
-    };
-    report_exec(&off, bprm, binding.workload, identity, decision);
-    match decision {
-        Decision::Deny => -EPERM,
-        Decision::Audit => 0,
     }
 }
 
@@ -104,6 +90,7 @@ fn report_exec(
         (*ev)._pad = 0;
         (*ev).file = identity.unwrap_or_default();
         (*ev).path_len = 0;
+        (*ev).start_ns = kernel::task_ids(kernel::current_task(), off).start_ns;
         // bpf_d_path needs the verifier to know the argument is a `struct path`: reach
         // it by direct loads from the BTF-typed hook argument (bprm->file->f_path),
         // with the offsets the verifier sees as constants from the frozen .rodata.
@@ -118,32 +105,4 @@ fn report_exec(
         }
     }
     entry.submit(0);
-}
-
-#[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
-    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-    let off = offsets();
-    let ppid = kernel::parent_tgid(&off);
-    let watched = probe_parent_tgid();
-    if watched == 0 || ppid != watched {
-        return 0;
-    }
-    let bprm: *const u8 = ctx.arg(2);
-    // SAFETY: probe reads of the tracepoint's argument.
-    let Some(file) = (unsafe { kernel::binprm_file(bprm, &off) }) else {
-        return 0;
-    };
-    let Some(id) = (unsafe { kernel::file_identity(file, &off) }) else {
-        return 0;
-    };
-    let event = ExecProbeEvent {
-        kind: EventKind::ExecProbe as u32,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        ppid,
-        _pad: 0,
-        file: id,
-    };
-    let _ = PROBE_EVENTS.output::<ExecProbeEvent>(&event, 0);
-    0
 }

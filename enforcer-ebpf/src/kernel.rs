@@ -38,14 +38,55 @@ pub unsafe fn file_identity(file: *const u8, off: &KernelOffsets) -> Option<File
     }
 }
 
+/// The current task.
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// What identifies a task's process: its thread group, its thread id and the
+/// process's start time (`start_boottime`, ns).
+#[derive(Clone, Copy, Default)]
+pub struct TaskIds {
+    pub tgid: u32,
+    pub pid: u32,
+    pub start_ns: u64,
+}
+
+/// Reads a task's ids; zeros where a field cannot be read.
+#[inline(always)]
+pub unsafe fn task_ids(task: *const u8, off: &KernelOffsets) -> TaskIds {
+    unsafe {
+        TaskIds {
+            tgid: read_at::<i32>(task, off.task_struct_tgid).map_or(0, |v| v as u32),
+            pid: read_at::<i32>(task, off.task_struct_pid).map_or(0, |v| v as u32),
+            start_ns: read_at::<u64>(task, off.task_struct_start_boottime).unwrap_or(0),
+        }
+    }
+}
+
+/// A task's `real_parent`.
+#[inline(always)]
+pub unsafe fn parent_of(task: *const u8, off: &KernelOffsets) -> *const u8 {
+    unsafe { read_at::<*const u8>(task, off.task_struct_real_parent) }.unwrap_or(core::ptr::null())
+}
+
+/// A task's `exit_code`.
+#[inline(always)]
+pub unsafe fn exit_code(task: *const u8, off: &KernelOffsets) -> u32 {
+    unsafe { read_at::<i32>(task, off.task_struct_exit_code) }.map_or(0, |v| v as u32)
+}
+
+/// `bprm->filename`: the path the caller passed to `execve`.
+#[inline(always)]
+pub unsafe fn binprm_filename(bprm: *const u8, off: &KernelOffsets) -> *const u8 {
+    unsafe { read_at::<*const u8>(bprm, off.linux_binprm_filename) }.unwrap_or(core::ptr::null())
+}
+
 /// Thread group id of the current task's `real_parent`; 0 if it cannot be read.
 #[inline(always)]
 pub fn parent_tgid(off: &KernelOffsets) -> u32 {
     // SAFETY: the current task pointer is valid for the duration of the program.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        read_at::<*const u8>(task, off.task_struct_real_parent)
-            .and_then(|parent| read_at::<i32>(parent, off.task_struct_tgid))
-            .map_or(0, |tgid| tgid as u32)
-    }
+    unsafe { task_ids(parent_of(current_task(), off), off).tgid }
 }

@@ -3,9 +3,9 @@
 //! fills from a compiled policy; every type crossing to user space is in
 //! `driftwall-abi`.
 //!
-//! * [`exec`]: `lsm/bprm_check_security` decides every exec of a policed process;
-//!   `tp_btf/sched_process_exec` reports the identity of new executables so the
-//!   offset logic can be proven on kernels without BPF LSM.
+//! * [`exec`]: `lsm/bprm_check_security` decides every exec of a policed process.
+//! * [`lifecycle`]: `tp_btf` programs report forks, execs and exits for the context
+//!   graph (they need no BPF LSM, so they also prove the offset logic on any kernel).
 //! * [`workload`]: which workload polices the current process (cgroup walk).
 //! * [`kernel`]: reads kernel structures at offsets taken from the running kernel's
 //!   BTF by user space (no CO-RE in Rust eBPF).
@@ -20,6 +20,8 @@
 mod exec;
 #[cfg(target_arch = "bpf")]
 mod kernel;
+#[cfg(target_arch = "bpf")]
+mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -21,9 +21,10 @@ pub static EXEC_ALLOW: HashMap<ExecKey, u8> = HashMap::with_max_entries(MAX_EXEC
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
-/// Executable identities reported by the `sched_process_exec` probe.
+/// Process lifecycle (fork, exec, exit) for the context graph. Separate from `EVENTS`
+/// so that a burst of short processes can never crowd out a decision.
 #[map]
-pub static PROBE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+pub static LIFECYCLE: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 /// Offsets of kernel-structure fields, from the running kernel's BTF. Set by user space
 /// before load (`.rodata`, frozen), so the verifier sees them as constants.
@@ -37,21 +38,15 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     super_block_s_dev: 0,
     task_struct_real_parent: 0,
     task_struct_tgid: 0,
+    task_struct_pid: 0,
+    task_struct_start_boottime: 0,
+    task_struct_exit_code: 0,
+    linux_binprm_filename: 0,
 };
-
-/// Only execs whose parent is this thread group are reported by the probe (0: none).
-#[unsafe(no_mangle)]
-pub static PROBE_PARENT_TGID: u32 = 0;
 
 /// The offsets, read so that the compiler cannot fold the zero initialiser in.
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
     // SAFETY: a plain read of a static; volatile keeps it a load from the map.
     unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS) }
-}
-
-#[inline(always)]
-pub fn probe_parent_tgid() -> u32 {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const PROBE_PARENT_TGID) }
 }

@@ -1,28 +1,31 @@
-//! Which workload polices the current process: the binding of its cgroup v2, or of the
-//! nearest bound ancestor cgroup within `MAX_CGROUP_DEPTH` levels. Walking ancestors
-//! means a cgroup created below a bound one is policed from its first instant, before
-//! user space has even seen it.
+//! The kernel's side of the exec look-ups that `driftwall_abi::decide` combines: the
+//! current task's ancestor cgroups (`bpf_get_current_ancestor_cgroup_id`), the
+//! `WORKLOAD_BINDINGS` and `EXEC_ALLOW` maps. Walking ancestors means a cgroup created
+//! below a bound one is policed from its first instant, before user space has seen it.
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
-use driftwall_abi::{MAX_CGROUP_DEPTH, WorkloadBinding};
+use driftwall_abi::{ExecKey, WorkloadBinding, decide::ExecLookups};
 
-use crate::maps::WORKLOAD_BINDINGS;
+use crate::maps::{EXEC_ALLOW, WORKLOAD_BINDINGS};
 
-/// The binding that polices the current task, if any.
-#[inline(always)]
-pub fn current_binding() -> Option<WorkloadBinding> {
-    // Deepest level first, so the nearest bound ancestor wins. Levels below the task's
-    // own cgroup return 0 and are skipped.
-    let mut level = MAX_CGROUP_DEPTH as i32;
-    while level >= 0 {
+/// Look-ups against the live maps, for the current task.
+pub struct KernelLookups;
+
+impl ExecLookups for KernelLookups {
+    #[inline(always)]
+    fn ancestor_cgroup(&self, level: u32) -> u64 {
         // SAFETY: a helper without pointer arguments.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        if id != 0 {
-            // SAFETY: the value is copied out at once.
-            if let Some(binding) = unsafe { WORKLOAD_BINDINGS.get(id) } {
-                return Some(*binding);
-            }
-        }
-        level -= 1;
+        unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) }
     }
-    None
+
+    #[inline(always)]
+    fn binding(&self, cgroup_id: u64) -> Option<WorkloadBinding> {
+        // SAFETY: the value is copied out at once.
+        unsafe { WORKLOAD_BINDINGS.get(cgroup_id) }.copied()
+    }
+
+    #[inline(always)]
+    fn exec_allowed(&self, key: &ExecKey) -> bool {
+        // SAFETY: only presence is tested.
+        unsafe { EXEC_ALLOW.get(key) }.is_some()
+    }
 }

@@ -1,69 +1,92 @@
 //! `driftwall run`: the node agent.
 //!
 //! Start-up is ordered so that a half-configured policy is never in force: the policy
-//! is read and validated, resolved on this node, the kernel's offsets are read from
-//! BTF, the maps are filled, and only then is the LSM program attached. A `ready`
-//! line announces that the policy is in force.
+//! is read and validated (a repository is compiled, a bundle verified), resolved on
+//! this node, the kernel's offsets are read from BTF, the maps are filled, the
+//! lifecycle tracepoints are attached so the context graph sees every process from
+//! then on, and only then is the LSM program attached. A `ready` line announces that
+//! the policy is in force.
 //!
-//! Then one task reads the ring buffer (woken by tokio's `AsyncFd`) and prints each
-//! decision, until SIGINT or SIGTERM: the programs are then detached (dropping the
-//! `Ebpf` object closes the links) and the agent exits 0.
-use std::{io::Write, path::PathBuf};
+//! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
+//! records are queued for the context graph and written in batches (at least every
+//! 200 ms); each `EVENTS` decision is printed, and — after the lifecycle records
+//! already in the ring are written — its Flashback is computed and printed. On SIGINT
+//! or SIGTERM the queue is written, the programs are detached (dropping the `Ebpf`
+//! object closes the links) and the agent exits 0.
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use aya::{Btf, maps::RingBuf};
 use driftwall_abi::names;
-use driftwall_compiler::PolicySet;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
 
 use crate::{
+    capture::{CaptureError, GraphCapture},
     events::{self, BootClock, Record},
     kernel_offsets,
-    output::{ExecDecision, OutputFormat, Ready},
+    output::{ExecDecision, FlashbackLine, OutputFormat, Ready},
     programs, resolve,
+    source::{PolicySource, SourceError},
 };
 
 /// Settings of `driftwall run`.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    pub policies: PathBuf,
+    pub source: PolicySource,
     pub cgroup_root: PathBuf,
     pub output: OutputFormat,
+    /// Where the context graph lives (`<state_dir>/graph.redb`).
+    pub state_dir: PathBuf,
 }
 
-/// Why the agent stopped with an error. `Input` errors are the operator's to fix
-/// (exit code 2); the others are failures of this node (exit code 1).
+/// Why the agent stopped with an error. `Source` and `Resolve` errors are the
+/// operator's to fix (exit code 2); the others are failures of this node (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
-    Policy(#[from] driftwall_compiler::PolicyError),
+    Source(#[from] SourceError),
     #[error(transparent)]
     Resolve(#[from] resolve::ResolveError),
     #[error(transparent)]
     Offsets(#[from] kernel_offsets::OffsetsError),
     #[error(transparent)]
     Programs(#[from] programs::ProgramsError),
+    #[error(transparent)]
+    Graph(#[from] CaptureError),
     #[error("the ring buffer: {0}")]
     RingBuffer(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("writing events: {0}")]
-    Output(std::io::Error),
 }
 
 impl AgentError {
     /// Whether the operator's input (policy, flags) is at fault.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, AgentError::Policy(_) | AgentError::Resolve(_))
+        matches!(self, AgentError::Source(_) | AgentError::Resolve(_))
     }
+}
+
+fn ring(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<AsyncFd<RingBuf<aya::maps::MapData>>, AgentError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(programs::ProgramsError::Missing("a ring buffer map"))?;
+    let rb =
+        RingBuf::try_from(map).map_err(|source| programs::ProgramsError::Map { name, source })?;
+    // SAFETY: the RingBuf owns its map fd for its whole life and always returns it.
+    unsafe { AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+        .map_err(|e| AgentError::RingBuffer(e.into_parts().1))
 }
 
 /// Runs the agent until SIGINT/SIGTERM. Events go to `out`, one line each.
 pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentError> {
-    let set = PolicySet::load_dir(&config.policies)?;
-    let policy = resolve::resolve(&set, &config.cgroup_root)?;
+    let bundle = config.source.load()?;
+    let policy = resolve::resolve(&bundle, &config.cgroup_root)?;
+    let tables = policy.tables();
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
@@ -71,48 +94,59 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let offsets = kernel_offsets::from_running_kernel()?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
+    let clock = BootClock::now();
+    let mut graph = GraphCapture::open(&config.state_dir, clock)?;
 
-    let mut ebpf = programs::open(&offsets, 0)?;
-    programs::write_policy(&mut ebpf, &policy)?;
-    let ring = ebpf
-        .take_map(names::EVENTS)
-        .ok_or(programs::ProgramsError::Missing("EVENTS map"))?;
-    let ring = RingBuf::try_from(ring).map_err(|source| programs::ProgramsError::Map {
-        name: names::EVENTS,
-        source,
-    })?;
-    // SAFETY: the RingBuf owns its map fd for its whole life and always returns it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| AgentError::RingBuffer(e.into_parts().1))?;
+    let mut ebpf = programs::open(&offsets)?;
+    programs::write_tables(&mut ebpf, &tables)?;
+    let mut decisions = ring(&mut ebpf, names::EVENTS)?;
+    let mut lifecycle = ring(&mut ebpf, names::LIFECYCLE)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
 
+    programs::attach_lifecycle(&mut ebpf, &btf)?;
     programs::attach_exec_enforcement(&mut ebpf, &btf)?;
-    let clock = BootClock::now();
-    writeln!(out, "{}", Ready::new(&policy).render(config.output)).map_err(AgentError::Output)?;
+    let mut sink = EventSink::new(&mut out);
+    sink.emit(&Ready::new(&bundle, &policy).render(config.output));
     tracing::info!(
+        bundle = %bundle.hash(),
+        commit = bundle.meta.source_commit.as_deref().unwrap_or("-"),
         workloads = policy.workloads.len(),
-        rules = policy.exec_rules().len(),
+        rules = tables.exec_allow.len(),
         "exec enforcement attached"
     );
 
-    let mut malformed: u64 = 0;
+    let mut counters = Counters::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            guard = ring.readable_mut() => {
+            _ = tick.tick() => counters.graph(graph.flush()),
+            guard = lifecycle.readable_mut() => {
+                let mut guard = guard.map_err(AgentError::RingBuffer)?;
+                drain_lifecycle(guard.get_inner_mut(), &mut graph, &mut counters);
+                guard.clear_ready();
+            }
+            guard = decisions.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
                     match events::decode(&item) {
                         Ok(Record::Exec(rec)) => {
-                            let line = ExecDecision::new(&rec, &policy, &clock).render(config.output);
-                            writeln!(out, "{line}").map_err(AgentError::Output)?;
+                            sink.emit(&ExecDecision::new(&rec, &policy, &clock).render(config.output));
+                            // What led here is already in the lifecycle ring: write it
+                            // first so the story is whole.
+                            drain_lifecycle(lifecycle.get_mut(), &mut graph, &mut counters);
+                            let workload = policy.workload(rec.workload).map_or("<unknown>", |w| w.name.as_str());
+                            match graph.decision(&rec, workload) {
+                                Ok(story) => sink.emit(&FlashbackLine::new(&rec, &story).render(config.output)),
+                                Err(e) => counters.graph(Err(e)),
+                            }
                         }
-                        Ok(Record::ExecProbe(_)) => {}
+                        Ok(Record::Lifecycle(_)) => counters.malformed += 1,
                         Err(e) => {
-                            malformed += 1;
+                            counters.malformed += 1;
                             tracing::error!(error = %e, "dropping a malformed ring-buffer record");
                         }
                     }
@@ -121,10 +155,80 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             }
         }
     }
-    out.flush().map_err(AgentError::Output)?;
+    counters.graph(graph.flush());
+    let unwritten = sink.unwritten;
+    let _ = sink.out.flush();
     // Dropping the object detaches the programs and frees the maps.
-    drop(ring);
+    drop(decisions);
+    drop(lifecycle);
     drop(ebpf);
-    tracing::info!(malformed, "programs detached; exiting");
+    tracing::info!(
+        malformed = counters.malformed,
+        graph_errors = counters.graph_errors,
+        unwritten,
+        "programs detached; exiting"
+    );
     Ok(())
+}
+
+/// Reads every lifecycle record in the ring into the graph's queue.
+fn drain_lifecycle(
+    rb: &mut RingBuf<aya::maps::MapData>,
+    graph: &mut GraphCapture,
+    counters: &mut Counters,
+) {
+    while let Some(item) = rb.next() {
+        match events::decode(&item) {
+            Ok(Record::Lifecycle(rec)) => {
+                let result = graph.lifecycle(&rec);
+                counters.graph(result);
+            }
+            Ok(Record::Exec(_)) => counters.malformed += 1,
+            Err(e) => {
+                counters.malformed += 1;
+                tracing::error!(error = %e, "dropping a malformed lifecycle record");
+            }
+        }
+    }
+}
+
+/// What went wrong without stopping enforcement.
+#[derive(Default)]
+struct Counters {
+    malformed: u64,
+    graph_errors: u64,
+}
+
+impl Counters {
+    fn graph(&mut self, result: Result<(), CaptureError>) {
+        if let Err(e) = result {
+            if self.graph_errors == 0 {
+                tracing::error!(error = %e, "the context graph failed; enforcement goes on");
+            }
+            self.graph_errors += 1;
+        }
+    }
+}
+
+/// Where event lines go. A failing output (a closed pipe, a full disk) must never stop
+/// enforcement: the error is logged once and the lines that could not be written are
+/// counted.
+struct EventSink<'a, W: Write> {
+    out: &'a mut W,
+    unwritten: u64,
+}
+
+impl<'a, W: Write> EventSink<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        EventSink { out, unwritten: 0 }
+    }
+
+    fn emit(&mut self, line: &str) {
+        if let Err(e) = writeln!(self.out, "{line}") {
+            if self.unwritten == 0 {
+                tracing::error!(error = %e, "cannot write events to the output; enforcement goes on");
+            }
+            self.unwritten += 1;
+        }
+    }
 }

@@ -66,6 +66,10 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         super_block_s_dev: f("super_block", "s_dev", Expect::Int(4))?,
         task_struct_real_parent: f("task_struct", "real_parent", Expect::Ptr)?,
         task_struct_tgid: f("task_struct", "tgid", Expect::Int(4))?,
+        task_struct_pid: f("task_struct", "pid", Expect::Int(4))?,
+        task_struct_start_boottime: f("task_struct", "start_boottime", Expect::Int(8))?,
+        task_struct_exit_code: f("task_struct", "exit_code", Expect::Int(4))?,
+        linux_binprm_filename: f("linux_binprm", "filename", Expect::Ptr)?,
     })
 }
 

@@ -2,18 +2,24 @@
 //!
 //! * [`kernel_offsets`] reads the running kernel's BTF for the struct offsets the eBPF
 //!   programs need (no CO-RE in Rust eBPF).
-//! * [`resolve`] turns a validated policy set into this node's facts: cgroup ids and
-//!   executable file identities.
+//! * [`source`] gets the policy in force: a policy repository compiled in-process, or
+//!   a bundle file from `driftwall compile`.
+//! * [`resolve`] turns a bundle into this node's facts: cgroup ids and executable file
+//!   identities, i.e. the kernel tables.
 //! * [`programs`] loads the embedded eBPF object, fills its maps and attaches it.
 //! * [`events`] decodes and validates ring-buffer records.
-//! * [`agent`] is `driftwall run`: one tokio task reading the ring buffer, a clean
+//! * [`capture`] writes lifecycle and decision records into the context graph and
+//!   computes each block's Flashback.
+//! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers, a clean
 //!   detach on SIGINT/SIGTERM.
 //! * [`output`] renders events as text or JSON lines.
 //!
 //! The `driftwall` binary (`src/main.rs`) is the command line over these modules.
 pub mod agent;
+pub mod capture;
 pub mod events;
 pub mod kernel_offsets;
 pub mod output;
 pub mod programs;
 pub mod resolve;
+pub mod source;

@@ -1,22 +1,31 @@
 //! `driftwall`: the node agent and its command line.
 //!
-//! Exit codes: 0 success; 1 a failure on this node (kernel refused a program, …);
-//! 2 a usage or input error (bad flags, a policy that does not validate).
-use std::{path::PathBuf, process::ExitCode};
+//! Exit codes: 0 success; 1 a failure on this node (the kernel refused a program, a
+//! file could not be written, …); 2 a usage or input error (bad flags, a policy that
+//! does not validate, a corrupt bundle).
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use clap::{Parser, Subcommand};
-use driftwall_compiler::PolicySet;
+use clap::{Args, Parser, Subcommand};
 use driftwall_enforcer::{
     agent::{self, RunConfig},
     output::OutputFormat,
     resolve,
+    source::{self, PolicySource},
 };
 
 #[derive(Parser)]
 #[command(
     name = "driftwall",
     version,
-    about = "Runtime security for Linux nodes: policy-as-code enforced inline by BPF LSM."
+    about = "Runtime security for Linux nodes: policy-as-code enforced inline by BPF LSM.",
+    long_about = "Runtime security for Linux nodes: policy-as-code enforced inline by BPF LSM.\n\n\
+        A policy repository (profiles/*.yaml) is compiled into a bundle; the agent loads it \
+        into BPF-LSM programs that refuse drifting operations with EPERM and reports each \
+        decision.\n\nExit codes: 0 ok, 1 failure on this node, 2 usage or input error."
 )]
 struct Cli {
     /// Log format on stderr (the level comes from RUST_LOG, default `info`).
@@ -34,29 +43,75 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Enforce a policy repository on this node until SIGINT/SIGTERM.
+    /// Enforce a policy on this node until SIGINT/SIGTERM.
     ///
-    /// Loads `<POLICIES>/profiles/*.yaml`, resolves cgroups and executables on this
-    /// node, attaches the BPF-LSM programs and prints each deny/audit decision. On
-    /// SIGINT or SIGTERM the programs are detached and the agent exits 0.
+    /// Reads the policy (a repository, compiled in-process, or a bundle), resolves
+    /// cgroups and executables on this node, attaches the BPF-LSM programs, prints a
+    /// `ready` line and then each deny/audit decision. On SIGINT or SIGTERM the
+    /// programs are detached and the agent exits 0.
     Run {
-        /// The policy repository (a directory holding `profiles/`).
-        #[arg(long, short = 'p', value_name = "DIR", env = "DRIFTWALL_POLICIES")]
-        policies: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
         /// Event output on stdout.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// The cgroup v2 mount [default: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid system].
         #[arg(long, value_name = "PATH")]
         cgroup_root: Option<PathBuf>,
+        /// Where the agent keeps its state (the context graph, `graph.redb`).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/driftwall",
+            env = "DRIFTWALL_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+    },
+    /// Compile a policy repository into a bundle file.
+    ///
+    /// Prints the bundle's content hash and a summary. The same policies (and commit)
+    /// always give the same bytes.
+    Compile {
+        /// The policy repository (a directory holding `profiles/`).
+        #[arg(value_name = "DIR")]
+        policies: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+        /// Summary format on stdout.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
     },
     /// Validate a policy repository and show what it would enforce on this node.
     Check {
-        #[arg(long, short = 'p', value_name = "DIR", env = "DRIFTWALL_POLICIES")]
+        /// The policy repository (a directory holding `profiles/`).
+        #[arg(value_name = "DIR")]
         policies: PathBuf,
         #[arg(long, value_name = "PATH")]
         cgroup_root: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct SourceArgs {
+    /// A policy repository (a directory holding `profiles/`), compiled at start-up.
+    #[arg(long, short = 'p', value_name = "DIR", env = "DRIFTWALL_POLICIES")]
+    policies: Option<PathBuf>,
+    /// A bundle written by `driftwall compile`.
+    #[arg(long, short = 'b', value_name = "FILE", env = "DRIFTWALL_BUNDLE")]
+    bundle: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    fn source(self) -> PolicySource {
+        match (self.policies, self.bundle) {
+            (_, Some(bundle)) => PolicySource::BundleFile(bundle),
+            (Some(dir), None) => PolicySource::Directory(dir),
+            // clap's group makes one of the two required.
+            (None, None) => PolicySource::Directory(PathBuf::from(".")),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,75 +119,154 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run {
-            policies,
+            source,
             output,
             cgroup_root,
-        } => {
-            let config = RunConfig {
-                policies,
-                cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
-                output,
-            };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("driftwall: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match runtime.block_on(agent::run(config, std::io::stdout())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("driftwall: error: {e}");
-                    ExitCode::from(if e.is_input_error() { 2 } else { 1 })
-                }
-            }
-        }
+            state_dir,
+        } => run(RunConfig {
+            source: source.source(),
+            cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
+            output,
+            state_dir,
+        }),
+        Command::Compile {
+            policies,
+            out,
+            output,
+        } => compile(&policies, &out, output),
         Command::Check {
             policies,
             cgroup_root,
-        } => {
-            let set = match PolicySet::load_dir(&policies) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("driftwall: error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let root = cgroup_root.unwrap_or_else(resolve::default_cgroup_root);
-            match resolve::resolve(&set, &root) {
-                Ok(r) => {
-                    for w in &r.workloads {
-                        println!(
-                            "{}: {:?}, cgroup {} ({}), {} of {} executables found on this node",
-                            w.name,
-                            w.mode,
-                            w.cgroup,
-                            if w.cgroup_id.is_some() {
-                                "exists"
-                            } else {
-                                "missing"
-                            },
-                            w.executables.len(),
-                            set.profiles
-                                .iter()
-                                .find(|p| p.workload == w.name)
-                                .map_or(0, |p| p.executables.len())
-                        );
-                    }
-                    for warning in &r.warnings {
-                        println!("warning: {warning}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("driftwall: error: {e}");
-                    ExitCode::from(2)
-                }
+        } => check(&policies, cgroup_root),
+    }
+}
+
+fn run(config: RunConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("driftwall: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(agent::run(config, std::io::stdout())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+        }
+    }
+}
+
+fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
+    let bundle = match source::compile_dir(policies) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bytes = bundle.to_bytes();
+    if let Err(e) = write_atomically(out, &bytes) {
+        eprintln!("driftwall: error: writing {}: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    let rules: usize = bundle.workloads.iter().map(|w| w.executables.len()).sum();
+    let hash = bundle.hash().to_string();
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "bundle": out,
+                "hash": hash,
+                "bytes": bytes.len(),
+                "source_commit": bundle.meta.source_commit,
+                "compiler_version": bundle.meta.compiler_version,
+                "workloads": bundle.workloads.len(),
+                "exec_rules": rules,
+            })
+        ),
+        OutputFormat::Text => {
+            println!("{}: {hash}", out.display());
+            println!(
+                "  {} workload(s), {rules} exec rule(s), {} bytes, source commit {}",
+                bundle.workloads.len(),
+                bytes.len(),
+                bundle.meta.source_commit.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a
+/// reader never sees half a bundle.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn check(policies: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
+    let bundle = match source::compile_dir(policies) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{}: valid, {} workload(s), bundle {}",
+        policies.display(),
+        bundle.workloads.len(),
+        bundle.hash()
+    );
+    let root = cgroup_root.unwrap_or_else(resolve::default_cgroup_root);
+    match resolve::resolve(&bundle, &root) {
+        Ok(r) => {
+            for (w, spec) in r.workloads.iter().zip(&bundle.workloads) {
+                println!(
+                    "  {}: {:?}, cgroup {} ({} on this node), {} of {} executables found on this node",
+                    w.name,
+                    w.mode,
+                    w.cgroup,
+                    if w.cgroup_id.is_some() {
+                        "exists"
+                    } else {
+                        "missing"
+                    },
+                    w.executables.len(),
+                    spec.executables.len()
+                );
             }
+            for warning in &r.warnings {
+                println!("  note: {warning}");
+            }
+            ExitCode::SUCCESS
+        }
+        // The policy is valid; only this node cannot be examined (no cgroup v2 here).
+        Err(e) => {
+            println!("  (not resolved on this node: {e})");
+            ExitCode::SUCCESS
         }
     }
 }

@@ -1,5 +1,6 @@
 //! How the agent shows what it does: one line per event, as text for people or as
 //! JSON for machines (`--output json`). Every JSON line has a `kind`.
+use driftwall_compiler::Bundle;
 use serde::Serialize;
 
 use crate::{
@@ -19,6 +20,10 @@ pub enum OutputFormat {
 #[derive(Debug, Serialize)]
 pub struct Ready<'a> {
     pub kind: &'static str,
+    /// The bundle's content hash.
+    pub bundle: String,
+    /// The policy repository's git commit, if known.
+    pub source_commit: Option<&'a str>,
     pub workloads: Vec<ReadyWorkload<'a>>,
     pub warnings: Vec<String>,
 }
@@ -34,9 +39,11 @@ pub struct ReadyWorkload<'a> {
 }
 
 impl<'a> Ready<'a> {
-    pub fn new(policy: &'a ResolvedPolicy) -> Self {
+    pub fn new(bundle: &'a Bundle, policy: &'a ResolvedPolicy) -> Self {
         Ready {
             kind: "ready",
+            bundle: bundle.hash().to_string(),
+            source_commit: bundle.meta.source_commit.as_deref(),
             workloads: policy
                 .workloads
                 .iter()
@@ -72,7 +79,9 @@ impl<'a> Ready<'a> {
                     })
                     .collect();
                 format!(
-                    "ready: policing {} workload(s): {}",
+                    "ready: bundle {} (commit {}), policing {} workload(s): {}",
+                    short_hash(&self.bundle),
+                    self.source_commit.unwrap_or("unknown"),
                     self.workloads.len(),
                     list.join("; ")
                 )
@@ -149,6 +158,37 @@ impl<'a> ExecDecision<'a> {
                 self.exe.identity.ino,
                 self.cgroup_id
             ),
+        }
+    }
+}
+
+/// `sha256:` and the first 12 hex digits, enough to tell bundles apart in a log.
+fn short_hash(hash: &str) -> &str {
+    hash.get(..19).unwrap_or(hash)
+}
+
+/// The Flashback of a decision, printed right after it.
+#[derive(Debug, Serialize)]
+pub struct FlashbackLine<'a> {
+    pub kind: &'static str,
+    /// The process the decision concerned.
+    pub tgid: u32,
+    pub flashback: &'a driftwall_ctxgraph::Flashback,
+}
+
+impl<'a> FlashbackLine<'a> {
+    pub fn new(rec: &ExecDecisionRecord, story: &'a driftwall_ctxgraph::Flashback) -> Self {
+        FlashbackLine {
+            kind: "flashback",
+            tgid: rec.tgid,
+            flashback: story,
+        }
+    }
+
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => json_line(self),
+            OutputFormat::Text => self.flashback.to_tree().trim_end().to_string(),
         }
     }
 }

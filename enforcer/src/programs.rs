@@ -11,7 +11,7 @@ use aya::{
 };
 use driftwall_abi::{ExecKey, KernelOffsets, WorkloadBinding, names};
 
-use crate::resolve::ResolvedPolicy;
+use driftwall_compiler::reference::KernelTables;
 
 /// The compiled eBPF object.
 pub static OBJECT: &[u8] =
@@ -49,12 +49,10 @@ pub enum ProgramsError {
     LsmList(std::io::Error),
 }
 
-/// Opens the embedded object with the running kernel's offsets. `probe_parent_tgid`
-/// selects whose children the exec probe reports (0: nobody).
-pub fn open(offsets: &KernelOffsets, probe_parent_tgid: u32) -> Result<Ebpf, ProgramsError> {
+/// Opens the embedded object with the running kernel's offsets.
+pub fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProgramsError> {
     let ebpf = EbpfLoader::new()
         .override_global(names::KERNEL_OFFSETS, offsets, true)
-        .override_global("PROBE_PARENT_TGID", &probe_parent_tgid, true)
         .load(OBJECT)?;
     Ok(ebpf)
 }
@@ -71,9 +69,9 @@ pub fn check_bpf_lsm() -> Result<(), ProgramsError> {
     }
 }
 
-/// Writes a resolved policy into the maps: allowlists first, then bindings, so that a
+/// Writes the tables into the maps: allowlists first, then bindings, so that a
 /// workload is never bound before the executables it may run are in place.
-pub fn write_policy(ebpf: &mut Ebpf, policy: &ResolvedPolicy) -> Result<(), ProgramsError> {
+pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), ProgramsError> {
     {
         let mut allow: HashMap<&mut MapData, ExecKey, u8> = HashMap::try_from(
             ebpf.map_mut(names::EXEC_ALLOW)
@@ -83,9 +81,9 @@ pub fn write_policy(ebpf: &mut Ebpf, policy: &ResolvedPolicy) -> Result<(), Prog
             name: names::EXEC_ALLOW,
             source,
         })?;
-        for key in policy.exec_rules() {
+        for key in &tables.exec_allow {
             allow
-                .insert(key, 1, 0)
+                .insert(*key, 1, 0)
                 .map_err(|source| ProgramsError::Map {
                     name: names::EXEC_ALLOW,
                     source,
@@ -100,9 +98,9 @@ pub fn write_policy(ebpf: &mut Ebpf, policy: &ResolvedPolicy) -> Result<(), Prog
         name: names::WORKLOAD_BINDINGS,
         source,
     })?;
-    for (cgroup_id, binding) in policy.bindings() {
+    for (cgroup_id, binding) in &tables.bindings {
         bindings
-            .insert(cgroup_id, binding, 0)
+            .insert(*cgroup_id, *binding, 0)
             .map_err(|source| ProgramsError::Map {
                 name: names::WORKLOAD_BINDINGS,
                 source,
@@ -126,17 +124,23 @@ pub fn attach_exec_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), Program
     Ok(())
 }
 
-/// Loads and attaches the `tp_btf/sched_process_exec` identity probe.
-pub fn attach_exec_probe(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
-    let name = names::PROG_EXEC_PROBE;
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProgramsError::Missing("sched_process_exec program"))?
-        .try_into()
-        .map_err(|source| ProgramsError::Program { name, source })?;
-    prog.load("sched_process_exec", btf)
-        .map_err(|source| ProgramsError::Program { name, source })?;
-    prog.attach()
-        .map_err(|source| ProgramsError::Program { name, source })?;
+/// Loads and attaches the `tp_btf` lifecycle programs (fork, exec, exit). They need no
+/// BPF LSM.
+pub fn attach_lifecycle(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
+    for (name, tracepoint) in [
+        (names::PROG_FORK, "sched_process_fork"),
+        (names::PROG_EXEC_SEEN, "sched_process_exec"),
+        (names::PROG_EXIT, "sched_process_exit"),
+    ] {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(ProgramsError::Missing("a lifecycle program"))?
+            .try_into()
+            .map_err(|source| ProgramsError::Program { name, source })?;
+        prog.load(tracepoint, btf)
+            .map_err(|source| ProgramsError::Program { name, source })?;
+        prog.attach()
+            .map_err(|source| ProgramsError::Program { name, source })?;
+    }
     Ok(())
 }

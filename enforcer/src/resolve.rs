@@ -1,4 +1,4 @@
-//! Resolution of a validated policy set against this node: cgroup paths become cgroup
+//! Resolution of a bundle (a compiled policy) against this node: cgroup paths become cgroup
 //! v2 ids, executable paths become file identities (device, inode). Both are
 //! node-local facts, which is why this happens in the agent and not in the compiler.
 //!
@@ -11,7 +11,7 @@ use std::{
 };
 
 use driftwall_abi::{ExecKey, FileId, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId};
-use driftwall_compiler::{Mode, PolicySet};
+use driftwall_compiler::{Bundle, Mode, reference::KernelTables};
 
 /// One workload as loaded into the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -109,6 +109,14 @@ impl ResolvedPolicy {
         keys
     }
 
+    /// The kernel maps' contents.
+    pub fn tables(&self) -> KernelTables {
+        KernelTables {
+            bindings: self.bindings().into_iter().collect(),
+            exec_allow: self.exec_rules().into_iter().collect(),
+        }
+    }
+
     pub fn workload(&self, id: WorkloadId) -> Option<&Workload> {
         self.workloads.iter().find(|w| w.id == id)
     }
@@ -139,19 +147,19 @@ pub fn is_cgroup2(path: &Path) -> bool {
     }
 }
 
-/// Resolves every profile of `set` on this node. Workload ids are 1.. in the order of
-/// the set (sorted by name), so the same policy gives the same ids.
-pub fn resolve(set: &PolicySet, cgroup_root: &Path) -> Result<ResolvedPolicy, ResolveError> {
+/// Resolves every workload of `bundle` on this node. Workload ids are 1.. in the order
+/// of the bundle (sorted by name), so the same bundle gives the same ids.
+pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, ResolveError> {
     if !is_cgroup2(cgroup_root) {
         return Err(ResolveError::NotCgroup2 {
             path: cgroup_root.to_path_buf(),
         });
     }
     let mut out = ResolvedPolicy::default();
-    for (index, profile) in set.profiles.iter().enumerate() {
+    for (index, profile) in bundle.workloads.iter().enumerate() {
         let id = WorkloadId::try_from(index + 1).map_err(|_| ResolveError::TooLarge {
             what: "workloads",
-            count: set.profiles.len(),
+            count: bundle.workloads.len(),
             limit: MAX_BINDINGS,
         })?;
         let cgroup_path = cgroup_root.join(profile.cgroup.trim_start_matches('/'));
@@ -159,7 +167,7 @@ pub fn resolve(set: &PolicySet, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             Ok(m) if m.is_dir() => Some(m.ino()),
             _ => {
                 out.warnings.push(ResolveWarning::MissingCgroup {
-                    workload: profile.workload.clone(),
+                    workload: profile.name.clone(),
                     cgroup: profile.cgroup.clone(),
                     root: cgroup_root.to_path_buf(),
                 });
@@ -167,20 +175,20 @@ pub fn resolve(set: &PolicySet, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             }
         };
         let mut executables = Vec::new();
-        for path in &profile.executables {
+        for path in profile.executables.iter().map(PathBuf::from) {
             // metadata() follows symlinks: the file a symlink names is what runs.
-            match std::fs::metadata(path) {
+            match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => executables.push(ResolvedExecutable {
-                    path: path.clone(),
+                    path,
                     file: FileId::from_stat(m.dev(), m.ino()),
                 }),
                 Ok(_) => out.warnings.push(ResolveWarning::UnresolvedExecutable {
-                    workload: profile.workload.clone(),
+                    workload: profile.name.clone(),
                     path: path.clone(),
                     reason: "not a regular file".into(),
                 }),
                 Err(e) => out.warnings.push(ResolveWarning::UnresolvedExecutable {
-                    workload: profile.workload.clone(),
+                    workload: profile.name.clone(),
                     path: path.clone(),
                     reason: e.to_string(),
                 }),
@@ -188,7 +196,7 @@ pub fn resolve(set: &PolicySet, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
         }
         out.workloads.push(Workload {
             id,
-            name: profile.workload.clone(),
+            name: profile.name.clone(),
             mode: profile.mode,
             cgroup: profile.cgroup.clone(),
             cgroup_id,
@@ -217,27 +225,35 @@ pub fn resolve(set: &PolicySet, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftwall_compiler::Profile;
+    use driftwall_compiler::bundle::{BundleMeta, WorkloadPolicy};
 
-    fn profile(name: &str, cgroup: &str, exes: &[&str]) -> Profile {
-        Profile {
-            workload: name.into(),
+    fn workload(name: &str, cgroup: &str, exes: &[&str]) -> WorkloadPolicy {
+        WorkloadPolicy {
+            name: name.into(),
             cgroup: cgroup.into(),
             mode: Mode::Enforce,
-            executables: exes.iter().map(PathBuf::from).collect(),
-            source: PathBuf::from("t.yaml"),
+            executables: exes.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn bundle(workloads: Vec<WorkloadPolicy>) -> Bundle {
+        Bundle {
+            meta: BundleMeta {
+                compiler_version: "test".into(),
+                source_commit: None,
+            },
+            workloads,
         }
     }
 
     #[test]
     fn paths_resolve_to_file_identities_and_missing_ones_are_reported() {
         let root = default_cgroup_root();
-        let set = PolicySet::from_profiles(vec![
-            profile("b", "/", &["/bin/sh", "/no/such/exe"]),
-            profile("a", "/dw-no-such-cgroup", &["/proc"]),
-        ])
-        .unwrap();
-        let r = resolve(&set, &root).unwrap();
+        let b = bundle(vec![
+            workload("a", "/dw-no-such-cgroup", &["/proc"]),
+            workload("b", "/", &["/bin/sh", "/no/such/exe"]),
+        ]);
+        let r = resolve(&b, &root).unwrap();
         assert_eq!(r.workloads[0].name, "a");
         assert_eq!(r.workloads[0].id, 1);
         assert_eq!(r.workloads[1].id, 2);
@@ -265,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_root_that_is_not_cgroup2_is_refused() {
-        let err = resolve(&PolicySet::default(), Path::new("/tmp")).unwrap_err();
+        let err = resolve(&bundle(vec![]), Path::new("/tmp")).unwrap_err();
         assert!(matches!(err, ResolveError::NotCgroup2 { .. }));
     }
 }

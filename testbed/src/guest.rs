@@ -16,16 +16,21 @@ pub struct Spawned {
 }
 
 /// Forks a child that moves itself into `cgroup` (relative to [`CGROUP_ROOT`]; `""` is
-/// the root cgroup) and execs `path` with no arguments and an empty environment. The
+/// the root cgroup) and execs `argv[0]` with `argv` and an empty environment. The
 /// child's standard output goes to `/dev/null` unless `show_output`. Waits for it.
 ///
 /// The exec's errno travels back over a close-on-exec pipe: EOF means the exec
 /// succeeded, four bytes are the errno of a failed one.
-pub fn spawn_in_cgroup(cgroup: &str, path: &str, show_output: bool) -> Result<Spawned, String> {
+pub fn spawn_in_cgroup(cgroup: &str, argv: &[&str], show_output: bool) -> Result<Spawned, String> {
     let procs =
         CString::new(format!("{CGROUP_ROOT}/{cgroup}/cgroup.procs")).map_err(|e| e.to_string())?;
-    let prog = CString::new(path).map_err(|e| e.to_string())?;
-    let argv = [prog.as_ptr(), std::ptr::null()];
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(*a).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let prog = args.first().ok_or("an empty argv")?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
     let envp = [std::ptr::null()];
     let mut fds = [0i32; 2];
     // The child reports "could not join the cgroup" as errno + JOIN_FAILED.

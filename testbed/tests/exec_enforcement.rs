@@ -43,6 +43,7 @@ fn main() {
     .expect_tests(&[
         "agent_starts_and_reports_ready",
         "allowed_binary_runs",
+        "a_block_comes_with_its_flashback",
         "unlisted_binary_is_denied_and_reported",
         "copied_binary_is_denied",
         "links_to_an_allowed_binary_run",
@@ -51,6 +52,7 @@ fn main() {
         "process_outside_bound_cgroups_is_untouched",
         "audit_mode_lets_exec_through_and_reports_it",
         "agent_detaches_on_sigterm",
+        "kernel_agrees_with_reference_on_generated_requests",
     ]);
     libtest_mimic::run(&args, suite.trials()).exit();
 }

@@ -88,28 +88,33 @@ fn demo() -> Result<String, String> {
 
     say("the web service runs the programs its profile allows:");
     for p in ["/opt/demo/bin/web-server", "/opt/demo/bin/healthcheck"] {
-        let s = spawn_in_cgroup("demo/web", p, false)?;
+        let s = spawn_in_cgroup("demo/web", &[p], false)?;
         show(p, "demo/web", &s);
         if s.outcome != Ok(0) {
             return Err(format!("{p} should have run: {s:?}"));
         }
     }
-    say("an intruder in the service drops a payload (a copy of the server) and runs it:");
+    say("an intruder with code execution in the web server drops a payload (a copy of the");
+    say("server, so it looks legitimate) and makes the server run it:");
     std::fs::copy("/opt/demo/bin/web-server", "/tmp/payload").map_err(|e| e.to_string())?;
-    let blocked = spawn_in_cgroup("demo/web", "/tmp/payload", false)?;
-    show("/tmp/payload", "demo/web", &blocked);
-    if blocked.outcome != Err(libc::EPERM) {
-        return Err(format!(
-            "/tmp/payload should have been refused: {blocked:?}"
-        ));
+    let server = spawn_in_cgroup(
+        "demo/web",
+        &["/opt/demo/bin/web-server", "spawn", "/tmp/payload"],
+        true,
+    )?;
+    if server.outcome != Ok(100 + libc::EPERM) {
+        return Err(format!("/tmp/payload should have been refused: {server:?}"));
     }
-    let pid = format!("pid={} ", blocked.pid);
-    let event = wait_line(&|l| l.contains(" DENY exec ") && l.contains(&pid))?;
-    say("the kernel refused the exec inline (nothing ran) and the agent reported it (above).");
+    let ppid = format!("ppid={} ", server.pid);
+    let event = wait_line(&|l| l.contains(" DENY exec ") && l.contains(&ppid))?;
+    wait_line(&|l| l.starts_with("Flashback at"))?;
+    // Let the rest of the tree print before narrating on.
+    std::thread::sleep(Duration::from_millis(300));
+    say("the kernel refused the exec inline (nothing ran); the agent reported it with its");
+    say("Flashback: the chain of processes that led to the block (above).");
     say("the same file outside the policed workload is none of this policy's business:");
-    let free = spawn_in_cgroup("", "/tmp/payload", false)?;
+    let free = spawn_in_cgroup("", &["/tmp/payload"], false)?;
     show("/tmp/payload", "", &free);
-    say("Flashback (the causal story of the block) arrives with the context graph.");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().map_err(|e| e.to_string())?;

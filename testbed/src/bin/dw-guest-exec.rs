@@ -54,8 +54,12 @@ fn main() {
     let _ = reporter.run("agent_starts_and_reports_ready", || {
         Ok::<_, String>(format!("ready: {}", agent.ready_line))
     });
-    let tests: [(&str, GuestTest); 8] = [
+    let tests: [(&str, GuestTest); 9] = [
         ("allowed_binary_runs", allowed_binary_runs),
+        (
+            "a_block_comes_with_its_flashback",
+            a_block_comes_with_its_flashback,
+        ),
         (
             "unlisted_binary_is_denied_and_reported",
             unlisted_binary_is_denied_and_reported,
@@ -88,6 +92,10 @@ fn main() {
     let _ = reporter.run("agent_detaches_on_sigterm", || {
         agent_detaches_on_sigterm(agent)
     });
+    let _ = reporter.run(
+        "kernel_agrees_with_reference_on_generated_requests",
+        agreement::kernel_agrees_with_reference,
+    );
     let _ = reporter.finish();
 }
 
@@ -127,8 +135,15 @@ fn setup() -> Result<Agent, String> {
     )
     .map_err(|e| e.to_string())?;
 
+    start_agent(&["--policies", "/etc/dw/policies"])
+}
+
+/// Starts `driftwall run <source_args> --output json` and waits for its `ready` line.
+fn start_agent(source_args: &[&str]) -> Result<Agent, String> {
     let mut child = Command::new("/bin/driftwall")
-        .args(["run", "--policies", "/etc/dw/policies", "--output", "json"])
+        .arg("run")
+        .args(source_args)
+        .args(["--output", "json"])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting driftwall: {e}"))?;
@@ -209,7 +224,7 @@ impl Agent {
 }
 
 fn run_in(cgroup: &str, path: &str) -> Result<Spawned, String> {
-    spawn_in_cgroup(cgroup, path, false)
+    spawn_in_cgroup(cgroup, &[path], false)
 }
 
 fn expect_ran(s: &Spawned) -> Result<(), String> {
@@ -243,13 +258,25 @@ fn identity(path: &str) -> Result<(String, u64), String> {
     Ok((format!("{major}:{minor}"), m.ino()))
 }
 
-/// Checks a decision event against what is known of the exec.
+/// Checks a decision event of an exec this suite made.
 fn check_event(
     ev: &Value,
     decision: &str,
     workload: &str,
     path: &str,
     file_of: &str,
+) -> Result<(), String> {
+    check_event_from(ev, decision, workload, path, file_of, std::process::id())
+}
+
+/// Checks a decision event against what is known of the exec, made by a child of `ppid`.
+fn check_event_from(
+    ev: &Value,
+    decision: &str,
+    workload: &str,
+    path: &str,
+    file_of: &str,
+    ppid: u32,
 ) -> Result<(), String> {
     let (dev, ino) = identity(file_of)?;
     let checks = [
@@ -258,14 +285,13 @@ fn check_event(
         ("exe.path", ev["exe"]["path"] == path),
         ("exe.dev", ev["exe"]["dev"] == dev.as_str()),
         ("exe.ino", ev["exe"]["ino"] == ino),
-        ("ppid", ev["ppid"] == std::process::id()),
+        ("ppid", ev["ppid"] == ppid),
         ("uid", ev["uid"] == 0),
     ];
     for (what, ok) in checks {
         if !ok {
             return Err(format!(
-                "event field {what} is wrong (want decision={decision} workload={workload} path={path} dev={dev} ino={ino} ppid={}): {ev}",
-                std::process::id()
+                "event field {what} is wrong (want decision={decision} workload={workload} path={path} dev={dev} ino={ino} ppid={ppid}): {ev}"
             ));
         }
     }
@@ -279,6 +305,68 @@ fn allowed_binary_runs(agent: &Agent) -> Res {
     Ok(format!(
         "{ALLOWED} ran in workload web (pid {}), no event",
         s.pid
+    ))
+}
+
+/// A process chain — this suite → an allowed server → a denied payload it spawns — is
+/// blocked at its last step, and the agent's Flashback of the block holds the chain.
+fn a_block_comes_with_its_flashback(agent: &Agent) -> Res {
+    let server = spawn_in_cgroup("dw/web", &[ALLOWED, "spawn", DENIED], false)?;
+    // The server ran and its child's exec failed with EPERM (100 + errno).
+    if server.outcome != Ok(100 + EPERM) {
+        return Err(format!(
+            "expected the spawned exec to fail with EPERM: {server:?}"
+        ));
+    }
+    let deny = agent.wait_for(EVENT_TIMEOUT, |v| {
+        v["kind"] == "exec" && v["ppid"] == server.pid
+    })?;
+    let payload = deny["tgid"].clone();
+    check_event_from(&deny, "deny", "web", DENIED, DENIED, server.pid as u32)?;
+    let story = agent.wait_for(EVENT_TIMEOUT, |v| {
+        v["kind"] == "flashback" && v["tgid"] == payload
+    })?;
+    let fb = &story["flashback"];
+    let chain = fb["chain"]
+        .as_array()
+        .ok_or_else(|| format!("no chain: {story}"))?;
+    let tgids: Vec<&Value> = chain.iter().map(|p| &p["key"]["tgid"]).collect();
+    let me = std::process::id();
+    for (who, tgid) in [
+        ("the payload", &payload),
+        ("the server", &Value::from(server.pid)),
+        ("this suite", &Value::from(me)),
+    ] {
+        if !tgids.contains(&tgid) {
+            return Err(format!(
+                "{who} (tgid {tgid}) is not in the chain {tgids:?}: {story}"
+            ));
+        }
+    }
+    let server_view = chain
+        .iter()
+        .find(|p| p["key"]["tgid"] == server.pid)
+        .ok_or("no server in the chain")?;
+    if !server_view["execs"].to_string().contains(ALLOWED) {
+        return Err(format!(
+            "the server's exec of {ALLOWED} is missing: {server_view}"
+        ));
+    }
+    if !fb["trigger"].to_string().contains(DENIED) {
+        return Err(format!(
+            "the trigger does not name {DENIED}: {}",
+            fb["trigger"]
+        ));
+    }
+    Ok(format!(
+        "chain of {} processes ({}), trigger {}",
+        chain.len(),
+        tgids
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(" <- "),
+        fb["trigger"]
     ))
 }
 
@@ -379,24 +467,235 @@ fn audit_mode_lets_exec_through_and_reports_it(agent: &Agent) -> Res {
     Ok(format!("ran, reported: {ev}"))
 }
 
-fn agent_detaches_on_sigterm(mut agent: Agent) -> Res {
+fn stop_agent(agent: &mut Agent) -> Result<std::process::ExitStatus, String> {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
+    loop {
         if let Some(st) = agent.child.try_wait().map_err(|e| e.to_string())? {
-            break st;
+            return Ok(st);
         }
         if Instant::now() > deadline {
             let _ = agent.child.kill();
             return Err("the agent did not exit within 60 s of SIGTERM".into());
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+fn agent_detaches_on_sigterm(mut agent: Agent) -> Res {
+    let status = stop_agent(&mut agent)?;
     if !status.success() {
         return Err(format!("the agent exited with {status}"));
     }
     let s = run_in("dw/web", DENIED)?;
     expect_ran(&s).map_err(|e| format!("after the agent stopped: {e}"))?;
     Ok("agent exited 0 on SIGTERM; the denied binary runs again".into())
+}
+
+/// The kernel and the compiler's reference decision function agree: a generated policy
+/// (random workloads in nested cgroups, random modes, random allowlists) is compiled to
+/// a bundle and enforced, then generated exec requests run for real and their outcome
+/// (and, for drift, the reported workload and decision) must be what
+/// `driftwall_compiler::reference::decide_exec` says for the same tables.
+mod agreement {
+    use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::Path};
+
+    use driftwall_abi::{Decision, decide::ExecOutcome};
+    use driftwall_compiler::reference::{ExecRequest, decide_exec};
+    use driftwall_enforcer::{resolve, source};
+
+    use super::{Agent, CG, Res, expect_denied, run_in, start_agent, stop_agent};
+
+    /// Requests per run.
+    const REQUESTS: usize = 150;
+    const EXECUTABLES: usize = 6;
+
+    /// xorshift64*: small, seeded, reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    pub fn kernel_agrees_with_reference() -> Res {
+        let seed = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| {
+                s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                })
+            })
+            .unwrap_or(1)
+            | 1;
+        check(seed).map_err(|e| format!("seed {seed:#x}: {e}"))
+    }
+
+    fn check(seed: u64) -> Res {
+        let mut rng = Rng(seed);
+        // Executables: copies of dw-probe, plus a hard link and a symlink to the first.
+        std::fs::create_dir_all("/opt/gen").map_err(|e| e.to_string())?;
+        let mut exes: Vec<String> = (0..EXECUTABLES).map(|i| format!("/opt/gen/e{i}")).collect();
+        for e in &exes {
+            std::fs::copy("/bin/dw-probe", e).map_err(|e| e.to_string())?;
+        }
+        std::fs::hard_link("/opt/gen/e0", "/opt/gen/e0-hard").map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink("/opt/gen/e1", "/opt/gen/e1-sym").map_err(|e| e.to_string())?;
+        exes.push("/opt/gen/e0-hard".into());
+        exes.push("/opt/gen/e1-sym".into());
+
+        // cgroups: a small tree; workloads bind some of its nodes, nested binds included.
+        let cgroups = [
+            "gen",
+            "gen/a",
+            "gen/a/x",
+            "gen/a/x/y",
+            "gen/b",
+            "gen/b/z",
+            "gen/c",
+        ];
+        for c in cgroups {
+            std::fs::create_dir_all(Path::new(CG).join(c)).map_err(|e| e.to_string())?;
+        }
+        let bindable = ["gen/a", "gen/a/x", "gen/b", "gen/b/z", "gen/c"];
+        let profiles = Path::new("/etc/dw/gen/profiles");
+        std::fs::create_dir_all(profiles).map_err(|e| e.to_string())?;
+        let mut bound = Vec::new();
+        for (i, cgroup) in bindable.iter().enumerate() {
+            if rng.below(4) == 0 {
+                continue; // leave some unbound
+            }
+            let mode = if rng.below(3) == 0 {
+                "audit"
+            } else {
+                "enforce"
+            };
+            let allowed: Vec<&str> = exes[..EXECUTABLES]
+                .iter()
+                .filter(|_| rng.below(2) == 0)
+                .map(String::as_str)
+                .collect();
+            let list = if allowed.is_empty() {
+                " []".to_string()
+            } else {
+                allowed
+                    .iter()
+                    .map(|e| format!("\n      - {e}"))
+                    .collect::<String>()
+            };
+            let text = format!(
+                "apiVersion: driftwall.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: gen{i}\n\
+                 spec:\n  selector:\n    cgroup: /{cgroup}\n  mode: {mode}\n  process:\n    \
+                 executables:{list}\n"
+            );
+            std::fs::write(profiles.join(format!("gen{i}.yaml")), text)
+                .map_err(|e| e.to_string())?;
+            bound.push(format!("/{cgroup}={mode}:{}", allowed.len()));
+        }
+        if bound.is_empty() {
+            return Ok("the generated policy bound nothing; nothing to compare".into());
+        }
+
+        // Compile to a bundle with the real CLI and enforce the bundle.
+        let out = std::process::Command::new("/bin/driftwall")
+            .args(["compile", "/etc/dw/gen", "-o", "/tmp/gen.dwb"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "driftwall compile failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut agent = start_agent(&["--bundle", "/tmp/gen.dwb"])?;
+        let result = compare(&mut rng, &agent, &exes, &cgroups);
+        let stopped = stop_agent(&mut agent);
+        let summary = result?;
+        stopped?;
+        Ok(format!("bound {}; {summary}", bound.join(" ")))
+    }
+
+    fn compare(rng: &mut Rng, agent: &Agent, exes: &[String], cgroups: &[&str]) -> Res {
+        let bundle = source::read_bundle(Path::new("/tmp/gen.dwb")).map_err(|e| e.to_string())?;
+        let policy = resolve::resolve(&bundle, Path::new(CG)).map_err(|e| e.to_string())?;
+        let tables = policy.tables();
+        let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+        // The root cgroup, the generated tree, and the suite's own unbound cgroup.
+        let mut places: Vec<&str> = vec!["", "dw/free"];
+        places.extend_from_slice(cgroups);
+        for n in 0..REQUESTS {
+            let cgroup = places[rng.below(places.len())];
+            let exe = &exes[rng.below(exes.len())];
+            let req = ExecRequest {
+                cgroup_ancestry: ancestry(cgroup)?,
+                file: std::fs::metadata(exe)
+                    .ok()
+                    .map(|m| driftwall_abi::FileId::from_stat(m.dev(), m.ino())),
+            };
+            let expected = decide_exec(&tables, &req);
+            let spawned = run_in(cgroup, exe)?;
+            let context = || {
+                format!(
+                    "request {n}: {exe} in /{cgroup}: reference says {expected:?}, kernel: {spawned:?}"
+                )
+            };
+            match expected {
+                ExecOutcome::Unpoliced | ExecOutcome::Allowed { .. } => {
+                    if spawned.outcome != Ok(0) {
+                        return Err(context());
+                    }
+                    *tally
+                        .entry(if matches!(expected, ExecOutcome::Unpoliced) {
+                            "unpoliced"
+                        } else {
+                            "allowed"
+                        })
+                        .or_default() += 1;
+                }
+                ExecOutcome::Drift { workload, decision } => {
+                    match decision {
+                        Decision::Deny => {
+                            expect_denied(&spawned).map_err(|e| format!("{}: {e}", context()))?
+                        }
+                        Decision::Audit => {
+                            if spawned.outcome != Ok(0) {
+                                return Err(context());
+                            }
+                        }
+                    }
+                    let ev = agent
+                        .exec_event(spawned.pid)
+                        .map_err(|e| format!("{}: {e}", context()))?;
+                    let want = if decision == Decision::Deny {
+                        "deny"
+                    } else {
+                        "audit"
+                    };
+                    if ev["workload_id"] != workload || ev["decision"] != want {
+                        return Err(format!("{}: event {ev}", context()));
+                    }
+                    *tally.entry(want).or_default() += 1;
+                }
+            }
+        }
+        let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        Ok(format!("{REQUESTS} requests agree ({})", parts.join(", ")))
+    }
+
+    /// cgroup ids from the root (level 0) down to `cgroup`.
+    fn ancestry(cgroup: &str) -> Result<Vec<u64>, String> {
+        let mut path = std::path::PathBuf::from(CG);
+        let mut ids = vec![std::fs::metadata(&path).map_err(|e| e.to_string())?.ino()];
+        for part in cgroup.split('/').filter(|p| !p.is_empty()) {
+            path.push(part);
+            ids.push(std::fs::metadata(&path).map_err(|e| e.to_string())?.ino());
+        }
+        Ok(ids)
+    }
 }

@@ -1,0 +1,1373 @@
+//! The durable store: one redb file holding the graph and its indexes.
+//!
+//! # Why redb
+//!
+//! [redb](https://www.redb.org) is a pure-Rust embedded key-value store with ACID
+//! transactions over copy-on-write B-trees in a single file. A commit with
+//! `Durability::Immediate` (its default) is on disk when `commit` returns, and a
+//! crash — `kill -9`, power loss — leaves the file at the last committed transaction:
+//! there is no write-ahead log to replay and nothing to repair. That is exactly the
+//! group commit the agent needs: [`Store::ingest`] writes a batch in one transaction
+//! and acknowledges it only after the commit. Its memory is a page cache of a
+//! configured size, and ordered keys with range scans give every index below for
+//! free. fjall (an LSM tree) would ingest faster on huge write rates, but it brings a
+//! journal, background compaction threads and more moving parts; the agent's
+//! batches are small and frequent, reads (Flashback) are point and range look-ups,
+//! and a single file is easy to move aside, copy and reason about.
+//!
+//! # Tables
+//!
+//! | table | key → value | for |
+//! |---|---|---|
+//! | `meta` | name → u64 | schema version, id counters |
+//! | `boots` | boot index → boot id | short boot references |
+//! | `strings`, `string_ids` | id ↔ string | interned paths, hooks, rules, names |
+//! | `proc_ids` | (boot id, tgid, start time) → process id | [`ProcessKey`] look-up |
+//! | `procs` | process id → process record | the process node |
+//! | `pid_time` | (tgid, first seen, process id) → () | (pid, time) → process, pid reuse |
+//! | `children` | (parent id, child id) → () | descendants |
+//! | `cgroup_time`, `workload_time` | (cgroup or workload, exec time, process id) → () | containers |
+//! | `proc_events` | (process id, time, seq) → edge | everything else a process did |
+//! | `accepts` | (process id, time, seq) → () | "who came in" |
+//! | `proc_flags` | (process id, time, seq) → () | decisions and alerts of a process |
+//! | `flags` | (time, seq) → process id | decisions and alerts by time |
+//! | `ip_time` | (peer IP, time, seq) → process id | (IP, time) → connection |
+//! | `gaps` | (from, seq) → gap | lost events |
+//!
+//! Records are compact postcard structs ([`records`](crate::records)). The
+//! `schema_version` in `meta` is checked on open; a file of another version is refused
+//! with [`Error::SchemaMismatch`].
+//!
+//! # Order and placeholders
+//!
+//! Any event naming an unknown process creates a placeholder record for it (first
+//! seen at that event's time); the fork or exec that arrives later fills it in. A
+//! fork records the parent link (creating the parent as a placeholder if need be), so
+//! a child that arrives before its parent, an exit before its exec, or a decision
+//! before the fork all end up in the same graph as in-order arrival would.
+//!
+//! # Memory
+//!
+//! redb's page cache ([`Config::cache_bytes`]) plus two bounded memos in the writer
+//! (process ids, string ids). Nothing grows with history.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::BoundedCache;
+use crate::error::{Error, Result};
+use crate::event::{
+    AlertEvent, Credentials, Decision, Event, Executable, GapEvent, Locator, ProcessEvent,
+    ProcessEventKind, ProcessKey, Target,
+};
+use crate::model::{ExecView, ExitView, InboundLink, ProcessView};
+use crate::records::{
+    ExecRecord, GapRecord, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode,
+};
+
+/// The on-disk schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BOOTS: TableDefinition<u32, u128> = TableDefinition::new("boots");
+const STRINGS: TableDefinition<u64, &str> = TableDefinition::new("strings");
+const STRING_IDS: TableDefinition<&str, u64> = TableDefinition::new("string_ids");
+const PROC_IDS: TableDefinition<(u128, u32, u64), u64> = TableDefinition::new("proc_ids");
+const PROCS: TableDefinition<u64, &[u8]> = TableDefinition::new("procs");
+const PID_TIME: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("pid_time");
+const CHILDREN: TableDefinition<(u64, u64), ()> = TableDefinition::new("children");
+const CGROUP_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("cgroup_time");
+const WORKLOAD_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("workload_time");
+const PROC_EVENTS: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("proc_events");
+const ACCEPTS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("accepts");
+const PROC_FLAGS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("proc_flags");
+const FLAGS: TableDefinition<(u64, u64), u64> = TableDefinition::new("flags");
+const IP_TIME: TableDefinition<(u128, u64, u64), u64> = TableDefinition::new("ip_time");
+const GAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("gaps");
+
+const SCHEMA_KEY: &str = "schema_version";
+const NEXT_SEQ: &str = "next_seq";
+const NEXT_PROC: &str = "next_proc";
+const NEXT_STRING: &str = "next_string";
+
+/// The process id of alerts that matched no process.
+const UNATTRIBUTED: ProcId = 0;
+/// How many candidates a (pid | cgroup | workload, time) look-up examines.
+const LOCATE_SCAN: usize = 256;
+/// How many processes a retention pass rewrites per transaction.
+const PRUNE_CHUNK: usize = 4096;
+
+/// How the store uses memory and how long it keeps history.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// redb's page cache, bytes.
+    pub cache_bytes: usize,
+    /// Hot process keys remembered by the writer (each generation).
+    pub process_cache_entries: usize,
+    /// Hot interned strings remembered by the writer (each generation).
+    pub string_cache_entries: usize,
+    /// History older than this is deleted by [`Store::compact`], nanoseconds.
+    pub retention_ns: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cache_bytes: 64 << 20,
+            process_cache_entries: 1 << 16,
+            string_cache_entries: 1 << 14,
+            retention_ns: Some(90 * 24 * 3600 * 1_000_000_000),
+        }
+    }
+}
+
+/// A batch is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// How many events the committed batch held.
+    pub events: usize,
+}
+
+/// What a retention pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Process records deleted (with all their events).
+    pub processes: u64,
+    /// Events deleted (of deleted processes and older events of kept ones).
+    pub events: u64,
+    /// Gap records deleted.
+    pub gaps: u64,
+}
+
+/// Sizes of the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Size of the file on disk.
+    pub file_bytes: u64,
+    /// Bytes of keys and values stored.
+    pub stored_bytes: u64,
+    /// Process records.
+    pub processes: u64,
+    /// Non-lifecycle events.
+    pub events: u64,
+}
+
+/// The result of [`Store::check`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    /// Process records examined.
+    pub processes: u64,
+    /// Events examined.
+    pub events: u64,
+    /// What is wrong (empty when the store is consistent); at most 100 entries.
+    pub problems: Vec<String>,
+}
+
+/// The durable context graph of one node.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    config: Config,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it if it does not exist.
+    ///
+    /// Refuses a file written with another schema version ([`Error::SchemaMismatch`]).
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes)
+            .create(&path)?;
+        let txn = db.begin_write()?;
+        let counters = {
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get(SCHEMA_KEY)?.map(|v| v.value());
+            match version {
+                Some(SCHEMA_VERSION) => {}
+                None if txn.list_tables()?.count() <= 1 => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                }
+                found => {
+                    return Err(Error::SchemaMismatch {
+                        path,
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            let get = |name| -> Result<u64> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
+            (
+                get(NEXT_SEQ)?,
+                get(NEXT_PROC)?.max(UNATTRIBUTED + 1),
+                get(NEXT_STRING)?,
+            )
+        };
+        let boots = {
+            let tables = WriteTables::open(&txn)?;
+            let mut boots = Vec::new();
+            for entry in tables.boots.iter()? {
+                boots.push(entry?.1.value());
+            }
+            boots
+        };
+        txn.commit()?;
+        let writer = Writer {
+            next_seq: counters.0,
+            next_proc: counters.1,
+            next_string: counters.2,
+            boots,
+            procs: BoundedCache::new(config.process_cache_entries),
+            strings: BoundedCache::new(config.string_cache_entries),
+        };
+        Ok(Store {
+            db,
+            path,
+            writer: Mutex::new(writer),
+            config,
+        })
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `events` in one transaction. When this returns `Ok` the events are on
+    /// disk and survive a crash; when it returns `Err` none of them was written.
+    pub fn ingest(&self, events: &[Event]) -> Result<Ack> {
+        let mut writer = self.lock()?;
+        let result = (|| {
+            let txn = self.db.begin_write()?;
+            {
+                let mut tables = WriteTables::open(&txn)?;
+                for event in events {
+                    writer.apply(&mut tables, event)?;
+                }
+                writer.save_counters(&mut tables)?;
+            }
+            txn.commit()?;
+            Ok(Ack {
+                events: events.len(),
+            })
+        })();
+        if result.is_err() {
+            // The transaction did not commit: what the memos learnt in it is not true.
+            writer.forget(&self.db)?;
+        }
+        result
+    }
+
+    /// The process with this key.
+    pub fn process(&self, key: &ProcessKey) -> Result<Option<ProcessView>> {
+        let reader = self.reader()?;
+        match reader.id_of(key)? {
+            Some(id) => reader.view(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The process that had pid `tgid` at `time_ns` (not merely the last one to have it).
+    pub fn process_at(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcessView>> {
+        let reader = self.reader()?;
+        match reader.locate_pid(tgid, time_ns)? {
+            Some(id) => reader.view(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The processes `key` forked, in process-id order.
+    pub fn children(&self, key: &ProcessKey) -> Result<Vec<ProcessView>> {
+        let reader = self.reader()?;
+        let Some(id) = reader.id_of(key)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for child in reader.children(id, usize::MAX)? {
+            out.extend(reader.view(child)?);
+        }
+        Ok(out)
+    }
+
+    /// Events of `key` other than fork/exec/exit (those are in its [`ProcessView`]) in
+    /// `[from_ns, to_ns]`, oldest first, at most `limit`.
+    pub fn events_of(
+        &self,
+        key: &ProcessKey,
+        from_ns: u64,
+        to_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let reader = self.reader()?;
+        let Some(id) = reader.id_of(key)? else {
+            return Ok(Vec::new());
+        };
+        reader.events(id, from_ns, to_ns, limit)
+    }
+
+    /// Decisions and alerts in `[from_ns, to_ns]`, oldest first, at most `limit`.
+    pub fn flags(&self, from_ns: u64, to_ns: u64, limit: usize) -> Result<Vec<Event>> {
+        let reader = self.reader()?;
+        let mut out = Vec::new();
+        for entry in reader.flags.range((from_ns, 0)..=(to_ns, u64::MAX))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, id) = entry?;
+            let (time, seq) = k.value();
+            out.extend(reader.event_at(id.value(), time, seq)?);
+        }
+        Ok(out)
+    }
+
+    /// Gaps that overlap `[from_ns, to_ns]`.
+    pub fn gaps(&self, from_ns: u64, to_ns: u64) -> Result<Vec<GapEvent>> {
+        self.reader()?.gaps(from_ns, to_ns)
+    }
+
+    /// Deletes history older than `older_than_ns`: processes that exited before it
+    /// (or belong to an earlier boot and were last active before it) with all their
+    /// events and index entries, older events of processes that are kept, and gaps
+    /// that ended before it.
+    pub fn prune(&self, older_than_ns: u64) -> Result<PruneReport> {
+        let mut writer = self.lock()?;
+        let result = self.prune_locked(&mut writer, older_than_ns);
+        // Deleted processes may sit in the memo.
+        writer.forget(&self.db)?;
+        result
+    }
+
+    /// Applies [`Config::retention_ns`] relative to `now_ns`, then compacts the file so
+    /// the freed space goes back to the file system.
+    pub fn compact(&mut self, now_ns: u64) -> Result<PruneReport> {
+        let report = match self.config.retention_ns {
+            Some(keep) => self.prune(now_ns.saturating_sub(keep))?,
+            None => PruneReport::default(),
+        };
+        self.db.compact()?;
+        Ok(report)
+    }
+
+    /// Sizes of the store.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let file_bytes = std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| Error::Database(e.into()))?;
+        let txn = self.db.begin_write()?;
+        let stored_bytes = txn.stats()?.stored_bytes();
+        let processes = txn.open_table(PROCS)?.len()?;
+        let events = txn.open_table(PROC_EVENTS)?.len()?;
+        txn.abort()?;
+        Ok(StoreStats {
+            file_bytes,
+            stored_bytes,
+            processes,
+            events,
+        })
+    }
+
+    /// Checks that every index entry points at a record that exists and that the id
+    /// counters are ahead of every id in use — what a crash must never break.
+    pub fn check(&self) -> Result<Consistency> {
+        let reader = self.reader()?;
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let counter = |name| -> Result<u64> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
+        let (next_seq, next_proc) = (counter(NEXT_SEQ)?, counter(NEXT_PROC)?);
+        let mut c = Consistency::default();
+        let problem = |c: &mut Consistency, text: String| {
+            if c.problems.len() < 100 {
+                c.problems.push(text);
+            }
+        };
+        let exists = |id: u64| -> Result<bool> { Ok(reader.procs.get(id)?.is_some()) };
+        for entry in reader.procs.iter()? {
+            let (id, bytes) = entry?;
+            let id = id.value();
+            c.processes += 1;
+            let rec: ProcRecord = decode("process", bytes.value())?;
+            if id >= next_proc {
+                problem(
+                    &mut c,
+                    format!("process id {id} not below counter {next_proc}"),
+                );
+            }
+            let key = reader.key_of(&rec)?;
+            if reader.id_of(&key)? != Some(id) {
+                problem(
+                    &mut c,
+                    format!("process {id} ({key}) missing from proc_ids"),
+                );
+            }
+            if reader
+                .pid_time
+                .get((rec.tgid, rec.first_seen_ns, id))?
+                .is_none()
+            {
+                problem(&mut c, format!("process {id} missing from pid_time"));
+            }
+            if let Some(parent) = rec.parent
+                && reader.children.get((parent, id))?.is_none()
+            {
+                problem(
+                    &mut c,
+                    format!("process {id} missing from children of {parent}"),
+                );
+            }
+        }
+        for entry in reader.proc_ids.iter()? {
+            let id = entry?.1.value();
+            if !exists(id)? {
+                problem(&mut c, format!("proc_ids names missing process {id}"));
+            }
+        }
+        for entry in reader.children.iter()? {
+            let (parent, child) = entry?.0.value();
+            if !exists(parent)? || !exists(child)? {
+                problem(&mut c, format!("children ({parent}, {child}) dangles"));
+            }
+        }
+        for entry in reader.proc_events.iter()? {
+            let (k, v) = entry?;
+            let (id, _, seq) = k.value();
+            c.events += 1;
+            decode::<StoredEdge>("event", v.value())?;
+            if seq >= next_seq {
+                problem(
+                    &mut c,
+                    format!("event seq {seq} not below counter {next_seq}"),
+                );
+            }
+            if id != UNATTRIBUTED && !exists(id)? {
+                problem(&mut c, format!("event {seq} of missing process {id}"));
+            }
+        }
+        for table in [&reader.accepts, &reader.proc_flags] {
+            for entry in table.iter()? {
+                let k = entry?.0.value();
+                if reader.proc_events.get(k)?.is_none() {
+                    problem(&mut c, format!("index entry {k:?} dangles"));
+                }
+            }
+        }
+        for entry in reader.flags.iter()? {
+            let (k, id) = entry?;
+            let ((time, seq), id) = (k.value(), id.value());
+            if reader.proc_events.get((id, time, seq))?.is_none() {
+                problem(&mut c, format!("flag {seq} dangles"));
+            }
+        }
+        for entry in reader.ip_time.iter()? {
+            let (k, id) = entry?;
+            let ((_, time, seq), id) = (k.value(), id.value());
+            if reader.proc_events.get((id, time, seq))?.is_none() {
+                problem(&mut c, format!("connection {seq} dangles"));
+            }
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn reader(&self) -> Result<Reader> {
+        Reader::new(self.db.begin_read()?)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Writer>> {
+        self.writer.lock().map_err(|_| Error::Poisoned)
+    }
+
+    fn prune_locked(&self, writer: &mut Writer, cutoff: u64) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let current_boot = writer.boots.len().saturating_sub(1) as u32;
+        let mut cursor = UNATTRIBUTED;
+        loop {
+            let txn = self.db.begin_write()?;
+            let done = {
+                let mut t = WriteTables::open(&txn)?;
+                let mut chunk = Vec::new();
+                for entry in t.procs.range(cursor..)? {
+                    if chunk.len() >= PRUNE_CHUNK {
+                        break;
+                    }
+                    let (id, bytes) = entry?;
+                    chunk.push((id.value(), decode::<ProcRecord>("process", bytes.value())?));
+                }
+                if cursor == UNATTRIBUTED {
+                    report.events += delete_events(&mut t, UNATTRIBUTED, cutoff)?;
+                    let mut gaps = 0;
+                    t.gaps.retain(|_, v| {
+                        let keep =
+                            decode::<GapRecord>("gap", v).map_or(true, |g| g.to_ns >= cutoff);
+                        gaps += u64::from(!keep);
+                        keep
+                    })?;
+                    report.gaps = gaps;
+                }
+                for (id, rec) in &chunk {
+                    cursor = id + 1;
+                    let last_event = t
+                        .proc_events
+                        .range((*id, 0, 0)..=(*id, u64::MAX, u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map_or(0, |(k, _)| k.value().1);
+                    let last_activity = rec
+                        .first_seen_ns
+                        .max(rec.execs.last().map_or(0, |e| e.time_ns))
+                        .max(last_event);
+                    let doomed = match rec.exit {
+                        Some((time, _)) => time < cutoff,
+                        None => rec.boot != current_boot && last_activity < cutoff,
+                    };
+                    if doomed {
+                        let boot = writer.boot_id(rec.boot)?;
+                        report.events += delete_process(&mut t, *id, rec, boot)?;
+                        report.processes += 1;
+                    } else {
+                        report.events += delete_events(&mut t, *id, cutoff)?;
+                    }
+                }
+                chunk.len() < PRUNE_CHUNK
+            };
+            txn.commit()?;
+            if done {
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// Deletes the events of process `id` older than `cutoff` and their index entries, a
+/// chunk at a time so memory stays bounded however many there are.
+fn delete_events(t: &mut WriteTables<'_>, id: ProcId, cutoff: u64) -> Result<u64> {
+    let mut count = 0;
+    let mut removed: Vec<(u64, u64, StoredEdge)> = Vec::new();
+    loop {
+        {
+            let extracted = t
+                .proc_events
+                .extract_from_if((id, 0, 0)..(id, cutoff, 0), |_, _| true)?;
+            for entry in extracted {
+                let (k, v) = entry?;
+                let (_, time, seq) = k.value();
+                removed.push((time, seq, decode("event", v.value())?));
+                if removed.len() >= PRUNE_CHUNK {
+                    break;
+                }
+            }
+        }
+        if removed.is_empty() {
+            return Ok(count);
+        }
+        for (time, seq, edge) in removed.drain(..) {
+            count += 1;
+            match edge {
+                StoredEdge::Accept { remote, .. } => {
+                    t.accepts.remove((id, time, seq))?;
+                    t.ip_time.remove((ip_bits(remote.ip()), time, seq))?;
+                }
+                StoredEdge::Connect { remote, .. } | StoredEdge::UdpPeer { remote, .. } => {
+                    t.ip_time.remove((ip_bits(remote.ip()), time, seq))?;
+                }
+                StoredEdge::Decision { .. } | StoredEdge::Alert { .. } => {
+                    t.proc_flags.remove((id, time, seq))?;
+                    t.flags.remove((time, seq))?;
+                }
+                StoredEdge::Credentials { .. } | StoredEdge::Listen { .. } => {}
+            }
+        }
+    }
+}
+
+/// Deletes process `id`, all its events and every index entry naming it.
+fn delete_process(
+    t: &mut WriteTables<'_>,
+    id: ProcId,
+    rec: &ProcRecord,
+    boot: u128,
+) -> Result<u64> {
+    let events = delete_events(t, id, u64::MAX)?;
+    t.procs.remove(id)?;
+    t.proc_ids.remove((boot, rec.tgid, rec.start_time_ns))?;
+    t.pid_time.remove((rec.tgid, rec.first_seen_ns, id))?;
+    if let Some(parent) = rec.parent {
+        t.children.remove((parent, id))?;
+    }
+    t.children
+        .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+    for exec in &rec.execs {
+        t.cgroup_time.remove((exec.cgroup_id, exec.time_ns, id))?;
+        if let Some(w) = exec.workload {
+            t.workload_time.remove((w, exec.time_ns, id))?;
+        }
+    }
+    Ok(events)
+}
+
+/// An IP address as a table key (IPv4 as IPv4-mapped IPv6).
+pub(crate) fn ip_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
+
+/// The tables of a write transaction.
+struct WriteTables<'txn> {
+    meta: Table<'txn, &'static str, u64>,
+    boots: Table<'txn, u32, u128>,
+    strings: Table<'txn, u64, &'static str>,
+    string_ids: Table<'txn, &'static str, u64>,
+    proc_ids: Table<'txn, (u128, u32, u64), u64>,
+    procs: Table<'txn, u64, &'static [u8]>,
+    pid_time: Table<'txn, (u32, u64, u64), ()>,
+    children: Table<'txn, (u64, u64), ()>,
+    cgroup_time: Table<'txn, (u64, u64, u64), ()>,
+    workload_time: Table<'txn, (u64, u64, u64), ()>,
+    proc_events: Table<'txn, (u64, u64, u64), &'static [u8]>,
+    accepts: Table<'txn, (u64, u64, u64), ()>,
+    proc_flags: Table<'txn, (u64, u64, u64), ()>,
+    flags: Table<'txn, (u64, u64), u64>,
+    ip_time: Table<'txn, (u128, u64, u64), u64>,
+    gaps: Table<'txn, (u64, u64), &'static [u8]>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+        Ok(WriteTables {
+            meta: txn.open_table(META)?,
+            boots: txn.open_table(BOOTS)?,
+            strings: txn.open_table(STRINGS)?,
+            string_ids: txn.open_table(STRING_IDS)?,
+            proc_ids: txn.open_table(PROC_IDS)?,
+            procs: txn.open_table(PROCS)?,
+            pid_time: txn.open_table(PID_TIME)?,
+            children: txn.open_table(CHILDREN)?,
+            cgroup_time: txn.open_table(CGROUP_TIME)?,
+            workload_time: txn.open_table(WORKLOAD_TIME)?,
+            proc_events: txn.open_table(PROC_EVENTS)?,
+            accepts: txn.open_table(ACCEPTS)?,
+            proc_flags: txn.open_table(PROC_FLAGS)?,
+            flags: txn.open_table(FLAGS)?,
+            ip_time: txn.open_table(IP_TIME)?,
+            gaps: txn.open_table(GAPS)?,
+        })
+    }
+}
+
+/// The single writer: id counters and memos. Guarded by the store's mutex.
+struct Writer {
+    next_seq: u64,
+    next_proc: u64,
+    next_string: u64,
+    boots: Vec<u128>,
+    procs: BoundedCache<ProcessKey, (ProcId, u64)>,
+    strings: BoundedCache<String, StrId>,
+}
+
+impl Writer {
+    /// Reloads the counters from disk and drops the memos (after a failed transaction
+    /// or a deletion).
+    fn forget(&mut self, db: &Database) -> Result<()> {
+        self.procs.clear();
+        self.strings.clear();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get = |name| -> Result<u64> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
+        self.next_seq = get(NEXT_SEQ)?;
+        self.next_proc = get(NEXT_PROC)?.max(UNATTRIBUTED + 1);
+        self.next_string = get(NEXT_STRING)?;
+        let boots = txn.open_table(BOOTS)?;
+        self.boots.clear();
+        for entry in boots.iter()? {
+            self.boots.push(entry?.1.value());
+        }
+        Ok(())
+    }
+
+    fn save_counters(&self, t: &mut WriteTables<'_>) -> Result<()> {
+        t.meta.insert(NEXT_SEQ, self.next_seq)?;
+        t.meta.insert(NEXT_PROC, self.next_proc)?;
+        t.meta.insert(NEXT_STRING, self.next_string)?;
+        Ok(())
+    }
+
+    fn boot_id(&self, index: u32) -> Result<u128> {
+        self.boots
+            .get(index as usize)
+            .copied()
+            .ok_or_else(|| Error::Dangling(format!("boot index {index}")))
+    }
+
+    fn boot_index(&mut self, t: &mut WriteTables<'_>, boot_id: u128) -> Result<u32> {
+        if let Some(i) = self.boots.iter().rposition(|b| *b == boot_id) {
+            return Ok(i as u32);
+        }
+        let index = self.boots.len() as u32;
+        t.boots.insert(index, boot_id)?;
+        self.boots.push(boot_id);
+        Ok(index)
+    }
+
+    fn intern(&mut self, t: &mut WriteTables<'_>, s: &str) -> Result<StrId> {
+        if let Some(id) = self.strings.get(s) {
+            return Ok(id);
+        }
+        let existing = t.string_ids.get(s)?.map(|v| v.value());
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = self.next_string;
+                self.next_string += 1;
+                t.string_ids.insert(s, id)?;
+                t.strings.insert(id, s)?;
+                id
+            }
+        };
+        self.strings.insert(s.to_owned(), id);
+        Ok(id)
+    }
+
+    fn seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// The id of `key`, creating a placeholder if it is new; `time_ns` is a moment the
+    /// process is known to have existed.
+    fn resolve(
+        &mut self,
+        t: &mut WriteTables<'_>,
+        key: &ProcessKey,
+        time_ns: u64,
+    ) -> Result<ProcId> {
+        let known = match self.procs.get(key) {
+            Some(hit) => Some(hit),
+            None => match t
+                .proc_ids
+                .get((key.boot_id, key.tgid, key.start_time_ns))?
+                .map(|v| v.value())
+            {
+                Some(id) => Some((id, load(&t.procs, id)?.first_seen_ns)),
+                None => None,
+            },
+        };
+        let (id, first_seen) = match known {
+            Some(found) => found,
+            None => {
+                let id = self.next_proc;
+                self.next_proc += 1;
+                let record = ProcRecord {
+                    boot: self.boot_index(t, key.boot_id)?,
+                    tgid: key.tgid,
+                    start_time_ns: key.start_time_ns,
+                    first_seen_ns: time_ns,
+                    parent: None,
+                    forked_ns: None,
+                    execs: Vec::new(),
+                    exit: None,
+                };
+                store(&mut t.procs, id, &record)?;
+                t.proc_ids
+                    .insert((key.boot_id, key.tgid, key.start_time_ns), id)?;
+                t.pid_time.insert((key.tgid, time_ns, id), ())?;
+                (id, time_ns)
+            }
+        };
+        if time_ns < first_seen {
+            // It existed earlier than we thought (out-of-order arrival): re-index.
+            let mut record = load(&t.procs, id)?;
+            t.pid_time.remove((record.tgid, record.first_seen_ns, id))?;
+            record.first_seen_ns = time_ns;
+            t.pid_time.insert((record.tgid, time_ns, id), ())?;
+            store(&mut t.procs, id, &record)?;
+        }
+        self.procs.insert(*key, (id, first_seen.min(time_ns)));
+        Ok(id)
+    }
+
+    fn apply(&mut self, t: &mut WriteTables<'_>, event: &Event) -> Result<()> {
+        match event {
+            Event::Process(e) => self.apply_process(t, e),
+            Event::Alert(a) => self.apply_alert(t, a),
+            Event::Gap(g) => {
+                let seq = self.seq();
+                let record = GapRecord {
+                    reported_ns: g.time_ns,
+                    to_ns: g.to_ns,
+                    lost: g.lost,
+                    cpu: g.cpu,
+                };
+                t.gaps
+                    .insert((g.from_ns, seq), encode("gap", &record)?.as_slice())?;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply_process(&mut self, t: &mut WriteTables<'_>, e: &ProcessEvent) -> Result<()> {
+        let time = e.time_ns;
+        let id = self.resolve(t, &e.process, time)?;
+        let edge = match &e.kind {
+            ProcessEventKind::Fork { parent } => {
+                let parent_id = self.resolve(t, parent, time)?;
+                let mut record = load(&t.procs, id)?;
+                if let Some(old) = record.parent
+                    && old != parent_id
+                {
+                    t.children.remove((old, id))?;
+                }
+                record.parent = Some(parent_id);
+                record.forked_ns = Some(time);
+                store(&mut t.procs, id, &record)?;
+                t.children.insert((parent_id, id), ())?;
+                return Ok(());
+            }
+            ProcessEventKind::Exec(exec) => {
+                let workload = match &exec.workload {
+                    Some(w) => Some(self.intern(t, w)?),
+                    None => None,
+                };
+                let stored = ExecRecord {
+                    time_ns: time,
+                    path: self.intern(t, &exec.executable.path)?,
+                    dev: exec.executable.dev,
+                    ino: exec.executable.ino,
+                    argv: exec.argv.clone(),
+                    cwd: self.intern(t, &exec.cwd)?,
+                    uid: exec.credentials.uid,
+                    euid: exec.credentials.euid,
+                    gid: exec.credentials.gid,
+                    cgroup_id: exec.cgroup_id,
+                    workload,
+                };
+                let mut record = load(&t.procs, id)?;
+                let at = record.execs.partition_point(|x| x.time_ns <= time);
+                record.execs.insert(at, stored);
+                store(&mut t.procs, id, &record)?;
+                t.cgroup_time.insert((exec.cgroup_id, time, id), ())?;
+                if let Some(w) = workload {
+                    t.workload_time.insert((w, time, id), ())?;
+                }
+                return Ok(());
+            }
+            ProcessEventKind::Exit { code } => {
+                let mut record = load(&t.procs, id)?;
+                record.exit = Some((time, *code));
+                store(&mut t.procs, id, &record)?;
+                return Ok(());
+            }
+            ProcessEventKind::Credentials(c) => StoredEdge::Credentials {
+                uid: c.uid,
+                euid: c.euid,
+                gid: c.gid,
+            },
+            ProcessEventKind::Listen { local } => StoredEdge::Listen { local: *local },
+            ProcessEventKind::Connect { local, remote } => StoredEdge::Connect {
+                local: *local,
+                remote: *remote,
+            },
+            ProcessEventKind::Accept {
+                listener,
+                local,
+                remote,
+            } => StoredEdge::Accept {
+                listener: *listener,
+                local: *local,
+                remote: *remote,
+            },
+            ProcessEventKind::UdpPeer { local, remote } => StoredEdge::UdpPeer {
+                local: *local,
+                remote: *remote,
+            },
+            ProcessEventKind::Decision(d) => StoredEdge::Decision {
+                verdict: d.verdict,
+                hook: self.intern(t, &d.hook)?,
+                workload: match &d.workload {
+                    Some(w) => Some(self.intern(t, w)?),
+                    None => None,
+                },
+                target: match &d.target {
+                    Target::Path(p) => StoredTarget::Path(self.intern(t, p)?),
+                    Target::Endpoint(a) => StoredTarget::Endpoint(*a),
+                },
+                rule: self.intern(t, &d.rule)?,
+            },
+        };
+        let seq = self.seq();
+        t.proc_events
+            .insert((id, time, seq), encode("event", &edge)?.as_slice())?;
+        match &edge {
+            StoredEdge::Accept { remote, .. } => {
+                t.accepts.insert((id, time, seq), ())?;
+                t.ip_time.insert((ip_bits(remote.ip()), time, seq), id)?;
+            }
+            StoredEdge::Connect { remote, .. } | StoredEdge::UdpPeer { remote, .. } => {
+                t.ip_time.insert((ip_bits(remote.ip()), time, seq), id)?;
+            }
+            StoredEdge::Decision { .. } => {
+                t.proc_flags.insert((id, time, seq), ())?;
+                t.flags.insert((time, seq), id)?;
+            }
+            StoredEdge::Credentials { .. }
+            | StoredEdge::Listen { .. }
+            | StoredEdge::Alert { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn apply_alert(&mut self, t: &mut WriteTables<'_>, a: &AlertEvent) -> Result<()> {
+        let id = match &a.locator {
+            Locator::Process(key) => self.resolve(t, key, a.time_ns)?,
+            Locator::Pid { tgid, time_ns } => {
+                locate_pid(&t.pid_time, &t.procs, *tgid, *time_ns)?.unwrap_or(UNATTRIBUTED)
+            }
+            Locator::Cgroup { cgroup_id, time_ns } => {
+                locate_in(&t.cgroup_time, &t.procs, *cgroup_id, *time_ns)?.unwrap_or(UNATTRIBUTED)
+            }
+            Locator::Workload { name, time_ns } => match t.string_ids.get(name.as_str())? {
+                Some(w) => {
+                    let w = w.value();
+                    locate_in(&t.workload_time, &t.procs, w, *time_ns)?.unwrap_or(UNATTRIBUTED)
+                }
+                None => UNATTRIBUTED,
+            },
+            Locator::Ip { addr, time_ns } => {
+                locate_ip(&t.ip_time, *addr, *time_ns)?.map_or(UNATTRIBUTED, |(id, _, _)| id)
+            }
+        };
+        let edge = StoredEdge::Alert {
+            source: self.intern(t, &a.source)?,
+            severity: a.severity,
+            text: a.text.clone(),
+            locator: a.locator.clone(),
+        };
+        let seq = self.seq();
+        t.proc_events
+            .insert((id, a.time_ns, seq), encode("event", &edge)?.as_slice())?;
+        t.flags.insert((a.time_ns, seq), id)?;
+        if id != UNATTRIBUTED {
+            t.proc_flags.insert((id, a.time_ns, seq), ())?;
+        }
+        Ok(())
+    }
+}
+
+fn load(procs: &impl ReadableTable<u64, &'static [u8]>, id: ProcId) -> Result<ProcRecord> {
+    match procs.get(id)? {
+        Some(bytes) => decode("process", bytes.value()),
+        None => Err(Error::Dangling(format!(
+            "process {id} is referenced but missing"
+        ))),
+    }
+}
+
+fn store(procs: &mut Table<'_, u64, &'static [u8]>, id: ProcId, record: &ProcRecord) -> Result<()> {
+    procs.insert(id, encode("process", record)?.as_slice())?;
+    Ok(())
+}
+
+/// The process that had pid `tgid` at `time_ns`: the latest one first seen at or before
+/// that time that had not exited by then.
+fn locate_pid(
+    pid_time: &impl ReadableTable<(u32, u64, u64), ()>,
+    procs: &impl ReadableTable<u64, &'static [u8]>,
+    tgid: u32,
+    time_ns: u64,
+) -> Result<Option<ProcId>> {
+    for entry in pid_time
+        .range((tgid, 0, 0)..=(tgid, time_ns, u64::MAX))?
+        .rev()
+        .take(LOCATE_SCAN)
+    {
+        let (_, _, id) = entry?.0.value();
+        if load(procs, id)?.exit.is_none_or(|(t, _)| t >= time_ns) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// A process of cgroup (or workload) `group` alive at `time_ns`: the one that entered
+/// it (exec'd in it) most recently before that time.
+fn locate_in(
+    index: &impl ReadableTable<(u64, u64, u64), ()>,
+    procs: &impl ReadableTable<u64, &'static [u8]>,
+    group: u64,
+    time_ns: u64,
+) -> Result<Option<ProcId>> {
+    for entry in index
+        .range((group, 0, 0)..=(group, time_ns, u64::MAX))?
+        .rev()
+        .take(LOCATE_SCAN)
+    {
+        let (_, _, id) = entry?.0.value();
+        if load(procs, id)?.exit.is_none_or(|(t, _)| t >= time_ns) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// The connection with peer `addr` at or last before `time_ns` (or, failing that, the
+/// first after it): (process id, time, seq).
+fn locate_ip(
+    ip_time: &impl ReadableTable<(u128, u64, u64), u64>,
+    addr: IpAddr,
+    time_ns: u64,
+) -> Result<Option<(ProcId, u64, u64)>> {
+    let ip = ip_bits(addr);
+    let before = ip_time
+        .range((ip, 0, 0)..=(ip, time_ns, u64::MAX))?
+        .next_back()
+        .transpose()?;
+    let found = match before {
+        Some(hit) => Some(hit),
+        None => ip_time
+            .range((ip, time_ns, 0)..=(ip, u64::MAX, u64::MAX))?
+            .next()
+            .transpose()?,
+    };
+    Ok(found.map(|(k, id)| {
+        let (_, time, seq) = k.value();
+        (id.value(), time, seq)
+    }))
+}
+
+/// A consistent snapshot of the store for queries.
+pub(crate) struct Reader {
+    boots: ReadOnlyTable<u32, u128>,
+    strings: ReadOnlyTable<u64, &'static str>,
+    string_ids: ReadOnlyTable<&'static str, u64>,
+    proc_ids: ReadOnlyTable<(u128, u32, u64), u64>,
+    procs: ReadOnlyTable<u64, &'static [u8]>,
+    pid_time: ReadOnlyTable<(u32, u64, u64), ()>,
+    children: ReadOnlyTable<(u64, u64), ()>,
+    cgroup_time: ReadOnlyTable<(u64, u64, u64), ()>,
+    workload_time: ReadOnlyTable<(u64, u64, u64), ()>,
+    proc_events: ReadOnlyTable<(u64, u64, u64), &'static [u8]>,
+    accepts: ReadOnlyTable<(u64, u64, u64), ()>,
+    proc_flags: ReadOnlyTable<(u64, u64, u64), ()>,
+    flags: ReadOnlyTable<(u64, u64), u64>,
+    ip_time: ReadOnlyTable<(u128, u64, u64), u64>,
+    gaps: ReadOnlyTable<(u64, u64), &'static [u8]>,
+}
+
+impl Reader {
+    fn new(txn: ReadTransaction) -> Result<Reader> {
+        Ok(Reader {
+            boots: txn.open_table(BOOTS)?,
+            strings: txn.open_table(STRINGS)?,
+            string_ids: txn.open_table(STRING_IDS)?,
+            proc_ids: txn.open_table(PROC_IDS)?,
+            procs: txn.open_table(PROCS)?,
+            pid_time: txn.open_table(PID_TIME)?,
+            children: txn.open_table(CHILDREN)?,
+            cgroup_time: txn.open_table(CGROUP_TIME)?,
+            workload_time: txn.open_table(WORKLOAD_TIME)?,
+            proc_events: txn.open_table(PROC_EVENTS)?,
+            accepts: txn.open_table(ACCEPTS)?,
+            proc_flags: txn.open_table(PROC_FLAGS)?,
+            flags: txn.open_table(FLAGS)?,
+            ip_time: txn.open_table(IP_TIME)?,
+            gaps: txn.open_table(GAPS)?,
+        })
+    }
+
+    pub(crate) fn id_of(&self, key: &ProcessKey) -> Result<Option<ProcId>> {
+        Ok(self
+            .proc_ids
+            .get((key.boot_id, key.tgid, key.start_time_ns))?
+            .map(|v| v.value()))
+    }
+
+    pub(crate) fn record(&self, id: ProcId) -> Result<Option<ProcRecord>> {
+        match self.procs.get(id)? {
+            Some(bytes) => Ok(Some(decode("process", bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn key_of(&self, record: &ProcRecord) -> Result<ProcessKey> {
+        let boot_id = self
+            .boots
+            .get(record.boot)?
+            .map(|v| v.value())
+            .ok_or_else(|| Error::Dangling(format!("boot index {}", record.boot)))?;
+        Ok(ProcessKey {
+            boot_id,
+            tgid: record.tgid,
+            start_time_ns: record.start_time_ns,
+        })
+    }
+
+    pub(crate) fn key(&self, id: ProcId) -> Result<Option<ProcessKey>> {
+        match self.record(id)? {
+            Some(r) => Ok(Some(self.key_of(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn string(&self, id: StrId) -> Result<String> {
+        self.strings
+            .get(id)?
+            .map(|v| v.value().to_owned())
+            .ok_or_else(|| Error::Dangling(format!("string {id}")))
+    }
+
+    pub(crate) fn view(&self, id: ProcId) -> Result<Option<ProcessView>> {
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        let parent = match record.parent {
+            Some(p) => self.key(p)?,
+            None => None,
+        };
+        let mut execs = Vec::with_capacity(record.execs.len());
+        for e in &record.execs {
+            execs.push(ExecView {
+                time_ns: e.time_ns,
+                executable: Executable {
+                    path: self.string(e.path)?,
+                    dev: e.dev,
+                    ino: e.ino,
+                },
+                argv: e.argv.clone(),
+                cwd: self.string(e.cwd)?,
+                credentials: Credentials {
+                    uid: e.uid,
+                    euid: e.euid,
+                    gid: e.gid,
+                },
+                cgroup_id: e.cgroup_id,
+                workload: match e.workload {
+                    Some(w) => Some(self.string(w)?),
+                    None => None,
+                },
+            });
+        }
+        Ok(Some(ProcessView {
+            key: self.key_of(&record)?,
+            parent,
+            placeholder: record.forked_ns.is_none() && record.execs.is_empty(),
+            first_seen_ns: record.first_seen_ns,
+            forked_ns: record.forked_ns,
+            execs,
+            exit: record
+                .exit
+                .map(|(time_ns, code)| ExitView { time_ns, code }),
+        }))
+    }
+
+    /// The parent id recorded for `id`.
+    pub(crate) fn parent(&self, id: ProcId) -> Result<Option<ProcId>> {
+        Ok(self.record(id)?.and_then(|r| r.parent))
+    }
+
+    pub(crate) fn children(&self, id: ProcId, limit: usize) -> Result<Vec<ProcId>> {
+        let mut out = Vec::new();
+        for entry in self.children.range((id, 0)..=(id, u64::MAX))?.take(limit) {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// Non-lifecycle events of `id` in `[from, to]`, oldest first.
+    pub(crate) fn events(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let key = match self.key(id)? {
+            Some(k) => Some(k),
+            None if id == UNATTRIBUTED => None,
+            None => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for entry in self
+            .proc_events
+            .range((id, from, 0)..=(id, to, u64::MAX))?
+            .take(limit)
+        {
+            let (k, v) = entry?;
+            let (_, time, _) = k.value();
+            out.push(self.to_event(key, time, decode("event", v.value())?)?);
+        }
+        Ok(out)
+    }
+
+    /// Decisions and alerts of `id` in `[from, to]`, oldest first.
+    pub(crate) fn flags_of(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for entry in self
+            .proc_flags
+            .range((id, from, 0)..=(id, to, u64::MAX))?
+            .take(limit)
+        {
+            let (_, time, seq) = entry?.0.value();
+            out.extend(self.event_at(id, time, seq)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn event_at(&self, id: ProcId, time: u64, seq: u64) -> Result<Option<Event>> {
+        let Some(v) = self.proc_events.get((id, time, seq))? else {
+            return Ok(None);
+        };
+        let edge = decode("event", v.value())?;
+        let key = self.key(id)?;
+        Ok(Some(self.to_event(key, time, edge)?))
+    }
+
+    /// The latest connection accepted by `id` at or before `at`.
+    pub(crate) fn last_accept(&self, id: ProcId, at: u64) -> Result<Option<InboundLink>> {
+        let Some(entry) = self
+            .accepts
+            .range((id, 0, 0)..=(id, at, u64::MAX))?
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let (_, time, seq) = entry.0.value();
+        let Some(v) = self.proc_events.get((id, time, seq))? else {
+            return Ok(None);
+        };
+        let (
+            StoredEdge::Accept {
+                listener,
+                local,
+                remote,
+            },
+            Some(accepted_by),
+        ) = (decode("event", v.value())?, self.key(id)?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(InboundLink {
+            listener,
+            local,
+            remote,
+            accepted_by,
+            time_ns: time,
+        }))
+    }
+
+    pub(crate) fn locate_pid(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcId>> {
+        locate_pid(&self.pid_time, &self.procs, tgid, time_ns)
+    }
+
+    pub(crate) fn locate_cgroup(&self, cgroup_id: u64, time_ns: u64) -> Result<Option<ProcId>> {
+        locate_in(&self.cgroup_time, &self.procs, cgroup_id, time_ns)
+    }
+
+    pub(crate) fn locate_workload(&self, name: &str, time_ns: u64) -> Result<Option<ProcId>> {
+        match self.string_ids.get(name)? {
+            Some(w) => locate_in(&self.workload_time, &self.procs, w.value(), time_ns),
+            None => Ok(None),
+        }
+    }
+
+    /// The connection with peer `addr` nearest `time_ns`: (process id, the event).
+    pub(crate) fn locate_ip(&self, addr: IpAddr, time_ns: u64) -> Result<Option<(ProcId, Event)>> {
+        let Some((id, time, seq)) = locate_ip(&self.ip_time, addr, time_ns)? else {
+            return Ok(None);
+        };
+        Ok(self.event_at(id, time, seq)?.map(|e| (id, e)))
+    }
+
+    pub(crate) fn gaps(&self, from: u64, to: u64) -> Result<Vec<GapEvent>> {
+        let mut out = Vec::new();
+        for entry in self.gaps.range((0, 0)..=(to, u64::MAX))? {
+            let (k, v) = entry?;
+            let (from_ns, _) = k.value();
+            let g: GapRecord = decode("gap", v.value())?;
+            if g.to_ns >= from {
+                out.push(GapEvent {
+                    time_ns: g.reported_ns,
+                    lost: g.lost,
+                    cpu: g.cpu,
+                    from_ns,
+                    to_ns: g.to_ns,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn to_event(&self, key: Option<ProcessKey>, time_ns: u64, edge: StoredEdge) -> Result<Event> {
+        let kind = match edge {
+            StoredEdge::Alert {
+                source,
+                severity,
+                text,
+                locator,
+            } => {
+                return Ok(Event::Alert(AlertEvent {
+                    time_ns,
+                    source: self.string(source)?,
+                    severity,
+                    text,
+                    locator,
+                }));
+            }
+            StoredEdge::Credentials { uid, euid, gid } => {
+                ProcessEventKind::Credentials(Credentials { uid, euid, gid })
+            }
+            StoredEdge::Listen { local } => ProcessEventKind::Listen { local },
+            StoredEdge::Connect { local, remote } => ProcessEventKind::Connect { local, remote },
+            StoredEdge::Accept {
+                listener,
+                local,
+                remote,
+            } => ProcessEventKind::Accept {
+                listener,
+                local,
+                remote,
+            },
+            StoredEdge::UdpPeer { local, remote } => ProcessEventKind::UdpPeer { local, remote },
+            StoredEdge::Decision {
+                verdict,
+                hook,
+                workload,
+                target,
+                rule,
+            } => ProcessEventKind::Decision(Decision {
+                verdict,
+                hook: self.string(hook)?,
+                workload: match workload {
+                    Some(w) => Some(self.string(w)?),
+                    None => None,
+                },
+                target: match target {
+                    StoredTarget::Path(p) => Target::Path(self.string(p)?),
+                    StoredTarget::Endpoint(a) => Target::Endpoint(a),
+                },
+                rule: self.string(rule)?,
+            }),
+        };
+        let process =
+            key.ok_or_else(|| Error::Dangling(format!("event at {time_ns} without its process")))?;
+        Ok(Event::Process(ProcessEvent {
+            time_ns,
+            process,
+            kind,
+        }))
+    }
+}

@@ -1,0 +1,506 @@
+//! The context graph on synthetic events: identity, order, placeholders, gaps,
+//! retention, the web-server story and its renderings, schema versioning.
+
+mod common;
+
+use common::*;
+use driftwall_ctxgraph::{
+    AlertEvent, Config, Error, Event, FlashbackOptions, GapEvent, Locator, ProcessEventKind,
+    SCHEMA_VERSION, Severity, Store, Subject,
+};
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(dir.path().join("graph.redb"), Config::default()).expect("open store")
+}
+
+fn chain_pids(fb: &driftwall_ctxgraph::Flashback) -> Vec<u32> {
+    fb.chain.iter().map(|p| p.key.tgid).collect()
+}
+
+#[test]
+fn pid_reuse_keeps_processes_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let parent = key(1, 10);
+    let first = key(4242, 1_000);
+    let second = key(4242, 9_000);
+    store
+        .ingest(&[
+            Event::fork(T0, parent, first),
+            exec(T0 + 1, first, "/usr/bin/backup", &["backup"], 0),
+            Event::exit(T0 + 10 * SEC, first, 0),
+            Event::fork(T0 + 60 * SEC, parent, second),
+            exec(
+                T0 + 60 * SEC + 1,
+                second,
+                "/usr/bin/nc",
+                &["nc", "-l"],
+                1000,
+            ),
+        ])
+        .expect("ingest");
+
+    let a = store.process(&first).expect("query").expect("first exists");
+    let b = store
+        .process(&second)
+        .expect("query")
+        .expect("second exists");
+    assert_ne!(a.key, b.key);
+    assert_eq!(
+        a.last_exec().expect("exec").executable.path,
+        "/usr/bin/backup"
+    );
+    assert_eq!(b.last_exec().expect("exec").executable.path, "/usr/bin/nc");
+    assert_eq!(store.children(&parent).expect("children").len(), 2);
+
+    let at = |t| store.process_at(4242, t).expect("query").map(|p| p.key);
+    assert_eq!(at(T0 + 5 * SEC), Some(first));
+    assert_eq!(
+        at(T0 + 30 * SEC),
+        None,
+        "nobody had pid 4242 between the two"
+    );
+    assert_eq!(at(T0 + 61 * SEC), Some(second));
+    assert_eq!(at(T0 - SEC), None);
+}
+
+#[test]
+fn out_of_order_arrival_builds_the_same_graph() {
+    let story = web_server_story();
+    let in_order = tempfile::tempdir().expect("tempdir");
+    let store = open(&in_order);
+    store.ingest(&story.events).expect("ingest");
+
+    let reversed = tempfile::tempdir().expect("tempdir");
+    let shuffled = open(&reversed);
+    let mut events = story.events.clone();
+    events.reverse();
+    for batch in events.chunks(3) {
+        shuffled.ingest(batch).expect("ingest");
+    }
+
+    let subject = Subject::Event(story_decision(&story));
+    let a = store
+        .flashback(&subject, &FlashbackOptions::default())
+        .expect("flashback");
+    let b = shuffled
+        .flashback(&subject, &FlashbackOptions::default())
+        .expect("flashback");
+    assert_eq!(chain_pids(&a), vec![1, 100, 2000, 2001, 2002]);
+    assert_eq!(a.chain, b.chain);
+    assert_eq!(a.inbound, b.inbound);
+    for key in [story.web, story.shell, story.downloader, story.payload] {
+        assert_eq!(
+            store.process(&key).expect("q"),
+            shuffled.process(&key).expect("q")
+        );
+    }
+    assert!(shuffled.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn missing_parent_is_a_placeholder_until_its_events_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let unknown_parent = key(777, 50);
+    let child = key(778, 60);
+    store
+        .ingest(&[
+            Event::fork(T0 + SEC, unknown_parent, child),
+            exec(T0 + SEC + 1, child, "/bin/sleep", &["sleep", "1"], 0),
+        ])
+        .expect("ingest");
+    let parent = store
+        .process(&unknown_parent)
+        .expect("q")
+        .expect("placeholder");
+    assert!(parent.placeholder);
+    assert_eq!(
+        store.process(&child).expect("q").expect("child").parent,
+        Some(unknown_parent)
+    );
+    let fb = store
+        .flashback(
+            &Subject::Locator(Locator::Process(child)),
+            &FlashbackOptions::default(),
+        )
+        .expect("flashback");
+    assert_eq!(chain_pids(&fb), vec![777, 778]);
+    assert!(
+        !fb.chain_complete,
+        "the placeholder's own parent is unknown"
+    );
+
+    // The parent's exec (reported by a late /proc scan) fills the placeholder in.
+    store
+        .ingest(&[
+            Event::fork(T0, key(1, 10), unknown_parent),
+            exec(T0, unknown_parent, "/usr/sbin/cron", &["cron"], 0),
+        ])
+        .expect("ingest");
+    let parent = store
+        .process(&unknown_parent)
+        .expect("q")
+        .expect("filled in");
+    assert!(!parent.placeholder);
+    assert_eq!(
+        parent.last_exec().expect("exec").executable.path,
+        "/usr/sbin/cron"
+    );
+    assert_eq!(
+        store
+            .process_at(777, T0 + SEC / 2)
+            .expect("q")
+            .map(|p| p.key),
+        Some(unknown_parent)
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn flashback_reports_the_gaps_it_crosses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let story = web_server_story();
+    store.ingest(&story.events).expect("ingest");
+    let crossing = GapEvent {
+        time_ns: story.deny_time,
+        lost: 12,
+        cpu: Some(1),
+        from_ns: story.deny_time - 500_000_000,
+        to_ns: story.deny_time - 400_000_000,
+    };
+    let elsewhere = GapEvent {
+        time_ns: T0 + 90_000 * SEC,
+        lost: 3,
+        cpu: None,
+        from_ns: T0 + 80_000 * SEC,
+        to_ns: T0 + 80_001 * SEC,
+    };
+    store
+        .ingest(&[Event::Gap(crossing), Event::Gap(elsewhere)])
+        .expect("ingest");
+    let fb = store
+        .flashback(
+            &Subject::Event(story_decision(&story)),
+            &FlashbackOptions::default(),
+        )
+        .expect("flashback");
+    assert_eq!(fb.gaps, vec![crossing]);
+    assert!(
+        fb.to_tree().contains("crosses a gap of 12 lost events"),
+        "{}",
+        fb.to_tree()
+    );
+    assert!(fb.to_dot().contains("gap: 12 lost events"));
+}
+
+#[test]
+fn retention_deletes_old_history_and_keeps_new() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let daemon = key(300, 1);
+    let old = key(400, 2);
+    let new = key(401, 3);
+    let day = 86_400 * SEC;
+    let connect = |t, k| {
+        Event::process_event(
+            t,
+            k,
+            ProcessEventKind::Connect {
+                local: addr("10.0.0.5:1000"),
+                remote: addr("192.0.2.1:443"),
+            },
+        )
+    };
+    store
+        .ingest(&[
+            exec(T0, daemon, "/usr/sbin/sshd", &["sshd"], 0),
+            connect(T0 + SEC, daemon),
+            Event::fork(T0 + 2 * SEC, daemon, old),
+            exec(T0 + 2 * SEC, old, "/bin/bash", &["bash"], 1000),
+            connect(T0 + 3 * SEC, old),
+            deny_exec(T0 + 4 * SEC, old, "/tmp/x"),
+            Event::exit(T0 + 5 * SEC, old, 0),
+            Event::Gap(GapEvent {
+                time_ns: T0,
+                lost: 1,
+                cpu: None,
+                from_ns: T0,
+                to_ns: T0 + 1,
+            }),
+            Event::fork(T0 + 40 * day, daemon, new),
+            exec(T0 + 40 * day, new, "/bin/bash", &["bash"], 1000),
+            connect(T0 + 40 * day + SEC, new),
+            connect(T0 + 40 * day + 2 * SEC, daemon),
+        ])
+        .expect("ingest");
+
+    let report = store.prune(T0 + 30 * day).expect("prune");
+    assert_eq!(report.processes, 1);
+    assert_eq!(
+        report.events, 3,
+        "old's connect and deny, the daemon's old connect"
+    );
+    assert_eq!(report.gaps, 1);
+    assert!(store.process(&old).expect("q").is_none());
+    assert!(store.process_at(400, T0 + 3 * SEC).expect("q").is_none());
+    assert!(store.flags(0, u64::MAX, 10).expect("flags").is_empty());
+    assert!(store.gaps(0, u64::MAX).expect("gaps").is_empty());
+    assert_eq!(
+        store
+            .events_of(&daemon, 0, u64::MAX, 10)
+            .expect("events")
+            .len(),
+        1
+    );
+    assert!(store.process(&daemon).expect("q").is_some());
+    assert!(store.process(&new).expect("q").is_some());
+    assert_eq!(
+        store
+            .events_of(&new, 0, u64::MAX, 10)
+            .expect("events")
+            .len(),
+        1
+    );
+    assert_eq!(store.children(&daemon).expect("children").len(), 1);
+    let ip = Locator::Ip {
+        addr: "192.0.2.1".parse().expect("ip"),
+        time_ns: T0 + 3 * SEC,
+    };
+    let fb = store
+        .flashback(&Subject::Locator(ip), &FlashbackOptions::default())
+        .expect("fb");
+    assert_eq!(
+        fb.process(),
+        Some(&new),
+        "the old connection is gone; the nearest is new's"
+    );
+    assert!(store.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn web_server_story_flashback_holds_the_whole_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let story = web_server_story();
+    store.ingest(&story.events).expect("ingest");
+    let fb = store
+        .flashback(
+            &Subject::Event(story_decision(&story)),
+            &FlashbackOptions::default(),
+        )
+        .expect("flashback");
+
+    assert_eq!(chain_pids(&fb), vec![1, 100, 2000, 2001, 2002]);
+    assert!(fb.chain_complete);
+    let inbound = fb.inbound.expect("the chain has an inbound link");
+    assert_eq!(
+        inbound.remote,
+        addr("203.0.113.7:40000"),
+        "the latest accept before the fork"
+    );
+    assert_eq!(inbound.listener, addr("0.0.0.0:8080"));
+    assert_eq!(inbound.accepted_by, story.web);
+    let execs: Vec<_> = fb.chain[1..4]
+        .iter()
+        .map(|p| p.last_exec().expect("exec").executable.path.as_str())
+        .collect();
+    assert_eq!(
+        execs,
+        ["/opt/demo/bin/web-server", "/bin/sh", "/usr/bin/curl"]
+    );
+    assert_eq!(fb.chain[2].last_exec().expect("exec").credentials.uid, 33);
+    assert_eq!(
+        fb.chain[2].last_exec().expect("exec").workload.as_deref(),
+        Some("demo-web")
+    );
+    assert!(matches!(
+        &fb.trigger,
+        Some(Event::Process(e)) if matches!(&e.kind, ProcessEventKind::Decision(_))
+    ));
+    assert!(fb.gaps.is_empty());
+
+    let json = fb.to_json().expect("json");
+    for needle in [
+        "203.0.113.7:40000",
+        "0.0.0.0:8080",
+        "/opt/demo/bin/web-server",
+        "/bin/sh",
+        "/usr/bin/curl",
+        "/tmp/payload",
+        "\"deny\"",
+    ] {
+        assert!(json.contains(needle), "JSON lacks {needle}");
+    }
+    let back: driftwall_ctxgraph::Flashback = serde_json::from_str(&json).expect("JSON round trip");
+    assert_eq!(back, fb);
+
+    let tree = fb.to_tree();
+    let order = [
+        "203.0.113.7:40000",
+        "web-server",
+        "/bin/sh",
+        "/usr/bin/curl",
+        "2002",
+        "DENY exec /tmp/payload",
+    ];
+    let mut at = 0;
+    for needle in order {
+        let found = tree[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("tree lacks {needle} after byte {at}:\n{tree}"));
+        at += found;
+    }
+
+    let dot = fb.to_dot();
+    assert!(dot.starts_with("digraph flashback {"));
+    for needle in [
+        "\"e_203.0.113.7:40000\" -> \"p_100_5000000000\"",
+        "\"p_100_5000000000\" -> \"p_2000_100000000000\"",
+        "\"p_2000_100000000000\" -> \"p_2001_101000000000\"",
+        "\"p_2001_101000000000\" -> \"p_2002_102000000000\"",
+        "\"p_2002_102000000000\" -> \"f_/tmp/payload\"",
+    ] {
+        assert!(dot.contains(needle), "DOT lacks {needle}:\n{dot}");
+    }
+
+    // The web server's own Flashback shows everything since: the shell's subtree and
+    // the downloader's connection.
+    let fb = store
+        .flashback(
+            &Subject::Locator(Locator::Process(story.web)),
+            &FlashbackOptions::default(),
+        )
+        .expect("flashback");
+    let shell = fb
+        .since
+        .children
+        .iter()
+        .find(|c| c.process.key == story.shell)
+        .expect("shell below web");
+    let curl = &shell.children[0];
+    assert_eq!(curl.process.key, story.downloader);
+    assert!(curl.events.iter().any(
+        |e| matches!(e, Event::Process(p) if matches!(p.kind, ProcessEventKind::Connect { .. }))
+    ));
+    assert!(curl.children[0].events.iter().any(
+        |e| matches!(e, Event::Process(p) if matches!(p.kind, ProcessEventKind::Decision(_)))
+    ));
+}
+
+#[test]
+fn third_party_alerts_map_onto_the_graph() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let story = web_server_story();
+    store.ingest(&story.events).expect("ingest");
+    let alert = AlertEvent {
+        time_ns: story.deny_time - 400_000_000,
+        source: "suricata".to_owned(),
+        severity: Severity::High,
+        text: "ET MALWARE payload download".to_owned(),
+        locator: Locator::Ip {
+            addr: "198.51.100.9".parse().expect("ip"),
+            time_ns: story.deny_time - 400_000_000,
+        },
+    };
+    store
+        .ingest(&[Event::Alert(alert.clone())])
+        .expect("ingest");
+
+    // The alert's IP maps to the downloader; the deny's Flashback shows it before.
+    let fb = store
+        .flashback(&Subject::Alert(alert.clone()), &FlashbackOptions::default())
+        .expect("fb");
+    assert_eq!(fb.process(), Some(&story.downloader));
+    let deny = store
+        .flashback(
+            &Subject::Event(story_decision(&story)),
+            &FlashbackOptions::default(),
+        )
+        .expect("fb");
+    assert_eq!(deny.before, vec![Event::Alert(alert)]);
+    assert_eq!(store.flags(0, u64::MAX, 10).expect("flags").len(), 2);
+
+    // A container and a time: the process that ran in the cgroup then.
+    let by_cgroup = Subject::Locator(Locator::Cgroup {
+        cgroup_id: 45,
+        time_ns: story.deny_time,
+    });
+    let fb = store
+        .flashback(&by_cgroup, &FlashbackOptions::default())
+        .expect("fb");
+    assert!(fb.inbound.is_some());
+    let by_workload = Subject::Locator(Locator::Workload {
+        name: "demo-web".to_owned(),
+        time_ns: T0 + 3 * SEC,
+    });
+    assert_eq!(
+        store
+            .flashback(&by_workload, &FlashbackOptions::default())
+            .expect("fb")
+            .process(),
+        Some(&story.web)
+    );
+    let by_pid = Subject::Locator(Locator::Pid {
+        tgid: 2000,
+        time_ns: story.deny_time,
+    });
+    assert_eq!(
+        store
+            .flashback(&by_pid, &FlashbackOptions::default())
+            .expect("fb")
+            .process(),
+        Some(&story.shell)
+    );
+    let nobody = Subject::Locator(Locator::Pid {
+        tgid: 9999,
+        time_ns: story.deny_time,
+    });
+    assert!(matches!(
+        store.flashback(&nobody, &FlashbackOptions::default()),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_store_of_another_schema_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("graph.redb");
+    drop(Store::open(&path, Config::default()).expect("create"));
+    {
+        let db = redb::Database::open(&path).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .expect("meta");
+            meta.insert("schema_version", SCHEMA_VERSION + 1)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    match Store::open(&path, Config::default()) {
+        Err(Error::SchemaMismatch {
+            found, expected, ..
+        }) => {
+            assert_eq!(found, Some(SCHEMA_VERSION + 1));
+            assert_eq!(expected, SCHEMA_VERSION);
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a store of another schema version was opened"),
+    }
+}
+
+#[test]
+fn events_round_trip_through_json() {
+    let story = web_server_story();
+    let json = serde_json::to_string(&story.events).expect("json");
+    let back: Vec<Event> = serde_json::from_str(&json).expect("parse");
+    assert_eq!(back, story.events);
+    assert!(
+        json.contains("3f2a9c1e00004b7da1b2c3d4e5f60718"),
+        "boot ids are hex in JSON"
+    );
+}

@@ -1,0 +1,216 @@
+//! Capture into the context graph: lifecycle and decision records from the kernel
+//! become `driftwall_ctxgraph` events, written to the durable store in batches, and
+//! every block gets its Flashback computed when it happens.
+//!
+//! Process identity: a process is (boot id, tgid, start time). The start time is the
+//! kernel's `start_boottime` truncated to clock ticks (10 ms, `USER_HZ` = 100), the
+//! resolution `/proc/<pid>/stat` reports, so processes found by a `/proc` scan and
+//! processes seen by the kernel programs get the same key.
+//!
+//! A failing store never stops enforcement: the agent logs the error and goes on.
+use std::path::{Path, PathBuf};
+
+use driftwall_abi::{Decision as KernelDecision, LifecycleOp};
+use driftwall_ctxgraph::{
+    Config, Credentials, Decision, Event, Exec, Executable, Flashback, FlashbackOptions,
+    ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
+};
+
+use crate::events::{BootClock, ExecDecisionRecord, LifecycleRecord};
+
+/// Nanoseconds per clock tick (`USER_HZ` = 100).
+const TICK_NS: u64 = 10_000_000;
+/// Events held before a write to the store.
+const BATCH: usize = 1024;
+
+/// Why the graph could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("context graph: {0}")]
+    Store(#[from] driftwall_ctxgraph::Error),
+}
+
+/// The agent's writer into the context graph.
+pub struct GraphCapture {
+    store: Store,
+    boot_id: u128,
+    clock: BootClock,
+    pending: Vec<Event>,
+}
+
+impl GraphCapture {
+    /// Opens (or creates) `<state_dir>/graph.redb`; the directory is made 0700.
+    pub fn open(state_dir: &Path, clock: BootClock) -> Result<Self, CaptureError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| CaptureError::StateDir {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+        let store = Store::open(state_dir.join("graph.redb"), Config::default())?;
+        Ok(GraphCapture {
+            store,
+            boot_id: boot_id(),
+            clock,
+            pending: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// The key of a process of this boot.
+    pub fn key(&self, tgid: u32, start_ns: u64) -> ProcessKey {
+        ProcessKey {
+            boot_id: self.boot_id,
+            tgid,
+            start_time_ns: start_ns / TICK_NS * TICK_NS,
+        }
+    }
+
+    /// Queues a lifecycle record; writes the batch when it is full.
+    pub fn lifecycle(&mut self, rec: &LifecycleRecord) -> Result<(), CaptureError> {
+        let time = self.clock.epoch_ns(rec.boot_ns);
+        let key = self.key(rec.tgid, rec.start_ns);
+        let event = match rec.op {
+            LifecycleOp::Fork => Event::fork(time, self.key(rec.ppid, rec.parent_start_ns), key),
+            LifecycleOp::Exec => {
+                let path = rec.path.clone().unwrap_or_default();
+                let (argv, cwd) = proc_details(rec.tgid, rec.start_ns)
+                    .unwrap_or_else(|| (vec![path.clone()], String::new()));
+                Event::exec(
+                    time,
+                    key,
+                    Exec {
+                        executable: Executable {
+                            path,
+                            dev: rec.file.dev,
+                            ino: rec.file.ino,
+                        },
+                        argv,
+                        cwd,
+                        credentials: Credentials {
+                            uid: rec.uid,
+                            euid: rec.uid,
+                            gid: rec.gid,
+                        },
+                        cgroup_id: rec.cgroup_id,
+                        workload: None,
+                    },
+                )
+            }
+            LifecycleOp::Exit => Event::exit(time, key, rec.exit_code as i32),
+        };
+        self.pending.push(event);
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued events; durable when this returns.
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        if !self.pending.is_empty() {
+            self.store.ingest(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Records a decision and returns its Flashback. Lifecycle records read before the
+    /// decision are written first, so the story holds everything that led to it.
+    pub fn decision(
+        &mut self,
+        rec: &ExecDecisionRecord,
+        workload: &str,
+    ) -> Result<Flashback, CaptureError> {
+        let event = ProcessEvent {
+            time_ns: self.clock.epoch_ns(rec.boot_ns),
+            process: self.key(rec.tgid, rec.start_ns),
+            kind: ProcessEventKind::Decision(Decision {
+                verdict: match rec.decision {
+                    KernelDecision::Deny => Verdict::Deny,
+                    KernelDecision::Audit => Verdict::Audit,
+                },
+                hook: "exec".into(),
+                workload: Some(workload.to_string()),
+                target: Target::Path(rec.path.clone().unwrap_or_default()),
+                rule: format!("{workload}/process.executables"),
+            }),
+        };
+        self.pending.push(Event::Process(event.clone()));
+        self.flush()?;
+        Ok(self
+            .store
+            .flashback(&Subject::Event(event), &FlashbackOptions::default())?)
+    }
+}
+
+/// This boot's id, `/proc/sys/kernel/random/boot_id` (a UUID) as a number.
+fn boot_id() -> u128 {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .and_then(|s| u128::from_str_radix(&s.trim().replace('-', ""), 16).ok())
+        .unwrap_or(0)
+}
+
+/// argv and cwd of a live process from `/proc`, if it is still the process that
+/// started at `start_ns` (pids are reused; a mismatch yields nothing).
+fn proc_details(tgid: u32, start_ns: u64) -> Option<(Vec<String>, String)> {
+    let dir = PathBuf::from(format!("/proc/{tgid}"));
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // Field 22 (starttime, in ticks) counts from after the `(comm)` field, which may
+    // hold spaces: split after its closing parenthesis.
+    let after = stat.rsplit_once(')')?.1;
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    if ticks != start_ns / TICK_NS {
+        return None;
+    }
+    let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cwd = std::fs::read_link(dir.join("cwd"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (!argv.is_empty()).then_some((argv, cwd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_details_find_this_process_only_with_its_start_time() {
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let after = stat.rsplit_once(')').unwrap().1;
+        let ticks: u64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
+        let (argv, cwd) = proc_details(me, ticks * TICK_NS + 123).expect("own details");
+        assert!(!argv.is_empty());
+        assert_eq!(
+            cwd,
+            std::env::current_dir()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        );
+        assert!(
+            proc_details(me, (ticks + 1) * TICK_NS).is_none(),
+            "another start time is another process"
+        );
+    }
+
+    #[test]
+    fn boot_id_is_read() {
+        assert_ne!(boot_id(), 0);
+    }
+}
