@@ -55,6 +55,10 @@ pub struct BundleMeta {
     /// `git rev-parse HEAD` of the policy checkout, with `-dirty` appended when the
     /// checkout had uncommitted changes; `None` when it was not a git checkout.
     pub source_commit: Option<String>,
+    /// Ids of the Cedar rules the repository holds, validated and lowered. This
+    /// version of the kernel programs does not enforce them yet; the agent says so when
+    /// it loads a bundle that has any.
+    pub cedar_rules: Vec<String>,
 }
 
 /// One workload's policy, as the enforcer needs it.
@@ -127,10 +131,20 @@ pub enum BundleError {
 impl Bundle {
     /// Lowers a validated policy set. Fails only when it exceeds the kernel maps.
     pub fn compile(set: &PolicySet, source_commit: Option<String>) -> Result<Self, BundleError> {
+        Self::compile_with_rules(set, &[], source_commit)
+    }
+
+    /// Lowers a validated policy set and validated Cedar rules (see [`BundleMeta::cedar_rules`]).
+    pub fn compile_with_rules(
+        set: &PolicySet,
+        cedar: &[crate::cedar::ir::LoweredRule],
+        source_commit: Option<String>,
+    ) -> Result<Self, BundleError> {
         let bundle = Bundle {
             meta: BundleMeta {
                 compiler_version: env!("CARGO_PKG_VERSION").to_string(),
                 source_commit,
+                cedar_rules: cedar.iter().map(|r| r.id.clone()).collect(),
             },
             workloads: set
                 .profiles

@@ -7,7 +7,9 @@
 //!
 //! ```text
 //! policies/
-//! └─ profiles/*.yaml    one Guardian profile per workload
+//! ├─ profiles/*.yaml      one Guardian profile per workload        (profile)
+//! ├─ schema.cedarschema   the Cedar schema                          (cedar)
+//! └─ rules/*.cedar        organisation-wide Cedar rules             (cedar)
 //! ```
 //!
 //! A [`Profile`] names a **workload**, selects it by a **cgroup v2 path** (relative to
@@ -16,13 +18,23 @@
 //! **executables** the workload may run, by path. Paths are resolved to file identities
 //! on the node that enforces the policy (inodes are node-local), not here.
 //!
-//! This crate knows nothing of the kernel or the command line; `enforcer` lowers a
-//! validated [`PolicySet`] into map entries. Every error names the file, the line and
-//! column when there is one, and the reason ([`PolicyError`]); a policy set with an
-//! error is never half-loaded.
+//! [`cedar`] validates Cedar rules against the schema in strict mode and lowers the
+//! fragment that maps exactly onto kernel look-ups; everything else is refused with a
+//! located diagnostic. Its reference decision is property-tested against
+//! `cedar_policy::Authorizer`.
 //!
-//! The full profile schema, Cedar rules and the bundle format are the subject of later
-//! work; this first slice covers exec allowlists.
+//! [`bundle`] writes the validated repository as one deterministic, content-addressed,
+//! checksummed file, and reads one back refusing any defect. [`reference`] is the
+//! kernel's exec decision in plain Rust over the tables the kernel's maps hold — the
+//! same code (`driftwall_abi::decide`) with other look-ups.
+//!
+//! This crate knows nothing of the kernel or the command line; `enforcer` is the glue.
+//! Every error names the file, the line and column when there is one, and the reason;
+//! a policy with an error is never half-loaded.
+//!
+//! Status: profiles carry exec allowlists; Cedar rules are validated and lowered but
+//! not yet in the bundle's kernel tables (the hooks that would enforce them come with
+//! the enforcer-breadth work), and every loader says so.
 pub mod bundle;
 pub mod cedar;
 pub mod profile;

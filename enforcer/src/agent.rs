@@ -4,7 +4,8 @@
 //! is read and validated (a repository is compiled, a bundle verified), resolved on
 //! this node, the kernel's offsets are read from BTF, the maps are filled, the
 //! lifecycle tracepoints are attached so the context graph sees every process from
-//! then on, and only then is the LSM program attached. A `ready` line announces that
+//! then on, `/proc` is scanned for the processes already running, and only then is
+//! the LSM program attached. A `ready` line announces that
 //! the policy is in force.
 //!
 //! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
@@ -90,6 +91,9 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(w) = crate::output::cedar_not_enforced(&bundle.meta.cedar_rules) {
+        tracing::warn!("{w}");
+    }
     programs::check_bpf_lsm()?;
     let offsets = kernel_offsets::from_running_kernel()?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
@@ -105,6 +109,11 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
 
     programs::attach_lifecycle(&mut ebpf, &btf)?;
+    // After the tracepoints are attached, so no process falls between the two.
+    match graph.scan_proc(&config.cgroup_root) {
+        Ok(n) => tracing::info!(processes = n, "scanned /proc into the context graph"),
+        Err(e) => tracing::error!(error = %e, "scanning /proc failed; enforcement goes on"),
+    }
     programs::attach_exec_enforcement(&mut ebpf, &btf)?;
     let mut sink = EventSink::new(&mut out);
     sink.emit(&Ready::new(&bundle, &policy).render(config.output));

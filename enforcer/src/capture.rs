@@ -114,6 +114,54 @@ impl GraphCapture {
         Ok(())
     }
 
+    /// Puts the processes already running into the graph (see [`procscan`]). Returns
+    /// how many were found.
+    ///
+    /// [`procscan`]: crate::procscan
+    pub fn scan_proc(&mut self, cgroup_root: &Path) -> Result<usize, CaptureError> {
+        let found = crate::procscan::scan(Path::new("/proc"), cgroup_root);
+        let starts: std::collections::HashMap<u32, u64> = found
+            .iter()
+            .map(|p| (p.stat.pid, p.stat.start_ticks))
+            .collect();
+        for p in &found {
+            let start_ns = p.stat.start_ticks * TICK_NS;
+            let time = self.clock.epoch_ns(start_ns);
+            let key = self.key(p.stat.pid, start_ns);
+            if let Some(parent_ticks) = starts.get(&p.stat.ppid) {
+                let parent = self.key(p.stat.ppid, parent_ticks * TICK_NS);
+                self.pending.push(Event::fork(time, parent, key));
+            }
+            if let Some(exe) = &p.exe {
+                self.pending.push(Event::exec(
+                    time,
+                    key,
+                    Exec {
+                        executable: Executable {
+                            path: exe.path.clone(),
+                            dev: exe.dev,
+                            ino: exe.ino,
+                        },
+                        argv: p.argv.clone(),
+                        cwd: p.cwd.clone(),
+                        credentials: Credentials {
+                            uid: p.ids.uid,
+                            euid: p.ids.euid,
+                            gid: p.ids.gid,
+                        },
+                        cgroup_id: p.cgroup_id,
+                        workload: None,
+                    },
+                ));
+            }
+            if self.pending.len() >= BATCH {
+                self.flush()?;
+            }
+        }
+        self.flush()?;
+        Ok(found.len())
+    }
+
     /// Writes the queued events; durable when this returns.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         if !self.pending.is_empty() {

@@ -9,7 +9,8 @@
 //! * [`programs`] loads the embedded eBPF object, fills its maps and attaches it.
 //! * [`events`] decodes and validates ring-buffer records.
 //! * [`capture`] writes lifecycle and decision records into the context graph and
-//!   computes each block's Flashback.
+//!   computes each block's Flashback; [`procscan`] adds the processes that were
+//!   running before the agent.
 //! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers, a clean
 //!   detach on SIGINT/SIGTERM.
 //! * [`output`] renders events as text or JSON lines.
@@ -20,6 +21,7 @@ pub mod capture;
 pub mod events;
 pub mod kernel_offsets;
 pub mod output;
+pub mod procscan;
 pub mod programs;
 pub mod resolve;
 pub mod source;

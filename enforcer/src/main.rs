@@ -165,7 +165,7 @@ fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
     let bundle = match source::compile_dir(policies) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("driftwall: error: {e}");
+            report(&e);
             return ExitCode::from(2);
         }
     };
@@ -187,6 +187,8 @@ fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
                 "compiler_version": bundle.meta.compiler_version,
                 "workloads": bundle.workloads.len(),
                 "exec_rules": rules,
+                "cedar_rules": bundle.meta.cedar_rules,
+                "cedar_enforced": false,
             })
         ),
         OutputFormat::Text => {
@@ -197,6 +199,11 @@ fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
                 bytes.len(),
                 bundle.meta.source_commit.as_deref().unwrap_or("unknown")
             );
+            if let Some(w) =
+                driftwall_enforcer::output::cedar_not_enforced(&bundle.meta.cedar_rules)
+            {
+                println!("  warning: {w}");
+            }
         }
     }
     ExitCode::SUCCESS
@@ -226,11 +233,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Prints a source error; Cedar diagnostics with their snippets, as Cedar renders them.
+fn report(e: &source::SourceError) {
+    match e {
+        source::SourceError::Cedar(cedar) => eprint!("{}", cedar.render()),
+        other => eprintln!("driftwall: error: {other}"),
+    }
+}
+
 fn check(policies: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
     let bundle = match source::compile_dir(policies) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("driftwall: error: {e}");
+            report(&e);
             return ExitCode::from(2);
         }
     };
@@ -260,6 +275,11 @@ fn check(policies: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
             }
             for warning in &r.warnings {
                 println!("  note: {warning}");
+            }
+            if let Some(w) =
+                driftwall_enforcer::output::cedar_not_enforced(&bundle.meta.cedar_rules)
+            {
+                println!("  warning: {w}");
             }
             ExitCode::SUCCESS
         }

@@ -28,6 +28,17 @@ pub struct Ready<'a> {
     pub warnings: Vec<String>,
 }
 
+/// Why Cedar rules in a bundle are not in force: said wherever a bundle is loaded.
+pub fn cedar_not_enforced(rules: &[String]) -> Option<String> {
+    (!rules.is_empty()).then(|| {
+        format!(
+            "{} Cedar rule(s) validated but NOT enforced by this version (the kernel programs enforce profile exec allowlists only): {}",
+            rules.len(),
+            rules.join(", ")
+        )
+    })
+}
+
 #[derive(Debug, Serialize)]
 pub struct ReadyWorkload<'a> {
     pub name: &'a str,
@@ -56,7 +67,12 @@ impl<'a> Ready<'a> {
                     executables: w.executables.len(),
                 })
                 .collect(),
-            warnings: policy.warnings.iter().map(|w| w.to_string()).collect(),
+            warnings: policy
+                .warnings
+                .iter()
+                .map(|w| w.to_string())
+                .chain(cedar_not_enforced(&bundle.meta.cedar_rules))
+                .collect(),
         }
     }
 
@@ -78,13 +94,18 @@ impl<'a> Ready<'a> {
                         )
                     })
                     .collect();
-                format!(
+                let mut text = format!(
                     "ready: bundle {} (commit {}), policing {} workload(s): {}",
                     short_hash(&self.bundle),
                     self.source_commit.unwrap_or("unknown"),
                     self.workloads.len(),
                     list.join("; ")
-                )
+                );
+                for w in &self.warnings {
+                    text.push_str("\nwarning: ");
+                    text.push_str(w);
+                }
+                text
             }
         }
     }

@@ -241,6 +241,7 @@ mod tests {
             meta: BundleMeta {
                 compiler_version: "test".into(),
                 source_commit: None,
+                cedar_rules: Vec::new(),
             },
             workloads,
         }

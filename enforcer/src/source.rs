@@ -6,7 +6,10 @@ use std::{
     process::Command,
 };
 
-use driftwall_compiler::{Bundle, BundleError, PolicyError, PolicySet};
+use driftwall_compiler::{
+    Bundle, BundleError, PolicyError, PolicySet,
+    cedar::{self, CedarError, CedarRules},
+};
 
 /// A policy source named on the command line.
 #[derive(Clone, Debug)]
@@ -22,6 +25,8 @@ pub enum PolicySource {
 pub enum SourceError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Cedar(#[from] CedarError),
     #[error("{path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -55,10 +60,26 @@ impl PolicySource {
 /// Compiles a policy repository, recording its git commit when it is a checkout.
 pub fn compile_dir(dir: &Path) -> Result<Bundle, SourceError> {
     let set = PolicySet::load_dir(dir)?;
-    Bundle::compile(&set, git_commit(dir)).map_err(|source| SourceError::Compile {
-        path: dir.to_path_buf(),
-        source,
+    let rules = load_cedar(dir)?;
+    let lowered = rules.as_ref().map_or(&[][..], |r| r.rules.as_slice());
+    Bundle::compile_with_rules(&set, lowered, git_commit(dir)).map_err(|source| {
+        SourceError::Compile {
+            path: dir.to_path_buf(),
+            source,
+        }
     })
+}
+
+/// The repository's Cedar rules: `None` when it has neither `schema.cedarschema` nor
+/// `rules/`; rules without a schema are an error (the schema is what they are checked
+/// against).
+pub fn load_cedar(dir: &Path) -> Result<Option<CedarRules>, SourceError> {
+    let has_schema = dir.join(cedar::SCHEMA_FILE).exists();
+    let has_rules = dir.join(cedar::RULES_DIR).exists();
+    if !has_schema && !has_rules {
+        return Ok(None);
+    }
+    Ok(Some(CedarRules::load_dir(dir)?))
 }
 
 /// Reads and validates a bundle file.

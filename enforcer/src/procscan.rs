@@ -1,0 +1,241 @@
+//! The start-up scan of `/proc`: processes that were running before the agent started
+//! enter the context graph as if their fork and exec had been seen, so the Flashback
+//! of a block shows its whole ancestry, not only what happened since start-up.
+//!
+//! The lifecycle tracepoints are attached before the scan, so a process is never
+//! missed between the two; one seen by both is recorded twice with the same key,
+//! which the graph treats as the same process.
+//!
+//! The `/proc` files are parsed with nom: each parser says exactly which lines and
+//! fields it accepts, and a file it does not understand is skipped, never guessed at.
+use std::path::Path;
+
+use nom::{
+    IResult, Parser,
+    bytes::complete::{tag, take_till, take_while1},
+    character::complete::{char, digit1, space0, space1},
+    combinator::map_res,
+    multi::count,
+    sequence::preceded,
+};
+
+/// The fields of `/proc/<pid>/stat` the graph needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: u32,
+    pub comm: String,
+    pub ppid: u32,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+/// Real, effective user and real group of a process, from `/proc/<pid>/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Ids {
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+}
+
+fn number<T: std::str::FromStr>(i: &str) -> IResult<&str, T> {
+    map_res(digit1, str::parse).parse(i)
+}
+
+/// Parses `/proc/<pid>/stat`. `comm` may hold spaces and parentheses: it ends at the
+/// *last* `)` of the line.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find(" (")?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let (_, pid) = number::<u32>(&text[..open]).ok()?;
+    let comm = text[open + 2..close].to_string();
+    // After `comm`: state (field 3), ppid (4), fields 5 to 21, starttime (22).
+    let field = || preceded(space1, take_while1(|c: char| !c.is_ascii_whitespace()));
+    let mut rest = (
+        preceded(space1, take_while1(|c: char| c.is_ascii_alphabetic())),
+        preceded(space1, number::<u32>),
+        count(field(), 17),
+        preceded(space1, number::<u64>),
+    );
+    let (_, (_state, ppid, _, start_ticks)) = rest.parse(&text[close + 1..]).ok()?;
+    Some(Stat {
+        pid,
+        comm,
+        ppid,
+        start_ticks,
+    })
+}
+
+/// Parses the `Uid:` and `Gid:` lines of `/proc/<pid>/status`.
+pub fn parse_status(text: &str) -> Option<Ids> {
+    fn ids_line<'a>(
+        key: &'static str,
+    ) -> impl Parser<&'a str, Output = (u32, u32), Error = nom::error::Error<&'a str>> {
+        preceded(
+            (tag(key), char(':'), space0),
+            (number::<u32>, preceded(space1, number::<u32>)),
+        )
+    }
+    let mut uid = None;
+    let mut gid = None;
+    for line in text.lines() {
+        if let Ok((_, (real, effective))) = ids_line("Uid").parse(line) {
+            uid = Some((real, effective));
+        } else if let Ok((_, (real, _))) = ids_line("Gid").parse(line) {
+            gid = Some(real);
+        }
+    }
+    let (uid, euid) = uid?;
+    Some(Ids {
+        uid,
+        euid,
+        gid: gid?,
+    })
+}
+
+/// The cgroup v2 path of a process from `/proc/<pid>/cgroup` (the `0::<path>` line).
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let parsed: IResult<&str, &str> =
+            preceded(tag("0::"), take_till(|c| c == '\n')).parse(line);
+        parsed.ok().map(|(_, path)| path.to_string())
+    })
+}
+
+/// A process found by the scan.
+#[derive(Clone, Debug)]
+pub struct ScannedProcess {
+    pub stat: Stat,
+    pub ids: Ids,
+    /// The running executable, when the process has one (kernel threads have none).
+    pub exe: Option<ScannedExe>,
+    pub argv: Vec<String>,
+    pub cwd: String,
+    /// cgroup v2 id, when the cgroup could be resolved under the cgroup root.
+    pub cgroup_id: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScannedExe {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Scans `proc_root` (normally `/proc`). Processes that vanish mid-scan, or whose
+/// files do not parse, are skipped.
+pub fn scan(proc_root: &Path, cgroup_root: &Path) -> Vec<ScannedProcess> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = proc_root.join(pid.to_string());
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        let Some(stat) = read("stat").as_deref().and_then(parse_stat) else {
+            continue;
+        };
+        let ids = read("status")
+            .as_deref()
+            .and_then(parse_status)
+            .unwrap_or_default();
+        let exe = std::fs::read_link(dir.join("exe")).ok().and_then(|path| {
+            // metadata() of /proc/<pid>/exe is the running file, even if renamed or deleted.
+            let m = std::fs::metadata(dir.join("exe")).ok()?;
+            let id = driftwall_abi::FileId::from_stat(m.dev(), m.ino());
+            Some(ScannedExe {
+                path: path.to_string_lossy().into_owned(),
+                dev: id.dev,
+                ino: id.ino,
+            })
+        });
+        let argv = std::fs::read(dir.join("cmdline"))
+            .map(|b| {
+                b.split(|c| *c == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(dir.join("cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup_id = read("cgroup")
+            .as_deref()
+            .and_then(parse_cgroup)
+            .and_then(|p| std::fs::metadata(cgroup_root.join(p.trim_start_matches('/'))).ok())
+            .map_or(0, |m| m.ino());
+        out.push(ScannedProcess {
+            stat,
+            ids,
+            exe,
+            argv,
+            cwd,
+            cgroup_id,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_a_hostile_comm_parses() {
+        let line = "4242 (evil) (x) y) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 100 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!((s.pid, s.ppid, s.start_ticks), (4242, 17, 98765));
+        assert_eq!(s.comm, "evil) (x) y");
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (init) S"), None);
+    }
+
+    #[test]
+    fn status_and_cgroup_parse() {
+        let status = "Name:\tsh\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        assert_eq!(
+            parse_status(status),
+            Some(Ids {
+                uid: 1000,
+                euid: 0,
+                gid: 100
+            })
+        );
+        assert_eq!(parse_status("Name:\tsh\n"), None);
+        assert_eq!(
+            parse_cgroup("1:name=systemd:/x\n0::/demo/web\n").as_deref(),
+            Some("/demo/web")
+        );
+    }
+
+    #[test]
+    fn the_scan_finds_this_process_as_proc_says() {
+        let me = std::process::id();
+        let all = scan(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+        let mine = all.iter().find(|p| p.stat.pid == me).expect("this process");
+        assert_eq!(mine.stat.ppid, std::os::unix::process::parent_id());
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(mine.stat.start_ticks, ticks);
+        assert_eq!(mine.ids.uid, unsafe { libc::getuid() });
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(mine.exe.as_ref().unwrap().path, exe.to_string_lossy());
+        assert!(all.len() > 1);
+    }
+}
