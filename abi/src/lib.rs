@@ -33,8 +33,10 @@ pub const MAX_BINDINGS: u32 = 4096;
 pub const MAX_EXEC_RULES: u32 = 65_536;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
-/// Bytes reserved for an executable's path in an [`ExecEvent`].
+/// Bytes reserved for an executable's path in an [`ExecEvent`] or [`LifecycleEvent`].
 pub const PATH_CAPACITY: usize = 256;
+/// Bytes of a new image's argument strings kept in a [`LifecycleEvent`].
+pub const ARGS_CAPACITY: usize = 256;
 
 /// Names of the maps and globals in the eBPF object, shared so neither side can
 /// misspell them.
@@ -249,11 +251,16 @@ pub struct LifecycleEvent {
     pub cgroup_id: u64,
     /// Exit status as `wait` reports it (exit only).
     pub exit_code: u32,
-    pub _pad2: u32,
+    /// Bytes of `args` holding argument strings (exec only).
+    pub args_len: u16,
+    pub _pad2: u16,
     /// The new executable (exec only).
     pub file: FileId,
     /// The path the caller passed to `execve` (exec only), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
+    /// The new image's `argv` strings, each NUL-terminated, cut at [`ARGS_CAPACITY`]
+    /// (exec only).
+    pub args: [u8; ARGS_CAPACITY],
 }
 
 /// Byte offsets of the kernel-structure fields the programs read, taken from the
@@ -286,6 +293,13 @@ pub struct KernelOffsets {
     pub task_struct_exit_code: u32,
     /// `linux_binprm.filename`
     pub linux_binprm_filename: u32,
+    /// `task_struct.mm`
+    pub task_struct_mm: u32,
+    /// `mm_struct.arg_start`
+    pub mm_struct_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_struct_arg_end: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -311,7 +325,7 @@ mod tests {
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 48);
+        assert_eq!(size_of::<KernelOffsets>(), 64);
     }
 
     #[test]
@@ -326,7 +340,11 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, file), 48);
         assert_eq!(offset_of!(ExecEvent, start_ns), 64);
         assert_eq!(offset_of!(ExecEvent, path), 72);
-        assert_eq!(size_of::<LifecycleEvent>(), 80 + PATH_CAPACITY);
+        assert_eq!(
+            size_of::<LifecycleEvent>(),
+            80 + PATH_CAPACITY + ARGS_CAPACITY
+        );
+        assert_eq!(offset_of!(LifecycleEvent, args), 80 + PATH_CAPACITY);
         assert_eq!(offset_of!(LifecycleEvent, boot_ns), 16);
         assert_eq!(offset_of!(LifecycleEvent, cgroup_id), 48);
         assert_eq!(offset_of!(LifecycleEvent, file), 64);

@@ -90,3 +90,14 @@ pub fn parent_tgid(off: &KernelOffsets) -> u32 {
     // SAFETY: the current task pointer is valid for the duration of the program.
     unsafe { task_ids(parent_of(current_task(), off), off).tgid }
 }
+
+/// Where a task's argument strings are in its user memory: `mm->arg_start`, `arg_end`.
+#[inline(always)]
+pub unsafe fn arg_range(task: *const u8, off: &KernelOffsets) -> Option<(u64, u64)> {
+    unsafe {
+        let mm = read_at::<*const u8>(task, off.task_struct_mm)?;
+        let start = read_at::<u64>(mm, off.mm_struct_arg_start)?;
+        let end = read_at::<u64>(mm, off.mm_struct_arg_end)?;
+        (end > start).then_some((start, end))
+    }
+}

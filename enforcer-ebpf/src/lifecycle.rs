@@ -8,12 +8,14 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes,
-        generated::bpf_ktime_get_boot_ns,
+        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user},
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use driftwall_abi::{EventKind, FileId, LifecycleEvent, LifecycleOp};
+use core::ffi::c_void;
+
+use driftwall_abi::{ARGS_CAPACITY, EventKind, FileId, LifecycleEvent, LifecycleOp};
 
 use crate::{
     kernel::{self, TaskIds},
@@ -43,6 +45,7 @@ fn emit(op: LifecycleOp, ids: TaskIds, parent: TaskIds, fill: impl FnOnce(*mut L
         (*ev).gid = (uid_gid >> 32) as u32;
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
         (*ev).exit_code = 0;
+        (*ev).args_len = 0;
         (*ev)._pad2 = 0;
         (*ev).file = FileId::default();
     }
@@ -77,12 +80,13 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
     // SAFETY: probe reads of the tracepoint's arguments.
-    let (ids, parent, file, filename) = unsafe {
+    let (ids, parent, file, filename, args) = unsafe {
         (
             kernel::task_ids(task, &off),
             kernel::task_ids(kernel::parent_of(task, &off), &off),
             kernel::binprm_file(bprm, &off).and_then(|f| kernel::file_identity(f, &off)),
             kernel::binprm_filename(bprm, &off),
+            kernel::arg_range(task, &off),
         )
     };
     emit(LifecycleOp::Exec, ids, parent, |ev| {
@@ -93,6 +97,17 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
                 let buf = &mut (*ev).path;
                 if let Ok(s) = bpf_probe_read_kernel_str_bytes(filename, buf) {
                     (*ev).path_len = s.len() as u16;
+                }
+            }
+            // The new image's argv, from its own user memory (this runs in its context).
+            if let Some((start, end)) = args {
+                let mut len = end - start;
+                if len > ARGS_CAPACITY as u64 {
+                    len = ARGS_CAPACITY as u64;
+                }
+                let dst = &raw mut (*ev).args;
+                if bpf_probe_read_user(dst.cast(), len as u32, start as *const c_void) == 0 {
+                    (*ev).args_len = len as u16;
                 }
             }
         }

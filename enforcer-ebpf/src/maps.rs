@@ -42,6 +42,10 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_struct_start_boottime: 0,
     task_struct_exit_code: 0,
     linux_binprm_filename: 0,
+    task_struct_mm: 0,
+    mm_struct_arg_start: 0,
+    mm_struct_arg_end: 0,
+    _pad: 0,
 };
 
 /// The offsets, read so that the compiler cannot fold the zero initialiser in.

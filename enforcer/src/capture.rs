@@ -82,8 +82,16 @@ impl GraphCapture {
             LifecycleOp::Fork => Event::fork(time, self.key(rec.ppid, rec.parent_start_ns), key),
             LifecycleOp::Exec => {
                 let path = rec.path.clone().unwrap_or_default();
-                let (argv, cwd) = proc_details(rec.tgid, rec.start_ns)
-                    .unwrap_or_else(|| (vec![path.clone()], String::new()));
+                // argv comes from the kernel; /proc adds the cwd while the process lives
+                // (and argv, should the kernel not have had it).
+                let (proc_argv, cwd) = proc_details(rec.tgid, rec.start_ns).unwrap_or_default();
+                let argv = if !rec.argv.is_empty() {
+                    rec.argv.clone()
+                } else if !proc_argv.is_empty() {
+                    proc_argv
+                } else {
+                    vec![path.clone()]
+                };
                 Event::exec(
                     time,
                     key,

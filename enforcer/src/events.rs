@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use driftwall_abi::{
-    Decision, EventKind, ExecEvent, FileId, LifecycleEvent, LifecycleOp, PATH_CAPACITY,
+    ARGS_CAPACITY, Decision, EventKind, ExecEvent, FileId, LifecycleEvent, LifecycleOp,
+    PATH_CAPACITY,
 };
 use serde::Serialize;
 
@@ -71,6 +72,8 @@ pub struct LifecycleRecord {
     pub file: FileId,
     /// The path the caller passed to `execve` (exec only).
     pub path: Option<String>,
+    /// The new image's argv as the kernel saw it (exec only; may be cut short).
+    pub argv: Vec<String>,
 }
 
 /// An exec decision, validated.
@@ -142,9 +145,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 exit_code: ev.exit_code,
                 file: ev.file,
                 path: path_of(&ev.path, ev.path_len)?,
+                argv: argv_of(&ev.args, ev.args_len)?,
             }))
         }
     }
+}
+
+/// The NUL-separated argument strings in a record's buffer.
+fn argv_of(buf: &[u8; ARGS_CAPACITY], len: u16) -> Result<Vec<String>, RecordError> {
+    let n = usize::from(len);
+    if n > ARGS_CAPACITY {
+        return Err(RecordError::PathLength(len));
+    }
+    Ok(buf[..n]
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
 }
 
 /// The path in a record's buffer; `None` when empty.

@@ -70,6 +70,10 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         task_struct_start_boottime: f("task_struct", "start_boottime", Expect::Int(8))?,
         task_struct_exit_code: f("task_struct", "exit_code", Expect::Int(4))?,
         linux_binprm_filename: f("linux_binprm", "filename", Expect::Ptr)?,
+        task_struct_mm: f("task_struct", "mm", Expect::Ptr)?,
+        mm_struct_arg_start: f("mm_struct", "arg_start", Expect::Int(8))?,
+        mm_struct_arg_end: f("mm_struct", "arg_end", Expect::Int(8))?,
+        _pad: 0,
     })
 }
 

@@ -82,6 +82,39 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Show the story of a process from the context graph: what led to it and what
+    /// followed.
+    ///
+    /// Reads the agent's store (`graph.redb` in the state directory) while the agent is
+    /// stopped; the running agent prints each block's Flashback itself.
+    Flashback {
+        /// The process that had this pid at `--at`.
+        #[arg(long, group = "locator", value_name = "PID")]
+        pid: Option<u32>,
+        /// A process of this cgroup v2 id alive at `--at`.
+        #[arg(long, group = "locator", value_name = "ID")]
+        cgroup: Option<u64>,
+        /// A process of this workload alive at `--at`.
+        #[arg(long, group = "locator", value_name = "NAME")]
+        workload: Option<String>,
+        /// The process that talked to this address at (or last before) `--at`.
+        #[arg(long, group = "locator", value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// When, as RFC 3339 (`2026-11-22T18:42:38Z`) [default: now].
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// How to show it.
+        #[arg(long, value_enum, default_value_t = StoryFormat::Tree)]
+        format: StoryFormat,
+        /// Where the agent keeps its state.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/driftwall",
+            env = "DRIFTWALL_STATE_DIR"
+        )]
+        state_dir: PathBuf,
+    },
     /// Validate a policy repository and show what it would enforce on this node.
     Check {
         /// The policy repository (a directory holding `profiles/`).
@@ -90,6 +123,17 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         cgroup_root: Option<PathBuf>,
     },
+}
+
+/// `driftwall flashback --format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoryFormat {
+    /// A terminal tree.
+    Tree,
+    /// JSON.
+    Json,
+    /// Graphviz DOT.
+    Dot,
 }
 
 #[derive(Args)]
@@ -138,6 +182,84 @@ fn main() -> ExitCode {
             policies,
             cgroup_root,
         } => check(&policies, cgroup_root),
+        Command::Flashback {
+            pid,
+            cgroup,
+            workload,
+            ip,
+            at,
+            format,
+            state_dir,
+        } => flashback(pid, cgroup, workload, ip, at.as_deref(), format, &state_dir),
+    }
+}
+
+fn flashback(
+    pid: Option<u32>,
+    cgroup: Option<u64>,
+    workload: Option<String>,
+    ip: Option<std::net::IpAddr>,
+    at: Option<&str>,
+    format: StoryFormat,
+    state_dir: &Path,
+) -> ExitCode {
+    use driftwall_ctxgraph::{Config, FlashbackOptions, Locator, Store, Subject};
+    let time_ns = match at {
+        None => std::time::SystemTime::now(),
+        Some(t) => match humantime::parse_rfc3339_weak(t) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("driftwall: error: --at {t:?}: {e} (expected RFC 3339, e.g. 2026-11-22T18:42:38Z)");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    .duration_since(std::time::UNIX_EPOCH)
+    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let locator = match (pid, cgroup, workload, ip) {
+        (Some(tgid), ..) => Locator::Pid { tgid, time_ns },
+        (_, Some(cgroup_id), ..) => Locator::Cgroup { cgroup_id, time_ns },
+        (_, _, Some(name), _) => Locator::Workload { name, time_ns },
+        (.., Some(addr)) => Locator::Ip { addr, time_ns },
+        _ => {
+            eprintln!("driftwall: error: name a process: --pid, --cgroup, --workload or --ip");
+            return ExitCode::from(2);
+        }
+    };
+    let path = state_dir.join("graph.redb");
+    if !path.exists() {
+        eprintln!("driftwall: error: no context graph at {}", path.display());
+        return ExitCode::from(2);
+    }
+    let store = match Store::open(&path, Config::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "driftwall: error: opening {}: {e} (a running agent holds it; its output has each block's Flashback)",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match store.flashback(&Subject::Locator(locator), &FlashbackOptions::default()) {
+        Ok(story) => {
+            match format {
+                StoryFormat::Tree => print!("{}", story.to_tree()),
+                StoryFormat::Dot => print!("{}", story.to_dot()),
+                StoryFormat::Json => match story.to_json() {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("driftwall: error: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

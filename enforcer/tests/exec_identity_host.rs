@@ -62,7 +62,7 @@ fn lifecycle_programs_report_what_stat_and_proc_see() {
         (&copy, copy.clone(), 1),
         (&link, original.clone(), 0),
     ] {
-        let mut child = Command::new(path).spawn().expect("spawn");
+        let mut child = Command::new(path).arg("--dw-arg").spawn().expect("spawn");
         let pid = child.id();
         assert_eq!(child.wait().unwrap().code(), Some(status));
         expected.push((pid, path.clone(), identity(&identity_of), status));

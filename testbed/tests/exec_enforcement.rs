@@ -52,6 +52,7 @@ fn main() {
         "process_outside_bound_cgroups_is_untouched",
         "audit_mode_lets_exec_through_and_reports_it",
         "agent_detaches_on_sigterm",
+        "flashback_cli_tells_the_story_after_the_agent_stopped",
         "kernel_agrees_with_reference_on_generated_requests",
     ]);
     libtest_mimic::run(&args, suite.trials()).exit();

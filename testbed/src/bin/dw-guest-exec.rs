@@ -93,6 +93,10 @@ fn main() {
         agent_detaches_on_sigterm(agent)
     });
     let _ = reporter.run(
+        "flashback_cli_tells_the_story_after_the_agent_stopped",
+        flashback_cli_tells_the_story,
+    );
+    let _ = reporter.run(
         "kernel_agrees_with_reference_on_generated_requests",
         agreement::kernel_agrees_with_reference,
     );
@@ -308,6 +312,10 @@ fn allowed_binary_runs(agent: &Agent) -> Res {
     ))
 }
 
+/// The blocked payload of `a_block_comes_with_its_flashback`: its pid and the time of
+/// the block, for the offline `driftwall flashback` test.
+static BLOCKED: std::sync::OnceLock<(i64, String)> = std::sync::OnceLock::new();
+
 /// A process chain — this suite → an allowed server → a denied payload it spawns — is
 /// blocked at its last step, and the agent's Flashback of the block holds the chain.
 fn a_block_comes_with_its_flashback(agent: &Agent) -> Res {
@@ -322,6 +330,9 @@ fn a_block_comes_with_its_flashback(agent: &Agent) -> Res {
         v["kind"] == "exec" && v["ppid"] == server.pid
     })?;
     let payload = deny["tgid"].clone();
+    if let (Some(pid), Some(time)) = (payload.as_i64(), deny["time"].as_str()) {
+        let _ = BLOCKED.set((pid, time.to_string()));
+    }
     check_event_from(&deny, "deny", "web", DENIED, DENIED, server.pid as u32)?;
     let story = agent.wait_for(EVENT_TIMEOUT, |v| {
         v["kind"] == "flashback" && v["tgid"] == payload
@@ -465,6 +476,57 @@ fn audit_mode_lets_exec_through_and_reports_it(agent: &Agent) -> Res {
     check_event(&ev, "audit", "audited", DENIED, DENIED)?;
     agent.assert_no_event(ok.pid)?;
     Ok(format!("ran, reported: {ev}"))
+}
+
+/// With the agent stopped, `driftwall flashback --pid P --at T` reads the store and
+/// tells the same story the agent printed at the block.
+fn flashback_cli_tells_the_story() -> Res {
+    let (pid, time) = BLOCKED
+        .get()
+        .ok_or("the Flashback test recorded no block")?;
+    let out = Command::new("/bin/driftwall")
+        .args(["flashback", "--pid", &pid.to_string(), "--at", time])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "exit {}: {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for needle in [
+        format!("DENY exec {DENIED}"),
+        format!("{ALLOWED} [{ALLOWED} spawn {DENIED}]"),
+        "/bin/dw-guest-exec".to_string(),
+    ] {
+        if !text.contains(&needle) {
+            return Err(format!("the story lacks {needle:?}:\n{text}"));
+        }
+    }
+    let dot = Command::new("/bin/driftwall")
+        .args([
+            "flashback",
+            "--pid",
+            &pid.to_string(),
+            "--at",
+            time,
+            "--format",
+            "dot",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    if !dot.starts_with("digraph") {
+        return Err(format!("not DOT: {dot}"));
+    }
+    Ok(format!(
+        "{} lines of story; DOT has {} lines",
+        text.lines().count(),
+        dot.lines().count()
+    ))
 }
 
 fn stop_agent(agent: &mut Agent) -> Result<std::process::ExitStatus, String> {
