@@ -231,8 +231,15 @@ impl Bundle {
         if actual != recorded {
             return Err(BundleError::HashMismatch { recorded, actual });
         }
-        let bundle: Bundle =
-            postcard::from_bytes(body).map_err(|e| BundleError::Decode(e.to_string()))?;
+        // The whole body, and nothing but: a bundle has exactly one encoding.
+        let (bundle, rest): (Bundle, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|e| BundleError::Decode(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(BundleError::Decode(format!(
+                "{} bytes after the bundle's last field",
+                rest.len()
+            )));
+        }
         bundle.validate()?;
         Ok(bundle)
     }
@@ -240,6 +247,21 @@ impl Bundle {
     /// What the compiler guarantees of a bundle it wrote, checked again on load.
     fn validate(&self) -> Result<(), BundleError> {
         let invalid = |s: String| Err(BundleError::Invalid(s));
+        // Strings that end up in logs and terminals: no control characters.
+        let printable =
+            |s: &str| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
+        if !printable(&self.meta.compiler_version)
+            || self
+                .meta
+                .source_commit
+                .as_deref()
+                .is_some_and(|c| !printable(c))
+        {
+            return invalid("bundle metadata holds an empty, overlong or control string".into());
+        }
+        if let Some(id) = self.meta.cedar_rules.iter().find(|id| !printable(id)) {
+            return invalid(format!("Cedar rule id {id:?}"));
+        }
         let mut names = BTreeSet::new();
         let mut cgroups = BTreeSet::new();
         let mut previous: Option<&str> = None;
@@ -380,6 +402,36 @@ mod tests {
         assert!(matches!(
             Bundle::from_bytes(&other_format),
             Err(BundleError::FormatVersion { found: 9 })
+        ));
+    }
+
+    /// Found by the `bundle_decoder` fuzz target: a body with bytes after its last field
+    /// and a header hash fixed up to match decoded leniently.
+    #[test]
+    fn bytes_after_the_last_field_are_refused_even_with_a_matching_hash() {
+        let bytes = Bundle::compile(&set(), None).unwrap().to_bytes();
+        let mut body = bytes[HEADER_LEN..].to_vec();
+        body.push(0);
+        let mut forged = bytes[..HEADER_LEN].to_vec();
+        forged[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        forged[24..HEADER_LEN].copy_from_slice(&hash_body(&body).0);
+        forged.extend_from_slice(&body);
+        let err = Bundle::from_bytes(&forged).unwrap_err();
+        assert!(matches!(err, BundleError::Decode(_)), "{err}");
+    }
+
+    #[test]
+    fn control_characters_in_metadata_are_refused() {
+        let mut b = Bundle::compile(&set(), Some("abc\x1b[2J".into())).unwrap();
+        assert!(matches!(
+            Bundle::from_bytes(&b.to_bytes()),
+            Err(BundleError::Invalid(_))
+        ));
+        b.meta.source_commit = None;
+        b.meta.cedar_rules.push("rule\n".into());
+        assert!(matches!(
+            Bundle::from_bytes(&b.to_bytes()),
+            Err(BundleError::Invalid(_))
         ));
     }
 
