@@ -194,8 +194,8 @@ pub struct ExecEvent {
     /// Bytes of `path` that hold the path (without the NUL); 0 when unknown.
     pub path_len: u16,
     pub file: FileId,
-    /// The process's `task_struct.start_boottime` (ns): with the boot id and tgid it
-    /// names the process instance.
+    /// `start_boottime` (ns) of the process's thread group leader: with the boot id and
+    /// tgid it names the process instance.
     pub start_ns: u64,
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
@@ -242,9 +242,10 @@ pub struct LifecycleEvent {
     pub ppid: u32,
     /// `bpf_ktime_get_boot_ns()` when it happened.
     pub boot_ns: u64,
-    /// `start_boottime` of the process concerned.
+    /// `start_boottime` of the process concerned (its thread group leader's).
     pub start_ns: u64,
-    /// `start_boottime` of its parent.
+    /// `start_boottime` of its parent process (the parent's group leader's, not that of
+    /// the thread that forked).
     pub parent_start_ns: u64,
     pub uid: u32,
     pub gid: u32,
@@ -299,7 +300,8 @@ pub struct KernelOffsets {
     pub mm_struct_arg_start: u32,
     /// `mm_struct.arg_end`
     pub mm_struct_arg_end: u32,
-    pub _pad: u32,
+    /// `task_struct.group_leader`
+    pub task_struct_group_leader: u32,
 }
 
 #[cfg(feature = "user")]

@@ -46,7 +46,9 @@ pub fn current_task() -> *const u8 {
 }
 
 /// What identifies a task's process: its thread group, its thread id and the
-/// process's start time (`start_boottime`, ns).
+/// process's start time — the `start_boottime` (ns) of the thread group leader, so
+/// that every thread of a process names the same process (`/proc/<pid>/stat` reports
+/// the leader's too).
 #[derive(Clone, Copy, Default)]
 pub struct TaskIds {
     pub tgid: u32,
@@ -61,7 +63,10 @@ pub unsafe fn task_ids(task: *const u8, off: &KernelOffsets) -> TaskIds {
         TaskIds {
             tgid: read_at::<i32>(task, off.task_struct_tgid).map_or(0, |v| v as u32),
             pid: read_at::<i32>(task, off.task_struct_pid).map_or(0, |v| v as u32),
-            start_ns: read_at::<u64>(task, off.task_struct_start_boottime).unwrap_or(0),
+            start_ns: read_at::<*const u8>(task, off.task_struct_group_leader)
+                .filter(|leader| !leader.is_null())
+                .and_then(|leader| read_at::<u64>(leader, off.task_struct_start_boottime))
+                .unwrap_or(0),
         }
     }
 }

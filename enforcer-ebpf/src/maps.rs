@@ -45,7 +45,7 @@ pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_struct_mm: 0,
     mm_struct_arg_start: 0,
     mm_struct_arg_end: 0,
-    _pad: 0,
+    task_struct_group_leader: 0,
 };
 
 /// The offsets, read so that the compiler cannot fold the zero initialiser in.

@@ -73,7 +73,7 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         task_struct_mm: f("task_struct", "mm", Expect::Ptr)?,
         mm_struct_arg_start: f("mm_struct", "arg_start", Expect::Int(8))?,
         mm_struct_arg_end: f("mm_struct", "arg_end", Expect::Int(8))?,
-        _pad: 0,
+        task_struct_group_leader: f("task_struct", "group_leader", Expect::Ptr)?,
     })
 }
 

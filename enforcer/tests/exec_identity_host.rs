@@ -56,17 +56,27 @@ fn lifecycle_programs_report_what_stat_and_proc_see() {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&original, &link).unwrap();
 
-    let mut expected = Vec::new();
-    for (path, identity_of, status) in [
-        (&original, PathBuf::from("/bin/true"), 0),
-        (&copy, copy.clone(), 1),
-        (&link, original.clone(), 0),
-    ] {
-        let mut child = Command::new(path).arg("--dw-arg").spawn().expect("spawn");
-        let pid = child.id();
-        assert_eq!(child.wait().unwrap().code(), Some(status));
-        expected.push((pid, path.clone(), identity(&identity_of), status));
-    }
+    // The children are forked by a thread started at least 30 ms (three clock ticks)
+    // after the process: a parent start time taken from the forking thread instead of
+    // the process's group leader would then differ from /proc's, and fail below.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let runs = [
+        (original.clone(), PathBuf::from("/bin/true"), 0),
+        (copy.clone(), copy.clone(), 1),
+        (link.clone(), original.clone(), 0),
+    ];
+    let expected = std::thread::spawn(move || {
+        let mut expected = Vec::new();
+        for (path, identity_of, status) in runs {
+            let mut child = Command::new(&path).arg("--dw-arg").spawn().expect("spawn");
+            let pid = child.id();
+            assert_eq!(child.wait().unwrap().code(), Some(status));
+            expected.push((pid, path, identity(&identity_of), status));
+        }
+        expected
+    })
+    .join()
+    .expect("the forking thread");
     assert_ne!(expected[0].2, expected[1].2, "a copy is another file");
 
     let mut seen: Vec<LifecycleRecord> = Vec::new();
