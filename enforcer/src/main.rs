@@ -58,14 +58,8 @@ enum Command {
         /// The cgroup v2 mount [default: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid system].
         #[arg(long, value_name = "PATH")]
         cgroup_root: Option<PathBuf>,
-        /// Where the agent keeps its state (the context graph, `graph.redb`).
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = "/var/lib/driftwall",
-            env = "DRIFTWALL_STATE_DIR"
-        )]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDirArg,
     },
     /// Compile a policy repository into a bundle file.
     ///
@@ -106,14 +100,8 @@ enum Command {
         /// How to show it.
         #[arg(long, value_enum, default_value_t = StoryFormat::Tree)]
         format: StoryFormat,
-        /// Where the agent keeps its state.
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = "/var/lib/driftwall",
-            env = "DRIFTWALL_STATE_DIR"
-        )]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDirArg,
     },
     /// Validate a policy repository and show what it would enforce on this node.
     Check {
@@ -123,6 +111,19 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         cgroup_root: Option<PathBuf>,
     },
+}
+
+/// `--state-dir`, shared by the verbs that use the agent's state.
+#[derive(Args)]
+struct StateDirArg {
+    /// Where the agent keeps its state (the context graph, `graph.redb`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/driftwall",
+        env = "DRIFTWALL_STATE_DIR"
+    )]
+    state_dir: PathBuf,
 }
 
 /// `driftwall flashback --format`.
@@ -166,12 +167,12 @@ fn main() -> ExitCode {
             source,
             output,
             cgroup_root,
-            state_dir,
+            state,
         } => run(RunConfig {
             source: source.source(),
             cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
             output,
-            state_dir,
+            state_dir: state.state_dir,
         }),
         Command::Compile {
             policies,
@@ -189,8 +190,16 @@ fn main() -> ExitCode {
             ip,
             at,
             format,
-            state_dir,
-        } => flashback(pid, cgroup, workload, ip, at.as_deref(), format, &state_dir),
+            state,
+        } => flashback(
+            pid,
+            cgroup,
+            workload,
+            ip,
+            at.as_deref(),
+            format,
+            &state.state_dir,
+        ),
     }
 }
 
