@@ -68,7 +68,8 @@ fn report_exec(
     decision: Decision,
 ) {
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        // The ring buffer is full; user space counts the gap from drop statistics.
+        // The ring buffer is full: the decision stands but its report is lost. Counting
+        // such losses (and reporting them as gaps) is not built yet.
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -16,7 +16,10 @@ use driftwall_ctxgraph::{
     ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
 };
 
-use crate::events::{BootClock, ExecDecisionRecord, LifecycleRecord};
+use crate::{
+    events::{BootClock, ExecDecisionRecord, LifecycleRecord},
+    procscan,
+};
 
 /// Nanoseconds per clock tick (`USER_HZ` = 100).
 const TICK_NS: u64 = 10_000_000;
@@ -82,16 +85,21 @@ impl GraphCapture {
             LifecycleOp::Fork => Event::fork(time, self.key(rec.ppid, rec.parent_start_ns), key),
             LifecycleOp::Exec => {
                 let path = rec.path.clone().unwrap_or_default();
-                // argv comes from the kernel; /proc adds the cwd while the process lives
-                // (and argv, should the kernel not have had it).
-                let (proc_argv, cwd) = proc_details(rec.tgid, rec.start_ns).unwrap_or_default();
-                let argv = if !rec.argv.is_empty() {
-                    rec.argv.clone()
-                } else if !proc_argv.is_empty() {
-                    proc_argv
-                } else {
-                    vec![path.clone()]
-                };
+                // argv comes from the kernel; /proc adds the cwd while the process still
+                // lives (and argv, should the kernel not have had it).
+                let live = procscan::live_process_dir(
+                    Path::new("/proc"),
+                    rec.tgid,
+                    rec.start_ns / TICK_NS,
+                );
+                let cwd = live.as_deref().map(procscan::read_cwd).unwrap_or_default();
+                let mut argv = rec.argv.clone();
+                if argv.is_empty() {
+                    argv = live.as_deref().map(procscan::read_argv).unwrap_or_default();
+                }
+                if argv.is_empty() {
+                    argv.push(path.clone());
+                }
                 Event::exec(
                     time,
                     key,
@@ -216,54 +224,9 @@ fn boot_id() -> u128 {
         .unwrap_or(0)
 }
 
-/// argv and cwd of a live process from `/proc`, if it is still the process that
-/// started at `start_ns` (pids are reused; a mismatch yields nothing).
-fn proc_details(tgid: u32, start_ns: u64) -> Option<(Vec<String>, String)> {
-    let dir = PathBuf::from(format!("/proc/{tgid}"));
-    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-    // Field 22 (starttime, in ticks) counts from after the `(comm)` field, which may
-    // hold spaces: split after its closing parenthesis.
-    let after = stat.rsplit_once(')')?.1;
-    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    if ticks != start_ns / TICK_NS {
-        return None;
-    }
-    let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
-    let argv: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let cwd = std::fs::read_link(dir.join("cwd"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    (!argv.is_empty()).then_some((argv, cwd))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_details_find_this_process_only_with_its_start_time() {
-        let me = std::process::id();
-        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
-        let after = stat.rsplit_once(')').unwrap().1;
-        let ticks: u64 = after.split_whitespace().nth(19).unwrap().parse().unwrap();
-        let (argv, cwd) = proc_details(me, ticks * TICK_NS + 123).expect("own details");
-        assert!(!argv.is_empty());
-        assert_eq!(
-            cwd,
-            std::env::current_dir()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        );
-        assert!(
-            proc_details(me, (ticks + 1) * TICK_NS).is_none(),
-            "another start time is another process"
-        );
-    }
 
     #[test]
     fn boot_id_is_read() {

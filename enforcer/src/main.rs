@@ -149,13 +149,11 @@ struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn source(self) -> PolicySource {
-        match (self.policies, self.bundle) {
-            (_, Some(bundle)) => PolicySource::BundleFile(bundle),
-            (Some(dir), None) => PolicySource::Directory(dir),
-            // clap's group makes one of the two required.
-            (None, None) => PolicySource::Directory(PathBuf::from(".")),
-        }
+    /// The source named; clap's group makes exactly one of the two present.
+    fn source(self) -> Option<PolicySource> {
+        self.bundle
+            .map(PolicySource::BundleFile)
+            .or(self.policies.map(PolicySource::Directory))
     }
 }
 
@@ -168,12 +166,18 @@ fn main() -> ExitCode {
             output,
             cgroup_root,
             state,
-        } => run(RunConfig {
-            source: source.source(),
-            cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
-            output,
-            state_dir: state.state_dir,
-        }),
+        } => {
+            let Some(source) = source.source() else {
+                eprintln!("driftwall: error: name the policy: --policies DIR or --bundle FILE");
+                return ExitCode::from(2);
+            };
+            run(RunConfig {
+                source,
+                cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
+                output,
+                state_dir: state.state_dir,
+            })
+        }
         Command::Compile {
             policies,
             out,

@@ -8,7 +8,7 @@
 //!
 //! The `/proc` files are parsed with nom: each parser says exactly which lines and
 //! fields it accepts, and a file it does not understand is skipped, never guessed at.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nom::{
     IResult, Parser,
@@ -156,17 +156,8 @@ pub fn scan(proc_root: &Path, cgroup_root: &Path) -> Vec<ScannedProcess> {
                 ino: id.ino,
             })
         });
-        let argv = std::fs::read(dir.join("cmdline"))
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let cwd = std::fs::read_link(dir.join("cwd"))
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let argv = read_argv(&dir);
+        let cwd = read_cwd(&dir);
         let cgroup_id = read("cgroup")
             .as_deref()
             .and_then(parse_cgroup)
@@ -182,6 +173,34 @@ pub fn scan(proc_root: &Path, cgroup_root: &Path) -> Vec<ScannedProcess> {
         });
     }
     out
+}
+
+/// `argv` of the process whose `/proc` directory is `dir` (empty if unreadable).
+pub fn read_argv(dir: &Path) -> Vec<String> {
+    std::fs::read(dir.join("cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Working directory of the process whose `/proc` directory is `dir` (empty if
+/// unreadable).
+pub fn read_cwd(dir: &Path) -> String {
+    std::fs::read_link(dir.join("cwd"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The `/proc` directory of `pid` if it still holds the process that started at
+/// `start_ticks` (pids are reused: a mismatch, or a process gone, yields `None`).
+pub fn live_process_dir(proc_root: &Path, pid: u32, start_ticks: u64) -> Option<PathBuf> {
+    let dir = proc_root.join(pid.to_string());
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    (parse_stat(&stat)?.start_ticks == start_ticks).then_some(dir)
 }
 
 #[cfg(test)]
@@ -237,5 +256,24 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         assert_eq!(mine.exe.as_ref().unwrap().path, exe.to_string_lossy());
         assert!(all.len() > 1);
+    }
+
+    #[test]
+    fn a_live_process_is_found_only_with_its_start_time() {
+        let me = std::process::id();
+        let proc = Path::new("/proc");
+        let ticks = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap())
+            .unwrap()
+            .start_ticks;
+        let dir = live_process_dir(proc, me, ticks).expect("this process");
+        assert_eq!(
+            read_cwd(&dir),
+            std::env::current_dir().unwrap().to_string_lossy()
+        );
+        assert!(!read_argv(&dir).is_empty());
+        assert!(
+            live_process_dir(proc, me, ticks + 1).is_none(),
+            "another start time is another process"
+        );
     }
 }
