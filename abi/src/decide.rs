@@ -4,83 +4,161 @@
 //! through a trait; the logic that combines them is this code, so the two cannot drift
 //! apart.
 //!
+//! One rule, for every hook ([`combine`]):
+//!
+//! 1. a matching Cedar `forbid` denies — in every workload, whatever its mode, and for
+//!    processes no profile selects: Cedar rules are organisation-wide;
+//! 2. otherwise a matching Cedar `permit` allows;
+//! 3. otherwise a process that no profile selects, or whose profile does not police
+//!    this class of operation, is allowed;
+//! 4. otherwise the profile's allowlist allows, or the workload's mode decides: `enforce`
+//!    refuses (`EPERM`), `audit` lets it through and reports it.
+//!
 //! Everything here is `#[inline(always)]` and bounded, as the verifier requires.
-use crate::{Decision, ExecKey, FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding};
+use crate::{
+    Decision, ExecKey, FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
+    rules::{RuleSet, RuleVerdict},
+};
 
-/// What the exec decision needs to know about the world.
-pub trait ExecLookups {
+/// What every decision needs to know about the world.
+pub trait PolicyLookups {
     /// Id of the current task's ancestor cgroup at `level` (0 is the root; the task's
     /// own cgroup is at its depth), or 0 when the task's cgroup is shallower than that —
     /// the contract of `bpf_get_current_ancestor_cgroup_id`.
     fn ancestor_cgroup(&self, level: u32) -> u64;
-    /// The binding of a cgroup, if it is bound to a workload.
-    fn binding(&self, cgroup_id: u64) -> Option<WorkloadBinding>;
+    /// The binding of a cgroup, or [`UNBOUND`] when it is bound to no workload.
+    fn binding(&self, cgroup_id: u64) -> WorkloadBinding;
     /// Whether the workload may exec the file.
     fn exec_allowed(&self, key: &ExecKey) -> bool;
+    /// The Cedar rule set in force.
+    fn rules(&self) -> Option<&RuleSet>;
 }
 
-/// The outcome of an exec decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecOutcome {
-    /// No bound cgroup polices the task: the exec is none of driftwall's business.
+/// Why an operation was refused or reported.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Outside the workload's profile (its allowlist for this class of operation).
+    NotInProfile = 1,
+    /// A Cedar `forbid` rule matched.
+    CedarForbid = 2,
+}
+
+impl Reason {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Reason::NotInProfile),
+            2 => Some(Reason::CedarForbid),
+            _ => None,
+        }
+    }
+}
+
+/// [`Verdict::Refused::rule`] when no Cedar rule decided.
+pub const NO_RULE: u16 = u16::MAX;
+
+/// The outcome of a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Nothing polices the operation: no binding, no rule.
     Unpoliced,
-    /// The workload's profile allows the file.
+    /// The profile or a Cedar permit allows it. `workload` is 0 for an unpoliced
+    /// process that a permit matched.
     Allowed { workload: u32 },
-    /// Outside the profile: refused (`Decision::Deny`) or let through and reported
-    /// (`Decision::Audit`).
-    Drift { workload: u32, decision: Decision },
+    /// Refused (`Decision::Deny`) or let through and reported (`Decision::Audit`).
+    Refused {
+        workload: u32,
+        decision: Decision,
+        reason: Reason,
+        /// Index of the deciding Cedar rule, or [`NO_RULE`].
+        rule: u16,
+    },
 }
 
 /// The binding of the task's own cgroup or, failing that, of its nearest bound
 /// ancestor within [`MAX_CGROUP_DEPTH`] levels. Deepest level first, so the nearest
-/// binding wins.
+/// binding wins. [`UNBOUND`] (workload 0) when no profile selects the task: a plain
+/// value rather than an `Option`, because the verifier refuses to see the
+/// uninitialised payload of a `None` copied around.
 #[inline(always)]
-pub fn nearest_binding<L: ExecLookups>(lookups: &L) -> Option<WorkloadBinding> {
+pub fn nearest_binding<L: PolicyLookups>(lookups: &L) -> WorkloadBinding {
     let mut level = MAX_CGROUP_DEPTH as i64;
     while level >= 0 {
         let id = lookups.ancestor_cgroup(level as u32);
-        if id != 0
-            && let Some(binding) = lookups.binding(id)
-        {
-            return Some(binding);
+        if id != 0 {
+            let binding = lookups.binding(id);
+            // A binding with an unknown mode polices nothing; user space never
+            // writes one.
+            if binding.workload != 0 && Mode::from_u8(binding.mode).is_some() {
+                return binding;
+            }
         }
         level -= 1;
     }
-    None
+    UNBOUND
 }
 
-/// Decides an exec. `file` yields the executable's identity (`None` when the kernel
-/// could not read it, which no allowlist holds); it is only called for a policed task,
-/// so unpoliced execs pay for the cgroup walk alone.
+/// What [`nearest_binding`] returns for a task no profile selects.
+pub const UNBOUND: WorkloadBinding = WorkloadBinding {
+    workload: 0,
+    mode: 0,
+    police: 0,
+    _pad: [0; 2],
+};
+
+/// Combines the rules' verdict with the profile: see the module documentation.
+/// `profile_polices` says whether the workload's profile polices this class of
+/// operation; `profile_allows` is asked only when it does and no rule decided.
 #[inline(always)]
-pub fn decide_exec<L: ExecLookups>(
+pub fn combine(
+    binding: WorkloadBinding,
+    rules: RuleVerdict,
+    profile_polices: impl FnOnce(&WorkloadBinding) -> bool,
+    profile_allows: impl FnOnce(&WorkloadBinding) -> bool,
+) -> Verdict {
+    let workload = binding.workload;
+    match rules {
+        RuleVerdict::Forbid { rule } => {
+            return Verdict::Refused {
+                workload,
+                decision: Decision::Deny,
+                reason: Reason::CedarForbid,
+                rule,
+            };
+        }
+        RuleVerdict::Permit { .. } => return Verdict::Allowed { workload },
+        RuleVerdict::NoMatch => {}
+    }
+    if workload == 0 {
+        return Verdict::Unpoliced;
+    }
+    if !profile_polices(&binding) || profile_allows(&binding) {
+        return Verdict::Allowed { workload };
+    }
+    Verdict::Refused {
+        workload,
+        decision: match Mode::from_u8(binding.mode) {
+            Some(Mode::Audit) => Decision::Audit,
+            _ => Decision::Deny,
+        },
+        reason: Reason::NotInProfile,
+        rule: NO_RULE,
+    }
+}
+
+/// The profile half of an exec decision: every profile polices execs, and allows the
+/// files in its allowlist. `file` is all zeros when the kernel could not read the
+/// executable's identity, which no allowlist holds.
+#[inline(always)]
+pub fn exec_profile_allows<L: PolicyLookups>(
     lookups: &L,
-    file: impl FnOnce() -> Option<FileId>,
-) -> ExecOutcome {
-    let Some(binding) = nearest_binding(lookups) else {
-        return ExecOutcome::Unpoliced;
-    };
-    let Some(mode) = Mode::from_u8(binding.mode) else {
-        // A binding with an unknown mode polices nothing; user space never writes one.
-        return ExecOutcome::Unpoliced;
-    };
-    if let Some(file) = file() {
-        let key = ExecKey {
+    binding: &WorkloadBinding,
+    file: FileId,
+) -> bool {
+    file.ino != 0
+        && lookups.exec_allowed(&ExecKey {
             workload: binding.workload,
             _pad: 0,
             file,
-        };
-        if lookups.exec_allowed(&key) {
-            return ExecOutcome::Allowed {
-                workload: binding.workload,
-            };
-        }
-    }
-    ExecOutcome::Drift {
-        workload: binding.workload,
-        decision: match mode {
-            Mode::Enforce => Decision::Deny,
-            Mode::Audit => Decision::Audit,
-        },
-    }
+        })
 }

@@ -18,12 +18,15 @@
 //! * An exec is allowed when `EXEC_ALLOW` holds [`ExecKey`] `{ workload, file }`;
 //!   otherwise the workload's [`Mode`] decides: `Enforce` refuses it with `EPERM`,
 //!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
+//! * **Cedar rules** are lowered to the atoms and clauses of [`rules::RuleSet`] and
+//!   decided by [`rules::evaluate`]; [`decide::combine`] joins them with the profile.
 #![no_std]
 
 pub mod decide;
+pub mod rules;
 
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
@@ -46,8 +49,16 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const LIFECYCLE: &str = "LIFECYCLE";
+    pub const RULES: &str = "RULES";
+    pub const PATH_ATOMS: &str = "PATH_ATOMS";
+    pub const PATH_SUFFIX_ATOMS: &str = "PATH_SUFFIX_ATOMS";
+    pub const IP_ATOMS: &str = "IP_ATOMS";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
+    /// LSM programs deciding network operations.
+    pub const PROG_CONNECT: &str = "socket_connect";
+    pub const PROG_BIND: &str = "socket_bind";
+    pub const PROG_LISTEN: &str = "socket_listen";
     /// `tp_btf` programs reporting process lifecycle (they need no BPF LSM, so they also
     /// prove the offset logic on kernels without it).
     pub const PROG_FORK: &str = "sched_process_fork";
@@ -105,8 +116,17 @@ pub struct WorkloadBinding {
     pub workload: WorkloadId,
     /// A [`Mode`] as `u8`.
     pub mode: u8,
-    pub _pad: [u8; 3],
+    /// Which classes of operation the workload's profile polices beyond execs
+    /// ([`POLICE_EGRESS`], [`POLICE_INGRESS`]): a class it does not police is decided by
+    /// the Cedar rules alone.
+    pub police: u8,
+    pub _pad: [u8; 2],
 }
+
+/// [`WorkloadBinding::police`]: the profile holds an egress allowlist (`connect`).
+pub const POLICE_EGRESS: u8 = 1;
+/// [`WorkloadBinding::police`]: the profile holds an ingress allowlist (`bind`, `listen`).
+pub const POLICE_INGRESS: u8 = 2;
 
 /// Identity of a file as the kernel knows it: `super_block.s_dev` (the kernel's
 /// internal `MKDEV(major, minor)` encoding, `major << 20 | minor`) and `inode.i_ino`.
@@ -157,6 +177,8 @@ pub enum EventKind {
     ExecDecision = 1,
     /// A [`LifecycleEvent`].
     Lifecycle = 2,
+    /// A [`NetEvent`].
+    NetDecision = 3,
 }
 
 impl EventKind {
@@ -164,6 +186,7 @@ impl EventKind {
         match v {
             1 => Some(EventKind::ExecDecision),
             2 => Some(EventKind::Lifecycle),
+            3 => Some(EventKind::NetDecision),
             _ => None,
         }
     }
@@ -190,15 +213,56 @@ pub struct ExecEvent {
     pub workload: WorkloadId,
     /// A [`Decision`] as `u8`.
     pub decision: u8,
-    pub _pad: u8,
+    /// A [`decide::Reason`] as `u8`.
+    pub reason: u8,
     /// Bytes of `path` that hold the path (without the NUL); 0 when unknown.
     pub path_len: u16,
     pub file: FileId,
     /// `start_boottime` (ns) of the process's thread group leader: with the boot id and
     /// tgid it names the process instance.
     pub start_ns: u64,
+    /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
+    pub rule: u16,
+    pub _pad: [u8; 6],
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
+}
+
+/// A deny or audit decision on a network operation (`connect`, `bind`, `listen`),
+/// sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetEvent {
+    /// [`EventKind::NetDecision`].
+    pub kind: u32,
+    /// The [`rules::Hook`] as `u8`.
+    pub hook: u8,
+    /// A [`Decision`] as `u8`.
+    pub decision: u8,
+    /// A [`decide::Reason`] as `u8`.
+    pub reason: u8,
+    /// [`rules::FAMILY_V4`] or [`rules::FAMILY_V6`] (an IPv4-mapped IPv6 address is
+    /// reported as IPv4, as it was decided).
+    pub family: u8,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub workload: WorkloadId,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
+    pub rule: u16,
+    /// Port of the endpoint, host byte order.
+    pub port: u16,
+    /// IP protocol: [`rules::IPPROTO_TCP`] or [`rules::IPPROTO_UDP`] (as `u8`).
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+    /// The address (IPv4 in the first 4 bytes), network byte order.
+    pub addr: [u8; 16],
 }
 
 /// What happened to a process, in a [`LifecycleEvent`].
@@ -302,6 +366,53 @@ pub struct KernelOffsets {
     pub mm_struct_arg_end: u32,
     /// `task_struct.group_leader`
     pub task_struct_group_leader: u32,
+    /// `task_struct.cred`
+    pub task_struct_cred: u32,
+    /// `cred.euid`
+    pub cred_euid: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.sk_protocol`
+    pub sock_sk_protocol: u32,
+    /// `sock.__sk_common.skc_family`
+    pub sock_skc_family: u32,
+    /// `sock.__sk_common.skc_num` (local port, host order)
+    pub sock_skc_num: u32,
+    /// `sock.__sk_common.skc_rcv_saddr` (local IPv4 address)
+    pub sock_skc_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr` (local IPv6 address)
+    pub sock_skc_v6_rcv_saddr: u32,
+}
+
+impl KernelOffsets {
+    /// Every offset 0: the initialiser of the programs' read-only global, which user
+    /// space overwrites before load.
+    pub const ZERO: KernelOffsets = KernelOffsets {
+        linux_binprm_file: 0,
+        file_f_inode: 0,
+        file_f_path: 0,
+        inode_i_ino: 0,
+        inode_i_sb: 0,
+        super_block_s_dev: 0,
+        task_struct_real_parent: 0,
+        task_struct_tgid: 0,
+        task_struct_pid: 0,
+        task_struct_start_boottime: 0,
+        task_struct_exit_code: 0,
+        linux_binprm_filename: 0,
+        task_struct_mm: 0,
+        mm_struct_arg_start: 0,
+        mm_struct_arg_end: 0,
+        task_struct_group_leader: 0,
+        task_struct_cred: 0,
+        cred_euid: 0,
+        socket_sk: 0,
+        sock_sk_protocol: 0,
+        sock_skc_family: 0,
+        sock_skc_num: 0,
+        sock_skc_rcv_saddr: 0,
+        sock_skc_v6_rcv_saddr: 0,
+    };
 }
 
 #[cfg(feature = "user")]
@@ -311,6 +422,7 @@ mod pod {
     unsafe impl aya::Pod for super::FileId {}
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::rules::RuleSet {}
 }
 
 #[cfg(test)]
@@ -327,12 +439,18 @@ mod tests {
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 64);
+        assert_eq!(size_of::<KernelOffsets>(), 96);
+        assert_eq!(size_of::<rules::NumAtom>(), 16);
+        assert_eq!(size_of::<rules::Clause>(), 24);
+        assert_eq!(
+            size_of::<rules::RuleSet>(),
+            16 + 16 * rules::MAX_NUM_ATOMS + 24 * rules::MAX_CLAUSES
+        );
     }
 
     #[test]
     fn event_records_have_fixed_layouts() {
-        assert_eq!(size_of::<ExecEvent>(), 72 + PATH_CAPACITY);
+        assert_eq!(size_of::<ExecEvent>(), 80 + PATH_CAPACITY);
         assert_eq!(align_of::<ExecEvent>(), 8);
         assert_eq!(offset_of!(ExecEvent, kind), 0);
         assert_eq!(offset_of!(ExecEvent, boot_ns), 16);
@@ -341,7 +459,12 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, path_len), 46);
         assert_eq!(offset_of!(ExecEvent, file), 48);
         assert_eq!(offset_of!(ExecEvent, start_ns), 64);
-        assert_eq!(offset_of!(ExecEvent, path), 72);
+        assert_eq!(offset_of!(ExecEvent, rule), 72);
+        assert_eq!(offset_of!(ExecEvent, path), 80);
+        assert_eq!(size_of::<NetEvent>(), 80);
+        assert_eq!(offset_of!(NetEvent, cgroup_id), 32);
+        assert_eq!(offset_of!(NetEvent, rule), 56);
+        assert_eq!(offset_of!(NetEvent, addr), 64);
         assert_eq!(
             size_of::<LifecycleEvent>(),
             80 + PATH_CAPACITY + ARGS_CAPACITY

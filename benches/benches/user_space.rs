@@ -27,10 +27,12 @@ fn exec_record() -> Vec<u8> {
         cgroup_id: 9876,
         workload: 1,
         decision: Decision::Deny as u8,
-        _pad: 0,
+        reason: 1,
         path_len: p.len() as u16,
         file: FileId { dev: 5, ino: 77 },
         start_ns: 42,
+        rule: u16::MAX,
+        _pad: [0; 6],
         path,
     };
     // SAFETY: ExecEvent is repr(C) plain old data.

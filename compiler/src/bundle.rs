@@ -6,12 +6,12 @@
 //! format or `abi` version, or larger than the kernel maps allow — so a bad bundle
 //! never replaces the policy in force.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `DWBUNDLE` |
-//! | 8 | 4 | format version, little-endian (`1`) |
+//! | 8 | 4 | format version, little-endian (`2`) |
 //! | 12 | 4 | `driftwall_abi::ABI_VERSION`, little-endian |
 //! | 16 | 8 | body length in bytes, little-endian |
 //! | 24 | 32 | SHA-256 of the body |
@@ -21,19 +21,23 @@
 //! in it is sorted, which is what makes the bytes deterministic. After decoding, the
 //! body is validated again as if it were source: names, paths, uniqueness, limits.
 //!
-//! Executables are carried as paths: file identities (device, inode) are facts of the
+//! Cedar rules are carried as the kernel's own tables ([`RuleTables`]: atoms, clauses,
+//! LPM trie entries), which need nothing from the node. Executables are carried as paths: file identities (device, inode) are facts of the
 //! node that enforces the bundle and are resolved there.
 use std::{collections::BTreeSet, fmt};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::profile::{self, Mode, PolicySet};
+use crate::{
+    cedar::tables::{RuleTables, TablesError},
+    profile::{self, Mode, PolicySet},
+};
 
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"DWBUNDLE";
 /// The bundle format this compiler writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 56;
 /// Largest bundle the enforcer reads.
@@ -43,8 +47,10 @@ pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bundle {
     pub meta: BundleMeta,
-    /// Sorted by name.
+    /// Sorted by name. Workload `i` has id `i + 1` in the kernel's tables.
     pub workloads: Vec<WorkloadPolicy>,
+    /// The Cedar rules, lowered to the kernel's tables.
+    pub rules: RuleTables,
 }
 
 /// Where a bundle came from.
@@ -55,10 +61,6 @@ pub struct BundleMeta {
     /// `git rev-parse HEAD` of the policy checkout, with `-dirty` appended when the
     /// checkout had uncommitted changes; `None` when it was not a git checkout.
     pub source_commit: Option<String>,
-    /// Ids of the Cedar rules the repository holds, validated and lowered. This
-    /// version of the kernel programs does not enforce them yet; the agent says so when
-    /// it loads a bundle that has any.
-    pub cedar_rules: Vec<String>,
 }
 
 /// One workload's policy, as the enforcer needs it.
@@ -120,6 +122,8 @@ pub enum BundleError {
     Decode(String),
     #[error("bundle is invalid: {0}")]
     Invalid(String),
+    #[error("Cedar rules: {0}")]
+    Rules(#[from] TablesError),
     #[error("{what}: {count} entries exceed the kernel map's capacity of {limit}")]
     OverCapacity {
         what: &'static str,
@@ -134,18 +138,20 @@ impl Bundle {
         Self::compile_with_rules(set, &[], source_commit)
     }
 
-    /// Lowers a validated policy set and validated Cedar rules (see [`BundleMeta::cedar_rules`]).
+    /// Lowers a validated policy set and validated Cedar rules.
     pub fn compile_with_rules(
         set: &PolicySet,
         cedar: &[crate::cedar::ir::LoweredRule],
         source_commit: Option<String>,
     ) -> Result<Self, BundleError> {
+        let names: Vec<String> = set.profiles.iter().map(|p| p.workload.clone()).collect();
+        let rules = RuleTables::build(cedar, &names)?;
         let bundle = Bundle {
             meta: BundleMeta {
                 compiler_version: env!("CARGO_PKG_VERSION").to_string(),
                 source_commit,
-                cedar_rules: cedar.iter().map(|r| r.id.clone()).collect(),
             },
+            rules,
             workloads: set
                 .profiles
                 .iter()
@@ -259,8 +265,13 @@ impl Bundle {
         {
             return invalid("bundle metadata holds an empty, overlong or control string".into());
         }
-        if let Some(id) = self.meta.cedar_rules.iter().find(|id| !printable(id)) {
-            return invalid(format!("Cedar rule id {id:?}"));
+        if let Some(r) = self.rules.rules.iter().find(|r| {
+            !printable(&r.id) || !printable(&r.source) || r.unenforced.iter().any(|a| !printable(a))
+        }) {
+            return invalid(format!("Cedar rule {:?}", r.id));
+        }
+        if let Err(why) = self.rules.validate() {
+            return invalid(format!("Cedar rule tables: {why}"));
         }
         let mut names = BTreeSet::new();
         let mut cgroups = BTreeSet::new();
@@ -428,7 +439,13 @@ mod tests {
             Err(BundleError::Invalid(_))
         ));
         b.meta.source_commit = None;
-        b.meta.cedar_rules.push("rule\n".into());
+        b.rules.rules.push(crate::cedar::tables::RuleInfo {
+            id: "rule\n".into(),
+            source: "rules/a.cedar".into(),
+            line: 1,
+            effect: crate::cedar::tables::RuleEffect::Forbid,
+            unenforced: Vec::new(),
+        });
         assert!(matches!(
             Bundle::from_bytes(&b.to_bytes()),
             Err(BundleError::Invalid(_))

@@ -32,9 +32,10 @@
 //! Every error names the file, the line and column when there is one, and the reason;
 //! a policy with an error is never half-loaded.
 //!
-//! Status: profiles carry exec allowlists; Cedar rules are validated and lowered but
-//! not yet in the bundle's kernel tables (the hooks that would enforce them come with
-//! the enforcer-breadth work), and every loader says so.
+//! Cedar rules become kernel tables in [`cedar::tables`] (atoms, clauses, LPM trie
+//! entries) and travel in the bundle; [`reference`] decides execs and network
+//! operations over those tables with the same code the kernel runs. Rules for actions
+//! the kernel programs do not hook yet are carried and reported, not enforced.
 pub mod bundle;
 pub mod cedar;
 pub mod profile;

@@ -1,9 +1,11 @@
 //! Exec decisions (`lsm/bprm_check_security`).
 //!
 //! The LSM hook runs for every `execve`, before the new image replaces the caller
-//! (and again for a script's interpreter). For a process in a bound workload it looks
-//! up `(workload, file identity)` in `EXEC_ALLOW`; a miss is denied with `EPERM` in
-//! enforce mode and let through in audit mode, and reported either way.
+//! (and again for a script's interpreter). The Cedar rules are evaluated first (a
+//! matching forbid denies any process, policed or not); for a process in a bound
+//! workload the profile's allowlist is then looked up by `(workload, file identity)`
+//! in `EXEC_ALLOW`. A refusal is `EPERM` in enforce mode (and always for a forbid),
+//! let through in audit mode, and reported either way.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -14,12 +16,14 @@ use aya_ebpf::{
 };
 use driftwall_abi::{
     Decision, EventKind, ExecEvent, FileId, KernelOffsets, PATH_CAPACITY,
-    decide::{self, ExecOutcome},
+    decide::{self, PolicyLookups, Reason, Verdict},
+    rules::Hook,
 };
 
 use crate::{
     kernel,
     maps::{EVENTS, offsets},
+    rules,
     workload::KernelLookups,
 };
 
@@ -40,17 +44,47 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 fn decide_exec(ctx: &LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
     let off = offsets();
-    let mut identity = None;
-    let outcome = decide::decide_exec(&KernelLookups, || {
-        // SAFETY: bprm is the hook's argument; every read is a checked probe read.
-        identity = unsafe { kernel::binprm_file(bprm, &off) }
-            .and_then(|f| unsafe { kernel::file_identity(f, &off) });
-        identity
-    });
+    let lookups = KernelLookups;
+    let binding = decide::nearest_binding(&lookups);
+    let set = lookups.rules();
+    let mut facts = rules::caller_facts(Hook::Exec, binding, &off);
+    if rules::needs_path(set, Hook::Exec) {
+        // SAFETY: bpf_d_path needs the verifier to know its argument is a `struct
+        // path`: reach it by direct loads from the BTF-typed hook argument
+        // (bprm->file->f_path), with offsets the verifier sees as constants.
+        unsafe {
+            let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
+            if !file.is_null() {
+                facts.path_bits = rules::path_bits(file.add(off.file_f_path as usize));
+            }
+        }
+    }
+    let verdict = rules::verdict(set, &facts);
+    // All zeros when unreadable (no allowlist holds inode 0). A plain value rather than
+    // an Option: see `decide::nearest_binding`.
+    let mut identity = FileId::default();
+    let outcome = decide::combine(
+        binding,
+        verdict,
+        |_| true,
+        |b| {
+            identity = read_identity(bprm, &off);
+            decide::exec_profile_allows(&lookups, b, identity)
+        },
+    );
     match outcome {
-        ExecOutcome::Unpoliced | ExecOutcome::Allowed { .. } => 0,
-        ExecOutcome::Drift { workload, decision } => {
-            report_exec(&off, bprm, workload, identity, decision);
+        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
+        Verdict::Refused {
+            workload,
+            decision,
+            reason,
+            rule,
+        } => {
+            if identity.ino == 0 {
+                // A forbid decides before the profile reads the identity.
+                identity = read_identity(bprm, &off);
+            }
+            report_exec(&off, bprm, workload, identity, decision, reason, rule);
             match decision {
                 Decision::Deny => -EPERM,
                 Decision::Audit => 0,
@@ -59,13 +93,24 @@ fn decide_exec(ctx: &LsmContext) -> i32 {
     }
 }
 
+/// The identity of the file an exec runs; all zeros when unreadable.
+#[inline(always)]
+fn read_identity(bprm: *const u8, off: &KernelOffsets) -> FileId {
+    // SAFETY: bprm is the hook's argument; every read is a checked probe read.
+    unsafe { kernel::binprm_file(bprm, off) }
+        .and_then(|f| unsafe { kernel::file_identity(f, off) })
+        .unwrap_or_default()
+}
+
 #[inline(always)]
 fn report_exec(
     off: &KernelOffsets,
     bprm: *const u8,
     workload: u32,
-    identity: Option<FileId>,
+    identity: FileId,
     decision: Decision,
+    reason: Reason,
+    rule: u16,
 ) {
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         // The ring buffer is full: the decision stands but its report is lost. Counting
@@ -88,8 +133,10 @@ fn report_exec(
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
         (*ev).workload = workload;
         (*ev).decision = decision as u8;
-        (*ev)._pad = 0;
-        (*ev).file = identity.unwrap_or_default();
+        (*ev).reason = reason as u8;
+        (*ev).rule = rule;
+        (*ev)._pad = [0; 6];
+        (*ev).file = identity;
         (*ev).path_len = 0;
         (*ev).start_ns = kernel::task_ids(kernel::current_task(), off).start_ns;
         // bpf_d_path needs the verifier to know the argument is a `struct path`: reach

@@ -106,3 +106,55 @@ pub unsafe fn arg_range(task: *const u8, off: &KernelOffsets) -> Option<(u64, u6
         (end > start).then_some((start, end))
     }
 }
+
+/// The current task's effective user id (`current->cred->euid`), as the global
+/// (init namespace) id; `None` if it cannot be read.
+#[inline(always)]
+pub fn current_euid(off: &KernelOffsets) -> Option<u32> {
+    unsafe {
+        let cred = read_at::<*const u8>(current_task(), off.task_struct_cred)?;
+        read_at::<u32>(cred, off.cred_euid)
+    }
+}
+
+/// `sock->sk` of a `struct socket`.
+#[inline(always)]
+pub unsafe fn socket_sk(sock: *const u8, off: &KernelOffsets) -> *const u8 {
+    unsafe { read_at::<*const u8>(sock, off.socket_sk) }.unwrap_or(core::ptr::null())
+}
+
+/// `sk->sk_protocol`; 0 if unreadable.
+#[inline(always)]
+pub unsafe fn sk_protocol(sk: *const u8, off: &KernelOffsets) -> u16 {
+    unsafe { read_at::<u16>(sk, off.sock_sk_protocol) }.unwrap_or(0)
+}
+
+/// The local address a socket is bound to: (address family, port in host order,
+/// address bytes — IPv4 in the first four).
+#[inline(always)]
+pub unsafe fn sk_local(sk: *const u8, off: &KernelOffsets) -> Option<(u16, u16, [u8; 16])> {
+    unsafe {
+        let family = read_at::<u16>(sk, off.sock_skc_family)?;
+        let port = read_at::<u16>(sk, off.sock_skc_num)?;
+        let mut addr = [0u8; 16];
+        if family == AF_INET {
+            let a = read_at::<[u8; 4]>(sk, off.sock_skc_rcv_saddr)?;
+            addr[0] = a[0];
+            addr[1] = a[1];
+            addr[2] = a[2];
+            addr[3] = a[3];
+        } else if family == AF_INET6 {
+            addr = read_at::<[u8; 16]>(sk, off.sock_skc_v6_rcv_saddr)?;
+        }
+        Some((family, port, addr))
+    }
+}
+
+/// Reads a `T` from kernel memory at `base + offset` (for hook arguments).
+#[inline(always)]
+pub unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Option<T> {
+    unsafe { read_at::<T>(base, offset) }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;

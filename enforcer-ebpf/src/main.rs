@@ -4,6 +4,9 @@
 //! `driftwall-abi`.
 //!
 //! * [`exec`]: `lsm/bprm_check_security` decides every exec of a policed process.
+//! * [`net`]: `lsm/socket_connect`, `socket_bind`, `socket_listen` decide network
+//!   operations.
+//! * [`rules`]: the Cedar rule look-ups (ids, path and address tries).
 //! * [`lifecycle`]: `tp_btf` programs report forks, execs and exits for the context
 //!   graph (they need no BPF LSM, so they also prove the offset logic on any kernel).
 //! * [`workload`]: which workload polices the current process (cgroup walk).
@@ -24,6 +27,10 @@ mod kernel;
 mod lifecycle;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod net;
+#[cfg(target_arch = "bpf")]
+mod rules;
 #[cfg(target_arch = "bpf")]
 mod workload;
 

@@ -2,10 +2,11 @@
 //! `driftwall-abi`; user space sizes and fills them.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use driftwall_abi::{
     DEFAULT_RING_BYTES, ExecKey, KernelOffsets, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding,
+    rules::{IpAtomKey, MAX_IP_ATOM_ENTRIES, MAX_PATH_ATOM_ENTRIES, PATH_KEY_BYTES, RuleSet},
 };
 
 /// cgroup v2 id → the workload bound to it.
@@ -16,6 +17,39 @@ pub static WORKLOAD_BINDINGS: HashMap<u64, WorkloadBinding> =
 /// (workload, executable file) pairs that are allowed. The value is always 1.
 #[map]
 pub static EXEC_ALLOW: HashMap<ExecKey, u8> = HashMap::with_max_entries(MAX_EXEC_RULES, 0);
+
+/// The Cedar rule set (one entry): numeric atoms and clauses.
+#[map]
+pub static RULES: Array<RuleSet> = Array::with_max_entries(1, 0);
+
+/// Path atoms, keyed by a path followed by its NUL: entry → bits of every prefix and
+/// exact-path atom it extends.
+#[map]
+pub static PATH_ATOMS: LpmTrie<[u8; PATH_KEY_BYTES], u64> =
+    LpmTrie::with_max_entries(MAX_PATH_ATOM_ENTRIES, 0);
+
+/// Suffix atoms, keyed by a path reversed.
+#[map]
+pub static PATH_SUFFIX_ATOMS: LpmTrie<[u8; PATH_KEY_BYTES], u64> =
+    LpmTrie::with_max_entries(MAX_PATH_ATOM_ENTRIES, 0);
+
+/// Address atoms (`isInRange`), keyed by family and address.
+#[map]
+pub static IP_ATOMS: LpmTrie<IpAtomKey, u64> = LpmTrie::with_max_entries(MAX_IP_ATOM_ENTRIES, 0);
+
+/// Bytes `bpf_d_path` may write: `PATH_MAX`.
+pub const D_PATH_BYTES: usize = 4096;
+
+/// Per-CPU working memory for path look-ups: too large for the 512-byte stack.
+#[repr(C)]
+pub struct PathScratch {
+    pub path: [u8; D_PATH_BYTES],
+    pub forward: Key<[u8; PATH_KEY_BYTES]>,
+    pub reversed: Key<[u8; PATH_KEY_BYTES]>,
+}
+
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Decision events for user space.
 #[map]
@@ -29,24 +63,7 @@ pub static LIFECYCLE: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 /// Offsets of kernel-structure fields, from the running kernel's BTF. Set by user space
 /// before load (`.rodata`, frozen), so the verifier sees them as constants.
 #[unsafe(no_mangle)]
-pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
-    linux_binprm_file: 0,
-    file_f_inode: 0,
-    file_f_path: 0,
-    inode_i_ino: 0,
-    inode_i_sb: 0,
-    super_block_s_dev: 0,
-    task_struct_real_parent: 0,
-    task_struct_tgid: 0,
-    task_struct_pid: 0,
-    task_struct_start_boottime: 0,
-    task_struct_exit_code: 0,
-    linux_binprm_filename: 0,
-    task_struct_mm: 0,
-    mm_struct_arg_start: 0,
-    mm_struct_arg_end: 0,
-    task_struct_group_leader: 0,
-};
+pub static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 
 /// The offsets, read so that the compiler cannot fold the zero initialiser in.
 #[inline(always)]

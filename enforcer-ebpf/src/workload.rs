@@ -1,16 +1,20 @@
 //! The kernel's side of the exec look-ups that `driftwall_abi::decide` combines: the
 //! current task's ancestor cgroups (`bpf_get_current_ancestor_cgroup_id`), the
-//! `WORKLOAD_BINDINGS` and `EXEC_ALLOW` maps. Walking ancestors means a cgroup created
+//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW` and `RULES` maps. Walking ancestors means a cgroup created
 //! below a bound one is policed from its first instant, before user space has seen it.
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
-use driftwall_abi::{ExecKey, WorkloadBinding, decide::ExecLookups};
+use driftwall_abi::{
+    ExecKey, WorkloadBinding,
+    decide::{self, PolicyLookups},
+    rules::RuleSet,
+};
 
-use crate::maps::{EXEC_ALLOW, WORKLOAD_BINDINGS};
+use crate::maps::{EXEC_ALLOW, RULES, WORKLOAD_BINDINGS};
 
 /// Look-ups against the live maps, for the current task.
 pub struct KernelLookups;
 
-impl ExecLookups for KernelLookups {
+impl PolicyLookups for KernelLookups {
     #[inline(always)]
     fn ancestor_cgroup(&self, level: u32) -> u64 {
         // SAFETY: a helper without pointer arguments.
@@ -18,14 +22,21 @@ impl ExecLookups for KernelLookups {
     }
 
     #[inline(always)]
-    fn binding(&self, cgroup_id: u64) -> Option<WorkloadBinding> {
+    fn binding(&self, cgroup_id: u64) -> WorkloadBinding {
         // SAFETY: the value is copied out at once.
-        unsafe { WORKLOAD_BINDINGS.get(cgroup_id) }.copied()
+        unsafe { WORKLOAD_BINDINGS.get(cgroup_id) }
+            .copied()
+            .unwrap_or(decide::UNBOUND)
     }
 
     #[inline(always)]
     fn exec_allowed(&self, key: &ExecKey) -> bool {
         // SAFETY: only presence is tested.
         unsafe { EXEC_ALLOW.get(key) }.is_some()
+    }
+
+    #[inline(always)]
+    fn rules(&self) -> Option<&RuleSet> {
+        RULES.get(0)
     }
 }

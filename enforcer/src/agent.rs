@@ -18,16 +18,17 @@ use std::{io::Write, path::PathBuf, time::Duration};
 
 use aya::{Btf, maps::RingBuf};
 use driftwall_abi::names;
+use driftwall_ctxgraph::Target;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
 
 use crate::{
-    capture::{CaptureError, GraphCapture},
+    capture::{CaptureError, DecisionFacts, GraphCapture},
     events::{self, BootClock, Record},
     kernel_offsets,
-    output::{ExecDecision, FlashbackLine, OutputFormat, Ready},
+    output::{ExecDecision, FlashbackLine, NetDecision, OutputFormat, Ready},
     programs, resolve,
     source::{PolicySource, SourceError},
 };
@@ -91,7 +92,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
-    if let Some(w) = crate::output::cedar_not_enforced(&bundle.meta.cedar_rules) {
+    for w in crate::output::unenforced_rules(&bundle) {
         tracing::warn!("{w}");
     }
     programs::check_bpf_lsm()?;
@@ -114,15 +115,16 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         Ok(n) => tracing::info!(processes = n, "scanned /proc into the context graph"),
         Err(e) => tracing::error!(error = %e, "scanning /proc failed; enforcement goes on"),
     }
-    programs::attach_exec_enforcement(&mut ebpf, &btf)?;
+    programs::attach_enforcement(&mut ebpf, &btf)?;
     let mut sink = EventSink::new(&mut out);
     sink.emit(&Ready::new(&bundle, &policy).render(config.output));
     tracing::info!(
         bundle = %bundle.hash(),
         commit = bundle.meta.source_commit.as_deref().unwrap_or("-"),
         workloads = policy.workloads.len(),
-        rules = tables.exec_allow.len(),
-        "exec enforcement attached"
+        exec_rules = tables.exec_allow.len(),
+        cedar_rules = tables.rules.rules.len(),
+        "enforcement attached (exec, connect, bind, listen)"
     );
 
     let mut counters = Counters::default();
@@ -143,15 +145,34 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                 while let Some(item) = rb.next() {
                     match events::decode(&item) {
                         Ok(Record::Exec(rec)) => {
-                            sink.emit(&ExecDecision::new(&rec, &policy, &clock).render(config.output));
-                            // What led here is already in the lifecycle ring: write it
-                            // first so the story is whole.
-                            drain_lifecycle(lifecycle.get_mut(), &mut graph, &mut counters);
-                            let workload = policy.workload(rec.workload).map_or("<unknown>", |w| w.name.as_str());
-                            match graph.decision(&rec, workload) {
-                                Ok(story) => sink.emit(&FlashbackLine::new(&rec, &story).render(config.output)),
-                                Err(e) => counters.graph(Err(e)),
-                            }
+                            let line = ExecDecision::new(&rec, &policy, &clock);
+                            sink.emit(&line.render(config.output));
+                            let facts = DecisionFacts {
+                                boot_ns: rec.boot_ns,
+                                tgid: rec.tgid,
+                                start_ns: rec.start_ns,
+                                decision: rec.decision,
+                                hook: "exec",
+                                workload: line.workload.map(str::to_string),
+                                target: Target::Path(rec.path.clone().unwrap_or_default()),
+                                rule: line.rule.clone(),
+                            };
+                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                        }
+                        Ok(Record::Net(rec)) => {
+                            let line = NetDecision::new(&rec, &policy, &clock);
+                            sink.emit(&line.render(config.output));
+                            let facts = DecisionFacts {
+                                boot_ns: rec.boot_ns,
+                                tgid: rec.tgid,
+                                start_ns: rec.start_ns,
+                                decision: rec.decision,
+                                hook: line.hook,
+                                workload: line.workload.map(str::to_string),
+                                target: Target::Endpoint(std::net::SocketAddr::new(rec.ip, rec.port)),
+                                rule: line.rule.clone(),
+                            };
+                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
                         }
                         Ok(Record::Lifecycle(_)) => counters.malformed += 1,
                         Err(e) => {
@@ -180,6 +201,24 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     Ok(())
 }
 
+/// Records a decision in the graph and prints its Flashback. What led to it is already
+/// in the lifecycle ring: that is written first, so the story is whole.
+fn record_decision<W: Write>(
+    facts: DecisionFacts,
+    lifecycle: &mut AsyncFd<RingBuf<aya::maps::MapData>>,
+    graph: &mut GraphCapture,
+    counters: &mut Counters,
+    sink: &mut EventSink<'_, W>,
+    format: crate::output::OutputFormat,
+) {
+    drain_lifecycle(lifecycle.get_mut(), graph, counters);
+    let tgid = facts.tgid;
+    match graph.decision(facts) {
+        Ok(story) => sink.emit(&FlashbackLine::new(tgid, &story).render(format)),
+        Err(e) => counters.graph(Err(e)),
+    }
+}
+
 /// Reads every lifecycle record in the ring into the graph's queue.
 fn drain_lifecycle(
     rb: &mut RingBuf<aya::maps::MapData>,
@@ -192,7 +231,7 @@ fn drain_lifecycle(
                 let result = graph.lifecycle(&rec);
                 counters.graph(result);
             }
-            Ok(Record::Exec(_)) => counters.malformed += 1,
+            Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed += 1,
             Err(e) => {
                 counters.malformed += 1;
                 tracing::error!(error = %e, "dropping a malformed lifecycle record");

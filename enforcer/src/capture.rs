@@ -17,9 +17,25 @@ use driftwall_ctxgraph::{
 };
 
 use crate::{
-    events::{BootClock, ExecDecisionRecord, LifecycleRecord},
+    events::{BootClock, LifecycleRecord},
     procscan,
 };
+
+/// What the graph records of a decision, whatever its hook.
+#[derive(Clone, Debug)]
+pub struct DecisionFacts {
+    pub boot_ns: u64,
+    pub tgid: u32,
+    pub start_ns: u64,
+    pub decision: KernelDecision,
+    /// `exec`, `connect`, `bind` or `listen`.
+    pub hook: &'static str,
+    /// The workload policing the process, if any.
+    pub workload: Option<String>,
+    pub target: Target,
+    /// The Cedar rule id or profile section that decided.
+    pub rule: String,
+}
 
 /// Nanoseconds per clock tick (`USER_HZ` = 100).
 const TICK_NS: u64 = 10_000_000;
@@ -189,11 +205,7 @@ impl GraphCapture {
 
     /// Records a decision and returns its Flashback. Lifecycle records read before the
     /// decision are written first, so the story holds everything that led to it.
-    pub fn decision(
-        &mut self,
-        rec: &ExecDecisionRecord,
-        workload: &str,
-    ) -> Result<Flashback, CaptureError> {
+    pub fn decision(&mut self, rec: DecisionFacts) -> Result<Flashback, CaptureError> {
         let event = ProcessEvent {
             time_ns: self.clock.epoch_ns(rec.boot_ns),
             process: self.key(rec.tgid, rec.start_ns),
@@ -202,10 +214,10 @@ impl GraphCapture {
                     KernelDecision::Deny => Verdict::Deny,
                     KernelDecision::Audit => Verdict::Audit,
                 },
-                hook: "exec".into(),
-                workload: Some(workload.to_string()),
-                target: Target::Path(rec.path.clone().unwrap_or_default()),
-                rule: format!("{workload}/process.executables"),
+                hook: rec.hook.into(),
+                workload: rec.workload,
+                target: rec.target,
+                rule: rec.rule,
             }),
         };
         self.pending.push(Event::Process(event.clone()));

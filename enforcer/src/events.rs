@@ -3,11 +3,16 @@
 //! A record crosses a trust boundary (kernel memory shared with user space, written by
 //! programs that could be replaced): every record is checked for its length, kind and
 //! enumerations before it is believed, and a malformed one is an error, not a panic.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use driftwall_abi::{
-    ARGS_CAPACITY, Decision, EventKind, ExecEvent, FileId, LifecycleEvent, LifecycleOp,
+    ARGS_CAPACITY, Decision, EventKind, ExecEvent, FileId, LifecycleEvent, LifecycleOp, NetEvent,
     PATH_CAPACITY,
+    decide::{NO_RULE, Reason},
+    rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
 };
 use serde::Serialize;
 
@@ -24,8 +29,16 @@ pub enum RecordError {
         len: usize,
         expected: usize,
     },
-    #[error("exec record has an invalid decision {0}")]
+    #[error("decision record has an invalid decision {0}")]
     Decision(u8),
+    #[error("decision record has an invalid reason {0}")]
+    Reason(u8),
+    #[error("network record has an invalid hook {0}")]
+    Hook(u8),
+    #[error("network record has an invalid address family {0}")]
+    Family(u8),
+    #[error("network record has an invalid protocol {0}")]
+    Protocol(u8),
     #[error("record has a path length of {0}, beyond its buffer")]
     PathLength(u16),
     #[error("lifecycle record has an invalid operation {0}")]
@@ -53,7 +66,33 @@ impl From<FileId> for FileIdentity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Exec(ExecDecisionRecord),
+    Net(NetDecisionRecord),
     Lifecycle(LifecycleRecord),
+}
+
+/// A `connect`, `bind` or `listen` decision, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetDecisionRecord {
+    pub boot_ns: u64,
+    pub hook: Hook,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub workload: u32,
+    pub decision: Decision,
+    pub reason: Reason,
+    /// Index of the deciding Cedar rule in the bundle, when one decided.
+    pub rule: Option<u16>,
+    pub start_ns: u64,
+    /// The peer (`connect`) or local address (`bind`, `listen`); an IPv4-mapped IPv6
+    /// address is reported as the IPv4 address it was decided as.
+    pub ip: IpAddr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
 }
 
 /// A fork, exec or exit, validated.
@@ -88,6 +127,9 @@ pub struct ExecDecisionRecord {
     pub cgroup_id: u64,
     pub workload: u32,
     pub decision: Decision,
+    pub reason: Reason,
+    /// Index of the deciding Cedar rule in the bundle, when one decided.
+    pub rule: Option<u16>,
     pub file: FileId,
     /// `start_boottime` of the process.
     pub start_ns: u64,
@@ -124,9 +166,48 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 cgroup_id: ev.cgroup_id,
                 workload: ev.workload,
                 decision,
+                reason: Reason::from_u8(ev.reason).ok_or(RecordError::Reason(ev.reason))?,
+                rule: (ev.rule != NO_RULE).then_some(ev.rule),
                 file: ev.file,
                 start_ns: ev.start_ns,
                 path,
+            }))
+        }
+        EventKind::NetDecision => {
+            let ev: NetEvent = read_pod(bytes, kind)?;
+            let hook = Hook::from_u8(ev.hook)
+                .filter(|h| matches!(h, Hook::Connect | Hook::Bind | Hook::Listen))
+                .ok_or(RecordError::Hook(ev.hook))?;
+            let ip = match ev.family {
+                FAMILY_V4 => IpAddr::V4(Ipv4Addr::new(
+                    ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+                )),
+                FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(ev.addr)),
+                other => return Err(RecordError::Family(other)),
+            };
+            let protocol = match u32::from(ev.protocol) {
+                IPPROTO_TCP => "tcp",
+                IPPROTO_UDP => "udp",
+                _ => return Err(RecordError::Protocol(ev.protocol)),
+            };
+            Ok(Record::Net(NetDecisionRecord {
+                boot_ns: ev.boot_ns,
+                hook,
+                pid: ev.pid,
+                tgid: ev.tgid,
+                ppid: ev.ppid,
+                uid: ev.uid,
+                gid: ev.gid,
+                cgroup_id: ev.cgroup_id,
+                workload: ev.workload,
+                decision: Decision::from_u8(ev.decision)
+                    .ok_or(RecordError::Decision(ev.decision))?,
+                reason: Reason::from_u8(ev.reason).ok_or(RecordError::Reason(ev.reason))?,
+                rule: (ev.rule != NO_RULE).then_some(ev.rule),
+                start_ns: ev.start_ns,
+                ip,
+                port: ev.port,
+                protocol,
             }))
         }
         EventKind::Lifecycle => {
@@ -256,12 +337,64 @@ mod tests {
             cgroup_id: 9,
             workload: 1,
             decision: Decision::Deny as u8,
-            _pad: 0,
+            reason: Reason::CedarForbid as u8,
             path_len: 8,
             file: FileId { dev: 1, ino: 2 },
             start_ns: 3,
+            rule: 4,
+            _pad: [0; 6],
             path,
         }
+    }
+
+    fn net_event() -> NetEvent {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        NetEvent {
+            kind: EventKind::NetDecision as u32,
+            hook: Hook::Connect as u8,
+            decision: Decision::Deny as u8,
+            reason: Reason::CedarForbid as u8,
+            family: FAMILY_V4,
+            pid: 8,
+            tgid: 8,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            workload: 0,
+            cgroup_id: 9,
+            boot_ns: 5,
+            start_ns: 3,
+            rule: NO_RULE,
+            port: 443,
+            protocol: IPPROTO_TCP as u8,
+            _pad: [0; 3],
+            addr,
+        }
+    }
+
+    #[test]
+    fn a_valid_network_record_decodes_and_bad_enums_are_refused() {
+        match decode(&bytes_of(&net_event())) {
+            Ok(Record::Net(r)) => {
+                assert_eq!(r.ip, IpAddr::from([10, 0, 0, 1]));
+                assert_eq!((r.port, r.protocol, r.hook), (443, "tcp", Hook::Connect));
+                assert_eq!(r.rule, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut bad = net_event();
+        bad.hook = Hook::Exec as u8;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Hook(0)));
+        let mut bad = net_event();
+        bad.family = 5;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Family(5)));
+        let mut bad = net_event();
+        bad.protocol = 1;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Protocol(1)));
+        let mut bad = net_event();
+        bad.reason = 0;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Reason(0)));
     }
 
     #[test]
@@ -270,6 +403,7 @@ mod tests {
             Ok(Record::Exec(r)) => {
                 assert_eq!(r.path.as_deref(), Some("/bin/foo"));
                 assert_eq!((r.tgid, r.start_ns, r.decision), (7, 3, Decision::Deny));
+                assert_eq!((r.reason, r.rule), (Reason::CedarForbid, Some(4)));
             }
             other => panic!("{other:?}"),
         }

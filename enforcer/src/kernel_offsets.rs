@@ -43,6 +43,8 @@ enum Expect {
     Ptr,
     /// An embedded struct with this name.
     Struct(&'static str),
+    /// A struct of this many bytes wrapping one integer (`kuid_t`).
+    Wrapped(usize),
 }
 
 /// Reads the offsets from the running kernel's BTF.
@@ -57,6 +59,10 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         reason: e.to_string(),
     })?;
     let f = |ty: &str, field: &str, expect: Expect| field_offset(&btf, ty, field, expect);
+    // `struct sock` starts with a `struct sock_common __sk_common`.
+    let sk_common = f("sock", "__sk_common", Expect::Struct("sock_common"))?;
+    let common =
+        |field: &str, expect: Expect| f("sock_common", field, expect).map(|off| sk_common + off);
     Ok(KernelOffsets {
         linux_binprm_file: f("linux_binprm", "file", Expect::Ptr)?,
         file_f_inode: f("file", "f_inode", Expect::Ptr)?,
@@ -74,6 +80,14 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         mm_struct_arg_start: f("mm_struct", "arg_start", Expect::Int(8))?,
         mm_struct_arg_end: f("mm_struct", "arg_end", Expect::Int(8))?,
         task_struct_group_leader: f("task_struct", "group_leader", Expect::Ptr)?,
+        task_struct_cred: f("task_struct", "cred", Expect::Ptr)?,
+        cred_euid: f("cred", "euid", Expect::Wrapped(4))?,
+        socket_sk: f("socket", "sk", Expect::Ptr)?,
+        sock_sk_protocol: f("sock", "sk_protocol", Expect::Int(2))?,
+        sock_skc_family: common("skc_family", Expect::Int(2))?,
+        sock_skc_num: common("skc_num", Expect::Int(2))?,
+        sock_skc_rcv_saddr: common("skc_rcv_saddr", Expect::Int(4))?,
+        sock_skc_v6_rcv_saddr: common("skc_v6_rcv_saddr", Expect::Struct("in6_addr"))?,
     })
 }
 
@@ -108,6 +122,7 @@ fn field_offset(btf: &Btf, ty: &str, field: &str, expect: Expect) -> Result<u32,
     let ok = match (&resolved, expect) {
         (Type::Int(i), Expect::Int(n)) => i.size() == n,
         (Type::Ptr(_), Expect::Ptr) => true,
+        (Type::Struct(s), Expect::Wrapped(n)) => s.size() == n,
         (Type::Struct(s), Expect::Struct(name)) => {
             btf.resolve_name(s).map(|n| n == name).unwrap_or(false)
         }
@@ -185,6 +200,12 @@ mod tests {
         assert!(off.task_struct_tgid > 0);
         assert!(off.inode_i_sb > 0 && off.inode_i_ino > 0);
         assert_ne!(off.file_f_inode, off.file_f_path);
+        assert!(off.task_struct_cred > 0 && off.cred_euid > 0);
+        // skc_num follows skc_dport in the port pair; the v4 and v6 local addresses
+        // are distinct fields.
+        assert!(off.sock_skc_num > 0 && off.sock_skc_rcv_saddr > 0);
+        assert_ne!(off.sock_skc_rcv_saddr, off.sock_skc_v6_rcv_saddr);
+        assert!(off.sock_sk_protocol > off.sock_skc_v6_rcv_saddr);
     }
 
     #[test]

@@ -322,21 +322,22 @@ fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
                 "compiler_version": bundle.meta.compiler_version,
                 "workloads": bundle.workloads.len(),
                 "exec_rules": rules,
-                "cedar_rules": bundle.meta.cedar_rules,
-                "cedar_enforced": false,
+                "cedar_rules": bundle.rules.rules.iter().map(|r| &r.id).collect::<Vec<_>>(),
+                "cedar_clauses": bundle.rules.clauses.len(),
+                "warnings": driftwall_enforcer::output::unenforced_rules(&bundle),
             })
         ),
         OutputFormat::Text => {
             println!("{}: {hash}", out.display());
             println!(
-                "  {} workload(s), {rules} exec rule(s), {} bytes, source commit {}",
+                "  {} workload(s), {rules} exec rule(s), {} Cedar rule(s) in {} clause(s), {} bytes, source commit {}",
                 bundle.workloads.len(),
+                bundle.rules.rules.len(),
+                bundle.rules.clauses.len(),
                 bytes.len(),
                 bundle.meta.source_commit.as_deref().unwrap_or("unknown")
             );
-            if let Some(w) =
-                driftwall_enforcer::output::cedar_not_enforced(&bundle.meta.cedar_rules)
-            {
+            for w in driftwall_enforcer::output::unenforced_rules(&bundle) {
                 println!("  warning: {w}");
             }
         }
@@ -411,9 +412,7 @@ fn check(policies: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
             for warning in &r.warnings {
                 println!("  note: {warning}");
             }
-            if let Some(w) =
-                driftwall_enforcer::output::cedar_not_enforced(&bundle.meta.cedar_rules)
-            {
+            for w in driftwall_enforcer::output::unenforced_rules(&bundle) {
                 println!("  warning: {w}");
             }
             ExitCode::SUCCESS

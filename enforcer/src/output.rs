@@ -3,8 +3,10 @@
 use driftwall_compiler::Bundle;
 use serde::Serialize;
 
+use driftwall_abi::{Decision, decide::Reason, rules::Hook};
+
 use crate::{
-    events::{BootClock, ExecDecisionRecord, FileIdentity},
+    events::{BootClock, ExecDecisionRecord, FileIdentity, NetDecisionRecord},
     resolve::ResolvedPolicy,
 };
 
@@ -28,15 +30,145 @@ pub struct Ready<'a> {
     pub warnings: Vec<String>,
 }
 
-/// Why Cedar rules in a bundle are not in force: said wherever a bundle is loaded.
-pub fn cedar_not_enforced(rules: &[String]) -> Option<String> {
-    (!rules.is_empty()).then(|| {
-        format!(
-            "{} Cedar rule(s) validated but NOT enforced by this version (the kernel programs enforce profile exec allowlists only): {}",
-            rules.len(),
-            rules.join(", ")
-        )
-    })
+/// Cedar rules of a bundle that are not in force for some of their actions (the
+/// kernel programs do not hook them yet): said wherever a bundle is loaded.
+pub fn unenforced_rules(bundle: &Bundle) -> Vec<String> {
+    bundle.rules.unenforced().map(|w| w.to_string()).collect()
+}
+
+/// The name of what decided: the Cedar rule's id, or the profile section whose
+/// allowlist the operation is not in.
+pub fn deciding_rule(
+    policy: &ResolvedPolicy,
+    workload: &str,
+    hook: Hook,
+    reason: Reason,
+    rule: Option<u16>,
+) -> String {
+    match (reason, rule) {
+        (Reason::CedarForbid, Some(i)) => policy
+            .rules
+            .rules
+            .get(usize::from(i))
+            .map_or_else(|| format!("<rule #{i}>"), |r| r.id.clone()),
+        (Reason::CedarForbid, None) => "<unknown rule>".into(),
+        (Reason::NotInProfile, _) => format!(
+            "{workload}/{}",
+            match hook {
+                Hook::Exec => "process.executables",
+                Hook::Connect => "network.egress",
+                Hook::Bind | Hook::Listen => "network.ingress",
+                _ => "profile",
+            }
+        ),
+    }
+}
+
+fn decision_word(d: Decision) -> &'static str {
+    match d {
+        Decision::Deny => "deny",
+        Decision::Audit => "audit",
+    }
+}
+
+fn reason_word(r: Reason) -> &'static str {
+    match r {
+        Reason::NotInProfile => "not-in-profile",
+        Reason::CedarForbid => "cedar-forbid",
+    }
+}
+
+/// The name of a network hook as reported.
+pub fn hook_word(h: Hook) -> &'static str {
+    match h {
+        Hook::Exec => "exec",
+        Hook::OpenRead => "open_read",
+        Hook::OpenWrite => "open_write",
+        Hook::Connect => "connect",
+        Hook::Bind => "bind",
+        Hook::Listen => "listen",
+        Hook::Ptrace => "ptrace",
+        Hook::LoadModule => "load_module",
+        Hook::Mount => "mount",
+        Hook::Setuid => "setuid",
+    }
+}
+
+/// A network decision as reported.
+#[derive(Debug, Serialize)]
+pub struct NetDecision<'a> {
+    pub kind: &'static str,
+    pub time: String,
+    /// `deny` or `audit`.
+    pub decision: &'static str,
+    /// `connect`, `bind` or `listen`.
+    pub hook: &'static str,
+    /// `not-in-profile` or `cedar-forbid`.
+    pub reason: &'static str,
+    /// The Cedar rule id, or the profile section, that decided.
+    pub rule: String,
+    /// The workload policing the process, or null for a process no profile selects.
+    pub workload: Option<&'a str>,
+    pub workload_id: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// `ip:port` (IPv6 in brackets).
+    pub endpoint: String,
+    pub protocol: &'static str,
+}
+
+impl<'a> NetDecision<'a> {
+    pub fn new(rec: &NetDecisionRecord, policy: &'a ResolvedPolicy, clock: &BootClock) -> Self {
+        let workload = policy.workload(rec.workload).map(|w| w.name.as_str());
+        NetDecision {
+            kind: "network",
+            time: clock.rfc3339(rec.boot_ns),
+            decision: decision_word(rec.decision),
+            hook: hook_word(rec.hook),
+            reason: reason_word(rec.reason),
+            rule: deciding_rule(
+                policy,
+                workload.unwrap_or("-"),
+                rec.hook,
+                rec.reason,
+                rec.rule,
+            ),
+            workload,
+            workload_id: rec.workload,
+            pid: rec.pid,
+            tgid: rec.tgid,
+            ppid: rec.ppid,
+            uid: rec.uid,
+            gid: rec.gid,
+            cgroup_id: rec.cgroup_id,
+            endpoint: std::net::SocketAddr::new(rec.ip, rec.port).to_string(),
+            protocol: rec.protocol,
+        }
+    }
+
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => json_line(self),
+            OutputFormat::Text => format!(
+                "{} {} {} {}/{} workload={} pid={} ppid={} uid={} rule={} cgroup={}",
+                self.time,
+                self.decision.to_uppercase(),
+                self.hook,
+                self.endpoint,
+                self.protocol,
+                self.workload.unwrap_or("-"),
+                self.tgid,
+                self.ppid,
+                self.uid,
+                self.rule,
+                self.cgroup_id
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +203,7 @@ impl<'a> Ready<'a> {
                 .warnings
                 .iter()
                 .map(|w| w.to_string())
-                .chain(cedar_not_enforced(&bundle.meta.cedar_rules))
+                .chain(unenforced_rules(bundle))
                 .collect(),
         }
     }
@@ -118,7 +250,12 @@ pub struct ExecDecision<'a> {
     pub time: String,
     /// `deny` or `audit`.
     pub decision: &'static str,
-    pub workload: &'a str,
+    /// `not-in-profile` or `cedar-forbid`.
+    pub reason: &'static str,
+    /// The Cedar rule id, or the profile section, that decided.
+    pub rule: String,
+    /// The workload policing the process, or null for a process no profile selects.
+    pub workload: Option<&'a str>,
     pub workload_id: u32,
     pub pid: u32,
     pub tgid: u32,
@@ -139,16 +276,20 @@ pub struct Exe {
 
 impl<'a> ExecDecision<'a> {
     pub fn new(rec: &ExecDecisionRecord, policy: &'a ResolvedPolicy, clock: &BootClock) -> Self {
+        let workload = policy.workload(rec.workload).map(|w| w.name.as_str());
         ExecDecision {
             kind: "exec",
             time: clock.rfc3339(rec.boot_ns),
-            decision: match rec.decision {
-                driftwall_abi::Decision::Deny => "deny",
-                driftwall_abi::Decision::Audit => "audit",
-            },
-            workload: policy
-                .workload(rec.workload)
-                .map_or("<unknown>", |w| w.name.as_str()),
+            decision: decision_word(rec.decision),
+            reason: reason_word(rec.reason),
+            rule: deciding_rule(
+                policy,
+                workload.unwrap_or("-"),
+                Hook::Exec,
+                rec.reason,
+                rec.rule,
+            ),
+            workload,
             workload_id: rec.workload,
             pid: rec.pid,
             tgid: rec.tgid,
@@ -167,16 +308,17 @@ impl<'a> ExecDecision<'a> {
         match format {
             OutputFormat::Json => json_line(self),
             OutputFormat::Text => format!(
-                "{} {} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}) cgroup={}",
+                "{} {} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}) rule={} cgroup={}",
                 self.time,
                 self.decision.to_uppercase(),
-                self.workload,
+                self.workload.unwrap_or("-"),
                 self.tgid,
                 self.ppid,
                 self.uid,
                 self.exe.path.as_deref().unwrap_or("<unknown>"),
                 self.exe.identity.dev,
                 self.exe.identity.ino,
+                self.rule,
                 self.cgroup_id
             ),
         }
@@ -198,10 +340,10 @@ pub struct FlashbackLine<'a> {
 }
 
 impl<'a> FlashbackLine<'a> {
-    pub fn new(rec: &ExecDecisionRecord, story: &'a driftwall_ctxgraph::Flashback) -> Self {
+    pub fn new(tgid: u32, story: &'a driftwall_ctxgraph::Flashback) -> Self {
         FlashbackLine {
             kind: "flashback",
-            tgid: rec.tgid,
+            tgid,
             flashback: story,
         }
     }

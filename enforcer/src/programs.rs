@@ -6,10 +6,17 @@
 //! before load (see [`kernel_offsets`](crate::kernel_offsets)).
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData},
+    maps::{
+        Array, HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{BtfTracePoint, Lsm},
 };
-use driftwall_abi::{ExecKey, KernelOffsets, WorkloadBinding, names};
+use driftwall_abi::{
+    ExecKey, KernelOffsets, WorkloadBinding, names,
+    rules::{IpAtomKey, PATH_KEY_BYTES, RuleSet},
+};
+use driftwall_compiler::cedar::tables::RuleTables;
 
 use driftwall_compiler::reference::KernelTables;
 
@@ -69,9 +76,53 @@ pub fn check_bpf_lsm() -> Result<(), ProgramsError> {
     }
 }
 
-/// Writes the tables into the maps: allowlists first, then bindings, so that a
-/// workload is never bound before the executables it may run are in place.
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ProgramsError {
+    move |source| ProgramsError::Map { name, source }
+}
+
+/// Writes the Cedar rule tables: the look-up tries first, then the rule set that
+/// refers to their bits.
+fn write_rules(ebpf: &mut Ebpf, rules: &RuleTables) -> Result<(), ProgramsError> {
+    for (name, entries) in [
+        (names::PATH_ATOMS, &rules.path_prefix),
+        (names::PATH_SUFFIX_ATOMS, &rules.path_suffix),
+    ] {
+        let mut trie: LpmTrie<&mut MapData, [u8; PATH_KEY_BYTES], u64> = LpmTrie::try_from(
+            ebpf.map_mut(name)
+                .ok_or(ProgramsError::Missing("a path-atom map"))?,
+        )
+        .map_err(map_err(name))?;
+        for (prefix, data, bits) in RuleTables::path_trie(entries) {
+            trie.insert(&Key::new(prefix, data), bits, 0)
+                .map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = names::IP_ATOMS;
+        let mut trie: LpmTrie<&mut MapData, IpAtomKey, u64> = LpmTrie::try_from(
+            ebpf.map_mut(name)
+                .ok_or(ProgramsError::Missing("IP_ATOMS map"))?,
+        )
+        .map_err(map_err(name))?;
+        for (prefix, data, bits) in rules.ip_trie() {
+            trie.insert(&Key::new(prefix, data), bits, 0)
+                .map_err(map_err(name))?;
+        }
+    }
+    let name = names::RULES;
+    let mut set: Array<&mut MapData, RuleSet> = Array::try_from(
+        ebpf.map_mut(name)
+            .ok_or(ProgramsError::Missing("RULES map"))?,
+    )
+    .map_err(map_err(name))?;
+    set.set(0, rules.rule_set(), 0).map_err(map_err(name))?;
+    Ok(())
+}
+
+/// Writes the tables into the maps: Cedar rules and allowlists first, then bindings,
+/// so that a workload is never bound before what it may do is in place.
 pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), ProgramsError> {
+    write_rules(ebpf, &tables.rules)?;
     {
         let mut allow: HashMap<&mut MapData, ExecKey, u8> = HashMap::try_from(
             ebpf.map_mut(names::EXEC_ALLOW)
@@ -109,18 +160,36 @@ pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), Progra
     Ok(())
 }
 
-/// Loads and attaches the exec LSM program. From this call on, execs are decided.
-pub fn attach_exec_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
-    let name = names::PROG_EXEC;
-    let prog: &mut Lsm = ebpf
-        .program_mut(name)
-        .ok_or(ProgramsError::Missing("bprm_check_security program"))?
-        .try_into()
-        .map_err(|source| ProgramsError::Program { name, source })?;
-    prog.load("bprm_check_security", btf)
-        .map_err(|source| ProgramsError::Program { name, source })?;
-    prog.attach()
-        .map_err(|source| ProgramsError::Program { name, source })?;
+/// The LSM programs and the hooks they attach to.
+pub const LSM_PROGRAMS: [(&str, &str); 4] = [
+    (names::PROG_EXEC, "bprm_check_security"),
+    (names::PROG_CONNECT, "socket_connect"),
+    (names::PROG_BIND, "socket_bind"),
+    (names::PROG_LISTEN, "socket_listen"),
+];
+
+/// Loads and attaches the LSM programs (exec, connect, bind, listen). All are loaded
+/// (verified) before any is attached, so a kernel that refuses one leaves nothing half
+/// in force. From the last attach on, every hooked operation is decided.
+pub fn attach_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
+    for (name, hook) in LSM_PROGRAMS {
+        let prog: &mut Lsm = ebpf
+            .program_mut(name)
+            .ok_or(ProgramsError::Missing("an LSM program"))?
+            .try_into()
+            .map_err(|source| ProgramsError::Program { name, source })?;
+        prog.load(hook, btf)
+            .map_err(|source| ProgramsError::Program { name, source })?;
+    }
+    for (name, _) in LSM_PROGRAMS {
+        let prog: &mut Lsm = ebpf
+            .program_mut(name)
+            .ok_or(ProgramsError::Missing("an LSM program"))?
+            .try_into()
+            .map_err(|source| ProgramsError::Program { name, source })?;
+        prog.attach()
+            .map_err(|source| ProgramsError::Program { name, source })?;
+    }
     Ok(())
 }
 

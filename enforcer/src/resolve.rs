@@ -11,7 +11,7 @@ use std::{
 };
 
 use driftwall_abi::{ExecKey, FileId, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId};
-use driftwall_compiler::{Bundle, Mode, reference::KernelTables};
+use driftwall_compiler::{Bundle, Mode, cedar::tables::RuleTables, reference::KernelTables};
 
 /// One workload as loaded into the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -68,6 +68,8 @@ pub enum ResolveError {
 #[derive(Clone, Debug, Default)]
 pub struct ResolvedPolicy {
     pub workloads: Vec<Workload>,
+    /// The bundle's Cedar rule tables (node-independent; carried as they are).
+    pub rules: RuleTables,
     pub warnings: Vec<ResolveWarning>,
 }
 
@@ -83,7 +85,10 @@ impl ResolvedPolicy {
                         WorkloadBinding {
                             workload: w.id,
                             mode: driftwall_abi::Mode::from(w.mode) as u8,
-                            _pad: [0; 3],
+                            // Profiles' network allowlists are not lowered yet: network
+                            // operations are decided by the Cedar rules alone.
+                            police: 0,
+                            _pad: [0; 2],
                         },
                     )
                 })
@@ -114,6 +119,7 @@ impl ResolvedPolicy {
         KernelTables {
             bindings: self.bindings().into_iter().collect(),
             exec_allow: self.exec_rules().into_iter().collect(),
+            rules: self.rules.clone(),
         }
     }
 
@@ -155,7 +161,10 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             path: cgroup_root.to_path_buf(),
         });
     }
-    let mut out = ResolvedPolicy::default();
+    let mut out = ResolvedPolicy {
+        rules: bundle.rules.clone(),
+        ..ResolvedPolicy::default()
+    };
     for (index, profile) in bundle.workloads.iter().enumerate() {
         let id = WorkloadId::try_from(index + 1).map_err(|_| ResolveError::TooLarge {
             what: "workloads",
@@ -241,9 +250,9 @@ mod tests {
             meta: BundleMeta {
                 compiler_version: "test".into(),
                 source_commit: None,
-                cedar_rules: Vec::new(),
             },
             workloads,
+            rules: RuleTables::default(),
         }
     }
 

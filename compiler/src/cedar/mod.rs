@@ -33,10 +33,10 @@
 //! |---|---|---|
 //! | `principal` / `principal in Workload::"w"` (scope) | [`PrincipalScope`] | the workload id bound to the process's cgroup (cgroup → workload map) |
 //! | `action` / `action == Action::"a"` / `action in [Action::"a", …]` (scope) | [`LoweredRule::actions`] | which LSM hook runs the rule |
-//! | `resource` / `resource == Executable::"/p"` / `File::"/p"` / `User::"0"` (scope) | [`ResourceScope`] | exact path (hash map on path bytes) / uid equality |
+//! | `resource` / `resource == Executable::"/p"` / `File::"/p"` / `User::"0"` (scope) | [`ResourceScope`] | exact path (LPM trie on the path and its NUL) / uid equality |
 //! | `resource in Workload::"w"` (scope or condition; ptrace target) | [`Atom::InWorkload`] | the target's cgroup → workload map |
 //! | `principal in Workload::"w"` (condition) | [`Atom::InWorkload`] | cgroup → workload map |
-//! | `<path> == "/x"`, `<path> like "/x"` (no `*`) | [`Atom::PathEq`] | exact path (hash map on path bytes) |
+//! | `<path> == "/x"`, `<path> like "/x"` (no `*`) | [`Atom::PathEq`] | exact path (LPM trie on the path and its NUL) |
 //! | `<path> like "/tmp/*"` (one trailing run of `*`) | [`Atom::PathPrefix`] | LPM trie on path bytes |
 //! | `<path> like "*.sh"` (one leading run of `*`) | [`Atom::PathSuffix`] | LPM trie on the reversed path bytes |
 //! | `<id> == 0` | [`Atom::UidEq`] | equality on the credential's id |
@@ -63,6 +63,12 @@
 //! neither: such a rule is refused with a diagnostic that points at the construct and
 //! says why, so what is reviewed in git is exactly what is enforced.
 //!
+//! [`tables`] turns lowered rules into what the kernel holds. It evaluates the atoms
+//! above over `resource.path`, the principal's ids and workload and the endpoint; a
+//! rule for a hooked action that uses `principal.exe`, `principal.parent_exe` or a
+//! ptrace target's attributes is refused there (the hooks have no trusted path of the
+//! process's own executable yet), with the rule's location.
+//!
 //! Choices made here (the issue is silent on them): a rule's id is its `@id("…")`
 //! annotation when it has one (two rules may not share one), otherwise
 //! `<file name>#<index>`; a `like` pattern without `*` is an exact path and one made of
@@ -72,6 +78,7 @@ pub mod diag;
 pub mod ir;
 mod lower;
 pub mod reference;
+pub mod tables;
 
 use std::{
     collections::BTreeMap,

@@ -112,9 +112,26 @@ fn demo() -> Result<String, String> {
     std::thread::sleep(Duration::from_millis(300));
     say("the kernel refused the exec inline (nothing ran); the agent reported it with its");
     say("Flashback: the chain of processes that led to the block (above).");
-    say("the same file outside the policed workload is none of this policy's business:");
+    say("the event names the organisation-wide Cedar rule no-exec-from-tmp: a forbid decides");
+    say("first, and it holds for every process, policed by a profile or not:");
     let free = spawn_in_cgroup("", &["/tmp/payload"], false)?;
     show("/tmp/payload", "", &free);
+    if free.outcome != Err(libc::EPERM) {
+        return Err(format!(
+            "/tmp/payload outside the workload should have been refused: {free:?}"
+        ));
+    }
+    wait_line(&|l| l.contains(" DENY exec ") && l.contains(&format!("pid={} ", free.pid)))?;
+    std::thread::sleep(Duration::from_millis(300));
+    say("while the same bytes elsewhere, outside the web workload, are none of its business:");
+    std::fs::copy("/tmp/payload", "/opt/demo/payload").map_err(|e| e.to_string())?;
+    let elsewhere = spawn_in_cgroup("", &["/opt/demo/payload"], false)?;
+    show("/opt/demo/payload", "", &elsewhere);
+    if elsewhere.outcome != Ok(0) {
+        return Err(format!(
+            "/opt/demo/payload outside the workload should have run: {elsewhere:?}"
+        ));
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().map_err(|e| e.to_string())?;

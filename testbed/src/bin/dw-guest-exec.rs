@@ -54,7 +54,7 @@ fn main() {
     let _ = reporter.run("agent_starts_and_reports_ready", || {
         Ok::<_, String>(format!("ready: {}", agent.ready_line))
     });
-    let tests: [(&str, GuestTest); 9] = [
+    let tests: [(&str, GuestTest); 13] = [
         ("allowed_binary_runs", allowed_binary_runs),
         (
             "a_block_comes_with_its_flashback",
@@ -84,6 +84,22 @@ fn main() {
         (
             "audit_mode_lets_exec_through_and_reports_it",
             audit_mode_lets_exec_through_and_reports_it,
+        ),
+        (
+            "a_cedar_forbid_denies_exec_for_every_process",
+            a_cedar_forbid_denies_exec_for_every_process,
+        ),
+        (
+            "a_cedar_permit_extends_a_profile",
+            a_cedar_permit_extends_a_profile,
+        ),
+        (
+            "connect_to_a_forbidden_address_fails_with_eperm",
+            connect_to_a_forbidden_address_fails_with_eperm,
+        ),
+        (
+            "bind_and_listen_rules_apply_per_workload",
+            bind_and_listen_rules_apply_per_workload,
         ),
     ];
     for (name, test) in tests {
@@ -138,9 +154,45 @@ fn setup() -> Result<Agent, String> {
         profile("audited", "/dw/audit", "audit"),
     )
     .map_err(|e| e.to_string())?;
+    std::fs::write("/etc/dw/policies/schema.cedarschema", CEDAR_SCHEMA)
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all("/etc/dw/policies/rules").map_err(|e| e.to_string())?;
+    std::fs::write("/etc/dw/policies/rules/guest.cedar", GUEST_RULES).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all("/staging").map_err(|e| e.to_string())?;
+    for p in [STAGED, PERMITTED] {
+        std::fs::copy("/bin/dw-probe", p).map_err(|e| format!("copy to {p}: {e}"))?;
+    }
 
     start_agent(&["--policies", "/etc/dw/policies"])
 }
+
+/// The project's Cedar schema, as a policy repository carries it.
+const CEDAR_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
+/// A file under the directory `no-exec-from-staging` forbids.
+const STAGED: &str = "/staging/probe";
+/// A file the web profile does not list but a Cedar permit allows.
+const PERMITTED: &str = "/opt/dw/permitted";
+/// The suite's Cedar rules.
+const GUEST_RULES: &str = r#"
+@id("no-exec-from-staging")
+forbid (principal, action == Action::"exec", resource)
+when { resource.path like "/staging/*" };
+
+@id("web-may-run-the-permitted-tool")
+permit (principal in Workload::"web", action == Action::"exec", resource == Executable::"/opt/dw/permitted");
+
+@id("no-connect-to-sinkhole")
+forbid (principal, action == Action::"connect", resource)
+when { resource.ip.isInRange(ip("127.0.0.128/25")) };
+
+@id("web-binds-no-privileged-port")
+forbid (principal in Workload::"web", action == Action::"bind", resource)
+when { resource.port > 0 && resource.port < 1024 };
+
+@id("web-listens-not-on-127.0.0.2")
+forbid (principal in Workload::"web", action == Action::"listen", resource)
+when { resource.ip.isInRange(ip("127.0.0.2/32")) && resource.protocol == "tcp" };
+"#;
 
 /// Starts `driftwall run <source_args> --output json` and waits for its `ready` line.
 fn start_agent(source_args: &[&str]) -> Result<Agent, String> {
@@ -227,6 +279,28 @@ impl Agent {
     }
 }
 
+/// Runs `dw-probe net OP ADDR PROTO` in `cgroup` — as [`ALLOWED`], a copy of dw-probe
+/// every workload of the suite may run — and returns its pid and exit code (0 ok,
+/// 100 + errno).
+fn net_in(cgroup: &str, op: &str, addr: &str, proto: &str) -> Result<(i32, i32), String> {
+    let s = spawn_in_cgroup(cgroup, &[ALLOWED, "net", op, addr, proto], false)?;
+    match s.outcome {
+        Ok(code) => Ok((s.pid, code)),
+        Err(errno) => Err(format!("dw-probe itself failed to exec: errno {errno}")),
+    }
+}
+
+/// Expects `code` from a network probe.
+fn expect_code(what: &str, got: i32, want: i32) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: dw-probe exited {got}, expected {want} (0 = success, 100 + errno = failure; EPERM is 101)"
+        ))
+    }
+}
+
 fn run_in(cgroup: &str, path: &str) -> Result<Spawned, String> {
     spawn_in_cgroup(cgroup, &[path], false)
 }
@@ -300,6 +374,127 @@ fn check_event_from(
         }
     }
     Ok(())
+}
+
+/// Checks the reason and rule of a decision event.
+fn check_rule(ev: &Value, decision: &str, reason: &str, rule: &str) -> Result<(), String> {
+    if ev["decision"] == decision && ev["reason"] == reason && ev["rule"] == rule {
+        Ok(())
+    } else {
+        Err(format!(
+            "want decision={decision} reason={reason} rule={rule}, event: {ev}"
+        ))
+    }
+}
+
+fn a_cedar_forbid_denies_exec_for_every_process(agent: &Agent) -> Res {
+    // A process no profile selects, one in an enforce workload, one in an audit
+    // workload: Cedar forbids are organisation-wide and enforced in every one.
+    let mut seen = Vec::new();
+    for (cgroup, workload) in [
+        ("dw/free", Value::Null),
+        ("dw/web", Value::from("web")),
+        ("dw/audit", Value::from("audited")),
+    ] {
+        let s = run_in(cgroup, STAGED)?;
+        expect_denied(&s).map_err(|e| format!("{STAGED} in /{cgroup}: {e}"))?;
+        let ev = agent.exec_event(s.pid)?;
+        check_rule(&ev, "deny", "cedar-forbid", "no-exec-from-staging")?;
+        if ev["workload"] != workload || ev["exe"]["path"] != STAGED {
+            return Err(format!("wrong workload or path in {ev}"));
+        }
+        seen.push(format!("/{cgroup}: EPERM"));
+    }
+    // The same bytes elsewhere run: the rule is about the place, not the file.
+    expect_ran(&run_in("dw/free", ALLOWED)?)?;
+    Ok(format!(
+        "{STAGED}: {}; {ALLOWED} in /dw/free runs",
+        seen.join(", ")
+    ))
+}
+
+fn a_cedar_permit_extends_a_profile(agent: &Agent) -> Res {
+    let s = run_in("dw/web", PERMITTED)?;
+    expect_ran(&s).map_err(|e| format!("{PERMITTED} in /dw/web: {e}"))?;
+    agent.assert_no_event(s.pid)?;
+    // The permit names the file by path: a copy elsewhere is still outside the profile.
+    std::fs::copy(PERMITTED, "/opt/dw/permitted-copy").map_err(|e| e.to_string())?;
+    let copy = run_in("dw/web", "/opt/dw/permitted-copy")?;
+    expect_denied(&copy)?;
+    let ev = agent.exec_event(copy.pid)?;
+    check_rule(&ev, "deny", "not-in-profile", "web/process.executables")?;
+    Ok(format!(
+        "{PERMITTED} runs in /dw/web by rule web-may-run-the-permitted-tool; its copy is denied"
+    ))
+}
+
+fn connect_to_a_forbidden_address_fails_with_eperm(agent: &Agent) -> Res {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let allowed = format!("127.0.0.1:{port}");
+    // Allowed first: the same program, the same cgroup, another address.
+    let (_, code) = net_in("dw/free", "connect", &allowed, "tcp")?;
+    expect_code(&format!("connect {allowed}"), code, 0)?;
+    let mut found = Vec::new();
+    for (addr, proto) in [
+        ("127.0.0.200:9", "tcp"),
+        ("[::ffff:127.0.0.200]:9", "tcp"),
+        ("127.0.0.200:53", "udp"),
+    ] {
+        let (pid, code) = net_in("dw/free", "connect", addr, proto)?;
+        expect_code(&format!("connect {addr}/{proto}"), code, 100 + EPERM)?;
+        let ev = agent.wait_for(EVENT_TIMEOUT, |v| {
+            v["kind"] == "network" && v["tgid"] == pid
+        })?;
+        check_rule(&ev, "deny", "cedar-forbid", "no-connect-to-sinkhole")?;
+        let want = if proto == "udp" {
+            "127.0.0.200:53"
+        } else {
+            "127.0.0.200:9"
+        };
+        if ev["hook"] != "connect" || ev["endpoint"] != want || ev["protocol"] != proto {
+            return Err(format!("wrong endpoint in {ev}"));
+        }
+        found.push(format!("{addr}/{proto}: EPERM"));
+    }
+    // An address just below the forbidden range is not refused (nothing listens there).
+    let (_, code) = net_in("dw/free", "connect", "127.0.0.127:9", "tcp")?;
+    if code == 100 + EPERM {
+        return Err("connect to 127.0.0.127:9 was refused with EPERM".into());
+    }
+    drop(listener);
+    Ok(format!(
+        "{allowed} connects; {}; 127.0.0.127:9 gets {}",
+        found.join(", "),
+        code - 100
+    ))
+}
+
+fn bind_and_listen_rules_apply_per_workload(agent: &Agent) -> Res {
+    let (pid, code) = net_in("dw/web", "bind", "127.0.0.1:80", "tcp")?;
+    expect_code("bind 127.0.0.1:80 in /dw/web", code, 100 + EPERM)?;
+    let ev = agent.wait_for(EVENT_TIMEOUT, |v| {
+        v["kind"] == "network" && v["tgid"] == pid
+    })?;
+    check_rule(&ev, "deny", "cedar-forbid", "web-binds-no-privileged-port")?;
+    if ev["hook"] != "bind" || ev["workload"] != "web" {
+        return Err(format!("wrong hook or workload in {ev}"));
+    }
+    let (_, code) = net_in("dw/web", "bind", "127.0.0.1:8080", "tcp")?;
+    expect_code("bind 127.0.0.1:8080 in /dw/web", code, 0)?;
+    let (_, code) = net_in("dw/free", "bind", "127.0.0.1:80", "tcp")?;
+    expect_code("bind 127.0.0.1:80 in /dw/free", code, 0)?;
+    // listen is decided on the bound address: 127.0.0.2 is refused, 127.0.0.1 is not.
+    let (pid, code) = net_in("dw/web", "listen", "127.0.0.2:0", "tcp")?;
+    expect_code("listen on 127.0.0.2 in /dw/web", code, 100 + EPERM)?;
+    let ev = agent.wait_for(EVENT_TIMEOUT, |v| {
+        v["kind"] == "network" && v["tgid"] == pid
+    })?;
+    check_rule(&ev, "deny", "cedar-forbid", "web-listens-not-on-127.0.0.2")?;
+    let (_, code) = net_in("dw/web", "listen", "127.0.0.1:0", "tcp")?;
+    expect_code("listen on 127.0.0.1 in /dw/web", code, 0)?;
+    Ok("bind :80 and listen on 127.0.0.2 refused in /dw/web only; :8080, 127.0.0.1 and /dw/free allowed".into())
 }
 
 fn allowed_binary_runs(agent: &Agent) -> Res {
@@ -556,18 +751,22 @@ fn agent_detaches_on_sigterm(mut agent: Agent) -> Res {
 }
 
 /// The kernel and the compiler's reference decision function agree: a generated policy
-/// (random workloads in nested cgroups, random modes, random allowlists) is compiled to
-/// a bundle and enforced, then generated exec requests run for real and their outcome
-/// (and, for drift, the reported workload and decision) must be what
+/// (random workloads in nested cgroups, random modes, random allowlists, random Cedar
+/// forbids and permits over the same files) is compiled to a bundle and enforced, then
+/// generated exec requests run for real and their outcome (and, for a refusal, the
+/// reported workload, decision, reason and rule) must be what
 /// `driftwall_compiler::reference::decide_exec` says for the same tables.
 mod agreement {
     use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::Path};
 
-    use driftwall_abi::{Decision, decide::ExecOutcome};
-    use driftwall_compiler::reference::{ExecRequest, decide_exec};
+    use driftwall_abi::{
+        Decision,
+        decide::{Reason, Verdict},
+    };
+    use driftwall_compiler::reference::{Caller, ExecRequest, decide_exec};
     use driftwall_enforcer::{resolve, source};
 
-    use super::{Agent, CG, Res, expect_denied, run_in, start_agent, stop_agent};
+    use super::{Agent, CEDAR_SCHEMA, CG, Res, expect_denied, run_in, start_agent, stop_agent};
 
     /// Requests per run.
     const REQUESTS: usize = 150;
@@ -661,6 +860,38 @@ mod agreement {
                 .map_err(|e| e.to_string())?;
             bound.push(format!("/{cgroup}={mode}:{}", allowed.len()));
         }
+        // Cedar rules over the same files and workloads: 0 to 3 of them.
+        std::fs::write("/etc/dw/gen/schema.cedarschema", CEDAR_SCHEMA)
+            .map_err(|e| e.to_string())?;
+        std::fs::create_dir_all("/etc/dw/gen/rules").map_err(|e| e.to_string())?;
+        let mut rules = Vec::new();
+        for r in 0..rng.below(4) {
+            let exe = rng.below(EXECUTABLES);
+            let scope = match rng.below(3) {
+                0 => "principal".to_string(),
+                n => format!(
+                    "principal in Workload::\"gen{}\"",
+                    rng.below(bindable.len()) + n - 1
+                ),
+            };
+            rules.push(match rng.below(4) {
+                0 => format!(
+                    "@id(\"r{r}\") forbid ({scope}, action == Action::\"exec\", resource) when {{ resource.path like \"/opt/gen/e{exe}*\" }};"
+                ),
+                1 => format!(
+                    "@id(\"r{r}\") permit ({scope}, action == Action::\"exec\", resource == Executable::\"/opt/gen/e{exe}\");"
+                ),
+                2 => format!(
+                    "@id(\"r{r}\") forbid ({scope}, action == Action::\"exec\", resource) when {{ resource.path like \"*-hard\" }} unless {{ principal.uid == 1 }};"
+                ),
+                _ => format!(
+                    "@id(\"r{r}\") permit ({scope}, action == Action::\"exec\", resource) when {{ resource.path like \"*{exe}\" && principal.euid == 0 }};"
+                ),
+            });
+        }
+        std::fs::write("/etc/dw/gen/rules/gen.cedar", rules.join("\n"))
+            .map_err(|e| e.to_string())?;
+        bound.push(format!("{} Cedar rule(s)", rules.len()));
 
         // Compile to a bundle with the real CLI and enforce the bundle.
         let out = std::process::Command::new("/bin/driftwall")
@@ -692,11 +923,22 @@ mod agreement {
         for n in 0..REQUESTS {
             let cgroup = places[rng.below(places.len())];
             let exe = &exes[rng.below(exes.len())];
+            // The kernel resolves the path of the file it runs: a symlink's target.
+            let path = std::fs::canonicalize(exe)
+                .map_err(|e| format!("{exe}: {e}"))?
+                .to_string_lossy()
+                .into_owned();
             let req = ExecRequest {
-                cgroup_ancestry: ancestry(cgroup)?,
+                caller: Caller {
+                    cgroup_ancestry: ancestry(cgroup)?,
+                    uid: 0,
+                    euid: 0,
+                    gid: 0,
+                },
                 file: std::fs::metadata(exe)
                     .ok()
                     .map(|m| driftwall_abi::FileId::from_stat(m.dev(), m.ino())),
+                path: Some(path),
             };
             let expected = decide_exec(&tables, &req);
             let spawned = run_in(cgroup, exe)?;
@@ -706,19 +948,24 @@ mod agreement {
                 )
             };
             match expected {
-                ExecOutcome::Unpoliced | ExecOutcome::Allowed { .. } => {
+                Verdict::Unpoliced | Verdict::Allowed { .. } => {
                     if spawned.outcome != Ok(0) {
                         return Err(context());
                     }
                     *tally
-                        .entry(if matches!(expected, ExecOutcome::Unpoliced) {
+                        .entry(if matches!(expected, Verdict::Unpoliced) {
                             "unpoliced"
                         } else {
                             "allowed"
                         })
                         .or_default() += 1;
                 }
-                ExecOutcome::Drift { workload, decision } => {
+                Verdict::Refused {
+                    workload,
+                    decision,
+                    reason,
+                    rule,
+                } => {
                     match decision {
                         Decision::Deny => {
                             expect_denied(&spawned).map_err(|e| format!("{}: {e}", context()))?
@@ -737,10 +984,38 @@ mod agreement {
                     } else {
                         "audit"
                     };
-                    if ev["workload_id"] != workload || ev["decision"] != want {
+                    let (want_reason, want_rule) = match reason {
+                        Reason::CedarForbid => (
+                            "cedar-forbid",
+                            tables
+                                .rules
+                                .rules
+                                .get(usize::from(rule))
+                                .map(|r| r.id.clone())
+                                .unwrap_or_default(),
+                        ),
+                        Reason::NotInProfile => (
+                            "not-in-profile",
+                            format!(
+                                "{}/process.executables",
+                                policy.workload(workload).map_or("-", |w| w.name.as_str())
+                            ),
+                        ),
+                    };
+                    if ev["workload_id"] != workload
+                        || ev["decision"] != want
+                        || ev["reason"] != want_reason
+                        || ev["rule"] != want_rule.as_str()
+                    {
                         return Err(format!("{}: event {ev}", context()));
                     }
-                    *tally.entry(want).or_default() += 1;
+                    *tally
+                        .entry(if reason == Reason::CedarForbid {
+                            "forbidden"
+                        } else {
+                            want
+                        })
+                        .or_default() += 1;
                 }
             }
         }

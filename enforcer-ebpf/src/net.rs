@@ -1,0 +1,236 @@
+//! Network decisions: `lsm/socket_connect`, `lsm/socket_bind`, `lsm/socket_listen`.
+//!
+//! Each hook reads the endpoint — the peer address of `connect`, the local address of
+//! `bind` (from the `sockaddr` the caller passed) or of `listen` (from the bound
+//! socket) — and the socket's protocol, normalises an IPv4-mapped IPv6 address to the
+//! IPv4 address it is (so `::ffff:10.0.0.1` is decided as `10.0.0.1`), and decides it
+//! like an exec: Cedar forbids first, then permits, then the workload's profile when it
+//! polices that class of operation. Sockets that are neither IPv4 nor IPv6 (unix,
+//! netlink, …) and protocols other than TCP and UDP are not driftwall's business.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::bpf_ktime_get_boot_ns,
+    },
+    macros::lsm,
+    programs::LsmContext,
+};
+use driftwall_abi::{
+    Decision, EventKind, KernelOffsets, NetEvent, POLICE_EGRESS, POLICE_INGRESS,
+    decide::{self, PolicyLookups, Reason, Verdict},
+    rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+use crate::{
+    kernel::{self, AF_INET, AF_INET6},
+    maps::{EVENTS, offsets},
+    rules,
+    workload::KernelLookups,
+};
+
+const EPERM: i32 = 1;
+
+/// An endpoint as the rules see it.
+#[derive(Clone, Copy)]
+struct Endpoint {
+    family: u8,
+    addr: [u8; 16],
+    port: u16,
+    protocol: u8,
+}
+
+#[lsm(hook = "socket_connect")]
+pub fn socket_connect(ctx: LsmContext) -> i32 {
+    // int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
+    decide_sockaddr(&ctx, Hook::Connect)
+}
+
+#[lsm(hook = "socket_bind")]
+pub fn socket_bind(ctx: LsmContext) -> i32 {
+    // int socket_bind(struct socket *sock, struct sockaddr *address, int addrlen)
+    decide_sockaddr(&ctx, Hook::Bind)
+}
+
+/// `connect` and `bind` share their arguments: (sock, address, addrlen), then the
+/// previous program's return value.
+#[inline(always)]
+fn decide_sockaddr(ctx: &LsmContext, hook: Hook) -> i32 {
+    let retval: i32 = ctx.arg(3);
+    if retval != 0 {
+        return retval;
+    }
+    let sock: *const u8 = ctx.arg(0);
+    let address: *const u8 = ctx.arg(1);
+    let addrlen: i32 = ctx.arg(2);
+    from_sockaddr(sock, address, addrlen).map_or(0, |ep| decide_net(hook, ep))
+}
+
+#[lsm(hook = "socket_listen")]
+pub fn socket_listen(ctx: LsmContext) -> i32 {
+    // int socket_listen(struct socket *sock, int backlog)
+    let retval: i32 = ctx.arg(2);
+    if retval != 0 {
+        return retval;
+    }
+    let sock: *const u8 = ctx.arg(0);
+    from_bound_socket(sock).map_or(0, |ep| decide_net(Hook::Listen, ep))
+}
+
+/// The socket's protocol, if TCP or UDP.
+#[inline(always)]
+fn protocol(sock: *const u8, off: &KernelOffsets) -> Option<u8> {
+    // SAFETY: probe reads of the hook's socket.
+    let p = unsafe { kernel::sk_protocol(kernel::socket_sk(sock, off), off) } as u32;
+    (p == IPPROTO_TCP || p == IPPROTO_UDP).then_some(p as u8)
+}
+
+/// The endpoint a `sockaddr` names. `None` for other families, or a length too short
+/// for the family (the protocol refuses those itself).
+#[inline(always)]
+fn from_sockaddr(sock: *const u8, address: *const u8, addrlen: i32) -> Option<Endpoint> {
+    let off = offsets();
+    // SAFETY: every read is a checked probe read of the kernel copy of the address.
+    let family: u16 = unsafe { kernel::read_kernel(address, 0) }?;
+    let port_be: u16 = unsafe { kernel::read_kernel(address, 2) }?;
+    let mut addr = [0u8; 16];
+    let fam = if family == AF_INET && addrlen >= 16 {
+        let a: [u8; 4] = unsafe { kernel::read_kernel(address, 4) }?;
+        addr[..4].copy_from_slice(&a);
+        FAMILY_V4
+    } else if family == AF_INET6 && addrlen >= 24 {
+        addr = unsafe { kernel::read_kernel(address, 8) }?;
+        FAMILY_V6
+    } else {
+        return None;
+    };
+    let protocol = protocol(sock, &off)?;
+    Some(normalise(Endpoint {
+        family: fam,
+        addr,
+        port: u16::from_be(port_be),
+        protocol,
+    }))
+}
+
+/// The local endpoint of a bound socket (for `listen`).
+#[inline(always)]
+fn from_bound_socket(sock: *const u8) -> Option<Endpoint> {
+    let off = offsets();
+    // SAFETY: probe reads of the hook's socket.
+    let (family, port, addr) = unsafe { kernel::sk_local(kernel::socket_sk(sock, &off), &off) }?;
+    let fam = if family == AF_INET {
+        FAMILY_V4
+    } else if family == AF_INET6 {
+        FAMILY_V6
+    } else {
+        return None;
+    };
+    let protocol = protocol(sock, &off)?;
+    Some(normalise(Endpoint {
+        family: fam,
+        addr,
+        port,
+        protocol,
+    }))
+}
+
+/// `::ffff:a.b.c.d` is the IPv4 address `a.b.c.d`.
+#[inline(always)]
+fn normalise(mut ep: Endpoint) -> Endpoint {
+    let a = ep.addr;
+    if ep.family == FAMILY_V6
+        && a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
+    {
+        ep.family = FAMILY_V4;
+        ep.addr = [0; 16];
+        ep.addr[0] = a[12];
+        ep.addr[1] = a[13];
+        ep.addr[2] = a[14];
+        ep.addr[3] = a[15];
+    }
+    ep
+}
+
+#[inline(always)]
+fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
+    let off = offsets();
+    let lookups = KernelLookups;
+    let binding = decide::nearest_binding(&lookups);
+    let set = lookups.rules();
+    let class = if hook == Hook::Connect {
+        POLICE_EGRESS
+    } else {
+        POLICE_INGRESS
+    };
+    let rules_apply = set.is_some_and(|s| s.rule_actions & hook.bit() != 0);
+    if !rules_apply && binding.police & class == 0 {
+        return 0;
+    }
+    let mut facts = rules::caller_facts(hook, binding, &off);
+    facts.endpoint = true;
+    facts.port = ep.port as u32;
+    facts.protocol = ep.protocol as u32;
+    facts.ip_bits = rules::ip_bits(ep.family, &ep.addr);
+    let verdict = rules::verdict(set, &facts);
+    // Profiles' network allowlists are not lowered to kernel tables yet, so no
+    // binding sets the police bits and the profile never allows on its own.
+    match decide::combine(binding, verdict, |b| b.police & class != 0, |_| false) {
+        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
+        Verdict::Refused {
+            workload,
+            decision,
+            reason,
+            rule,
+        } => {
+            report_net(&off, hook, ep, workload, decision, reason, rule);
+            match decision {
+                Decision::Deny => -EPERM,
+                Decision::Audit => 0,
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn report_net(
+    off: &KernelOffsets,
+    hook: Hook,
+    ep: Endpoint,
+    workload: u32,
+    decision: Decision,
+    reason: Reason,
+    rule: u16,
+) {
+    let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let ev = entry.as_mut_ptr();
+    // SAFETY: ev points at a reserved record of the right size; every field is
+    // written before submit.
+    unsafe {
+        (*ev).kind = EventKind::NetDecision as u32;
+        (*ev).hook = hook as u8;
+        (*ev).decision = decision as u8;
+        (*ev).reason = reason as u8;
+        (*ev).family = ep.family;
+        (*ev).pid = pid_tgid as u32;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).ppid = kernel::parent_tgid(off);
+        (*ev).uid = uid_gid as u32;
+        (*ev).gid = (uid_gid >> 32) as u32;
+        (*ev).workload = workload;
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).boot_ns = bpf_ktime_get_boot_ns();
+        (*ev).start_ns = kernel::task_ids(kernel::current_task(), off).start_ns;
+        (*ev).rule = rule;
+        (*ev).port = ep.port;
+        (*ev).protocol = ep.protocol;
+        (*ev)._pad = [0; 3];
+        (*ev).addr = ep.addr;
+    }
+    entry.submit(0);
+}

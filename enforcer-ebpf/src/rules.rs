@@ -1,0 +1,107 @@
+//! The kernel's side of the Cedar rule look-ups that `driftwall_abi::rules::evaluate`
+//! combines: the facts of the current task (ids, workload) and the LPM tries that turn
+//! a path or an address into the bits of the atoms that hold for it.
+use aya_ebpf::helpers::{
+    bpf_get_current_uid_gid, bpf_probe_read_kernel_buf, generated::bpf_d_path,
+};
+use driftwall_abi::{
+    KernelOffsets, WorkloadBinding,
+    rules::{self, FAMILY_V4, Hook, PATH_KEY_BYTES, RuleFacts, RuleSet, RuleVerdict},
+};
+
+use crate::{
+    kernel,
+    maps::{D_PATH_BYTES, IP_ATOMS, PATH_ATOMS, PATH_SCRATCH, PATH_SUFFIX_ATOMS},
+};
+
+/// The facts every hook shares: the hook, the workload, the caller's ids.
+#[inline(always)]
+pub fn caller_facts(hook: Hook, binding: WorkloadBinding, off: &KernelOffsets) -> RuleFacts {
+    let uid_gid = bpf_get_current_uid_gid();
+    let uid = uid_gid as u32;
+    RuleFacts {
+        hook: hook as u8,
+        workload: binding.workload,
+        uid,
+        // An unreadable euid is taken to be the real one: the two differ only for
+        // set-user-id programs.
+        euid: kernel::current_euid(off).unwrap_or(uid),
+        gid: (uid_gid >> 32) as u32,
+        ..RuleFacts::default()
+    }
+}
+
+/// Evaluates the rules for `facts`, if any rule applies to its hook.
+#[inline(always)]
+pub fn verdict(set: Option<&RuleSet>, facts: &RuleFacts) -> RuleVerdict {
+    match set {
+        Some(set) => rules::evaluate(set, facts),
+        None => RuleVerdict::NoMatch,
+    }
+}
+
+/// Whether some rule applies to `hook` and uses a path atom.
+#[inline(always)]
+pub fn needs_path(set: Option<&RuleSet>, hook: Hook) -> bool {
+    set.is_some_and(|s| s.path_actions & hook.bit() != 0)
+}
+
+/// The path-atom bits for the file at `path` (a `struct path *` the verifier knows as
+/// one): the path is resolved with `bpf_d_path`, then looked up forward (with its NUL)
+/// and reversed, each cut at [`PATH_KEY_BYTES`]. 0 when the path cannot be resolved.
+#[inline(always)]
+pub unsafe fn path_bits(path: *const u8) -> u64 {
+    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    unsafe {
+        let buf = &raw mut (*scratch).path;
+        let n = bpf_d_path(path as *mut _, buf as *mut _, D_PATH_BYTES as u32);
+        if n <= 0 || n as usize > D_PATH_BYTES {
+            return 0;
+        }
+        // n counts the NUL.
+        let with_nul = n as usize;
+        let len = with_nul - 1;
+        let fwd_len = if with_nul < PATH_KEY_BYTES {
+            with_nul
+        } else {
+            PATH_KEY_BYTES
+        };
+        (*scratch).forward.prefix_len = (8 * fwd_len) as u32;
+        let fwd = &raw mut (*scratch).forward.data;
+        if bpf_probe_read_kernel_buf((*scratch).path.as_ptr(), &mut *fwd).is_err() {
+            return 0;
+        }
+        let rev_len = if len < PATH_KEY_BYTES {
+            len
+        } else {
+            PATH_KEY_BYTES
+        };
+        (*scratch).reversed.prefix_len = (8 * rev_len) as u32;
+        let mut i = 0usize;
+        while i < PATH_KEY_BYTES {
+            if i >= rev_len {
+                break;
+            }
+            let from = (len - 1 - i) & (D_PATH_BYTES - 1);
+            (*scratch).reversed.data[i] = (*scratch).path[from];
+            i += 1;
+        }
+        let f = PATH_ATOMS.get(&(*scratch).forward).copied().unwrap_or(0);
+        let r = PATH_SUFFIX_ATOMS
+            .get(&(*scratch).reversed)
+            .copied()
+            .unwrap_or(0);
+        f | r
+    }
+}
+
+/// The address-atom bits for an address (`family` 4 or 6, IPv4 in the first four
+/// bytes of `addr`).
+#[inline(always)]
+pub fn ip_bits(family: u8, addr: &[u8; 16]) -> u64 {
+    let bits = if family == FAMILY_V4 { 32 } else { 128 };
+    let key = aya_ebpf::maps::lpm_trie::Key::new(32 + bits, rules::ip_atom_key(family, addr));
+    IP_ATOMS.get(&key).copied().unwrap_or(0)
+}
