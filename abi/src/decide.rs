@@ -17,7 +17,7 @@
 //! Everything here is `#[inline(always)]` and bounded, as the verifier requires.
 use crate::{
     Decision, ExecKey, FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
-    rules::{RuleSet, RuleVerdict},
+    rules::{FAMILY_V4, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
 };
 
 /// What every decision needs to know about the world.
@@ -32,6 +32,8 @@ pub trait PolicyLookups {
     fn exec_allowed(&self, key: &ExecKey) -> bool;
     /// The Cedar rule set in force.
     fn rules(&self) -> Option<&RuleSet>;
+    /// The longest `NET_ALLOW` match for `key` looked up with `prefix_bits` bits.
+    fn port_set(&self, key: &NetAllowKey, prefix_bits: u32) -> Option<&PortSet>;
 }
 
 /// Why an operation was refused or reported.
@@ -161,4 +163,24 @@ pub fn exec_profile_allows<L: PolicyLookups>(
             _pad: 0,
             file,
         })
+}
+
+/// The profile half of a network decision: the workload's allowlist for `direction`
+/// holds the address (longest-prefix match) with the port and protocol.
+#[inline(always)]
+pub fn net_profile_allows<L: PolicyLookups>(
+    lookups: &L,
+    binding: &WorkloadBinding,
+    direction: u8,
+    family: u8,
+    addr: &[u8; 16],
+    port: u16,
+    protocol: u32,
+) -> bool {
+    let key = net_allow_key(binding.workload, direction, family, addr);
+    let bits = if family == FAMILY_V4 { 32 } else { 128 };
+    match lookups.port_set(&key, 64 + bits) {
+        Some(set) => set.allows(port, protocol),
+        None => false,
+    }
 }

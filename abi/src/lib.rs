@@ -53,6 +53,7 @@ pub mod names {
     pub const PATH_ATOMS: &str = "PATH_ATOMS";
     pub const PATH_SUFFIX_ATOMS: &str = "PATH_SUFFIX_ATOMS";
     pub const IP_ATOMS: &str = "IP_ATOMS";
+    pub const NET_ALLOW: &str = "NET_ALLOW";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
     /// LSM programs deciding network operations.
@@ -423,6 +424,7 @@ mod pod {
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::rules::RuleSet {}
+    unsafe impl aya::Pod for super::rules::PortSet {}
 }
 
 #[cfg(test)]
@@ -442,6 +444,7 @@ mod tests {
         assert_eq!(size_of::<KernelOffsets>(), 96);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
+        assert_eq!(size_of::<rules::PortSet>(), 8 + 8 * rules::MAX_PORT_RANGES);
         assert_eq!(
             size_of::<rules::RuleSet>(),
             16 + 16 * rules::MAX_NUM_ATOMS + 24 * rules::MAX_CLAUSES

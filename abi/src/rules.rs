@@ -258,6 +258,96 @@ pub fn ip_atom_key(family: u8, addr: &[u8; 16]) -> IpAtomKey {
     k
 }
 
+/// Entries of the `NET_ALLOW` LPM trie (profile network allowlists, all workloads).
+pub const MAX_NET_ALLOW_ENTRIES: u32 = 16_384;
+/// Port ranges one `NET_ALLOW` entry may hold.
+pub const MAX_PORT_RANGES: usize = 16;
+
+/// Direction tags in a [`NetAllowKey`]: `connect` is egress; `bind` and `listen` are
+/// ingress.
+pub const DIRECTION_EGRESS: u8 = 1;
+pub const DIRECTION_INGRESS: u8 = 2;
+
+/// Key data of the `NET_ALLOW` LPM trie: bytes 0..4 the workload id (big-endian), 4
+/// the direction, 5 the family (4 or 6), 6..8 zero, 8..24 the address. The trie's
+/// prefix length is 64 + the CIDR's prefix, so workload, direction and family always
+/// match exactly.
+pub type NetAllowKey = [u8; 24];
+
+/// Builds the key data for a workload, direction and address.
+#[inline(always)]
+pub fn net_allow_key(workload: u32, direction: u8, family: u8, addr: &[u8; 16]) -> NetAllowKey {
+    let mut k = [0u8; 24];
+    let w = workload.to_be_bytes();
+    k[0] = w[0];
+    k[1] = w[1];
+    k[2] = w[2];
+    k[3] = w[3];
+    k[4] = direction;
+    k[5] = family;
+    let n = if family == FAMILY_V4 { 4 } else { 16 };
+    let mut i = 0;
+    while i < n {
+        k[8 + i] = addr[i];
+        i += 1;
+    }
+    k
+}
+
+/// Protocol bits of a [`PortRange`].
+pub const PROTO_TCP: u8 = 1;
+pub const PROTO_UDP: u8 = 2;
+
+/// Ports `first..=last` over the protocols in `protocols`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+    /// [`PROTO_TCP`] | [`PROTO_UDP`].
+    pub protocols: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `NET_ALLOW`: the ports allowed towards (egress) or on (ingress) the
+/// entry's addresses — the union over every profile rule whose range contains the
+/// entry's, so the longest match alone decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PortSet {
+    /// Used entries of `ranges`.
+    pub count: u32,
+    pub _pad: u32,
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+}
+
+impl PortSet {
+    /// Whether the set allows `port` over `protocol` (an IP protocol number).
+    #[inline(always)]
+    pub fn allows(&self, port: u16, protocol: u32) -> bool {
+        let bit = if protocol == IPPROTO_TCP {
+            PROTO_TCP
+        } else if protocol == IPPROTO_UDP {
+            PROTO_UDP
+        } else {
+            return false;
+        };
+        let n = self.count as usize;
+        let mut i = 0;
+        while i < MAX_PORT_RANGES {
+            if i >= n {
+                break;
+            }
+            let r = &self.ranges[i];
+            if r.protocols & bit != 0 && r.first <= port && port <= r.last {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 /// What a request looks like to the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RuleFacts {
@@ -475,6 +565,40 @@ mod tests {
         assert_eq!(evaluate(&s, &exec), RuleVerdict::NoMatch);
         exec.path_bits = 1 << 5;
         assert_eq!(evaluate(&s, &exec), RuleVerdict::Forbid { rule: 4 });
+    }
+
+    #[test]
+    fn port_sets_match_range_and_protocol() {
+        let mut set = PortSet {
+            count: 2,
+            ..PortSet::default()
+        };
+        set.ranges[0] = PortRange {
+            first: 443,
+            last: 443,
+            protocols: PROTO_TCP,
+            ..PortRange::default()
+        };
+        set.ranges[1] = PortRange {
+            first: 8000,
+            last: 8999,
+            protocols: PROTO_TCP | PROTO_UDP,
+            ..PortRange::default()
+        };
+        assert!(set.allows(443, IPPROTO_TCP));
+        assert!(!set.allows(443, IPPROTO_UDP));
+        assert!(set.allows(8999, IPPROTO_UDP));
+        assert!(!set.allows(9000, IPPROTO_TCP));
+        // Beyond `count` nothing counts, even if written.
+        set.ranges[2] = set.ranges[1];
+        set.ranges[2].first = 1;
+        assert!(!set.allows(1, IPPROTO_TCP));
+        let k = net_allow_key(0x0102_0304, DIRECTION_EGRESS, FAMILY_V4, &[10; 16]);
+        assert_eq!(
+            &k[..9],
+            &[1, 2, 3, 4, DIRECTION_EGRESS, FAMILY_V4, 0, 0, 10]
+        );
+        assert_eq!(k[12..], [0; 12]);
     }
 
     #[test]

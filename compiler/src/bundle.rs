@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     cedar::tables::{RuleTables, TablesError},
+    network::{NetAllowlist, NetPeer},
     profile::{self, Mode, PolicySet},
 };
 
@@ -72,6 +73,10 @@ pub struct WorkloadPolicy {
     pub mode: Mode,
     /// Absolute paths, sorted, unique.
     pub executables: Vec<String>,
+    /// `connect` allowlist; `None`: the profile does not police egress.
+    pub egress: Option<NetAllowlist>,
+    /// `bind`/`listen` allowlist; `None`: the profile does not police ingress.
+    pub ingress: Option<NetAllowlist>,
 }
 
 /// The SHA-256 of a bundle's body: its name.
@@ -164,6 +169,8 @@ impl Bundle {
                         .iter()
                         .map(|e| e.to_string_lossy().into_owned())
                         .collect(),
+                    egress: None,
+                    ingress: None,
                 })
                 .collect(),
         };
@@ -305,6 +312,29 @@ impl Bundle {
                     ));
                 }
                 prev_exe = Some(e);
+            }
+            for list in w.egress.iter().chain(&w.ingress) {
+                for rule in &list.rules {
+                    if rule.protocols == 0
+                        || rule.protocols
+                            & !(driftwall_abi::rules::PROTO_TCP | driftwall_abi::rules::PROTO_UDP)
+                            != 0
+                        || rule.ports.iter().any(|(a, b)| a > b)
+                    {
+                        return invalid(format!("workload {}: network rule {rule:?}", w.name));
+                    }
+                    for peer in &rule.peers {
+                        let ok = match peer {
+                            NetPeer::Cidr { addr, prefix } => {
+                                *prefix <= if addr.is_ipv4() { 32 } else { 128 }
+                            }
+                            NetPeer::Dns(name) => crate::network::is_dns_name(name),
+                        };
+                        if !ok {
+                            return invalid(format!("workload {}: network peer {peer:?}", w.name));
+                        }
+                    }
+                }
             }
         }
         self.check_capacity()

@@ -38,6 +38,7 @@
 //! the kernel programs do not hook yet are carried and reported, not enforced.
 pub mod bundle;
 pub mod cedar;
+pub mod network;
 pub mod profile;
 pub mod reference;
 

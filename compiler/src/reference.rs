@@ -15,10 +15,13 @@ use std::{
 use driftwall_abi::{
     ExecKey, FileId, POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
     decide::{self, PolicyLookups, Verdict},
-    rules::{Hook, RuleFacts, RuleSet},
+    rules::{DIRECTION_EGRESS, DIRECTION_INGRESS, Hook, NetAllowKey, PortSet, RuleFacts, RuleSet},
 };
 
-use crate::cedar::tables::RuleTables;
+use crate::{
+    cedar::tables::{RuleTables, ip_bytes},
+    network::{self, NetEntryKey},
+};
 
 /// The contents of the kernel's policy maps, as user space writes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub struct KernelTables {
     pub exec_allow: BTreeSet<ExecKey>,
     /// `RULES` and the atom tries.
     pub rules: RuleTables,
+    /// `NET_ALLOW`: profile network allowlists.
+    pub net_allow: BTreeMap<NetEntryKey, PortSet>,
 }
 
 /// The process asking, as the kernel sees it.
@@ -90,6 +95,14 @@ impl PolicyLookups for Lookups<'_> {
     fn rules(&self) -> Option<&RuleSet> {
         Some(&self.rules)
     }
+
+    fn port_set(&self, key: &NetAllowKey, _prefix_bits: u32) -> Option<&PortSet> {
+        // The key holds the whole address; the longest match is the trie's answer.
+        let workload = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        let mut addr = [0u8; 16];
+        addr.copy_from_slice(&key[8..24]);
+        network::longest_match(&self.tables.net_allow, workload, key[4], key[5], &addr)
+    }
 }
 
 fn facts(hook: Hook, binding: WorkloadBinding, caller: &Caller) -> RuleFacts {
@@ -139,13 +152,27 @@ pub fn decide_net(tables: &KernelTables, req: &NetRequest) -> Verdict {
     f.protocol = req.protocol;
     f.ip_bits = tables.rules.lookup_ip_bits(req.ip);
     let verdict = driftwall_abi::rules::evaluate(&lookups.rules, &f);
-    let class = match req.hook {
-        Hook::Connect => POLICE_EGRESS,
-        _ => POLICE_INGRESS,
+    let (class, direction) = match req.hook {
+        Hook::Connect => (POLICE_EGRESS, DIRECTION_EGRESS),
+        _ => (POLICE_INGRESS, DIRECTION_INGRESS),
     };
-    // Profiles' network allowlists are not lowered yet: a profile never sets the
-    // police bits, so network operations are decided by the Cedar rules alone.
-    decide::combine(binding, verdict, |b| b.police & class != 0, |_| false)
+    let (family, addr) = ip_bytes(req.ip);
+    decide::combine(
+        binding,
+        verdict,
+        |b| b.police & class != 0,
+        |b| {
+            decide::net_profile_allows(
+                &lookups,
+                b,
+                direction,
+                family,
+                &addr,
+                req.port,
+                req.protocol,
+            )
+        },
+    )
 }
 
 #[cfg(test)]
@@ -216,6 +243,66 @@ mod tests {
         assert_eq!(
             decide_exec(&t, &req(&[1, 30], Some(101))),
             Verdict::Unpoliced
+        );
+    }
+
+    #[test]
+    fn network_allowlists_police_only_the_directions_a_profile_names() {
+        use crate::network::{NetRule, ResolvedAllowlist, lower};
+        use driftwall_abi::rules::{IPPROTO_TCP, IPPROTO_UDP, PROTO_TCP};
+        let mut t = tables();
+        let mut b = binding(1, Mode::Enforce);
+        b.police = POLICE_EGRESS;
+        t.bindings.insert(10, b);
+        let rule = NetRule {
+            peers: Vec::new(),
+            ports: vec![(443, 443)],
+            protocols: PROTO_TCP,
+        };
+        t.net_allow = lower(&[ResolvedAllowlist {
+            workload: 1,
+            name: "w",
+            direction: DIRECTION_EGRESS,
+            rules: vec![(vec![("10.0.0.0".parse().unwrap(), 8)], &rule)],
+        }])
+        .unwrap();
+        let net = |hook, ip: &str, port, protocol| {
+            decide_net(
+                &t,
+                &NetRequest {
+                    caller: Caller {
+                        cgroup_ancestry: vec![1, 10],
+                        ..Caller::default()
+                    },
+                    hook,
+                    ip: ip.parse().unwrap(),
+                    port,
+                    protocol,
+                },
+            )
+        };
+        assert_eq!(
+            net(Hook::Connect, "10.2.3.4", 443, IPPROTO_TCP),
+            Verdict::Allowed { workload: 1 }
+        );
+        let drift = Verdict::Refused {
+            workload: 1,
+            decision: Decision::Deny,
+            reason: Reason::NotInProfile,
+            rule: decide::NO_RULE,
+        };
+        assert_eq!(net(Hook::Connect, "10.2.3.4", 80, IPPROTO_TCP), drift);
+        assert_eq!(net(Hook::Connect, "10.2.3.4", 443, IPPROTO_UDP), drift);
+        assert_eq!(net(Hook::Connect, "11.2.3.4", 443, IPPROTO_TCP), drift);
+        // The mapped form of an allowed IPv4 peer is that peer.
+        assert_eq!(
+            net(Hook::Connect, "::ffff:10.2.3.4", 443, IPPROTO_TCP),
+            Verdict::Allowed { workload: 1 }
+        );
+        // Ingress is not policed by this profile.
+        assert_eq!(
+            net(Hook::Bind, "0.0.0.0", 22, IPPROTO_TCP),
+            Verdict::Allowed { workload: 1 }
         );
     }
 

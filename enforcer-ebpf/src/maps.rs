@@ -6,7 +6,10 @@ use aya_ebpf::{
 };
 use driftwall_abi::{
     DEFAULT_RING_BYTES, ExecKey, KernelOffsets, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding,
-    rules::{IpAtomKey, MAX_IP_ATOM_ENTRIES, MAX_PATH_ATOM_ENTRIES, PATH_KEY_BYTES, RuleSet},
+    rules::{
+        IpAtomKey, MAX_IP_ATOM_ENTRIES, MAX_NET_ALLOW_ENTRIES, MAX_PATH_ATOM_ENTRIES, NetAllowKey,
+        PATH_KEY_BYTES, PortSet, RuleSet,
+    },
 };
 
 /// cgroup v2 id → the workload bound to it.
@@ -36,6 +39,11 @@ pub static PATH_SUFFIX_ATOMS: LpmTrie<[u8; PATH_KEY_BYTES], u64> =
 /// Address atoms (`isInRange`), keyed by family and address.
 #[map]
 pub static IP_ATOMS: LpmTrie<IpAtomKey, u64> = LpmTrie::with_max_entries(MAX_IP_ATOM_ENTRIES, 0);
+
+/// Profile network allowlists: (workload, direction, address range) → allowed ports.
+#[map]
+pub static NET_ALLOW: LpmTrie<NetAllowKey, PortSet> =
+    LpmTrie::with_max_entries(MAX_NET_ALLOW_ENTRIES, 0);
 
 /// Bytes `bpf_d_path` may write: `PATH_MAX`.
 pub const D_PATH_BYTES: usize = 4096;

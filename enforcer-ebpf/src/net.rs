@@ -16,9 +16,11 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use driftwall_abi::{
-    Decision, EventKind, KernelOffsets, NetEvent, POLICE_EGRESS, POLICE_INGRESS,
+    Decision, EventKind, KernelOffsets, NetEvent, POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
     decide::{self, PolicyLookups, Reason, Verdict},
-    rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
+    rules::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP,
+    },
 };
 
 use crate::{
@@ -159,10 +161,10 @@ fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
     let lookups = KernelLookups;
     let binding = decide::nearest_binding(&lookups);
     let set = lookups.rules();
-    let class = if hook == Hook::Connect {
-        POLICE_EGRESS
+    let (class, direction) = if hook == Hook::Connect {
+        (POLICE_EGRESS, DIRECTION_EGRESS)
     } else {
-        POLICE_INGRESS
+        (POLICE_INGRESS, DIRECTION_INGRESS)
     };
     let rules_apply = set.is_some_and(|s| s.rule_actions & hook.bit() != 0);
     if !rules_apply && binding.police & class == 0 {
@@ -174,9 +176,18 @@ fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
     facts.protocol = ep.protocol as u32;
     facts.ip_bits = rules::ip_bits(ep.family, &ep.addr);
     let verdict = rules::verdict(set, &facts);
-    // Profiles' network allowlists are not lowered to kernel tables yet, so no
-    // binding sets the police bits and the profile never allows on its own.
-    match decide::combine(binding, verdict, |b| b.police & class != 0, |_| false) {
+    let allows = |b: &WorkloadBinding| {
+        decide::net_profile_allows(
+            &lookups,
+            b,
+            direction,
+            ep.family,
+            &ep.addr,
+            ep.port,
+            ep.protocol as u32,
+        )
+    };
+    match decide::combine(binding, verdict, |b| b.police & class != 0, allows) {
         Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
         Verdict::Refused {
             workload,

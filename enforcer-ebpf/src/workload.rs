@@ -1,15 +1,16 @@
 //! The kernel's side of the exec look-ups that `driftwall_abi::decide` combines: the
 //! current task's ancestor cgroups (`bpf_get_current_ancestor_cgroup_id`), the
-//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW` and `RULES` maps. Walking ancestors means a cgroup created
+//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW`, `RULES` and `NET_ALLOW` maps. Walking ancestors means a cgroup created
 //! below a bound one is policed from its first instant, before user space has seen it.
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
+use aya_ebpf::maps::lpm_trie::Key;
 use driftwall_abi::{
     ExecKey, WorkloadBinding,
     decide::{self, PolicyLookups},
-    rules::RuleSet,
+    rules::{NetAllowKey, PortSet, RuleSet},
 };
 
-use crate::maps::{EXEC_ALLOW, RULES, WORKLOAD_BINDINGS};
+use crate::maps::{EXEC_ALLOW, NET_ALLOW, RULES, WORKLOAD_BINDINGS};
 
 /// Look-ups against the live maps, for the current task.
 pub struct KernelLookups;
@@ -38,5 +39,10 @@ impl PolicyLookups for KernelLookups {
     #[inline(always)]
     fn rules(&self) -> Option<&RuleSet> {
         RULES.get(0)
+    }
+
+    #[inline(always)]
+    fn port_set(&self, key: &NetAllowKey, prefix_bits: u32) -> Option<&PortSet> {
+        NET_ALLOW.get(Key::new(prefix_bits, *key))
     }
 }

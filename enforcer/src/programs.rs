@@ -14,7 +14,7 @@ use aya::{
 };
 use driftwall_abi::{
     ExecKey, KernelOffsets, WorkloadBinding, names,
-    rules::{IpAtomKey, PATH_KEY_BYTES, RuleSet},
+    rules::{IpAtomKey, NetAllowKey, PATH_KEY_BYTES, PortSet, RuleSet},
 };
 use driftwall_compiler::cedar::tables::RuleTables;
 
@@ -123,6 +123,19 @@ fn write_rules(ebpf: &mut Ebpf, rules: &RuleTables) -> Result<(), ProgramsError>
 /// so that a workload is never bound before what it may do is in place.
 pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), ProgramsError> {
     write_rules(ebpf, &tables.rules)?;
+    {
+        let name = names::NET_ALLOW;
+        let mut trie: LpmTrie<&mut MapData, NetAllowKey, PortSet> = LpmTrie::try_from(
+            ebpf.map_mut(name)
+                .ok_or(ProgramsError::Missing("NET_ALLOW map"))?,
+        )
+        .map_err(map_err(name))?;
+        for (key, set) in &tables.net_allow {
+            let (prefix, data) = driftwall_compiler::network::trie_key(key);
+            trie.insert(&Key::new(prefix, data), *set, 0)
+                .map_err(map_err(name))?;
+        }
+    }
     {
         let mut allow: HashMap<&mut MapData, ExecKey, u8> = HashMap::try_from(
             ebpf.map_mut(names::EXEC_ALLOW)

@@ -6,12 +6,20 @@
 //! binary installed only on some nodes, or a service not started yet — but it is
 //! reported as a [`ResolveWarning`], never ignored in silence.
 use std::{
+    collections::BTreeMap,
+    net::ToSocketAddrs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
 use driftwall_abi::{ExecKey, FileId, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId};
-use driftwall_compiler::{Bundle, Mode, cedar::tables::RuleTables, reference::KernelTables};
+use driftwall_abi::{POLICE_EGRESS, POLICE_INGRESS, rules::PortSet};
+use driftwall_compiler::{
+    Bundle, Mode,
+    cedar::tables::RuleTables,
+    network::{self, NetEntryKey, NetError, NetPeer, ResolvedAllowlist},
+    reference::KernelTables,
+};
 
 /// One workload as loaded into the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -25,6 +33,9 @@ pub struct Workload {
     pub cgroup_id: Option<u64>,
     /// Executables resolved to files on this node.
     pub executables: Vec<ResolvedExecutable>,
+    /// Whether the profile polices egress (`connect`) and ingress (`bind`, `listen`).
+    pub police_egress: bool,
+    pub police_ingress: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -49,6 +60,12 @@ pub enum ResolveWarning {
         path: PathBuf,
         reason: String,
     },
+    #[error("workload `{workload}`: DNS name {name}: {reason}; no address allowed for it")]
+    UnresolvedName {
+        workload: String,
+        name: String,
+        reason: String,
+    },
 }
 
 /// Why a policy set cannot be loaded at all.
@@ -62,6 +79,8 @@ pub enum ResolveError {
     },
     #[error("{path} is not a cgroup v2 mount")]
     NotCgroup2 { path: PathBuf },
+    #[error(transparent)]
+    Network(#[from] NetError),
 }
 
 /// A policy set resolved on this node: the exact entries the maps will hold.
@@ -70,6 +89,8 @@ pub struct ResolvedPolicy {
     pub workloads: Vec<Workload>,
     /// The bundle's Cedar rule tables (node-independent; carried as they are).
     pub rules: RuleTables,
+    /// `NET_ALLOW` entries, DNS names resolved on this node.
+    pub net_allow: BTreeMap<NetEntryKey, PortSet>,
     pub warnings: Vec<ResolveWarning>,
 }
 
@@ -85,9 +106,8 @@ impl ResolvedPolicy {
                         WorkloadBinding {
                             workload: w.id,
                             mode: driftwall_abi::Mode::from(w.mode) as u8,
-                            // Profiles' network allowlists are not lowered yet: network
-                            // operations are decided by the Cedar rules alone.
-                            police: 0,
+                            police: if w.police_egress { POLICE_EGRESS } else { 0 }
+                                | if w.police_ingress { POLICE_INGRESS } else { 0 },
                             _pad: [0; 2],
                         },
                     )
@@ -120,6 +140,7 @@ impl ResolvedPolicy {
             bindings: self.bindings().into_iter().collect(),
             exec_allow: self.exec_rules().into_iter().collect(),
             rules: self.rules.clone(),
+            net_allow: self.net_allow.clone(),
         }
     }
 
@@ -210,8 +231,53 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             cgroup: profile.cgroup.clone(),
             cgroup_id,
             executables,
+            police_egress: profile.egress.is_some(),
+            police_ingress: profile.ingress.is_some(),
         });
     }
+    let mut lists = Vec::new();
+    for (w, profile) in out.workloads.iter().zip(&bundle.workloads) {
+        for (direction, list) in [
+            (network::EGRESS, &profile.egress),
+            (network::INGRESS, &profile.ingress),
+        ] {
+            let Some(list) = list else { continue };
+            let mut rules = Vec::new();
+            for rule in &list.rules {
+                let mut peers = Vec::new();
+                for peer in &rule.peers {
+                    match peer {
+                        NetPeer::Cidr { addr, prefix } => peers.push((*addr, *prefix)),
+                        NetPeer::Dns(name) => match (name.as_str(), 0u16).to_socket_addrs() {
+                            Ok(addrs) => {
+                                for a in addrs {
+                                    let ip = a.ip();
+                                    peers.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
+                                }
+                            }
+                            Err(e) => out.warnings.push(ResolveWarning::UnresolvedName {
+                                workload: w.name.clone(),
+                                name: name.clone(),
+                                reason: e.to_string(),
+                            }),
+                        },
+                    }
+                }
+                // A rule whose every peer failed to resolve allows nothing (an
+                // empty peer list would mean "any address").
+                if rule.peers.is_empty() || !peers.is_empty() {
+                    rules.push((peers, rule));
+                }
+            }
+            lists.push(ResolvedAllowlist {
+                workload: w.id,
+                name: &w.name,
+                direction,
+                rules,
+            });
+        }
+    }
+    out.net_allow = network::lower(&lists)?;
     let bindings = out.bindings().len();
     if bindings > MAX_BINDINGS as usize {
         return Err(ResolveError::TooLarge {
@@ -242,6 +308,8 @@ mod tests {
             cgroup: cgroup.into(),
             mode: Mode::Enforce,
             executables: exes.iter().map(|e| e.to_string()).collect(),
+            egress: None,
+            ingress: None,
         }
     }
 

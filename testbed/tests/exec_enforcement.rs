@@ -58,6 +58,7 @@ fn main() {
         "agent_detaches_on_sigterm",
         "flashback_cli_tells_the_story_after_the_agent_stopped",
         "kernel_agrees_with_reference_on_generated_requests",
+        "profile_network_allowlists_are_enforced",
     ]);
     libtest_mimic::run(&args, suite.trials()).exit();
 }

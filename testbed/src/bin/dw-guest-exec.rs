@@ -116,6 +116,10 @@ fn main() {
         "kernel_agrees_with_reference_on_generated_requests",
         agreement::kernel_agrees_with_reference,
     );
+    let _ = reporter.run(
+        "profile_network_allowlists_are_enforced",
+        profile_network_allowlists_are_enforced,
+    );
     let _ = reporter.finish();
 }
 
@@ -748,6 +752,151 @@ fn agent_detaches_on_sigterm(mut agent: Agent) -> Res {
     let s = run_in("dw/web", DENIED)?;
     expect_ran(&s).map_err(|e| format!("after the agent stopped: {e}"))?;
     Ok("agent exited 0 on SIGTERM; the denied binary runs again".into())
+}
+
+/// A profile's egress and ingress allowlists, in a bundle of their own (the agent of the
+/// main suite has stopped): inside them the operations succeed, outside them they fail
+/// with EPERM and are reported against the profile section; a direction the profile
+/// does not name, and processes outside the workload, are not policed.
+fn profile_network_allowlists_are_enforced() -> Res {
+    use driftwall_compiler::{
+        Bundle, Mode,
+        bundle::{BundleMeta, WorkloadPolicy},
+        cedar::tables::RuleTables,
+        network::{NetAllowlist, NetPeer, NetRule},
+    };
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::fs::create_dir_all(Path::new(CG).join("dw/net")).map_err(|e| e.to_string())?;
+    let tcp = driftwall_abi::rules::PROTO_TCP;
+    let net = |egress, ingress, name: &str, cgroup: &str| WorkloadPolicy {
+        name: name.into(),
+        cgroup: cgroup.into(),
+        mode: Mode::Enforce,
+        executables: vec![ALLOWED.into()],
+        egress,
+        ingress,
+    };
+    let bundle = Bundle {
+        meta: BundleMeta {
+            compiler_version: "guest".into(),
+            source_commit: None,
+        },
+        workloads: vec![
+            net(
+                Some(NetAllowlist {
+                    rules: vec![NetRule {
+                        peers: vec![NetPeer::Cidr {
+                            addr: "127.0.0.0".parse().map_err(|_| "addr")?,
+                            prefix: 24,
+                        }],
+                        ports: vec![(port, port)],
+                        protocols: tcp,
+                    }],
+                }),
+                Some(NetAllowlist {
+                    rules: vec![NetRule {
+                        peers: Vec::new(),
+                        ports: vec![(8080, 8080)],
+                        protocols: tcp,
+                    }],
+                }),
+                "net",
+                "/dw/net",
+            ),
+            // Egress only: binding is not this profile's business.
+            net(Some(NetAllowlist::default()), None, "quiet", "/dw/web"),
+        ],
+        rules: RuleTables::default(),
+    };
+    std::fs::write("/tmp/net.dwb", bundle.to_bytes()).map_err(|e| e.to_string())?;
+    let mut agent = start_agent(&["--bundle", "/tmp/net.dwb"])?;
+    let result = (|| -> Res {
+        let refused = |cgroup: &str, op: &str, addr: &str, proto: &str, rule: &str| -> Res {
+            let (pid, code) = net_in(cgroup, op, addr, proto)?;
+            expect_code(
+                &format!("{op} {addr}/{proto} in /{cgroup}"),
+                code,
+                100 + EPERM,
+            )?;
+            let ev = agent.wait_for(EVENT_TIMEOUT, |v| {
+                v["kind"] == "network" && v["tgid"] == pid
+            })?;
+            check_rule(&ev, "deny", "not-in-profile", rule)?;
+            Ok(format!("{op} {addr}/{proto}: EPERM"))
+        };
+        let allowed = format!("127.0.0.1:{port}");
+        let (_, code) = net_in("dw/net", "connect", &allowed, "tcp")?;
+        expect_code(&format!("connect {allowed} in /dw/net"), code, 0)?;
+        let mut seen = vec![format!("connect {allowed}/tcp: ok")];
+        let other_port = format!("127.0.0.1:{}", if port == 65535 { 1 } else { port + 1 });
+        seen.push(refused(
+            "dw/net",
+            "connect",
+            &other_port,
+            "tcp",
+            "net/network.egress",
+        )?);
+        seen.push(refused(
+            "dw/net",
+            "connect",
+            &allowed,
+            "udp",
+            "net/network.egress",
+        )?);
+        seen.push(refused(
+            "dw/net",
+            "connect",
+            &format!("[::1]:{port}"),
+            "tcp",
+            "net/network.egress",
+        )?);
+        seen.push(refused(
+            "dw/net",
+            "connect",
+            "127.0.1.1:80",
+            "tcp",
+            "net/network.egress",
+        )?);
+        let (_, code) = net_in("dw/net", "bind", "127.0.0.1:8080", "tcp")?;
+        expect_code("bind 127.0.0.1:8080 in /dw/net", code, 0)?;
+        seen.push(refused(
+            "dw/net",
+            "bind",
+            "127.0.0.1:8081",
+            "tcp",
+            "net/network.ingress",
+        )?);
+        // listen is decided on the bound port: 8080 passes both hooks.
+        let (_, code) = net_in("dw/net", "listen", "127.0.0.1:8080", "tcp")?;
+        expect_code("listen on 127.0.0.1:8080 in /dw/net", code, 0)?;
+        // An empty egress allowlist refuses every connect; ingress is not policed.
+        seen.push(refused(
+            "dw/web",
+            "connect",
+            &allowed,
+            "tcp",
+            "quiet/network.egress",
+        )?);
+        let (_, code) = net_in("dw/web", "bind", "127.0.0.1:8081", "tcp")?;
+        expect_code(
+            "bind 127.0.0.1:8081 in /dw/web (ingress not policed)",
+            code,
+            0,
+        )?;
+        // Outside the workloads nothing is policed.
+        let (_, code) = net_in("dw/free", "connect", &other_port, "tcp")?;
+        if code == 100 + EPERM {
+            return Err(format!("connect {other_port} in /dw/free was refused"));
+        }
+        Ok(seen.join(", "))
+    })();
+    let stopped = stop_agent(&mut agent);
+    drop(listener);
+    let summary = result?;
+    stopped?;
+    Ok(summary)
 }
 
 /// The kernel and the compiler's reference decision function agree: a generated policy
