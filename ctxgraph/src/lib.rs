@@ -22,9 +22,9 @@
 //! [`model`]. A process that accepted an inbound connection, and the processes it
 //! forked afterwards, carry that connection as their *inbound link*: "who came in".
 //!
-//! **The store.** [`Store`] keeps the graph in one redb file: each [`Store::ingest`]
-//! is one transaction, durable when it returns, so a `kill -9` never loses an
-//! acknowledged batch. Memory is a bounded page cache plus bounded memos, whatever the
+//! **The store.** [`Store`] keeps the graph in one redb file and a short ingest log
+//! beside it: each [`Store::ingest`] is one batch, in the fsync'd log when it returns
+//! and applied to redb, so a `kill -9` never loses an acknowledged batch. Memory is a bounded page cache plus bounded memos, whatever the
 //! length of history; [`Store::prune`] and [`Store::compact`] delete old history. The
 //! file carries a schema version checked on open.
 //!
@@ -59,6 +59,7 @@ pub mod model;
 mod records;
 pub mod render;
 pub mod store;
+mod wal;
 
 pub use error::{Error, Result};
 pub use event::{
