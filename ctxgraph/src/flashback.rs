@@ -85,6 +85,10 @@ pub struct Flashback {
     pub inbound: Option<InboundLink>,
     /// Decisions and alerts on the chain in the window before the anchor.
     pub before: Vec<Event>,
+    /// The process each entry of `before` is on (an alert located by pid, cgroup or
+    /// IP does not name it itself).
+    #[serde(default)]
+    pub before_processes: Vec<ProcessKey>,
     /// The subject's process and its descendants from the anchor on.
     pub since: ProcessTree,
     /// Lost-event gaps overlapping the story.
@@ -158,13 +162,19 @@ impl Store {
 
         // Flags on the chain in the window before the anchor.
         let from = anchor.saturating_sub(options.window_before_ns);
-        let mut before = Vec::new();
-        for &pid in &chain_ids {
+        let mut flagged = Vec::new();
+        for (&pid, view) in chain_ids.iter().zip(&chain) {
             let flags = reader.flags_of(pid, from, anchor, options.max_events_per_process)?;
             truncated |= flags.len() >= options.max_events_per_process;
-            before.extend(flags.into_iter().filter(|e| Some(e) != trigger.as_ref()));
+            flagged.extend(
+                flags
+                    .into_iter()
+                    .filter(|e| Some(e) != trigger.as_ref())
+                    .map(|e| (e, view.key)),
+            );
         }
-        before.sort_by_key(Event::time_ns);
+        flagged.sort_by_key(|(e, _)| e.time_ns());
+        let (before, before_processes) = flagged.into_iter().unzip();
 
         // Everything since.
         let mut budget = options.max_descendants;
@@ -195,6 +205,7 @@ impl Store {
             chain_complete,
             inbound,
             before,
+            before_processes,
             since,
             gaps,
             truncated,

@@ -55,6 +55,7 @@ mod cache;
 pub mod error;
 pub mod event;
 pub mod flashback;
+pub mod journal;
 pub mod model;
 mod records;
 pub mod render;
@@ -67,5 +68,8 @@ pub use event::{
     ProcessEventKind, ProcessKey, Severity, Target, Verdict,
 };
 pub use flashback::{Flashback, FlashbackOptions, ProcessTree, Subject};
-pub use model::{Edge, EdgeKind, ExecView, ExitView, InboundLink, Node, ProcessView};
+pub use journal::{EventCursor, EventPage};
+pub use model::{
+    Edge, EdgeKind, ExecView, ExitView, InboundLink, Node, ProcessDetails, ProcessView,
+};
 pub use store::{Ack, Config, Consistency, PruneReport, SCHEMA_VERSION, Store, StoreStats};

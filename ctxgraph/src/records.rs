@@ -165,6 +165,34 @@ impl StoredEdge {
     }
 }
 
+/// Where one ingested event went, in ingest order: the `journal` table holds one
+/// list of these per batch, so [`Store::events_since`](crate::Store::events_since)
+/// can replay history in the order it arrived without storing the events twice.
+/// Times and sequence numbers are deltas from the previous reference (zigzag), so a
+/// reference takes a few bytes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) enum JournalRef {
+    /// The fork of process `id` (the record says the parent).
+    Fork { id: ProcId, dt: i64 },
+    /// An exec of process `id` (the record's exec at that time).
+    Exec { id: ProcId, dt: i64 },
+    /// The exit of process `id`.
+    Exit { id: ProcId, dt: i64 },
+    /// An edge event or alert of process `id` (0: an alert that matched nothing).
+    Edge { id: ProcId, dt: i64, dseq: i64 },
+    /// A gap; `dt` is relative to its `from_ns`, the key of the gap.
+    Gap { dt: i64, dseq: i64 },
+}
+
+/// A batch in the `journal` table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct JournalBatch {
+    /// The latest time of its events (retention drops the batch after it).
+    pub max_time_ns: u64,
+    /// Its events, in the order they were ingested.
+    pub refs: Vec<JournalRef>,
+}
+
 /// The target of a decision.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum StoredTarget {

@@ -70,10 +70,10 @@ use crate::event::{
     AlertEvent, Credentials, Decision, Event, Executable, GapEvent, Locator, ProcessEvent,
     ProcessEventKind, ProcessKey, Target,
 };
-use crate::model::{ExecView, ExitView, InboundLink, ProcessView};
+use crate::model::{ExecView, ExitView, InboundLink, ProcessDetails, ProcessView};
 use crate::records::{
-    ChunkEntry, EventChunk, ExecRecord, GapRecord, KIND_ACCEPT, ProcId, ProcRecord, StoredEdge,
-    StoredTarget, StrId, decode, encode, window_of, window_start,
+    ChunkEntry, EventChunk, ExecRecord, GapRecord, JournalBatch, JournalRef, KIND_ACCEPT, ProcId,
+    ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode, window_of, window_start,
 };
 use crate::wal::{Wal, log_path};
 
@@ -95,6 +95,7 @@ const PROC_FLAGS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("p
 const FLAGS: TableDefinition<(u64, u64), u64> = TableDefinition::new("flags");
 const IP_TIME: TableDefinition<(u128, u64, u64), ()> = TableDefinition::new("ip_time");
 const GAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("gaps");
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
 const SCHEMA_KEY: &str = "schema_version";
 const NEXT_SEQ: &str = "next_seq";
@@ -126,6 +127,10 @@ pub struct Config {
     /// emptied (a checkpoint), bytes. Larger: fewer, bigger redb fsyncs and a longer
     /// replay after a crash.
     pub checkpoint_bytes: u64,
+    /// Size retention: [`Store::compact`] deletes the oldest history until the keys
+    /// and values stored ([`StoreStats::stored_bytes`]) fit in this many bytes. The
+    /// file after compaction is about 1.5× that.
+    pub max_stored_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -136,6 +141,7 @@ impl Default for Config {
             string_cache_entries: 1 << 14,
             retention_ns: Some(90 * 24 * 3600 * 1_000_000_000),
             checkpoint_bytes: 8 << 20,
+            max_stored_bytes: None,
         }
     }
 }
@@ -322,6 +328,38 @@ impl Store {
         }
     }
 
+    /// The process with this key with its children's keys and its decisions and
+    /// alerts — what `/v1/processes/{id}` serves. At most `limit` children and
+    /// `limit` flags (`truncated` says when there were more).
+    pub fn process_details(
+        &self,
+        key: &ProcessKey,
+        limit: usize,
+    ) -> Result<Option<ProcessDetails>> {
+        let reader = self.reader()?;
+        let Some(id) = reader.id_of(key)? else {
+            return Ok(None);
+        };
+        let Some(process) = reader.view(id)? else {
+            return Ok(None);
+        };
+        let mut children = Vec::new();
+        let ids = reader.children(id, limit.saturating_add(1))?;
+        let mut truncated = ids.len() > limit;
+        for child in ids.into_iter().take(limit) {
+            children.extend(reader.key(child)?);
+        }
+        let mut flags = reader.flags_of(id, 0, u64::MAX, limit.saturating_add(1))?;
+        truncated |= flags.len() > limit;
+        flags.truncate(limit);
+        Ok(Some(ProcessDetails {
+            process,
+            children,
+            flags,
+            truncated,
+        }))
+    }
+
     /// The process that had pid `tgid` at `time_ns` (not merely the last one to have it).
     pub fn process_at(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcessView>> {
         let reader = self.reader()?;
@@ -394,15 +432,42 @@ impl Store {
         Ok(report)
     }
 
-    /// Applies [`Config::retention_ns`] relative to `now_ns`, then compacts the file so
-    /// the freed space goes back to the file system.
+    /// Applies [`Config::retention_ns`] relative to `now_ns`; then, while the store
+    /// holds more than [`Config::max_stored_bytes`], deletes the oldest eighth of the
+    /// remaining span of history (at most 16 rounds); then compacts the file so the
+    /// freed space goes back to the file system.
     pub fn compact(&mut self, now_ns: u64) -> Result<PruneReport> {
-        let report = match self.config.retention_ns {
+        let mut report = match self.config.retention_ns {
             Some(keep) => self.prune(now_ns.saturating_sub(keep))?,
             None => PruneReport::default(),
         };
+        if let Some(max) = self.config.max_stored_bytes {
+            for _ in 0..16 {
+                if self.stats()?.stored_bytes <= max {
+                    break;
+                }
+                let Some(oldest) = self.oldest_batch_time()? else {
+                    break;
+                };
+                let cutoff = oldest + (now_ns.saturating_sub(oldest) / 8).max(1);
+                let round = self.prune(cutoff)?;
+                report.processes += round.processes;
+                report.events += round.events;
+                report.gaps += round.gaps;
+            }
+        }
         self.db.compact()?;
         Ok(report)
+    }
+
+    /// The latest time of the oldest batch still in the journal.
+    fn oldest_batch_time(&self) -> Result<Option<u64>> {
+        let reader = self.reader()?;
+        let Some(entry) = reader.journal.first()? else {
+            return Ok(None);
+        };
+        let batch: JournalBatch = decode("journal", entry.1.value())?;
+        Ok(Some(batch.max_time_ns))
     }
 
     /// Sizes of the store.
@@ -585,6 +650,20 @@ impl Store {
                         keep
                     })?;
                     report.gaps = gaps;
+                    // The journal is in ingest order, which is time order but for
+                    // stragglers: drop batches from the oldest on while they are old.
+                    let mut old_batches = Vec::new();
+                    for entry in t.journal.iter()? {
+                        let (number, bytes) = entry?;
+                        let batch: JournalBatch = decode("journal", bytes.value())?;
+                        if batch.max_time_ns >= cutoff {
+                            break;
+                        }
+                        old_batches.push(number.value());
+                    }
+                    for number in old_batches {
+                        t.journal.remove(number)?;
+                    }
                 }
                 for (id, rec) in &chunk {
                     cursor = id + 1;
@@ -792,6 +871,7 @@ struct WriteTables<'txn> {
     flags: Table<'txn, (u64, u64), u64>,
     ip_time: Table<'txn, (u128, u64, u64), ()>,
     gaps: Table<'txn, (u64, u64), &'static [u8]>,
+    journal: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -812,8 +892,91 @@ impl<'txn> WriteTables<'txn> {
             flags: txn.open_table(FLAGS)?,
             ip_time: txn.open_table(IP_TIME)?,
             gaps: txn.open_table(GAPS)?,
+            journal: txn.open_table(JOURNAL)?,
         })
     }
+}
+
+/// Where the writer put one event (the absolute form of a [`JournalRef`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Fork(ProcId, u64),
+    Exec(ProcId, u64),
+    Exit(ProcId, u64),
+    /// (process, time, seq)
+    Edge(ProcId, u64, u64),
+    /// (from, seq)
+    Gap(u64, u64),
+}
+
+/// Builds the journal entry of a batch.
+#[derive(Default)]
+struct JournalWriter {
+    batch: JournalBatch,
+    time: u64,
+    seq: u64,
+}
+
+impl JournalWriter {
+    fn push(&mut self, applied: Applied, event_time: u64) {
+        let dt = |w: &mut Self, t: u64| {
+            let d = t.wrapping_sub(w.time) as i64;
+            w.time = t;
+            d
+        };
+        let dseq = |w: &mut Self, s: u64| {
+            let d = s.wrapping_sub(w.seq) as i64;
+            w.seq = s;
+            d
+        };
+        self.batch.max_time_ns = self.batch.max_time_ns.max(event_time);
+        let r = match applied {
+            Applied::Fork(id, t) => JournalRef::Fork {
+                id,
+                dt: dt(self, t),
+            },
+            Applied::Exec(id, t) => JournalRef::Exec {
+                id,
+                dt: dt(self, t),
+            },
+            Applied::Exit(id, t) => JournalRef::Exit {
+                id,
+                dt: dt(self, t),
+            },
+            Applied::Edge(id, t, s) => JournalRef::Edge {
+                id,
+                dt: dt(self, t),
+                dseq: dseq(self, s),
+            },
+            Applied::Gap(from, s) => JournalRef::Gap {
+                dt: dt(self, from),
+                dseq: dseq(self, s),
+            },
+        };
+        self.batch.refs.push(r);
+    }
+}
+
+/// Turns a batch's journal references back into absolute positions.
+pub(crate) fn journal_positions(batch: &JournalBatch) -> Vec<Applied> {
+    let (mut time, mut seq) = (0u64, 0u64);
+    let at = |d: i64, base: &mut u64| {
+        *base = base.wrapping_add(d as u64);
+        *base
+    };
+    batch
+        .refs
+        .iter()
+        .map(|r| match *r {
+            JournalRef::Fork { id, dt } => Applied::Fork(id, at(dt, &mut time)),
+            JournalRef::Exec { id, dt } => Applied::Exec(id, at(dt, &mut time)),
+            JournalRef::Exit { id, dt } => Applied::Exit(id, at(dt, &mut time)),
+            JournalRef::Edge { id, dt, dseq } => {
+                Applied::Edge(id, at(dt, &mut time), at(dseq, &mut seq))
+            }
+            JournalRef::Gap { dt, dseq } => Applied::Gap(at(dt, &mut time), at(dseq, &mut seq)),
+        })
+        .collect()
 }
 
 /// The writer and its log, behind the store's mutex.
@@ -908,10 +1071,15 @@ impl Writer {
     fn write_batch(&mut self, txn: &WriteTransaction, number: u64, events: &[Event]) -> Result<()> {
         let mut tables = WriteTables::open(txn)?;
         let mut staging = Staging::default();
+        let mut journal = JournalWriter::default();
         for event in events {
-            self.apply(&mut tables, &mut staging, event)?;
+            let applied = self.apply(&mut tables, &mut staging, event)?;
+            journal.push(applied, event.time_ns());
         }
         self.flush(&mut tables, &mut staging)?;
+        tables
+            .journal
+            .insert(number, encode("journal", &journal.batch)?.as_slice())?;
         self.save_counters(&mut tables)?;
         tables.meta.insert(APPLIED_BATCH, number)?;
         Ok(())
@@ -1088,7 +1256,7 @@ impl Writer {
         t: &mut WriteTables<'_>,
         staging: &mut Staging,
         event: &Event,
-    ) -> Result<()> {
+    ) -> Result<Applied> {
         match event {
             Event::Process(e) => self.apply_process(t, staging, e),
             Event::Alert(a) => {
@@ -1106,7 +1274,7 @@ impl Writer {
                 };
                 t.gaps
                     .insert((g.from_ns, seq), encode("gap", &record)?.as_slice())?;
-                Ok(())
+                Ok(Applied::Gap(g.from_ns, seq))
             }
         }
     }
@@ -1120,7 +1288,7 @@ impl Writer {
         id: ProcId,
         time: u64,
         edge: StoredEdge,
-    ) -> Result<()> {
+    ) -> Result<Applied> {
         let seq = self.seq();
         if matches!(edge, StoredEdge::Decision { .. } | StoredEdge::Alert { .. }) {
             t.flags.insert((time, seq), id)?;
@@ -1133,7 +1301,7 @@ impl Writer {
             .entry((id, window_of(time)))
             .or_default()
             .push((time, seq, edge));
-        Ok(())
+        Ok(Applied::Edge(id, time, seq))
     }
 
     fn apply_process(
@@ -1141,7 +1309,7 @@ impl Writer {
         t: &mut WriteTables<'_>,
         staging: &mut Staging,
         e: &ProcessEvent,
-    ) -> Result<()> {
+    ) -> Result<Applied> {
         let time = e.time_ns;
         let id = self.resolve(t, staging, &e.process, time)?;
         let edge = match &e.kind {
@@ -1158,7 +1326,7 @@ impl Writer {
                 if old != Some(parent_id) {
                     t.children.insert((parent_id, id), ())?;
                 }
-                return Ok(());
+                return Ok(Applied::Fork(id, time));
             }
             ProcessEventKind::Exec(exec) => {
                 let workload = match &exec.workload {
@@ -1185,11 +1353,11 @@ impl Writer {
                 if let Some(w) = workload {
                     t.workload_time.insert((w, time, id), ())?;
                 }
-                return Ok(());
+                return Ok(Applied::Exec(id, time));
             }
             ProcessEventKind::Exit { code } => {
                 Self::staged(t, staging, id)?.record.exit = Some((time, *code));
-                return Ok(());
+                return Ok(Applied::Exit(id, time));
             }
             ProcessEventKind::Credentials(c) => StoredEdge::Credentials {
                 uid: c.uid,
@@ -1236,7 +1404,7 @@ impl Writer {
         t: &mut WriteTables<'_>,
         staging: &mut Staging,
         a: &AlertEvent,
-    ) -> Result<()> {
+    ) -> Result<Applied> {
         let id = match &a.locator {
             Locator::Process(key) => self.resolve(t, staging, key, a.time_ns)?,
             Locator::Pid { tgid, time_ns } => {
@@ -1415,6 +1583,7 @@ pub(crate) struct Reader {
     flags: ReadOnlyTable<(u64, u64), u64>,
     ip_time: ReadOnlyTable<(u128, u64, u64), ()>,
     gaps: ReadOnlyTable<(u64, u64), &'static [u8]>,
+    pub(crate) journal: ReadOnlyTable<u64, &'static [u8]>,
 }
 
 impl Reader {
@@ -1440,6 +1609,7 @@ impl Reader {
             flags: txn.open_table(FLAGS)?,
             ip_time: txn.open_table(IP_TIME)?,
             gaps: txn.open_table(GAPS)?,
+            journal: txn.open_table(JOURNAL)?,
         })
     }
 
@@ -1725,6 +1895,21 @@ impl Reader {
             return Ok(None);
         };
         Ok(self.event_at(id, time, seq)?.map(|e| (id, e)))
+    }
+
+    /// The gap with this key.
+    pub(crate) fn gap_at(&self, from_ns: u64, seq: u64) -> Result<Option<GapEvent>> {
+        let Some(v) = self.gaps.get((from_ns, seq))? else {
+            return Ok(None);
+        };
+        let g: GapRecord = decode("gap", v.value())?;
+        Ok(Some(GapEvent {
+            time_ns: g.reported_ns,
+            lost: g.lost,
+            cpu: g.cpu,
+            from_ns,
+            to_ns: g.to_ns,
+        }))
     }
 
     pub(crate) fn gaps(&self, from: u64, to: u64) -> Result<Vec<GapEvent>> {

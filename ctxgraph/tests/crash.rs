@@ -101,7 +101,17 @@ fn kill_9_during_ingest_loses_no_acknowledged_event() {
         acked.len()
     );
 
+    // The acknowledged batches since the last checkpoint are only in the log: the
+    // reopen below must replay it.
+    let log = dir.path().join("graph.redb.log");
+    let log_bytes = std::fs::metadata(&log).map_or(0, |m| m.len());
+    assert!(log_bytes > 0, "kill -9 left no ingest log to replay");
     let store = Store::open(&path, Config::default()).expect("reopen after kill -9");
+    assert_eq!(
+        std::fs::metadata(&log).map_or(u64::MAX, |m| m.len()),
+        0,
+        "the replayed log is emptied by a checkpoint"
+    );
     for &n in &acked {
         let (_, keys) = batch(n);
         for k in keys {
