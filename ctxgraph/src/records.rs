@@ -128,10 +128,26 @@ pub(crate) const KIND_PEER: u8 = 4;
 /// Anything else.
 pub(crate) const KIND_OTHER: u8 = 8;
 
-/// log2 of the time window of chunks and of the (IP, time) index: 2^34 ns ≈ 17 s. A
-/// batch covers well under a window, so a process gets about one chunk per batch,
-/// and a time-range query reads only the windows it overlaps.
-pub(crate) const WINDOW_SHIFT: u32 = 34;
+/// log2 of the time window of chunks and of the (IP, time) index: 2^30 ns ≈ 1.07 s.
+/// A batch of a busy node covers well under a window, so a process gets about one
+/// chunk per batch; a time-range query, and an (IP, time) look-up, decode only the
+/// chunks of the windows they overlap — at most about a second of one process.
+pub(crate) const WINDOW_SHIFT: u32 = 30;
+
+/// log2 of the time window of the (IP, time) index: 2^27 ns ≈ 134 ms, finer than
+/// chunks, so that an (IP, time) look-up finds the one or two processes that talked
+/// to the address in the moment before, and decodes only their chunks.
+pub(crate) const PEER_WINDOW_SHIFT: u32 = 27;
+
+/// The (IP, time) index window a time falls in.
+pub(crate) const fn peer_window_of(time_ns: u64) -> u64 {
+    time_ns >> PEER_WINDOW_SHIFT
+}
+
+/// The chunk window holding a peer window.
+pub(crate) const fn window_of_peer_window(peer_window: u64) -> u64 {
+    peer_window >> (WINDOW_SHIFT - PEER_WINDOW_SHIFT)
+}
 
 /// The window a time falls in.
 pub(crate) const fn window_of(time_ns: u64) -> u64 {

@@ -53,6 +53,7 @@
 //! redb's page cache ([`Config::cache_bytes`]) plus two bounded memos in the writer
 //! (process ids, string ids). Nothing grows with history.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -72,8 +73,9 @@ use crate::event::{
 };
 use crate::model::{ExecView, ExitView, InboundLink, ProcessDetails, ProcessView};
 use crate::records::{
-    ChunkEntry, EventChunk, ExecRecord, GapRecord, JournalBatch, JournalRef, KIND_ACCEPT, ProcId,
-    ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode, window_of, window_start,
+    ChunkEntry, EventChunk, ExecRecord, GapRecord, JournalBatch, JournalRef, KIND_ACCEPT,
+    KIND_PEER, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode, peer_window_of,
+    window_of, window_of_peer_window, window_start,
 };
 use crate::wal::{Wal, log_path};
 
@@ -109,6 +111,8 @@ const APPLIED_BATCH: &str = "applied_batch";
 const UNATTRIBUTED: ProcId = 0;
 /// How many candidates a (pid | cgroup | workload, time) look-up examines.
 const LOCATE_SCAN: usize = 256;
+/// How many strings one query remembers.
+const READER_STRING_MEMO: usize = 4096;
 /// How many processes a retention pass rewrites per transaction.
 const PRUNE_CHUNK: usize = 4096;
 
@@ -569,10 +573,11 @@ impl Store {
                         format!("event seq {seq} not below counter {next_seq}"),
                     );
                 }
+                let time = window_start(window) + e.offset_ns;
                 if let Some(peer) = e.edge.peer()
                     && reader
                         .ip_time
-                        .get((ip_bits(peer.ip()), window, id))?
+                        .get((ip_bits(peer.ip()), peer_window_of(time), id))?
                         .is_none()
                 {
                     problem(&mut c, format!("connection {seq} missing from ip_time"));
@@ -790,7 +795,7 @@ fn unindex(t: &mut WriteTables<'_>, id: ProcId, removed: &mut Vec<TimedEdge>) ->
     for (time, seq, edge) in removed.drain(..) {
         count += 1;
         if let Some(peer) = edge.peer() {
-            peers.insert((peer.ip(), window_of(time)));
+            peers.insert((peer.ip(), peer_window_of(time)));
         }
         if matches!(edge, StoredEdge::Decision { .. } | StoredEdge::Alert { .. }) {
             t.proc_flags.remove((id, time, seq))?;
@@ -799,31 +804,11 @@ fn unindex(t: &mut WriteTables<'_>, id: ProcId, removed: &mut Vec<TimedEdge>) ->
     }
     for (ip, window) in peers {
         // Other events of the window may still name the peer: keep the entry then.
-        if !talks_to(&t.proc_events, id, window, ip)? {
+        if connections(&t.proc_events, id, window, ip)?.is_empty() {
             t.ip_time.remove((ip_bits(ip), window, id))?;
         }
     }
     Ok(count)
-}
-
-/// Whether process `id` has a connection with `ip` in `window`.
-fn talks_to(
-    proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
-    id: ProcId,
-    window: u64,
-    ip: IpAddr,
-) -> Result<bool> {
-    for entry in proc_events.range((id, window, 0)..=(id, window, u64::MAX))? {
-        let chunk: EventChunk = decode("event chunk", entry?.1.value())?;
-        if chunk
-            .entries
-            .iter()
-            .any(|e| e.edge.peer().is_some_and(|p| p.ip() == ip))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Deletes process `id`, all its events and every index entry naming it.
@@ -1231,7 +1216,7 @@ impl Writer {
             for (time, seq, edge) in entries {
                 chunk.kinds |= edge.kind_bit();
                 if let Some(peer) = edge.peer() {
-                    let entry = (ip_bits(peer.ip()), window, id);
+                    let entry = (ip_bits(peer.ip()), peer_window_of(time), id);
                     if self.peers.get(&entry).is_none() {
                         t.ip_time.insert(entry, ())?;
                         self.peers.insert(entry, ());
@@ -1501,7 +1486,7 @@ fn locate_ip(
     time_ns: u64,
 ) -> Result<Option<(ProcId, u64, u64)>> {
     let ip = ip_bits(addr);
-    let target = window_of(time_ns);
+    let target = peer_window_of(time_ns);
     let mut best: Option<(u64, u64, ProcId)> = None;
     let mut window = None;
     for (scanned, entry) in ip_time
@@ -1541,24 +1526,31 @@ fn locate_ip(
     Ok(best.map(|(time, seq, id)| (id, time, seq)))
 }
 
-/// (time, seq) of the connections of process `id` with `addr` in `window`.
+/// (time, seq) of the connections of process `id` with `addr` in `peer_window` (an
+/// `ip_time` window). Chunks without connections are skipped by their kinds byte.
 fn connections(
     proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
     id: ProcId,
-    window: u64,
+    peer_window: u64,
     addr: IpAddr,
 ) -> Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
+    let window = window_of_peer_window(peer_window);
     for entry in proc_events.range((id, window, 0)..=(id, window, u64::MAX))? {
         let (k, v) = entry?;
+        if v.value().first().is_none_or(|kinds| kinds & KIND_PEER == 0) {
+            continue;
+        }
         let first_seq = k.value().2;
         let chunk: EventChunk = decode("event chunk", v.value())?;
         for e in &chunk.entries {
-            if e.edge
-                .peer()
-                .is_some_and(|p| ip_bits(p.ip()) == ip_bits(addr))
+            let time = window_start(window) + e.offset_ns;
+            if peer_window_of(time) == peer_window
+                && e.edge
+                    .peer()
+                    .is_some_and(|p| ip_bits(p.ip()) == ip_bits(addr))
             {
-                out.push((window_start(window) + e.offset_ns, first_seq + e.seq_delta));
+                out.push((time, first_seq + e.seq_delta));
             }
         }
     }
@@ -1569,6 +1561,8 @@ fn connections(
 pub(crate) struct Reader {
     /// Boot ids by boot index (a handful: one per boot of the node).
     boot_list: Vec<u128>,
+    /// Strings this snapshot has looked up (bounded by [`READER_STRING_MEMO`]).
+    string_memo: RefCell<HashMap<StrId, String>>,
     boots: ReadOnlyTable<u32, u128>,
     strings: ReadOnlyTable<u64, &'static str>,
     string_ids: ReadOnlyTable<&'static str, u64>,
@@ -1595,6 +1589,7 @@ impl Reader {
         }
         Ok(Reader {
             boot_list,
+            string_memo: RefCell::new(HashMap::new()),
             boots: txn.open_table(BOOTS)?,
             strings: txn.open_table(STRINGS)?,
             string_ids: txn.open_table(STRING_IDS)?,
@@ -1651,10 +1646,20 @@ impl Reader {
     }
 
     fn string(&self, id: StrId) -> Result<String> {
-        self.strings
+        // A Flashback renders the same few paths for hundreds of processes.
+        if let Some(s) = self.string_memo.borrow().get(&id) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .strings
             .get(id)?
             .map(|v| v.value().to_owned())
-            .ok_or_else(|| Error::Dangling(format!("string {id}")))
+            .ok_or_else(|| Error::Dangling(format!("string {id}")))?;
+        let mut memo = self.string_memo.borrow_mut();
+        if memo.len() < READER_STRING_MEMO {
+            memo.insert(id, s.clone());
+        }
+        Ok(s)
     }
 
     pub(crate) fn view(&self, id: ProcId) -> Result<Option<ProcessView>> {
@@ -1709,6 +1714,63 @@ impl Reader {
     pub(crate) fn children(&self, id: ProcId, limit: usize) -> Result<Vec<ProcId>> {
         let mut out = Vec::new();
         for entry in self.children.range((id, 0)..=(id, u64::MAX))?.take(limit) {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// The first process id whose record was first seen at or after `time_ns`
+    /// (ids grow in arrival order: a binary search over the `procs` table).
+    pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
+        let Some(last) = self.procs.last()? else {
+            return Ok(UNATTRIBUTED + 1);
+        };
+        let (mut lo, mut hi) = (UNATTRIBUTED + 1, last.0.value() + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // Ids may have holes (retention): look at the next id that exists.
+            let Some(entry) = self.procs.range(mid..hi)?.next().transpose()? else {
+                hi = mid;
+                continue;
+            };
+            let (found, bytes) = (entry.0.value(), entry.1);
+            let record: ProcRecord = decode("process", bytes.value())?;
+            if record.first_seen_ns < time_ns {
+                lo = found + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Children of `id` with ids below `split`, newest first, at most `limit`.
+    pub(crate) fn children_before(
+        &self,
+        id: ProcId,
+        split: ProcId,
+        limit: usize,
+    ) -> Result<Vec<ProcId>> {
+        let mut out = Vec::new();
+        for entry in self.children.range((id, 0)..(id, split))?.rev().take(limit) {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// Children of `id` with ids at or above `split`, oldest first, at most `limit`.
+    pub(crate) fn children_from(
+        &self,
+        id: ProcId,
+        split: ProcId,
+        limit: usize,
+    ) -> Result<Vec<ProcId>> {
+        let mut out = Vec::new();
+        for entry in self
+            .children
+            .range((id, split)..=(id, u64::MAX))?
+            .take(limit)
+        {
             out.push(entry?.0.value().1);
         }
         Ok(out)
