@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Options: `--events N` (default 1,000,000), `--batch N` (4,096), `--dir PATH`
-//! (default: a temporary directory, deleted at the end).
+//! (default: a temporary directory, deleted at the end), `--checkpoint-bytes N`
+//! (default [`Config::checkpoint_bytes`]), `--compact` (compact the file after the
+//! queries and print its size).
 
 #[path = "../benches/synthetic/mod.rs"]
 mod synthetic;
@@ -21,12 +23,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use driftwall_ctxgraph::{Config, FlashbackOptions, Locator, Store, Subject};
-use synthetic::{Node, rss_kib};
+use synthetic::{Node, peak_rss_kib, rss_kib};
 
 struct Args {
     events: usize,
     batch: usize,
     dir: Option<PathBuf>,
+    checkpoint_bytes: Option<u64>,
+    compact: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +38,8 @@ fn parse_args() -> Result<Args, String> {
         events: 1_000_000,
         batch: 4096,
         dir: None,
+        checkpoint_bytes: None,
+        compact: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +48,14 @@ fn parse_args() -> Result<Args, String> {
             "--events" => args.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
             "--batch" => args.batch = value()?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--checkpoint-bytes" => {
+                args.checkpoint_bytes = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--checkpoint-bytes: {e}"))?,
+                )
+            }
+            "--compact" => args.compact = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -67,17 +81,6 @@ fn cpu_time() -> Duration {
     let total = ticks(11) + ticks(12);
     // USER_HZ is 100 on Linux.
     Duration::from_millis(total * 10)
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn percentiles(name: &str, mut latencies: Vec<Duration>) {
@@ -113,7 +116,11 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
         (None, None) => std::env::temp_dir(),
     };
     let path = dir.join("scale.redb");
-    let store = Store::open(&path, Config::default())?;
+    let mut config = Config::default();
+    if let Some(bytes) = args.checkpoint_bytes {
+        config.checkpoint_bytes = bytes;
+    }
+    let mut store = Store::open(&path, config)?;
     let (mut node, boot) = Node::new();
     store.ingest(&boot)?;
     let mut total = boot.len();
@@ -212,6 +219,19 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
         rss_kib(),
         peak_rss_kib()
     );
+    if args.compact {
+        let t = Instant::now();
+        // The node's clock as "now": the 90-day retention deletes nothing.
+        let report = store.compact(node.time)?;
+        let stats = store.stats()?;
+        println!(
+            "compact: {:.2?}, {} processes pruned; file {} bytes = {:.1} B/event",
+            t.elapsed(),
+            report.processes,
+            stats.file_bytes,
+            stats.file_bytes as f64 / total as f64
+        );
+    }
     Ok(())
 }
 

@@ -46,6 +46,12 @@
 //! # }
 //! ```
 //!
+//! **The API's other queries.** [`Store::process_details`] is a process with its
+//! parent, children, execs, exit, decisions and alerts; [`Store::events_since`]
+//! streams every event in ingest order from a resumable [`EventCursor`]; a
+//! third-party alert is ingested as an [`Event::Alert`] whose [`Locator`] the store
+//! resolves to a process and keeps as a flag on it.
+//!
 //! This crate has no kernel code, no async runtime and no command line: the enforcer
 //! feeds it and serves its answers.
 #![forbid(unsafe_code)]

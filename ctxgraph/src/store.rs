@@ -35,8 +35,9 @@
 //! | `flags` | (time, seq) → process id | decisions and alerts by time |
 //! | `ip_time` | (peer IP, window, process id) → () | (IP, time) → connection |
 //! | `gaps` | (from, seq) → gap | lost events |
+//! | `journal` | batch number → where each event went | ingest order (`journal.rs`) |
 //!
-//! Records are compact postcard structs ([`records`](crate::records)). The
+//! Records are compact postcard structs (`records.rs`). The
 //! `schema_version` in `meta` is checked on open; a file of another version is refused
 //! with [`Error::SchemaMismatch`].
 //!
@@ -1487,43 +1488,56 @@ fn locate_ip(
 ) -> Result<Option<(ProcId, u64, u64)>> {
     let ip = ip_bits(addr);
     let target = peer_window_of(time_ns);
+    let before = nearest_connection(
+        ip_time.range((ip, 0, 0)..=(ip, target, u64::MAX))?.rev(),
+        proc_events,
+        addr,
+        |found, best| found.0 <= time_ns && best.is_none_or(|b| found > b),
+    )?;
+    let found = match before {
+        Some(hit) => Some(hit),
+        None => nearest_connection(
+            ip_time.range((ip, target, 0)..=(ip, u64::MAX, u64::MAX))?,
+            proc_events,
+            addr,
+            |found, best| found.0 > time_ns && best.is_none_or(|b| found < b),
+        )?,
+    };
+    Ok(found.map(|(time, seq, id)| (id, time, seq)))
+}
+
+/// The best (by `better`) connection with `addr` among the `ip_time` entries
+/// `entries` yields, looking no further than the first window with a match (and at
+/// most [`LOCATE_SCAN`] entries): (time, seq, process id).
+fn nearest_connection<'a>(
+    entries: impl Iterator<
+        Item = std::result::Result<
+            (
+                redb::AccessGuard<'a, (u128, u64, u64)>,
+                redb::AccessGuard<'a, ()>,
+            ),
+            redb::StorageError,
+        >,
+    >,
+    proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
+    addr: IpAddr,
+    better: impl Fn((u64, u64), Option<(u64, u64)>) -> bool,
+) -> Result<Option<(u64, u64, ProcId)>> {
     let mut best: Option<(u64, u64, ProcId)> = None;
     let mut window = None;
-    for (scanned, entry) in ip_time
-        .range((ip, 0, 0)..=(ip, target, u64::MAX))?
-        .rev()
-        .enumerate()
-    {
+    for (scanned, entry) in entries.enumerate() {
         let (_, w, id) = entry?.0.value();
         if (best.is_some() && window != Some(w)) || scanned >= LOCATE_SCAN {
             break;
         }
         window = Some(w);
-        for (time, seq) in connections(proc_events, id, w, addr)? {
-            if time <= time_ns && best.is_none_or(|b| (time, seq) > (b.0, b.1)) {
-                best = Some((time, seq, id));
+        for found in connections(proc_events, id, w, addr)? {
+            if better(found, best.map(|b| (b.0, b.1))) {
+                best = Some((found.0, found.1, id));
             }
         }
     }
-    if best.is_none() {
-        window = None;
-        for (scanned, entry) in ip_time
-            .range((ip, target, 0)..=(ip, u64::MAX, u64::MAX))?
-            .enumerate()
-        {
-            let (_, w, id) = entry?.0.value();
-            if (best.is_some() && window != Some(w)) || scanned >= LOCATE_SCAN {
-                break;
-            }
-            window = Some(w);
-            for (time, seq) in connections(proc_events, id, w, addr)? {
-                if time > time_ns && best.is_none_or(|b| (time, seq) < (b.0, b.1)) {
-                    best = Some((time, seq, id));
-                }
-            }
-        }
-    }
-    Ok(best.map(|(time, seq, id)| (id, time, seq)))
+    Ok(best)
 }
 
 /// (time, seq) of the connections of process `id` with `addr` in `peer_window` (an
@@ -1712,11 +1726,7 @@ impl Reader {
     }
 
     pub(crate) fn children(&self, id: ProcId, limit: usize) -> Result<Vec<ProcId>> {
-        let mut out = Vec::new();
-        for entry in self.children.range((id, 0)..=(id, u64::MAX))?.take(limit) {
-            out.push(entry?.0.value().1);
-        }
-        Ok(out)
+        self.children_from(id, 0, limit)
     }
 
     /// The first process id whose record was first seen at or after `time_ns`

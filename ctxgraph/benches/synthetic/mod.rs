@@ -256,11 +256,21 @@ pub fn exec_event(t: u64, k: ProcessKey, path: &str, argv: Vec<String>, uid: u32
 
 /// Resident memory of this process, KiB.
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// Peak resident memory of this process, KiB.
+pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// A `/proc/self/status` field in KiB (0 when it cannot be read).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
