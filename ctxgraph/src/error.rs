@@ -40,6 +40,14 @@ pub enum Error {
         /// The encoder's complaint.
         source: postcard::Error,
     },
+    /// The ingest log could not be read or written.
+    #[error("context graph ingest log {path}: {source}")]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A writer panicked while holding the store; the store must be reopened.
     #[error("context graph store: a writer panicked; reopen the store")]
     Poisoned,
@@ -67,7 +75,8 @@ from_redb!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
-    redb::CompactionError
+    redb::CompactionError,
+    redb::SetDurabilityError
 );
 
 /// The result type of this crate.

@@ -85,6 +85,10 @@ pub struct Flashback {
     pub inbound: Option<InboundLink>,
     /// Decisions and alerts on the chain in the window before the anchor.
     pub before: Vec<Event>,
+    /// The process each entry of `before` is on (an alert located by pid, cgroup or
+    /// IP does not name it itself).
+    #[serde(default)]
+    pub before_processes: Vec<ProcessKey>,
     /// The subject's process and its descendants from the anchor on.
     pub since: ProcessTree,
     /// Lost-event gaps overlapping the story.
@@ -158,13 +162,19 @@ impl Store {
 
         // Flags on the chain in the window before the anchor.
         let from = anchor.saturating_sub(options.window_before_ns);
-        let mut before = Vec::new();
-        for &pid in &chain_ids {
+        let mut flagged = Vec::new();
+        for (&pid, view) in chain_ids.iter().zip(&chain) {
             let flags = reader.flags_of(pid, from, anchor, options.max_events_per_process)?;
             truncated |= flags.len() >= options.max_events_per_process;
-            before.extend(flags.into_iter().filter(|e| Some(e) != trigger.as_ref()));
+            flagged.extend(
+                flags
+                    .into_iter()
+                    .filter(|e| Some(e) != trigger.as_ref())
+                    .map(|e| (e, view.key)),
+            );
         }
-        before.sort_by_key(Event::time_ns);
+        flagged.sort_by_key(|(e, _)| e.time_ns());
+        let (before, before_processes) = flagged.into_iter().unzip();
 
         // Everything since.
         let mut budget = options.max_descendants;
@@ -178,6 +188,8 @@ impl Store {
             &mut budget,
             &mut latest,
             &mut truncated,
+            // Where processes first seen at the anchor start, in id order.
+            reader.first_id_seen_from(anchor)?,
         )?
         .ok_or_else(|| Error::NotFound(format!("process id {id}")))?;
 
@@ -195,6 +207,7 @@ impl Store {
             chain_complete,
             inbound,
             before,
+            before_processes,
             since,
             gaps,
             truncated,
@@ -239,6 +252,10 @@ fn locate(reader: &Reader, locator: &Locator) -> Result<Option<(ProcId, u64, Opt
     })
 }
 
+/// How many children forked before the anchor (by arrival order) a Flashback
+/// examines per process for ones still alive at the anchor.
+const OLDER_CHILDREN: usize = 512;
+
 #[allow(clippy::too_many_arguments)]
 fn tree(
     reader: &Reader,
@@ -249,6 +266,7 @@ fn tree(
     budget: &mut usize,
     latest: &mut u64,
     truncated: &mut bool,
+    split: ProcId,
 ) -> Result<Option<ProcessTree>> {
     let Some(process) = reader.view(id)? else {
         return Ok(None);
@@ -267,7 +285,14 @@ fn tree(
         *latest = (*latest).max(t);
     }
     let mut children = Vec::new();
-    for child in reader.children(id, usize::MAX)? {
+    // A busy parent (a shell, cron) may have millions of children, most of them long
+    // gone at the anchor. Process ids grow in arrival order, which is time order but
+    // for stragglers: start at the first process seen at the anchor, and look back
+    // from there at no more than OLDER_CHILDREN for long-lived ones.
+    let older = reader.children_before(id, split, OLDER_CHILDREN + 1)?;
+    *truncated |= older.len() > OLDER_CHILDREN;
+    let newer = reader.children_from(id, split, options.max_descendants + 1)?;
+    for child in older.into_iter().take(OLDER_CHILDREN).rev().chain(newer) {
         let Some(record) = reader.record(child)? else {
             continue;
         };
@@ -281,7 +306,7 @@ fn tree(
         *budget -= 1;
         *latest = (*latest).max(record.first_seen_ns);
         children.extend(tree(
-            reader, child, anchor, trigger, options, budget, latest, truncated,
+            reader, child, anchor, trigger, options, budget, latest, truncated, split,
         )?);
     }
     Ok(Some(ProcessTree {

@@ -22,9 +22,9 @@
 //! [`model`]. A process that accepted an inbound connection, and the processes it
 //! forked afterwards, carry that connection as their *inbound link*: "who came in".
 //!
-//! **The store.** [`Store`] keeps the graph in one redb file: each [`Store::ingest`]
-//! is one transaction, durable when it returns, so a `kill -9` never loses an
-//! acknowledged batch. Memory is a bounded page cache plus bounded memos, whatever the
+//! **The store.** [`Store`] keeps the graph in one redb file and a short ingest log
+//! beside it: each [`Store::ingest`] is one batch, in the fsync'd log when it returns
+//! and applied to redb, so a `kill -9` never loses an acknowledged batch. Memory is a bounded page cache plus bounded memos, whatever the
 //! length of history; [`Store::prune`] and [`Store::compact`] delete old history. The
 //! file carries a schema version checked on open.
 //!
@@ -46,6 +46,12 @@
 //! # }
 //! ```
 //!
+//! **The API's other queries.** [`Store::process_details`] is a process with its
+//! parent, children, execs, exit, decisions and alerts; [`Store::events_since`]
+//! streams every event in ingest order from a resumable [`EventCursor`]; a
+//! third-party alert is ingested as an [`Event::Alert`] whose [`Locator`] the store
+//! resolves to a process and keeps as a flag on it.
+//!
 //! This crate has no kernel code, no async runtime and no command line: the enforcer
 //! feeds it and serves its answers.
 #![forbid(unsafe_code)]
@@ -55,10 +61,12 @@ mod cache;
 pub mod error;
 pub mod event;
 pub mod flashback;
+pub mod journal;
 pub mod model;
 mod records;
 pub mod render;
 pub mod store;
+mod wal;
 
 pub use error::{Error, Result};
 pub use event::{
@@ -66,5 +74,8 @@ pub use event::{
     ProcessEventKind, ProcessKey, Severity, Target, Verdict,
 };
 pub use flashback::{Flashback, FlashbackOptions, ProcessTree, Subject};
-pub use model::{Edge, EdgeKind, ExecView, ExitView, InboundLink, Node, ProcessView};
+pub use journal::{EventCursor, EventPage};
+pub use model::{
+    Edge, EdgeKind, ExecView, ExitView, InboundLink, Node, ProcessDetails, ProcessView,
+};
 pub use store::{Ack, Config, Consistency, PruneReport, SCHEMA_VERSION, Store, StoreStats};

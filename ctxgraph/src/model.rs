@@ -185,3 +185,18 @@ pub struct Edge {
     /// When, nanoseconds since the Unix epoch.
     pub time_ns: u64,
 }
+
+/// A process with everything the API shows about it: what `/v1/processes/{id}`
+/// serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessDetails {
+    /// The process node: key, parent key, execs, exit.
+    pub process: ProcessView,
+    /// The processes it forked, oldest first.
+    pub children: Vec<ProcessKey>,
+    /// Its decisions (deny/audit) and the third-party alerts mapped onto it, oldest
+    /// first.
+    pub flags: Vec<crate::event::Event>,
+    /// True when `children` or `flags` was cut at the limit asked for.
+    pub truncated: bool,
+}

@@ -1,8 +1,11 @@
 //! The on-disk encoding of records: compact postcard structs with interned strings.
 //!
 //! Public [`Event`](crate::Event)s are not stored as they arrive. Process lifecycle
-//! (fork, exec, exit) folds into one [`ProcRecord`] per process; every other event
-//! becomes one [`StoredEdge`] keyed by `(process id, time, sequence)`. Process keys
+//! (fork, exec, exit) folds into one [`ProcRecord`] per process, written once per
+//! ingested batch however many of its events the batch holds; every other event
+//! becomes one [`StoredEdge`] in an [`EventChunk`]: the events of one process, one
+//! batch and one time window, with times and sequence numbers as small deltas — one
+//! B-tree entry for many events. Process keys
 //! are replaced by dense `u64` process ids, boot ids by a small index, and the
 //! low-cardinality strings (executable paths, working directories, hooks, rules,
 //! workload and alert-source names) by `u64` string ids. Argument vectors stay inline:
@@ -91,6 +94,119 @@ pub(crate) enum StoredEdge {
         text: String,
         locator: Locator,
     },
+}
+
+/// The events of one process in one batch and one time window (see
+/// [`window_of`]), sorted by (time, sequence), keyed by `(process id, window, first
+/// sequence)`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct EventChunk {
+    /// Which kinds of edges the chunk holds ([`KIND_ACCEPT`], …): the first byte of the
+    /// encoding, so a scan for accepts can skip chunks without decoding them.
+    pub kinds: u8,
+    /// The events.
+    pub entries: Vec<ChunkEntry>,
+}
+
+/// One event in an [`EventChunk`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ChunkEntry {
+    /// Nanoseconds after the start of the chunk's window.
+    pub offset_ns: u64,
+    /// Sequence number minus the chunk's first sequence number.
+    pub seq_delta: u64,
+    /// What happened.
+    pub edge: StoredEdge,
+}
+
+/// The chunk holds an accepted connection.
+pub(crate) const KIND_ACCEPT: u8 = 1;
+/// The chunk holds a decision or an alert.
+pub(crate) const KIND_FLAG: u8 = 2;
+/// The chunk holds a connection (connect, accept, UDP peer): it is in `ip_time`.
+pub(crate) const KIND_PEER: u8 = 4;
+/// Anything else.
+pub(crate) const KIND_OTHER: u8 = 8;
+
+/// log2 of the time window of chunks and of the (IP, time) index: 2^30 ns ≈ 1.07 s.
+/// A batch of a busy node covers well under a window, so a process gets about one
+/// chunk per batch; a time-range query, and an (IP, time) look-up, decode only the
+/// chunks of the windows they overlap — at most about a second of one process.
+pub(crate) const WINDOW_SHIFT: u32 = 30;
+
+/// log2 of the time window of the (IP, time) index: 2^27 ns ≈ 134 ms, finer than
+/// chunks, so that an (IP, time) look-up finds the one or two processes that talked
+/// to the address in the moment before, and decodes only their chunks.
+pub(crate) const PEER_WINDOW_SHIFT: u32 = 27;
+
+/// The (IP, time) index window a time falls in.
+pub(crate) const fn peer_window_of(time_ns: u64) -> u64 {
+    time_ns >> PEER_WINDOW_SHIFT
+}
+
+/// The chunk window holding a peer window.
+pub(crate) const fn window_of_peer_window(peer_window: u64) -> u64 {
+    peer_window >> (WINDOW_SHIFT - PEER_WINDOW_SHIFT)
+}
+
+/// The window a time falls in.
+pub(crate) const fn window_of(time_ns: u64) -> u64 {
+    time_ns >> WINDOW_SHIFT
+}
+
+/// The first nanosecond of a window.
+pub(crate) const fn window_start(window: u64) -> u64 {
+    window << WINDOW_SHIFT
+}
+
+impl StoredEdge {
+    /// The [`EventChunk::kinds`] bit of this edge.
+    pub(crate) fn kind_bit(&self) -> u8 {
+        match self {
+            StoredEdge::Accept { .. } => KIND_ACCEPT | KIND_PEER,
+            StoredEdge::Connect { .. } | StoredEdge::UdpPeer { .. } => KIND_PEER,
+            StoredEdge::Decision { .. } | StoredEdge::Alert { .. } => KIND_FLAG,
+            StoredEdge::Credentials { .. } | StoredEdge::Listen { .. } => KIND_OTHER,
+        }
+    }
+
+    /// The peer of a connection, for the (IP, time) index.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        match self {
+            StoredEdge::Accept { remote, .. }
+            | StoredEdge::Connect { remote, .. }
+            | StoredEdge::UdpPeer { remote, .. } => Some(*remote),
+            _ => None,
+        }
+    }
+}
+
+/// Where one ingested event went, in ingest order: the `journal` table holds one
+/// list of these per batch, so [`Store::events_since`](crate::Store::events_since)
+/// can replay history in the order it arrived without storing the events twice.
+/// Times and sequence numbers are deltas from the previous reference (zigzag), so a
+/// reference takes a few bytes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) enum JournalRef {
+    /// The fork of process `id` (the record says the parent).
+    Fork { id: ProcId, dt: i64 },
+    /// An exec of process `id` (the record's exec at that time).
+    Exec { id: ProcId, dt: i64 },
+    /// The exit of process `id`.
+    Exit { id: ProcId, dt: i64 },
+    /// An edge event or alert of process `id` (0: an alert that matched nothing).
+    Edge { id: ProcId, dt: i64, dseq: i64 },
+    /// A gap; `dt` is relative to its `from_ns`, the key of the gap.
+    Gap { dt: i64, dseq: i64 },
+}
+
+/// A batch in the `journal` table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct JournalBatch {
+    /// The latest time of its events (retention drops the batch after it).
+    pub max_time_ns: u64,
+    /// Its events, in the order they were ingested.
+    pub refs: Vec<JournalRef>,
 }
 
 /// The target of a decision.

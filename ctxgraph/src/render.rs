@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::error::Result;
-use crate::event::{Event, ProcessEvent, ProcessEventKind, Target, Verdict};
+use crate::event::{Event, ProcessEvent, ProcessEventKind, ProcessKey, Target, Verdict};
 use crate::flashback::{Flashback, ProcessTree};
 use crate::model::{Edge, EdgeKind, Node, ProcessView};
 
@@ -63,7 +63,12 @@ impl Flashback {
                     format_time(link.time_ns)
                 );
             }
-            for flag in self.before.iter().filter(|e| e.process() == Some(&p.key)) {
+            for (flag, _) in self
+                .before
+                .iter()
+                .zip(&self.before_processes)
+                .filter(|(_, on)| **on == p.key)
+            {
                 let _ = writeln!(out, "{indent}   ! {}", describe(flag));
             }
             if depth == last {
@@ -155,13 +160,16 @@ impl Flashback {
                 time_ns: link.time_ns,
             });
         }
-        for e in self.before.iter().chain(self.trigger.as_ref()) {
-            edges.extend(event_edge(e));
+        for (e, on) in self.before.iter().zip(&self.before_processes) {
+            edges.extend(event_edge(e, on));
+        }
+        if let (Some(e), Some(on)) = (&self.trigger, self.process()) {
+            edges.extend(event_edge(e, on));
         }
         let mut stack = vec![&self.since];
         while let Some(t) = stack.pop() {
             for e in &t.events {
-                edges.extend(event_edge(e));
+                edges.extend(event_edge(e, &t.process.key));
             }
             for c in &t.children {
                 edges.push(spawned(&t.process, &c.process));
@@ -215,7 +223,8 @@ fn process_edges(p: &ProcessView, edges: &mut Vec<Edge>) {
     }
 }
 
-fn event_edge(e: &Event) -> Option<Edge> {
+/// The edge an event of process `on` draws.
+fn event_edge(e: &Event, on: &ProcessKey) -> Option<Edge> {
     let (from, to, kind) = match e {
         Event::Process(ProcessEvent { process, kind, .. }) => {
             let me = Node::Process { key: *process };
@@ -248,8 +257,7 @@ fn event_edge(e: &Event) -> Option<Edge> {
             }
         }
         Event::Alert(a) => {
-            let key = *e.process()?;
-            let _ = a;
+            let key = *on;
             (
                 Node::AlertSource {
                     name: a.source.clone(),

@@ -6,9 +6,12 @@
 //! transactions over copy-on-write B-trees in a single file. A commit with
 //! `Durability::Immediate` (its default) is on disk when `commit` returns, and a
 //! crash — `kill -9`, power loss — leaves the file at the last committed transaction:
-//! there is no write-ahead log to replay and nothing to repair. That is exactly the
-//! group commit the agent needs: [`Store::ingest`] writes a batch in one transaction
-//! and acknowledges it only after the commit. Its memory is a page cache of a
+//! there is no write-ahead log of its own to replay. A durable redb commit writes
+//! every B-tree page the transaction dirtied, so [`Store::ingest`] does not make each
+//! batch durable in redb: it appends the batch to an fsync'd ingest log (`wal.rs`)
+//! and commits the redb transaction without fsync; a checkpoint every
+//! [`Config::checkpoint_bytes`] of log makes redb durable and empties the log, and
+//! [`Store::open`] replays what a crash left in it. Its memory is a page cache of a
 //! configured size, and ordered keys with range scans give every index below for
 //! free. fjall (an LSM tree) would ingest faster on huge write rates, but it brings a
 //! journal, background compaction threads and more moving parts; the agent's
@@ -19,22 +22,22 @@
 //!
 //! | table | key → value | for |
 //! |---|---|---|
-//! | `meta` | name → u64 | schema version, id counters |
+//! | `meta` | name → u64 | schema version, id counters, last applied batch |
 //! | `boots` | boot index → boot id | short boot references |
 //! | `strings`, `string_ids` | id ↔ string | interned paths, hooks, rules, names |
-//! | `proc_ids` | (boot id, tgid, start time) → process id | [`ProcessKey`] look-up |
+//! | `proc_ids` | (boot index, start time, tgid) → process id | [`ProcessKey`] look-up (appends) |
 //! | `procs` | process id → process record | the process node |
 //! | `pid_time` | (tgid, first seen, process id) → () | (pid, time) → process, pid reuse |
 //! | `children` | (parent id, child id) → () | descendants |
 //! | `cgroup_time`, `workload_time` | (cgroup or workload, exec time, process id) → () | containers |
-//! | `proc_events` | (process id, time, seq) → edge | everything else a process did |
-//! | `accepts` | (process id, time, seq) → () | "who came in" |
+//! | `proc_events` | (process id, window, first seq) → chunk | everything else a process did, one entry per batch and window |
 //! | `proc_flags` | (process id, time, seq) → () | decisions and alerts of a process |
 //! | `flags` | (time, seq) → process id | decisions and alerts by time |
-//! | `ip_time` | (peer IP, time, seq) → process id | (IP, time) → connection |
+//! | `ip_time` | (peer IP, window, process id) → () | (IP, time) → connection |
 //! | `gaps` | (from, seq) → gap | lost events |
+//! | `journal` | batch number → where each event went | ingest order (`journal.rs`) |
 //!
-//! Records are compact postcard structs ([`records`](crate::records)). The
+//! Records are compact postcard structs (`records.rs`). The
 //! `schema_version` in `meta` is checked on open; a file of another version is refused
 //! with [`Error::SchemaMismatch`].
 //!
@@ -51,12 +54,14 @@
 //! redb's page cache ([`Config::cache_bytes`]) plus two bounded memos in the writer
 //! (process ids, string ids). Nothing grows with history.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{
-    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
@@ -67,40 +72,48 @@ use crate::event::{
     AlertEvent, Credentials, Decision, Event, Executable, GapEvent, Locator, ProcessEvent,
     ProcessEventKind, ProcessKey, Target,
 };
-use crate::model::{ExecView, ExitView, InboundLink, ProcessView};
+use crate::model::{ExecView, ExitView, InboundLink, ProcessDetails, ProcessView};
 use crate::records::{
-    ExecRecord, GapRecord, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode,
+    ChunkEntry, EventChunk, ExecRecord, GapRecord, JournalBatch, JournalRef, KIND_ACCEPT,
+    KIND_PEER, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode, peer_window_of,
+    window_of, window_of_peer_window, window_start,
 };
+use crate::wal::{Wal, log_path};
 
 /// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOTS: TableDefinition<u32, u128> = TableDefinition::new("boots");
 const STRINGS: TableDefinition<u64, &str> = TableDefinition::new("strings");
 const STRING_IDS: TableDefinition<&str, u64> = TableDefinition::new("string_ids");
-const PROC_IDS: TableDefinition<(u128, u32, u64), u64> = TableDefinition::new("proc_ids");
+const PROC_IDS: TableDefinition<(u32, u64, u32), u64> = TableDefinition::new("proc_ids");
 const PROCS: TableDefinition<u64, &[u8]> = TableDefinition::new("procs");
 const PID_TIME: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("pid_time");
 const CHILDREN: TableDefinition<(u64, u64), ()> = TableDefinition::new("children");
 const CGROUP_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("cgroup_time");
 const WORKLOAD_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("workload_time");
 const PROC_EVENTS: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("proc_events");
-const ACCEPTS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("accepts");
 const PROC_FLAGS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("proc_flags");
 const FLAGS: TableDefinition<(u64, u64), u64> = TableDefinition::new("flags");
-const IP_TIME: TableDefinition<(u128, u64, u64), u64> = TableDefinition::new("ip_time");
+const IP_TIME: TableDefinition<(u128, u64, u64), ()> = TableDefinition::new("ip_time");
 const GAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("gaps");
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
 const SCHEMA_KEY: &str = "schema_version";
 const NEXT_SEQ: &str = "next_seq";
 const NEXT_PROC: &str = "next_proc";
 const NEXT_STRING: &str = "next_string";
+const EDGE_EVENTS: &str = "edge_events";
+/// The number of the last batch applied (the ingest log, `wal.rs`).
+const APPLIED_BATCH: &str = "applied_batch";
 
 /// The process id of alerts that matched no process.
 const UNATTRIBUTED: ProcId = 0;
 /// How many candidates a (pid | cgroup | workload, time) look-up examines.
 const LOCATE_SCAN: usize = 256;
+/// How many strings one query remembers.
+const READER_STRING_MEMO: usize = 4096;
 /// How many processes a retention pass rewrites per transaction.
 const PRUNE_CHUNK: usize = 4096;
 
@@ -115,6 +128,14 @@ pub struct Config {
     pub string_cache_entries: usize,
     /// History older than this is deleted by [`Store::compact`], nanoseconds.
     pub retention_ns: Option<u64>,
+    /// How much ingest log may pile up before redb is made durable and the log
+    /// emptied (a checkpoint), bytes. Larger: fewer, bigger redb fsyncs and a longer
+    /// replay after a crash.
+    pub checkpoint_bytes: u64,
+    /// Size retention: [`Store::compact`] deletes the oldest history until the keys
+    /// and values stored ([`StoreStats::stored_bytes`]) fit in this many bytes. The
+    /// file after compaction is about 1.5× that.
+    pub max_stored_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -124,6 +145,8 @@ impl Default for Config {
             process_cache_entries: 1 << 16,
             string_cache_entries: 1 << 14,
             retention_ns: Some(90 * 24 * 3600 * 1_000_000_000),
+            checkpoint_bytes: 8 << 20,
+            max_stored_bytes: None,
         }
     }
 }
@@ -174,7 +197,7 @@ pub struct Consistency {
 pub struct Store {
     db: Database,
     path: PathBuf,
-    writer: Mutex<Writer>,
+    writer: Mutex<WriterState>,
     config: Config,
 }
 
@@ -209,6 +232,8 @@ impl Store {
                 get(NEXT_SEQ)?,
                 get(NEXT_PROC)?.max(UNATTRIBUTED + 1),
                 get(NEXT_STRING)?,
+                get(EDGE_EVENTS)?,
+                get(APPLIED_BATCH)?,
             )
         };
         let boots = {
@@ -220,20 +245,37 @@ impl Store {
             boots
         };
         txn.commit()?;
-        let writer = Writer {
+        let mut wal = Wal::open(log_path(&path))?;
+        let mut writer = Writer {
             next_seq: counters.0,
             next_proc: counters.1,
             next_string: counters.2,
+            edge_events: counters.3,
+            batch: counters.4,
             boots,
             procs: BoundedCache::new(config.process_cache_entries),
             strings: BoundedCache::new(config.string_cache_entries),
+            peers: BoundedCache::new(config.process_cache_entries),
         };
-        Ok(Store {
+        // Batches acknowledged after redb's last durable commit are in the log.
+        let mut replayed = false;
+        wal.replay(writer.batch, |number, events| {
+            replayed = true;
+            writer.apply_batch(&db, number, &events)
+        })?;
+        let store = Store {
             db,
             path,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(WriterState { writer, wal }),
             config,
-        })
+        };
+        {
+            let mut state = store.lock()?;
+            if replayed || state.wal.len() > 0 {
+                store.checkpoint(&mut state)?;
+            }
+        }
+        Ok(store)
     }
 
     /// The file the store lives in.
@@ -241,29 +283,45 @@ impl Store {
         &self.path
     }
 
-    /// Writes `events` in one transaction. When this returns `Ok` the events are on
-    /// disk and survive a crash; when it returns `Err` none of them was written.
+    /// Writes `events` as one batch. When this returns `Ok` the events are on disk and
+    /// survive a crash (the batch is in the fsync'd ingest log, `wal.rs`);
+    /// when it returns `Err` none of them was written.
     pub fn ingest(&self, events: &[Event]) -> Result<Ack> {
-        let mut writer = self.lock()?;
+        let mut state = self.lock()?;
+        if state.wal.len() >= self.config.checkpoint_bytes {
+            self.checkpoint(&mut state)?;
+        }
+        let WriterState { writer, wal } = &mut *state;
+        let number = writer.batch + 1;
         let result = (|| {
-            let txn = self.db.begin_write()?;
-            {
-                let mut tables = WriteTables::open(&txn)?;
-                for event in events {
-                    writer.apply(&mut tables, event)?;
-                }
-                writer.save_counters(&mut tables)?;
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            writer.write_batch(&txn, number, events)?;
+            // Durable first, visible second: the log frame is what the ack promises.
+            let before = wal.len();
+            wal.append(number, events)?;
+            if let Err(e) = txn.commit() {
+                // Best effort: otherwise the next open replays a batch we refused.
+                let _ = wal.truncate(before);
+                return Err(e.into());
             }
-            txn.commit()?;
             Ok(Ack {
                 events: events.len(),
             })
         })();
-        if result.is_err() {
+        match result {
+            Ok(_) => writer.batch = number,
             // The transaction did not commit: what the memos learnt in it is not true.
-            writer.forget(&self.db)?;
+            Err(_) => writer.forget(&self.db)?,
         }
         result
+    }
+
+    /// Makes everything ingested durable in redb itself and empties the log.
+    fn checkpoint(&self, state: &mut WriterState) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        state.wal.truncate(0)
     }
 
     /// The process with this key.
@@ -273,6 +331,38 @@ impl Store {
             Some(id) => reader.view(id),
             None => Ok(None),
         }
+    }
+
+    /// The process with this key with its children's keys and its decisions and
+    /// alerts — what `/v1/processes/{id}` serves. At most `limit` children and
+    /// `limit` flags (`truncated` says when there were more).
+    pub fn process_details(
+        &self,
+        key: &ProcessKey,
+        limit: usize,
+    ) -> Result<Option<ProcessDetails>> {
+        let reader = self.reader()?;
+        let Some(id) = reader.id_of(key)? else {
+            return Ok(None);
+        };
+        let Some(process) = reader.view(id)? else {
+            return Ok(None);
+        };
+        let mut children = Vec::new();
+        let ids = reader.children(id, limit.saturating_add(1))?;
+        let mut truncated = ids.len() > limit;
+        for child in ids.into_iter().take(limit) {
+            children.extend(reader.key(child)?);
+        }
+        let mut flags = reader.flags_of(id, 0, u64::MAX, limit.saturating_add(1))?;
+        truncated |= flags.len() > limit;
+        flags.truncate(limit);
+        Ok(Some(ProcessDetails {
+            process,
+            children,
+            flags,
+            truncated,
+        }))
     }
 
     /// The process that had pid `tgid` at `time_ns` (not merely the last one to have it).
@@ -338,22 +428,51 @@ impl Store {
     /// events and index entries, older events of processes that are kept, and gaps
     /// that ended before it.
     pub fn prune(&self, older_than_ns: u64) -> Result<PruneReport> {
-        let mut writer = self.lock()?;
-        let result = self.prune_locked(&mut writer, older_than_ns);
+        let mut state = self.lock()?;
+        let result = self.prune_locked(&mut state.writer, older_than_ns);
         // Deleted processes may sit in the memo.
-        writer.forget(&self.db)?;
-        result
+        state.writer.forget(&self.db)?;
+        let report = result?;
+        self.checkpoint(&mut state)?;
+        Ok(report)
     }
 
-    /// Applies [`Config::retention_ns`] relative to `now_ns`, then compacts the file so
-    /// the freed space goes back to the file system.
+    /// Applies [`Config::retention_ns`] relative to `now_ns`; then, while the store
+    /// holds more than [`Config::max_stored_bytes`], deletes the oldest eighth of the
+    /// remaining span of history (at most 16 rounds); then compacts the file so the
+    /// freed space goes back to the file system.
     pub fn compact(&mut self, now_ns: u64) -> Result<PruneReport> {
-        let report = match self.config.retention_ns {
+        let mut report = match self.config.retention_ns {
             Some(keep) => self.prune(now_ns.saturating_sub(keep))?,
             None => PruneReport::default(),
         };
+        if let Some(max) = self.config.max_stored_bytes {
+            for _ in 0..16 {
+                if self.stats()?.stored_bytes <= max {
+                    break;
+                }
+                let Some(oldest) = self.oldest_batch_time()? else {
+                    break;
+                };
+                let cutoff = oldest + (now_ns.saturating_sub(oldest) / 8).max(1);
+                let round = self.prune(cutoff)?;
+                report.processes += round.processes;
+                report.events += round.events;
+                report.gaps += round.gaps;
+            }
+        }
         self.db.compact()?;
         Ok(report)
+    }
+
+    /// The latest time of the oldest batch still in the journal.
+    fn oldest_batch_time(&self) -> Result<Option<u64>> {
+        let reader = self.reader()?;
+        let Some(entry) = reader.journal.first()? else {
+            return Ok(None);
+        };
+        let batch: JournalBatch = decode("journal", entry.1.value())?;
+        Ok(Some(batch.max_time_ns))
     }
 
     /// Sizes of the store.
@@ -364,7 +483,10 @@ impl Store {
         let txn = self.db.begin_write()?;
         let stored_bytes = txn.stats()?.stored_bytes();
         let processes = txn.open_table(PROCS)?.len()?;
-        let events = txn.open_table(PROC_EVENTS)?.len()?;
+        let events = txn
+            .open_table(META)?
+            .get(EDGE_EVENTS)?
+            .map_or(0, |v| v.value());
         txn.abort()?;
         Ok(StoreStats {
             file_bytes,
@@ -437,40 +559,64 @@ impl Store {
         }
         for entry in reader.proc_events.iter()? {
             let (k, v) = entry?;
-            let (id, _, seq) = k.value();
-            c.events += 1;
-            decode::<StoredEdge>("event", v.value())?;
-            if seq >= next_seq {
-                problem(
-                    &mut c,
-                    format!("event seq {seq} not below counter {next_seq}"),
-                );
+            let (id, window, first_seq) = k.value();
+            let chunk: EventChunk = decode("event chunk", v.value())?;
+            c.events += chunk.entries.len() as u64;
+            let kinds = chunk.entries.iter().fold(0, |k, e| k | e.edge.kind_bit());
+            if kinds != chunk.kinds || chunk.entries.is_empty() {
+                problem(&mut c, format!("chunk {first_seq} of {id}: wrong kinds"));
+            }
+            for e in &chunk.entries {
+                let seq = first_seq + e.seq_delta;
+                if seq >= next_seq {
+                    problem(
+                        &mut c,
+                        format!("event seq {seq} not below counter {next_seq}"),
+                    );
+                }
+                let time = window_start(window) + e.offset_ns;
+                if let Some(peer) = e.edge.peer()
+                    && reader
+                        .ip_time
+                        .get((ip_bits(peer.ip()), peer_window_of(time), id))?
+                        .is_none()
+                {
+                    problem(&mut c, format!("connection {seq} missing from ip_time"));
+                }
             }
             if id != UNATTRIBUTED && !exists(id)? {
-                problem(&mut c, format!("event {seq} of missing process {id}"));
+                problem(&mut c, format!("event {first_seq} of missing process {id}"));
             }
         }
-        for table in [&reader.accepts, &reader.proc_flags] {
-            for entry in table.iter()? {
-                let k = entry?.0.value();
-                if reader.proc_events.get(k)?.is_none() {
-                    problem(&mut c, format!("index entry {k:?} dangles"));
-                }
+        for entry in reader.proc_flags.iter()? {
+            let (id, time, seq) = entry?.0.value();
+            if reader.edge_at(id, time, seq)?.is_none() {
+                problem(&mut c, format!("flag {seq} of process {id} dangles"));
             }
         }
         for entry in reader.flags.iter()? {
             let (k, id) = entry?;
             let ((time, seq), id) = (k.value(), id.value());
-            if reader.proc_events.get((id, time, seq))?.is_none() {
+            if reader.edge_at(id, time, seq)?.is_none() {
                 problem(&mut c, format!("flag {seq} dangles"));
             }
         }
         for entry in reader.ip_time.iter()? {
-            let (k, id) = entry?;
-            let ((_, time, seq), id) = (k.value(), id.value());
-            if reader.proc_events.get((id, time, seq))?.is_none() {
-                problem(&mut c, format!("connection {seq} dangles"));
+            let (ip, window, id) = entry?.0.value();
+            let addr = IpAddr::V6(std::net::Ipv6Addr::from_bits(ip)).to_canonical();
+            if connections(&reader.proc_events, id, window, addr)?.is_empty() {
+                problem(
+                    &mut c,
+                    format!("ip_time ({addr}, {window}, {id}) names no connection"),
+                );
             }
+        }
+        let (stored, counted) = (c.events, counter(EDGE_EVENTS)?);
+        if stored != counted {
+            problem(
+                &mut c,
+                format!("{stored} events stored, counter says {counted}"),
+            );
         }
         Ok(c)
     }
@@ -479,7 +625,7 @@ impl Store {
         Reader::new(self.db.begin_read()?)
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Writer>> {
+    fn lock(&self) -> Result<MutexGuard<'_, WriterState>> {
         self.writer.lock().map_err(|_| Error::Poisoned)
     }
 
@@ -489,6 +635,7 @@ impl Store {
         let mut cursor = UNATTRIBUTED;
         loop {
             let txn = self.db.begin_write()?;
+            let deleted_before = report.events;
             let done = {
                 let mut t = WriteTables::open(&txn)?;
                 let mut chunk = Vec::new();
@@ -509,15 +656,36 @@ impl Store {
                         keep
                     })?;
                     report.gaps = gaps;
+                    // The journal is in ingest order, which is time order but for
+                    // stragglers: drop batches from the oldest on while they are old.
+                    let mut old_batches = Vec::new();
+                    for entry in t.journal.iter()? {
+                        let (number, bytes) = entry?;
+                        let batch: JournalBatch = decode("journal", bytes.value())?;
+                        if batch.max_time_ns >= cutoff {
+                            break;
+                        }
+                        old_batches.push(number.value());
+                    }
+                    for number in old_batches {
+                        t.journal.remove(number)?;
+                    }
                 }
                 for (id, rec) in &chunk {
                     cursor = id + 1;
-                    let last_event = t
+                    let last_event = match t
                         .proc_events
                         .range((*id, 0, 0)..=(*id, u64::MAX, u64::MAX))?
                         .next_back()
                         .transpose()?
-                        .map_or(0, |(k, _)| k.value().1);
+                    {
+                        Some((k, v)) => {
+                            let chunk: EventChunk = decode("event chunk", v.value())?;
+                            chunk.entries.iter().map(|e| e.offset_ns).max().unwrap_or(0)
+                                + window_start(k.value().1)
+                        }
+                        None => 0,
+                    };
                     let last_activity = rec
                         .first_seen_ns
                         .max(rec.execs.last().map_or(0, |e| e.time_ns))
@@ -527,13 +695,15 @@ impl Store {
                         None => rec.boot != current_boot && last_activity < cutoff,
                     };
                     if doomed {
-                        let boot = writer.boot_id(rec.boot)?;
-                        report.events += delete_process(&mut t, *id, rec, boot)?;
+                        report.events += delete_process(&mut t, *id, rec)?;
                         report.processes += 1;
                     } else {
                         report.events += delete_events(&mut t, *id, cutoff)?;
                     }
                 }
+                let stored = t.meta.get(EDGE_EVENTS)?.map_or(0, |v| v.value());
+                let deleted = report.events - deleted_before;
+                t.meta.insert(EDGE_EVENTS, stored.saturating_sub(deleted))?;
                 chunk.len() < PRUNE_CHUNK
             };
             txn.commit()?;
@@ -544,58 +714,109 @@ impl Store {
     }
 }
 
-/// Deletes the events of process `id` older than `cutoff` and their index entries, a
-/// chunk at a time so memory stays bounded however many there are.
+/// Deletes the events of process `id` older than `cutoff` (all of them for
+/// `u64::MAX`) and their index entries, a chunk at a time so memory stays bounded
+/// however many there are. Chunks of windows wholly before the cutoff go whole; the
+/// chunks of the window the cutoff falls in are rewritten without their old events.
 fn delete_events(t: &mut WriteTables<'_>, id: ProcId, cutoff: u64) -> Result<u64> {
     let mut count = 0;
-    let mut removed: Vec<(u64, u64, StoredEdge)> = Vec::new();
-    loop {
-        {
-            let extracted = t
-                .proc_events
-                .extract_from_if((id, 0, 0)..(id, cutoff, 0), |_, _| true)?;
-            for entry in extracted {
-                let (k, v) = entry?;
-                let (_, time, seq) = k.value();
-                removed.push((time, seq, decode("event", v.value())?));
-                if removed.len() >= PRUNE_CHUNK {
-                    break;
+    let boundary = window_of(cutoff);
+    let whole_until = if cutoff == u64::MAX {
+        Some(u64::MAX)
+    } else {
+        boundary.checked_sub(1)
+    };
+    let mut removed: Vec<TimedEdge> = Vec::new();
+    if let Some(last) = whole_until {
+        loop {
+            {
+                let extracted = t
+                    .proc_events
+                    .extract_from_if((id, 0, 0)..=(id, last, u64::MAX), |_, _| true)?;
+                for (chunks, entry) in extracted.enumerate() {
+                    let (k, v) = entry?;
+                    let (_, window, first_seq) = k.value();
+                    let chunk: EventChunk = decode("event chunk", v.value())?;
+                    for e in chunk.entries {
+                        let time = window_start(window) + e.offset_ns;
+                        removed.push((time, first_seq + e.seq_delta, e.edge));
+                    }
+                    if chunks + 1 >= PRUNE_CHUNK {
+                        break;
+                    }
                 }
             }
-        }
-        if removed.is_empty() {
-            return Ok(count);
-        }
-        for (time, seq, edge) in removed.drain(..) {
-            count += 1;
-            match edge {
-                StoredEdge::Accept { remote, .. } => {
-                    t.accepts.remove((id, time, seq))?;
-                    t.ip_time.remove((ip_bits(remote.ip()), time, seq))?;
-                }
-                StoredEdge::Connect { remote, .. } | StoredEdge::UdpPeer { remote, .. } => {
-                    t.ip_time.remove((ip_bits(remote.ip()), time, seq))?;
-                }
-                StoredEdge::Decision { .. } | StoredEdge::Alert { .. } => {
-                    t.proc_flags.remove((id, time, seq))?;
-                    t.flags.remove((time, seq))?;
-                }
-                StoredEdge::Credentials { .. } | StoredEdge::Listen { .. } => {}
+            if removed.is_empty() {
+                break;
             }
+            count += unindex(t, id, &mut removed)?;
         }
     }
+    if cutoff != u64::MAX {
+        // The window the cutoff falls in: keep its newer events.
+        let mut boundary_chunks = Vec::new();
+        for entry in t
+            .proc_events
+            .range((id, boundary, 0)..=(id, boundary, u64::MAX))?
+        {
+            let (k, v) = entry?;
+            boundary_chunks.push((k.value(), decode::<EventChunk>("event chunk", v.value())?));
+        }
+        for (key, chunk) in boundary_chunks {
+            let (_, window, first_seq) = key;
+            let mut rest = EventChunk::default();
+            for e in chunk.entries {
+                let time = window_start(window) + e.offset_ns;
+                if time < cutoff {
+                    removed.push((time, first_seq + e.seq_delta, e.edge));
+                } else {
+                    rest.kinds |= e.edge.kind_bit();
+                    rest.entries.push(e);
+                }
+            }
+            if removed.is_empty() {
+                continue;
+            }
+            if rest.entries.is_empty() {
+                t.proc_events.remove(key)?;
+            } else {
+                t.proc_events
+                    .insert(key, encode("event chunk", &rest)?.as_slice())?;
+            }
+            count += unindex(t, id, &mut removed)?;
+        }
+    }
+    Ok(count)
+}
+
+/// Removes the index entries of deleted events of process `id`; returns how many.
+fn unindex(t: &mut WriteTables<'_>, id: ProcId, removed: &mut Vec<TimedEdge>) -> Result<u64> {
+    let mut count = 0;
+    let mut peers = HashSet::new();
+    for (time, seq, edge) in removed.drain(..) {
+        count += 1;
+        if let Some(peer) = edge.peer() {
+            peers.insert((peer.ip(), peer_window_of(time)));
+        }
+        if matches!(edge, StoredEdge::Decision { .. } | StoredEdge::Alert { .. }) {
+            t.proc_flags.remove((id, time, seq))?;
+            t.flags.remove((time, seq))?;
+        }
+    }
+    for (ip, window) in peers {
+        // Other events of the window may still name the peer: keep the entry then.
+        if connections(&t.proc_events, id, window, ip)?.is_empty() {
+            t.ip_time.remove((ip_bits(ip), window, id))?;
+        }
+    }
+    Ok(count)
 }
 
 /// Deletes process `id`, all its events and every index entry naming it.
-fn delete_process(
-    t: &mut WriteTables<'_>,
-    id: ProcId,
-    rec: &ProcRecord,
-    boot: u128,
-) -> Result<u64> {
+fn delete_process(t: &mut WriteTables<'_>, id: ProcId, rec: &ProcRecord) -> Result<u64> {
     let events = delete_events(t, id, u64::MAX)?;
     t.procs.remove(id)?;
-    t.proc_ids.remove((boot, rec.tgid, rec.start_time_ns))?;
+    t.proc_ids.remove((rec.boot, rec.start_time_ns, rec.tgid))?;
     t.pid_time.remove((rec.tgid, rec.first_seen_ns, id))?;
     if let Some(parent) = rec.parent {
         t.children.remove((parent, id))?;
@@ -625,18 +846,18 @@ struct WriteTables<'txn> {
     boots: Table<'txn, u32, u128>,
     strings: Table<'txn, u64, &'static str>,
     string_ids: Table<'txn, &'static str, u64>,
-    proc_ids: Table<'txn, (u128, u32, u64), u64>,
+    proc_ids: Table<'txn, (u32, u64, u32), u64>,
     procs: Table<'txn, u64, &'static [u8]>,
     pid_time: Table<'txn, (u32, u64, u64), ()>,
     children: Table<'txn, (u64, u64), ()>,
     cgroup_time: Table<'txn, (u64, u64, u64), ()>,
     workload_time: Table<'txn, (u64, u64, u64), ()>,
     proc_events: Table<'txn, (u64, u64, u64), &'static [u8]>,
-    accepts: Table<'txn, (u64, u64, u64), ()>,
     proc_flags: Table<'txn, (u64, u64, u64), ()>,
     flags: Table<'txn, (u64, u64), u64>,
-    ip_time: Table<'txn, (u128, u64, u64), u64>,
+    ip_time: Table<'txn, (u128, u64, u64), ()>,
     gaps: Table<'txn, (u64, u64), &'static [u8]>,
+    journal: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -653,12 +874,114 @@ impl<'txn> WriteTables<'txn> {
             cgroup_time: txn.open_table(CGROUP_TIME)?,
             workload_time: txn.open_table(WORKLOAD_TIME)?,
             proc_events: txn.open_table(PROC_EVENTS)?,
-            accepts: txn.open_table(ACCEPTS)?,
             proc_flags: txn.open_table(PROC_FLAGS)?,
             flags: txn.open_table(FLAGS)?,
             ip_time: txn.open_table(IP_TIME)?,
             gaps: txn.open_table(GAPS)?,
+            journal: txn.open_table(JOURNAL)?,
         })
+    }
+}
+
+/// Where the writer put one event (the absolute form of a [`JournalRef`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Fork(ProcId, u64),
+    Exec(ProcId, u64),
+    Exit(ProcId, u64),
+    /// (process, time, seq)
+    Edge(ProcId, u64, u64),
+    /// (from, seq)
+    Gap(u64, u64),
+}
+
+/// Builds the journal entry of a batch.
+#[derive(Default)]
+struct JournalWriter {
+    batch: JournalBatch,
+    time: u64,
+    seq: u64,
+}
+
+impl JournalWriter {
+    fn push(&mut self, applied: Applied, event_time: u64) {
+        let dt = |w: &mut Self, t: u64| {
+            let d = t.wrapping_sub(w.time) as i64;
+            w.time = t;
+            d
+        };
+        let dseq = |w: &mut Self, s: u64| {
+            let d = s.wrapping_sub(w.seq) as i64;
+            w.seq = s;
+            d
+        };
+        self.batch.max_time_ns = self.batch.max_time_ns.max(event_time);
+        let r = match applied {
+            Applied::Fork(id, t) => JournalRef::Fork {
+                id,
+                dt: dt(self, t),
+            },
+            Applied::Exec(id, t) => JournalRef::Exec {
+                id,
+                dt: dt(self, t),
+            },
+            Applied::Exit(id, t) => JournalRef::Exit {
+                id,
+                dt: dt(self, t),
+            },
+            Applied::Edge(id, t, s) => JournalRef::Edge {
+                id,
+                dt: dt(self, t),
+                dseq: dseq(self, s),
+            },
+            Applied::Gap(from, s) => JournalRef::Gap {
+                dt: dt(self, from),
+                dseq: dseq(self, s),
+            },
+        };
+        self.batch.refs.push(r);
+    }
+}
+
+/// Turns a batch's journal references back into absolute positions.
+pub(crate) fn journal_positions(batch: &JournalBatch) -> Vec<Applied> {
+    let (mut time, mut seq) = (0u64, 0u64);
+    let at = |d: i64, base: &mut u64| {
+        *base = base.wrapping_add(d as u64);
+        *base
+    };
+    batch
+        .refs
+        .iter()
+        .map(|r| match *r {
+            JournalRef::Fork { id, dt } => Applied::Fork(id, at(dt, &mut time)),
+            JournalRef::Exec { id, dt } => Applied::Exec(id, at(dt, &mut time)),
+            JournalRef::Exit { id, dt } => Applied::Exit(id, at(dt, &mut time)),
+            JournalRef::Edge { id, dt, dseq } => {
+                Applied::Edge(id, at(dt, &mut time), at(dseq, &mut seq))
+            }
+            JournalRef::Gap { dt, dseq } => Applied::Gap(at(dt, &mut time), at(dseq, &mut seq)),
+        })
+        .collect()
+}
+
+/// The writer and its log, behind the store's mutex.
+struct WriterState {
+    writer: Writer,
+    wal: Wal,
+}
+
+impl Drop for Store {
+    /// A clean close leaves an empty log, so the next open replays nothing.
+    fn drop(&mut self) {
+        if let Ok(state) = self.writer.get_mut() {
+            let txn = self.db.begin_write();
+            if let Ok(txn) = txn
+                && txn.commit().is_ok()
+            {
+                let _ = state.wal.truncate(0);
+            }
+        }
     }
 }
 
@@ -667,9 +990,34 @@ struct Writer {
     next_seq: u64,
     next_proc: u64,
     next_string: u64,
+    /// Non-lifecycle events stored (for [`Store::stats`] and [`Store::check`]).
+    edge_events: u64,
+    /// The number of the last batch committed.
+    batch: u64,
     boots: Vec<u128>,
     procs: BoundedCache<ProcessKey, (ProcId, u64)>,
     strings: BoundedCache<String, StrId>,
+    /// `ip_time` entries known to be on disk: a busy daemon talks to the same peers
+    /// all the time, and one entry per (peer, window, process) is enough.
+    peers: BoundedCache<(u128, u64, ProcId), ()>,
+}
+
+/// What one ingest call has changed but not written yet: each touched process record
+/// is written once, and each (process, window) gets one chunk, at [`Writer::flush`].
+#[derive(Default)]
+struct Staging {
+    procs: HashMap<ProcId, StagedProc>,
+    chunks: HashMap<(ProcId, u64), Vec<TimedEdge>>,
+}
+
+/// An edge event with its time and sequence number.
+pub(crate) type TimedEdge = (u64, u64, StoredEdge);
+
+struct StagedProc {
+    record: ProcRecord,
+    /// The `first_seen_ns` under which `pid_time` indexes the process on disk (`None`:
+    /// a new process, not indexed yet).
+    indexed_first_seen: Option<u64>,
 }
 
 impl Writer {
@@ -678,12 +1026,15 @@ impl Writer {
     fn forget(&mut self, db: &Database) -> Result<()> {
         self.procs.clear();
         self.strings.clear();
+        self.peers.clear();
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let get = |name| -> Result<u64> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
         self.next_seq = get(NEXT_SEQ)?;
         self.next_proc = get(NEXT_PROC)?.max(UNATTRIBUTED + 1);
         self.next_string = get(NEXT_STRING)?;
+        self.edge_events = get(EDGE_EVENTS)?;
+        self.batch = get(APPLIED_BATCH)?;
         let boots = txn.open_table(BOOTS)?;
         self.boots.clear();
         for entry in boots.iter()? {
@@ -692,18 +1043,40 @@ impl Writer {
         Ok(())
     }
 
+    /// Applies batch `number` in a non-durable transaction of its own (log replay).
+    fn apply_batch(&mut self, db: &Database, number: u64, events: &[Event]) -> Result<()> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        self.write_batch(&txn, number, events)?;
+        txn.commit()?;
+        self.batch = number;
+        Ok(())
+    }
+
+    /// Writes batch `number` into `txn`.
+    fn write_batch(&mut self, txn: &WriteTransaction, number: u64, events: &[Event]) -> Result<()> {
+        let mut tables = WriteTables::open(txn)?;
+        let mut staging = Staging::default();
+        let mut journal = JournalWriter::default();
+        for event in events {
+            let applied = self.apply(&mut tables, &mut staging, event)?;
+            journal.push(applied, event.time_ns());
+        }
+        self.flush(&mut tables, &mut staging)?;
+        tables
+            .journal
+            .insert(number, encode("journal", &journal.batch)?.as_slice())?;
+        self.save_counters(&mut tables)?;
+        tables.meta.insert(APPLIED_BATCH, number)?;
+        Ok(())
+    }
+
     fn save_counters(&self, t: &mut WriteTables<'_>) -> Result<()> {
         t.meta.insert(NEXT_SEQ, self.next_seq)?;
         t.meta.insert(NEXT_PROC, self.next_proc)?;
         t.meta.insert(NEXT_STRING, self.next_string)?;
+        t.meta.insert(EDGE_EVENTS, self.edge_events)?;
         Ok(())
-    }
-
-    fn boot_id(&self, index: u32) -> Result<u128> {
-        self.boots
-            .get(index as usize)
-            .copied()
-            .ok_or_else(|| Error::Dangling(format!("boot index {index}")))
     }
 
     fn boot_index(&mut self, t: &mut WriteTables<'_>, boot_id: u128) -> Result<u32> {
@@ -741,22 +1114,42 @@ impl Writer {
         seq
     }
 
+    /// The staged record of process `id`, loaded from disk on first use in this batch.
+    fn staged<'s>(
+        t: &WriteTables<'_>,
+        staging: &'s mut Staging,
+        id: ProcId,
+    ) -> Result<&'s mut StagedProc> {
+        match staging.procs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let record = load(&t.procs, id)?;
+                Ok(e.insert(StagedProc {
+                    indexed_first_seen: Some(record.first_seen_ns),
+                    record,
+                }))
+            }
+        }
+    }
+
     /// The id of `key`, creating a placeholder if it is new; `time_ns` is a moment the
     /// process is known to have existed.
     fn resolve(
         &mut self,
         t: &mut WriteTables<'_>,
+        staging: &mut Staging,
         key: &ProcessKey,
         time_ns: u64,
     ) -> Result<ProcId> {
+        let boot = self.boot_index(t, key.boot_id)?;
         let known = match self.procs.get(key) {
             Some(hit) => Some(hit),
             None => match t
                 .proc_ids
-                .get((key.boot_id, key.tgid, key.start_time_ns))?
+                .get((boot, key.start_time_ns, key.tgid))?
                 .map(|v| v.value())
             {
-                Some(id) => Some((id, load(&t.procs, id)?.first_seen_ns)),
+                Some(id) => Some((id, Self::staged(t, staging, id)?.record.first_seen_ns)),
                 None => None,
             },
         };
@@ -766,7 +1159,7 @@ impl Writer {
                 let id = self.next_proc;
                 self.next_proc += 1;
                 let record = ProcRecord {
-                    boot: self.boot_index(t, key.boot_id)?,
+                    boot,
                     tgid: key.tgid,
                     start_time_ns: key.start_time_ns,
                     first_seen_ns: time_ns,
@@ -775,29 +1168,88 @@ impl Writer {
                     execs: Vec::new(),
                     exit: None,
                 };
-                store(&mut t.procs, id, &record)?;
-                t.proc_ids
-                    .insert((key.boot_id, key.tgid, key.start_time_ns), id)?;
-                t.pid_time.insert((key.tgid, time_ns, id), ())?;
+                // Keyed by start time, so new processes append to the tree.
+                t.proc_ids.insert((boot, key.start_time_ns, key.tgid), id)?;
+                staging.procs.insert(
+                    id,
+                    StagedProc {
+                        record,
+                        indexed_first_seen: None,
+                    },
+                );
                 (id, time_ns)
             }
         };
         if time_ns < first_seen {
-            // It existed earlier than we thought (out-of-order arrival): re-index.
-            let mut record = load(&t.procs, id)?;
-            t.pid_time.remove((record.tgid, record.first_seen_ns, id))?;
-            record.first_seen_ns = time_ns;
-            t.pid_time.insert((record.tgid, time_ns, id), ())?;
-            store(&mut t.procs, id, &record)?;
+            // It existed earlier than we thought (out-of-order arrival): `flush`
+            // re-indexes it in `pid_time`.
+            Self::staged(t, staging, id)?.record.first_seen_ns = time_ns;
         }
         self.procs.insert(*key, (id, first_seen.min(time_ns)));
         Ok(id)
     }
 
-    fn apply(&mut self, t: &mut WriteTables<'_>, event: &Event) -> Result<()> {
+    /// Writes what `staging` holds: each process record once, each chunk as one entry.
+    fn flush(&mut self, t: &mut WriteTables<'_>, staging: &mut Staging) -> Result<()> {
+        for (id, staged) in staging.procs.drain() {
+            let rec = &staged.record;
+            match staged.indexed_first_seen {
+                Some(old) if old == rec.first_seen_ns => {}
+                Some(old) => {
+                    t.pid_time.remove((rec.tgid, old, id))?;
+                    t.pid_time.insert((rec.tgid, rec.first_seen_ns, id), ())?;
+                }
+                None => {
+                    t.pid_time.insert((rec.tgid, rec.first_seen_ns, id), ())?;
+                }
+            }
+            store(&mut t.procs, id, rec)?;
+        }
+        for ((id, window), mut entries) in staging.chunks.drain() {
+            entries.sort_unstable_by_key(|(time, seq, _)| (*time, *seq));
+            let first_seq = entries.iter().map(|e| e.1).min().unwrap_or(0);
+            let start = window_start(window);
+            self.edge_events += entries.len() as u64;
+            let mut chunk = EventChunk {
+                kinds: 0,
+                entries: Vec::with_capacity(entries.len()),
+            };
+            for (time, seq, edge) in entries {
+                chunk.kinds |= edge.kind_bit();
+                if let Some(peer) = edge.peer() {
+                    let entry = (ip_bits(peer.ip()), peer_window_of(time), id);
+                    if self.peers.get(&entry).is_none() {
+                        t.ip_time.insert(entry, ())?;
+                        self.peers.insert(entry, ());
+                    }
+                }
+                chunk.entries.push(ChunkEntry {
+                    offset_ns: time - start,
+                    seq_delta: seq - first_seq,
+                    edge,
+                });
+            }
+            t.proc_events.insert(
+                (id, window, first_seq),
+                encode("event chunk", &chunk)?.as_slice(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        t: &mut WriteTables<'_>,
+        staging: &mut Staging,
+        event: &Event,
+    ) -> Result<Applied> {
         match event {
-            Event::Process(e) => self.apply_process(t, e),
-            Event::Alert(a) => self.apply_alert(t, a),
+            Event::Process(e) => self.apply_process(t, staging, e),
+            Event::Alert(a) => {
+                // Locating the alert reads the tables: write what is staged first.
+                self.flush(t, staging)?;
+                self.apply_alert(t, staging, a)
+            }
             Event::Gap(g) => {
                 let seq = self.seq();
                 let record = GapRecord {
@@ -808,28 +1260,59 @@ impl Writer {
                 };
                 t.gaps
                     .insert((g.from_ns, seq), encode("gap", &record)?.as_slice())?;
-                Ok(())
+                Ok(Applied::Gap(g.from_ns, seq))
             }
         }
     }
 
-    fn apply_process(&mut self, t: &mut WriteTables<'_>, e: &ProcessEvent) -> Result<()> {
+    /// Adds an edge event of `id` to its chunk; flags are indexed at once (they are
+    /// rare).
+    fn add_edge(
+        &mut self,
+        t: &mut WriteTables<'_>,
+        staging: &mut Staging,
+        id: ProcId,
+        time: u64,
+        edge: StoredEdge,
+    ) -> Result<Applied> {
+        let seq = self.seq();
+        if matches!(edge, StoredEdge::Decision { .. } | StoredEdge::Alert { .. }) {
+            t.flags.insert((time, seq), id)?;
+            if id != UNATTRIBUTED {
+                t.proc_flags.insert((id, time, seq), ())?;
+            }
+        }
+        staging
+            .chunks
+            .entry((id, window_of(time)))
+            .or_default()
+            .push((time, seq, edge));
+        Ok(Applied::Edge(id, time, seq))
+    }
+
+    fn apply_process(
+        &mut self,
+        t: &mut WriteTables<'_>,
+        staging: &mut Staging,
+        e: &ProcessEvent,
+    ) -> Result<Applied> {
         let time = e.time_ns;
-        let id = self.resolve(t, &e.process, time)?;
+        let id = self.resolve(t, staging, &e.process, time)?;
         let edge = match &e.kind {
             ProcessEventKind::Fork { parent } => {
-                let parent_id = self.resolve(t, parent, time)?;
-                let mut record = load(&t.procs, id)?;
-                if let Some(old) = record.parent
+                let parent_id = self.resolve(t, staging, parent, time)?;
+                let record = &mut Self::staged(t, staging, id)?.record;
+                let old = record.parent.replace(parent_id);
+                record.forked_ns = Some(time);
+                if let Some(old) = old
                     && old != parent_id
                 {
                     t.children.remove((old, id))?;
                 }
-                record.parent = Some(parent_id);
-                record.forked_ns = Some(time);
-                store(&mut t.procs, id, &record)?;
-                t.children.insert((parent_id, id), ())?;
-                return Ok(());
+                if old != Some(parent_id) {
+                    t.children.insert((parent_id, id), ())?;
+                }
+                return Ok(Applied::Fork(id, time));
             }
             ProcessEventKind::Exec(exec) => {
                 let workload = match &exec.workload {
@@ -849,21 +1332,18 @@ impl Writer {
                     cgroup_id: exec.cgroup_id,
                     workload,
                 };
-                let mut record = load(&t.procs, id)?;
+                let record = &mut Self::staged(t, staging, id)?.record;
                 let at = record.execs.partition_point(|x| x.time_ns <= time);
                 record.execs.insert(at, stored);
-                store(&mut t.procs, id, &record)?;
                 t.cgroup_time.insert((exec.cgroup_id, time, id), ())?;
                 if let Some(w) = workload {
                     t.workload_time.insert((w, time, id), ())?;
                 }
-                return Ok(());
+                return Ok(Applied::Exec(id, time));
             }
             ProcessEventKind::Exit { code } => {
-                let mut record = load(&t.procs, id)?;
-                record.exit = Some((time, *code));
-                store(&mut t.procs, id, &record)?;
-                return Ok(());
+                Self::staged(t, staging, id)?.record.exit = Some((time, *code));
+                return Ok(Applied::Exit(id, time));
             }
             ProcessEventKind::Credentials(c) => StoredEdge::Credentials {
                 uid: c.uid,
@@ -902,31 +1382,17 @@ impl Writer {
                 rule: self.intern(t, &d.rule)?,
             },
         };
-        let seq = self.seq();
-        t.proc_events
-            .insert((id, time, seq), encode("event", &edge)?.as_slice())?;
-        match &edge {
-            StoredEdge::Accept { remote, .. } => {
-                t.accepts.insert((id, time, seq), ())?;
-                t.ip_time.insert((ip_bits(remote.ip()), time, seq), id)?;
-            }
-            StoredEdge::Connect { remote, .. } | StoredEdge::UdpPeer { remote, .. } => {
-                t.ip_time.insert((ip_bits(remote.ip()), time, seq), id)?;
-            }
-            StoredEdge::Decision { .. } => {
-                t.proc_flags.insert((id, time, seq), ())?;
-                t.flags.insert((time, seq), id)?;
-            }
-            StoredEdge::Credentials { .. }
-            | StoredEdge::Listen { .. }
-            | StoredEdge::Alert { .. } => {}
-        }
-        Ok(())
+        self.add_edge(t, staging, id, time, edge)
     }
 
-    fn apply_alert(&mut self, t: &mut WriteTables<'_>, a: &AlertEvent) -> Result<()> {
+    fn apply_alert(
+        &mut self,
+        t: &mut WriteTables<'_>,
+        staging: &mut Staging,
+        a: &AlertEvent,
+    ) -> Result<Applied> {
         let id = match &a.locator {
-            Locator::Process(key) => self.resolve(t, key, a.time_ns)?,
+            Locator::Process(key) => self.resolve(t, staging, key, a.time_ns)?,
             Locator::Pid { tgid, time_ns } => {
                 locate_pid(&t.pid_time, &t.procs, *tgid, *time_ns)?.unwrap_or(UNATTRIBUTED)
             }
@@ -941,7 +1407,8 @@ impl Writer {
                 None => UNATTRIBUTED,
             },
             Locator::Ip { addr, time_ns } => {
-                locate_ip(&t.ip_time, *addr, *time_ns)?.map_or(UNATTRIBUTED, |(id, _, _)| id)
+                locate_ip(&t.ip_time, &t.proc_events, *addr, *time_ns)?
+                    .map_or(UNATTRIBUTED, |(id, _, _)| id)
             }
         };
         let edge = StoredEdge::Alert {
@@ -950,14 +1417,7 @@ impl Writer {
             text: a.text.clone(),
             locator: a.locator.clone(),
         };
-        let seq = self.seq();
-        t.proc_events
-            .insert((id, a.time_ns, seq), encode("event", &edge)?.as_slice())?;
-        t.flags.insert((a.time_ns, seq), id)?;
-        if id != UNATTRIBUTED {
-            t.proc_flags.insert((id, a.time_ns, seq), ())?;
-        }
-        Ok(())
+        self.add_edge(t, staging, id, a.time_ns, edge)
     }
 }
 
@@ -1018,52 +1478,132 @@ fn locate_in(
 }
 
 /// The connection with peer `addr` at or last before `time_ns` (or, failing that, the
-/// first after it): (process id, time, seq).
+/// first after it): (process id, time, seq). `ip_time` names the (window, process)
+/// pairs that talked to the address; their chunks give the exact connection.
 fn locate_ip(
-    ip_time: &impl ReadableTable<(u128, u64, u64), u64>,
+    ip_time: &impl ReadableTable<(u128, u64, u64), ()>,
+    proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
     addr: IpAddr,
     time_ns: u64,
 ) -> Result<Option<(ProcId, u64, u64)>> {
     let ip = ip_bits(addr);
-    let before = ip_time
-        .range((ip, 0, 0)..=(ip, time_ns, u64::MAX))?
-        .next_back()
-        .transpose()?;
+    let target = peer_window_of(time_ns);
+    let before = nearest_connection(
+        ip_time.range((ip, 0, 0)..=(ip, target, u64::MAX))?.rev(),
+        proc_events,
+        addr,
+        |found, best| found.0 <= time_ns && best.is_none_or(|b| found > b),
+    )?;
     let found = match before {
         Some(hit) => Some(hit),
-        None => ip_time
-            .range((ip, time_ns, 0)..=(ip, u64::MAX, u64::MAX))?
-            .next()
-            .transpose()?,
+        None => nearest_connection(
+            ip_time.range((ip, target, 0)..=(ip, u64::MAX, u64::MAX))?,
+            proc_events,
+            addr,
+            |found, best| found.0 > time_ns && best.is_none_or(|b| found < b),
+        )?,
     };
-    Ok(found.map(|(k, id)| {
-        let (_, time, seq) = k.value();
-        (id.value(), time, seq)
-    }))
+    Ok(found.map(|(time, seq, id)| (id, time, seq)))
+}
+
+/// The best (by `better`) connection with `addr` among the `ip_time` entries
+/// `entries` yields, looking no further than the first window with a match (and at
+/// most [`LOCATE_SCAN`] entries): (time, seq, process id).
+fn nearest_connection<'a>(
+    entries: impl Iterator<
+        Item = std::result::Result<
+            (
+                redb::AccessGuard<'a, (u128, u64, u64)>,
+                redb::AccessGuard<'a, ()>,
+            ),
+            redb::StorageError,
+        >,
+    >,
+    proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
+    addr: IpAddr,
+    better: impl Fn((u64, u64), Option<(u64, u64)>) -> bool,
+) -> Result<Option<(u64, u64, ProcId)>> {
+    let mut best: Option<(u64, u64, ProcId)> = None;
+    let mut window = None;
+    for (scanned, entry) in entries.enumerate() {
+        let (_, w, id) = entry?.0.value();
+        if (best.is_some() && window != Some(w)) || scanned >= LOCATE_SCAN {
+            break;
+        }
+        window = Some(w);
+        for found in connections(proc_events, id, w, addr)? {
+            if better(found, best.map(|b| (b.0, b.1))) {
+                best = Some((found.0, found.1, id));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// (time, seq) of the connections of process `id` with `addr` in `peer_window` (an
+/// `ip_time` window). Chunks without connections are skipped by their kinds byte.
+fn connections(
+    proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
+    id: ProcId,
+    peer_window: u64,
+    addr: IpAddr,
+) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let window = window_of_peer_window(peer_window);
+    for entry in proc_events.range((id, window, 0)..=(id, window, u64::MAX))? {
+        let (k, v) = entry?;
+        if v.value().first().is_none_or(|kinds| kinds & KIND_PEER == 0) {
+            continue;
+        }
+        let first_seq = k.value().2;
+        let chunk: EventChunk = decode("event chunk", v.value())?;
+        for e in &chunk.entries {
+            let time = window_start(window) + e.offset_ns;
+            if peer_window_of(time) == peer_window
+                && e.edge
+                    .peer()
+                    .is_some_and(|p| ip_bits(p.ip()) == ip_bits(addr))
+            {
+                out.push((time, first_seq + e.seq_delta));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A consistent snapshot of the store for queries.
 pub(crate) struct Reader {
+    /// Boot ids by boot index (a handful: one per boot of the node).
+    boot_list: Vec<u128>,
+    /// Strings this snapshot has looked up (bounded by [`READER_STRING_MEMO`]).
+    string_memo: RefCell<HashMap<StrId, String>>,
     boots: ReadOnlyTable<u32, u128>,
     strings: ReadOnlyTable<u64, &'static str>,
     string_ids: ReadOnlyTable<&'static str, u64>,
-    proc_ids: ReadOnlyTable<(u128, u32, u64), u64>,
+    proc_ids: ReadOnlyTable<(u32, u64, u32), u64>,
     procs: ReadOnlyTable<u64, &'static [u8]>,
     pid_time: ReadOnlyTable<(u32, u64, u64), ()>,
     children: ReadOnlyTable<(u64, u64), ()>,
     cgroup_time: ReadOnlyTable<(u64, u64, u64), ()>,
     workload_time: ReadOnlyTable<(u64, u64, u64), ()>,
     proc_events: ReadOnlyTable<(u64, u64, u64), &'static [u8]>,
-    accepts: ReadOnlyTable<(u64, u64, u64), ()>,
     proc_flags: ReadOnlyTable<(u64, u64, u64), ()>,
     flags: ReadOnlyTable<(u64, u64), u64>,
-    ip_time: ReadOnlyTable<(u128, u64, u64), u64>,
+    ip_time: ReadOnlyTable<(u128, u64, u64), ()>,
     gaps: ReadOnlyTable<(u64, u64), &'static [u8]>,
+    pub(crate) journal: ReadOnlyTable<u64, &'static [u8]>,
 }
 
 impl Reader {
     fn new(txn: ReadTransaction) -> Result<Reader> {
+        let boots = txn.open_table(BOOTS)?;
+        let mut boot_list = Vec::new();
+        for entry in boots.iter()? {
+            boot_list.push(entry?.1.value());
+        }
         Ok(Reader {
+            boot_list,
+            string_memo: RefCell::new(HashMap::new()),
             boots: txn.open_table(BOOTS)?,
             strings: txn.open_table(STRINGS)?,
             string_ids: txn.open_table(STRING_IDS)?,
@@ -1074,18 +1614,21 @@ impl Reader {
             cgroup_time: txn.open_table(CGROUP_TIME)?,
             workload_time: txn.open_table(WORKLOAD_TIME)?,
             proc_events: txn.open_table(PROC_EVENTS)?,
-            accepts: txn.open_table(ACCEPTS)?,
             proc_flags: txn.open_table(PROC_FLAGS)?,
             flags: txn.open_table(FLAGS)?,
             ip_time: txn.open_table(IP_TIME)?,
             gaps: txn.open_table(GAPS)?,
+            journal: txn.open_table(JOURNAL)?,
         })
     }
 
     pub(crate) fn id_of(&self, key: &ProcessKey) -> Result<Option<ProcId>> {
+        let Some(boot) = self.boot_list.iter().rposition(|b| *b == key.boot_id) else {
+            return Ok(None);
+        };
         Ok(self
             .proc_ids
-            .get((key.boot_id, key.tgid, key.start_time_ns))?
+            .get((boot as u32, key.start_time_ns, key.tgid))?
             .map(|v| v.value()))
     }
 
@@ -1117,10 +1660,20 @@ impl Reader {
     }
 
     fn string(&self, id: StrId) -> Result<String> {
-        self.strings
+        // A Flashback renders the same few paths for hundreds of processes.
+        if let Some(s) = self.string_memo.borrow().get(&id) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .strings
             .get(id)?
             .map(|v| v.value().to_owned())
-            .ok_or_else(|| Error::Dangling(format!("string {id}")))
+            .ok_or_else(|| Error::Dangling(format!("string {id}")))?;
+        let mut memo = self.string_memo.borrow_mut();
+        if memo.len() < READER_STRING_MEMO {
+            memo.insert(id, s.clone());
+        }
+        Ok(s)
     }
 
     pub(crate) fn view(&self, id: ProcId) -> Result<Option<ProcessView>> {
@@ -1173,8 +1726,61 @@ impl Reader {
     }
 
     pub(crate) fn children(&self, id: ProcId, limit: usize) -> Result<Vec<ProcId>> {
+        self.children_from(id, 0, limit)
+    }
+
+    /// The first process id whose record was first seen at or after `time_ns`
+    /// (ids grow in arrival order: a binary search over the `procs` table).
+    pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
+        let Some(last) = self.procs.last()? else {
+            return Ok(UNATTRIBUTED + 1);
+        };
+        let (mut lo, mut hi) = (UNATTRIBUTED + 1, last.0.value() + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // Ids may have holes (retention): look at the next id that exists.
+            let Some(entry) = self.procs.range(mid..hi)?.next().transpose()? else {
+                hi = mid;
+                continue;
+            };
+            let (found, bytes) = (entry.0.value(), entry.1);
+            let record: ProcRecord = decode("process", bytes.value())?;
+            if record.first_seen_ns < time_ns {
+                lo = found + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Children of `id` with ids below `split`, newest first, at most `limit`.
+    pub(crate) fn children_before(
+        &self,
+        id: ProcId,
+        split: ProcId,
+        limit: usize,
+    ) -> Result<Vec<ProcId>> {
         let mut out = Vec::new();
-        for entry in self.children.range((id, 0)..=(id, u64::MAX))?.take(limit) {
+        for entry in self.children.range((id, 0)..(id, split))?.rev().take(limit) {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    /// Children of `id` with ids at or above `split`, oldest first, at most `limit`.
+    pub(crate) fn children_from(
+        &self,
+        id: ProcId,
+        split: ProcId,
+        limit: usize,
+    ) -> Result<Vec<ProcId>> {
+        let mut out = Vec::new();
+        for entry in self
+            .children
+            .range((id, split)..=(id, u64::MAX))?
+            .take(limit)
+        {
             out.push(entry?.0.value().1);
         }
         Ok(out)
@@ -1194,15 +1800,47 @@ impl Reader {
             None => return Ok(Vec::new()),
         };
         let mut out = Vec::new();
-        for entry in self
-            .proc_events
-            .range((id, from, 0)..=(id, to, u64::MAX))?
-            .take(limit)
-        {
-            let (k, v) = entry?;
-            let (_, time, _) = k.value();
-            out.push(self.to_event(key, time, decode("event", v.value())?)?);
+        for (time, _, edge) in self.edges(id, from, to, limit)? {
+            out.push(self.to_event(key, time, edge)?);
         }
+        Ok(out)
+    }
+
+    /// (time, seq, edge) of the events of `id` in `[from, to]` in (time, seq) order,
+    /// at most `limit`. Chunks of one window may overlap in time (out-of-order
+    /// arrival), so each window is sorted whole before it is cut.
+    pub(crate) fn edges(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<TimedEdge>> {
+        let mut out: Vec<TimedEdge> = Vec::new();
+        let mut window_start_at = 0;
+        let mut current = None;
+        let range = (id, window_of(from), 0)..=(id, window_of(to), u64::MAX);
+        for entry in self.proc_events.range(range)? {
+            let (k, v) = entry?;
+            let (_, window, first_seq) = k.value();
+            if current != Some(window) {
+                out[window_start_at..].sort_unstable_by_key(|e| (e.0, e.1));
+                if out.len() >= limit {
+                    break;
+                }
+                current = Some(window);
+                window_start_at = out.len();
+            }
+            let chunk: EventChunk = decode("event chunk", v.value())?;
+            for e in chunk.entries {
+                let time = window_start(window) + e.offset_ns;
+                if (from..=to).contains(&time) {
+                    out.push((time, first_seq + e.seq_delta, e.edge));
+                }
+            }
+        }
+        out[window_start_at..].sort_unstable_by_key(|e| (e.0, e.1));
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -1226,47 +1864,85 @@ impl Reader {
         Ok(out)
     }
 
-    pub(crate) fn event_at(&self, id: ProcId, time: u64, seq: u64) -> Result<Option<Event>> {
-        let Some(v) = self.proc_events.get((id, time, seq))? else {
-            return Ok(None);
-        };
-        let edge = decode("event", v.value())?;
-        let key = self.key(id)?;
-        Ok(Some(self.to_event(key, time, edge)?))
-    }
-
-    /// The latest connection accepted by `id` at or before `at`.
-    pub(crate) fn last_accept(&self, id: ProcId, at: u64) -> Result<Option<InboundLink>> {
-        let Some(entry) = self
-            .accepts
-            .range((id, 0, 0)..=(id, at, u64::MAX))?
+    /// The stored edge of process `id` with this time and sequence number.
+    pub(crate) fn edge_at(&self, id: ProcId, time: u64, seq: u64) -> Result<Option<StoredEdge>> {
+        let window = window_of(time);
+        // The chunk holding `seq` is the last one of the window that starts at or
+        // before it: each batch writes one chunk per window, with increasing numbers.
+        let Some((k, v)) = self
+            .proc_events
+            .range((id, window, 0)..=(id, window, seq))?
             .next_back()
             .transpose()?
         else {
             return Ok(None);
         };
-        let (_, time, seq) = entry.0.value();
-        let Some(v) = self.proc_events.get((id, time, seq))? else {
+        let first_seq = k.value().2;
+        let chunk: EventChunk = decode("event chunk", v.value())?;
+        Ok(chunk
+            .entries
+            .into_iter()
+            .find(|e| first_seq + e.seq_delta == seq && window_start(window) + e.offset_ns == time)
+            .map(|e| e.edge))
+    }
+
+    pub(crate) fn event_at(&self, id: ProcId, time: u64, seq: u64) -> Result<Option<Event>> {
+        let Some(edge) = self.edge_at(id, time, seq)? else {
             return Ok(None);
         };
-        let (
-            StoredEdge::Accept {
-                listener,
-                local,
-                remote,
-            },
-            Some(accepted_by),
-        ) = (decode("event", v.value())?, self.key(id)?)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(InboundLink {
-            listener,
-            local,
-            remote,
-            accepted_by,
-            time_ns: time,
-        }))
+        let key = self.key(id)?;
+        Ok(Some(self.to_event(key, time, edge)?))
+    }
+
+    /// The latest connection accepted by `id` at or before `at`. Chunks without an
+    /// accept are skipped by their first byte, without decoding them.
+    pub(crate) fn last_accept(&self, id: ProcId, at: u64) -> Result<Option<InboundLink>> {
+        let mut best: Option<(u64, u64, InboundLink)> = None;
+        let mut window = None;
+        for entry in self
+            .proc_events
+            .range((id, 0, 0)..=(id, window_of(at), u64::MAX))?
+            .rev()
+        {
+            let (k, v) = entry?;
+            let (_, w, first_seq) = k.value();
+            if best.is_some() && window != Some(w) {
+                break;
+            }
+            window = Some(w);
+            if v.value()
+                .first()
+                .is_none_or(|kinds| kinds & KIND_ACCEPT == 0)
+            {
+                continue;
+            }
+            let chunk: EventChunk = decode("event chunk", v.value())?;
+            for e in chunk.entries {
+                let time = window_start(w) + e.offset_ns;
+                let seq = first_seq + e.seq_delta;
+                if let StoredEdge::Accept {
+                    listener,
+                    local,
+                    remote,
+                } = e.edge
+                    && time <= at
+                    && best.as_ref().is_none_or(|b| (time, seq) > (b.0, b.1))
+                {
+                    let Some(accepted_by) = self.key(id)? else {
+                        return Ok(None);
+                    };
+                    let link = InboundLink {
+                        listener,
+                        local,
+                        remote,
+                        accepted_by,
+                        time_ns: time,
+                    };
+                    best = Some((time, seq, link));
+                }
+            }
+        }
+        Ok(best.map(|b| b.2))
     }
 
     pub(crate) fn locate_pid(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcId>> {
@@ -1286,10 +1962,26 @@ impl Reader {
 
     /// The connection with peer `addr` nearest `time_ns`: (process id, the event).
     pub(crate) fn locate_ip(&self, addr: IpAddr, time_ns: u64) -> Result<Option<(ProcId, Event)>> {
-        let Some((id, time, seq)) = locate_ip(&self.ip_time, addr, time_ns)? else {
+        let Some((id, time, seq)) = locate_ip(&self.ip_time, &self.proc_events, addr, time_ns)?
+        else {
             return Ok(None);
         };
         Ok(self.event_at(id, time, seq)?.map(|e| (id, e)))
+    }
+
+    /// The gap with this key.
+    pub(crate) fn gap_at(&self, from_ns: u64, seq: u64) -> Result<Option<GapEvent>> {
+        let Some(v) = self.gaps.get((from_ns, seq))? else {
+            return Ok(None);
+        };
+        let g: GapRecord = decode("gap", v.value())?;
+        Ok(Some(GapEvent {
+            time_ns: g.reported_ns,
+            lost: g.lost,
+            cpu: g.cpu,
+            from_ns,
+            to_ns: g.to_ns,
+        }))
     }
 
     pub(crate) fn gaps(&self, from: u64, to: u64) -> Result<Vec<GapEvent>> {

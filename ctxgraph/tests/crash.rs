@@ -14,6 +14,8 @@ use common::*;
 use driftwall_ctxgraph::{Config, Event, ProcessEventKind, ProcessKey, Store};
 
 const CHILD_ENV: &str = "CTXGRAPH_CRASH_CHILD_STORE";
+/// The child's `Config::checkpoint_bytes`.
+const CHECKPOINT_ENV: &str = "CTXGRAPH_CRASH_CHILD_CHECKPOINT";
 const BATCH: u32 = 200;
 
 /// Batch `n`: 50 processes, each forked, exec'd and connecting out.
@@ -53,7 +55,14 @@ fn crash_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::open(path, Config::default()).expect("child opens store");
+    let mut config = Config::default();
+    if let Some(bytes) = std::env::var(CHECKPOINT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.checkpoint_bytes = bytes;
+    }
+    let store = Store::open(path, config).expect("child opens store");
     let mut out = std::io::stdout().lock();
     for n in 0.. {
         let (events, _) = batch(n);
@@ -65,9 +74,26 @@ fn crash_child() {
 
 #[test]
 fn kill_9_during_ingest_loses_no_acknowledged_event() {
+    // The default checkpoint interval: everything acknowledged is in the log.
+    kill_9_and_check(None);
+}
+
+#[test]
+fn kill_9_during_checkpoints_loses_no_acknowledged_event() {
+    // A checkpoint every 4 KiB of log (every batch or two): the kill lands around
+    // durable redb commits and log truncations, and the reopen must neither lose a
+    // batch nor apply one twice.
+    kill_9_and_check(Some(4096));
+}
+
+fn kill_9_and_check(checkpoint_bytes: Option<u64>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("graph.redb");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    if let Some(bytes) = checkpoint_bytes {
+        command.env(CHECKPOINT_ENV, bytes.to_string());
+    }
+    let mut child = command
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
@@ -101,7 +127,19 @@ fn kill_9_during_ingest_loses_no_acknowledged_event() {
         acked.len()
     );
 
+    // The acknowledged batches since the last checkpoint are only in the log: the
+    // reopen below must replay it.
+    let log = dir.path().join("graph.redb.log");
+    let log_bytes = std::fs::metadata(&log).map_or(0, |m| m.len());
+    if checkpoint_bytes.is_none() {
+        assert!(log_bytes > 0, "kill -9 left no ingest log to replay");
+    }
     let store = Store::open(&path, Config::default()).expect("reopen after kill -9");
+    assert_eq!(
+        std::fs::metadata(&log).map_or(u64::MAX, |m| m.len()),
+        0,
+        "the replayed log is emptied by a checkpoint"
+    );
     for &n in &acked {
         let (_, keys) = batch(n);
         for k in keys {

@@ -1,0 +1,253 @@
+//! The context graph at scale: ingests N synthetic events (a busy node, see
+//! `benches/synthetic/mod.rs`) in durable batches, then prints what the issue asks
+//! to be measured — ingest rate (wall clock, and per CPU-second of this process,
+//! which is the per-core figure on a shared machine), bytes on disk per event,
+//! resident memory as history grows, and Flashback latency p50/p99/max by (pid,
+//! time), by process key (daemons and the busy shell) and by (IP, time).
+//!
+//! ```sh
+//! cargo run --release -p driftwall-ctxgraph --example scale -- --events 10000000
+//! ```
+//!
+//! Options: `--events N` (default 1,000,000), `--batch N` (4,096), `--dir PATH`
+//! (default: a temporary directory, deleted at the end), `--checkpoint-bytes N`
+//! (default [`Config::checkpoint_bytes`]), `--compact` (compact the file after the
+//! queries and print its size).
+
+#[path = "../benches/synthetic/mod.rs"]
+mod synthetic;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use driftwall_ctxgraph::{Config, FlashbackOptions, Locator, Store, Subject};
+use synthetic::{Node, peak_rss_kib, rss_kib};
+
+struct Args {
+    events: usize,
+    batch: usize,
+    dir: Option<PathBuf>,
+    checkpoint_bytes: Option<u64>,
+    compact: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        events: 1_000_000,
+        batch: 4096,
+        dir: None,
+        checkpoint_bytes: None,
+        compact: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => args.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
+            "--batch" => args.batch = value()?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--checkpoint-bytes" => {
+                args.checkpoint_bytes = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--checkpoint-bytes: {e}"))?,
+                )
+            }
+            "--compact" => args.compact = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    Ok(args)
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+    let total = ticks(11) + ticks(12);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(total * 10)
+}
+
+fn percentiles(name: &str, mut latencies: Vec<Duration>) {
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "flashback {name}: {} queries, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+}
+
+fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
+    let temp = match &args.dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::tempdir().map_err(|e| driftwall_ctxgraph::Error::Log {
+                path: std::env::temp_dir(),
+                source: e,
+            })?,
+        ),
+    };
+    let dir = match (&args.dir, &temp) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => std::env::temp_dir(),
+    };
+    let path = dir.join("scale.redb");
+    let mut config = Config::default();
+    if let Some(bytes) = args.checkpoint_bytes {
+        config.checkpoint_bytes = bytes;
+    }
+    let mut store = Store::open(&path, config)?;
+    let (mut node, boot) = Node::new();
+    store.ingest(&boot)?;
+    let mut total = boot.len();
+    let rss_start = rss_kib();
+    println!(
+        "ingesting {} events in batches of {} into {}",
+        args.events,
+        args.batch,
+        path.display()
+    );
+    let (wall0, cpu0) = (Instant::now(), cpu_time());
+    let mut next_report = args.events / 10;
+    while total < args.events {
+        let events = node.batch(args.batch);
+        total += events.len();
+        store.ingest(&events)?;
+        if total >= next_report {
+            println!(
+                "  {total:>10} events: RSS {} KiB, {:.0} events/s so far",
+                rss_kib(),
+                total as f64 / wall0.elapsed().as_secs_f64()
+            );
+            next_report += args.events / 10;
+        }
+    }
+    let (wall, cpu) = (wall0.elapsed(), cpu_time().saturating_sub(cpu0));
+    println!(
+        "ingest: {total} events in {wall:.2?} wall = {:.0} events/s; {cpu:.2?} CPU = {:.0} events per CPU-second",
+        total as f64 / wall.as_secs_f64(),
+        total as f64 / cpu.as_secs_f64().max(1e-9)
+    );
+    let stats = store.stats()?;
+    println!(
+        "disk: file {} bytes = {:.1} B/event; keys+values {:.1} B/event; {} processes, {} edge events",
+        stats.file_bytes,
+        stats.file_bytes as f64 / total as f64,
+        stats.stored_bytes as f64 / total as f64,
+        stats.processes,
+        stats.events
+    );
+    println!(
+        "memory: RSS {} KiB after the boot batch, {} KiB after {total} events, peak {} KiB",
+        rss_start,
+        rss_kib(),
+        peak_rss_kib()
+    );
+
+    let options = FlashbackOptions::default();
+    let mut by_pid = Vec::new();
+    for &(tgid, time_ns) in &node.samples {
+        let t = Instant::now();
+        let fb = store.flashback(&Subject::Locator(Locator::Pid { tgid, time_ns }), &options)?;
+        by_pid.push(t.elapsed());
+        if fb.process().map(|k| k.tgid) != Some(tgid) {
+            return Err(driftwall_ctxgraph::Error::NotFound(format!(
+                "pid {tgid} at {time_ns} found {:?}",
+                fb.process()
+            )));
+        }
+    }
+    percentiles("by (pid, time)", by_pid);
+
+    let mut by_key = Vec::new();
+    let times: Vec<u64> = node.samples.iter().map(|s| s.1).take(64).collect();
+    for (i, &time_ns) in times.iter().enumerate() {
+        let key = if i % 4 == 0 {
+            node.shell
+        } else {
+            node.daemons[i % node.daemons.len()]
+        };
+        // A Flashback of a daemon or of the busy shell at a moment of its life.
+        let t = Instant::now();
+        let fb = store.flashback(
+            &Subject::Locator(Locator::Pid {
+                tgid: key.tgid,
+                time_ns,
+            }),
+            &options,
+        )?;
+        by_key.push(t.elapsed());
+        std::hint::black_box(fb);
+    }
+    percentiles("of daemons and the shell (pid, time)", by_key);
+
+    let mut by_ip = Vec::new();
+    for (i, &(_, time_ns)) in node.samples.iter().enumerate().take(1000) {
+        let addr = IpAddr::V4(Ipv4Addr::from(0xc000_0200 + (i as u32 * 7) % 2000));
+        let t = Instant::now();
+        let fb = store.flashback(&Subject::Locator(Locator::Ip { addr, time_ns }), &options);
+        by_ip.push(t.elapsed());
+        std::hint::black_box(fb.ok());
+    }
+    percentiles("by (IP, time)", by_ip);
+    println!(
+        "memory: RSS {} KiB after the queries, peak {} KiB",
+        rss_kib(),
+        peak_rss_kib()
+    );
+    if args.compact {
+        let t = Instant::now();
+        // The node's clock as "now": the 90-day retention deletes nothing.
+        let report = store.compact(node.time)?;
+        let stats = store.stats()?;
+        println!(
+            "compact: {:.2?}, {} processes pruned; file {} bytes = {:.1} B/event",
+            t.elapsed(),
+            report.processes,
+            stats.file_bytes,
+            stats.file_bytes as f64 / total as f64
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
