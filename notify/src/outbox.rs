@@ -1,0 +1,431 @@
+//! The durable outbox: notices waiting to be delivered, the cooldown counters, and the
+//! dead letters, in one redb file under the agent's state directory.
+//!
+//! [`Outbox::enqueue`] applies each target's filter and cooldown and writes one
+//! pending delivery per admitted target in a single redb transaction that is fsynced
+//! before it returns: a notice the caller was told about survives `kill -9`. It never
+//! touches the network, so a slow or dead receiver cannot stall the caller (it may wait
+//! the few milliseconds another write transaction on the same file takes).
+//! [`Outbox::run_delivery`](crate::delivery) drains the pending table.
+//!
+//! redb was chosen because the workspace already uses it for the context graph: an
+//! embedded, crash-safe (copy-on-write, checksummed) B-tree store with no server and
+//! no C code. It locks its file, so one process owns an outbox at a time; a CLI that
+//! lists or retries dead letters while the agent runs must go through the agent.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{NotifyConfig, Target},
+    cooldown::{Admission, CooldownState},
+    payload::{DriftNotice, NoticeError},
+};
+
+/// Pending deliveries by id; values are JSON [`StoredDelivery`].
+const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending");
+/// Dead letters by id; values are JSON [`StoredDelivery`].
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+/// Cooldown state by `target \0 workload \0 rule`: (last sent ms, suppressed).
+const COOLDOWN: TableDefinition<&str, (u64, u64)> = TableDefinition::new("cooldown");
+/// Counters: `next_id`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Why the outbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("notice refused: {0}")]
+    InvalidNotice(#[from] NoticeError),
+    #[error("outbox {path}: record {id} is corrupt: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        id: u64,
+        reason: String,
+    },
+    #[error("no dead letter with id {0}")]
+    NoSuchDeadLetter(u64),
+    #[error("the operating system gave no randomness for an idempotency key: {0}")]
+    Entropy(getrandom::Error),
+    #[error("a delivery task is already running on this outbox")]
+    AlreadyDelivering,
+    #[error("cannot build the HTTPS client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// One notice for one target, as stored in the pending and dead tables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDelivery {
+    pub target: String,
+    /// Sent as `Idempotency-Key` and inside the body; the same on every attempt.
+    pub idempotency_key: String,
+    pub notice: DriftNotice,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not before this time, Unix milliseconds.
+    pub next_attempt_ms: u64,
+    pub enqueued_ms: u64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it became a dead letter, Unix milliseconds.
+    pub dead_since_ms: Option<u64>,
+}
+
+/// A delivery that gave up, as listed for `driftwall notifications list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub delivery: StoredDelivery,
+}
+
+/// A delivery not yet acknowledged by its receiver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub id: u64,
+    pub delivery: StoredDelivery,
+}
+
+/// What [`Outbox::enqueue`] did for each configured target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnqueueReceipt {
+    /// (pending id, target, idempotency key) of each delivery written.
+    pub queued: Vec<(u64, String, String)>,
+    /// Targets whose cooldown held the notice back (and counted it).
+    pub suppressed: Vec<String>,
+    /// Targets whose filter does not want it.
+    pub filtered: Vec<String>,
+}
+
+pub(crate) struct OutboxInner {
+    pub(crate) db: Database,
+    pub(crate) path: PathBuf,
+    pub(crate) targets: BTreeMap<String, Target>,
+    /// Wakes the delivery task when there is new work.
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) delivering: AtomicBool,
+}
+
+/// The durable outbox. Cheap to clone; clones share the same file and delivery task.
+#[derive(Clone)]
+pub struct Outbox {
+    pub(crate) inner: Arc<OutboxInner>,
+}
+
+pub(crate) fn now_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn new_idempotency_key() -> Result<String, OutboxError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(OutboxError::Entropy)?;
+    Ok(format!("dw-{}", hex::encode(b)))
+}
+
+fn cooldown_key(target: &str, workload: &str, rule: &str) -> String {
+    format!("{target}\0{workload}\0{rule}")
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox file at `path` for the targets of `config`.
+    pub fn open(path: &Path, config: &NotifyConfig) -> Result<Self, OutboxError> {
+        let db = Database::create(path).map_err(|e| storage(path, e))?;
+        let txn = db.begin_write().map_err(|e| storage(path, e))?;
+        {
+            // Create every table so readers never meet a missing one.
+            txn.open_table(PENDING).map_err(|e| storage(path, e))?;
+            txn.open_table(DEAD).map_err(|e| storage(path, e))?;
+            txn.open_table(COOLDOWN).map_err(|e| storage(path, e))?;
+            txn.open_table(META).map_err(|e| storage(path, e))?;
+        }
+        txn.commit().map_err(|e| storage(path, e))?;
+        Ok(Outbox {
+            inner: Arc::new(OutboxInner {
+                db,
+                path: path.to_path_buf(),
+                targets: config
+                    .targets
+                    .iter()
+                    .map(|t| (t.name.clone(), t.clone()))
+                    .collect(),
+                wake: tokio::sync::Notify::new(),
+                delivering: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The outbox file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stores `notice` for every target that wants it, now. Durable on return.
+    pub fn enqueue(&self, notice: &DriftNotice) -> Result<EnqueueReceipt, OutboxError> {
+        self.enqueue_at(notice, SystemTime::now())
+    }
+
+    /// [`enqueue`](Self::enqueue) with an explicit clock reading for the cooldown
+    /// windows (for replaying recorded events, and for tests); the deliveries are due
+    /// at once either way.
+    pub fn enqueue_at(
+        &self,
+        notice: &DriftNotice,
+        now: SystemTime,
+    ) -> Result<EnqueueReceipt, OutboxError> {
+        notice.validate()?;
+        let now = now_ms(now);
+        let wall = now_ms(SystemTime::now());
+        let mut receipt = EnqueueReceipt::default();
+        let txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
+            let mut cooldown = txn.open_table(COOLDOWN).map_err(|e| self.storage(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.storage(e))?;
+            let mut next_id = meta
+                .get("next_id")
+                .map_err(|e| self.storage(e))?
+                .map_or(1, |v| v.value());
+            for target in self.inner.targets.values() {
+                if !target
+                    .filter
+                    .admits(&notice.workload, &notice.event.hook, notice.severity)
+                {
+                    receipt.filtered.push(target.name.clone());
+                    continue;
+                }
+                let mut suppressed_before = 0;
+                if !target.cooldown.is_zero() {
+                    let key = cooldown_key(&target.name, &notice.workload, &notice.rule);
+                    let previous = cooldown
+                        .get(key.as_str())
+                        .map_err(|e| self.storage(e))?
+                        .map(|v| {
+                            let (last_sent_ms, suppressed) = v.value();
+                            CooldownState {
+                                last_sent_ms,
+                                suppressed,
+                            }
+                        });
+                    let (admission, state) = CooldownState::admit(previous, now, target.cooldown);
+                    cooldown
+                        .insert(key.as_str(), (state.last_sent_ms, state.suppressed))
+                        .map_err(|e| self.storage(e))?;
+                    match admission {
+                        Admission::Suppress => {
+                            receipt.suppressed.push(target.name.clone());
+                            continue;
+                        }
+                        Admission::Send {
+                            suppressed_before: n,
+                        } => suppressed_before = n,
+                    }
+                }
+                let mut notice = notice.clone();
+                notice.suppressed = suppressed_before;
+                let delivery = StoredDelivery {
+                    target: target.name.clone(),
+                    idempotency_key: new_idempotency_key()?,
+                    notice,
+                    attempts: 0,
+                    next_attempt_ms: wall,
+                    enqueued_ms: wall,
+                    last_error: None,
+                    dead_since_ms: None,
+                };
+                let id = next_id;
+                next_id += 1;
+                pending
+                    .insert(id, encode(&delivery).as_slice())
+                    .map_err(|e| self.storage(e))?;
+                receipt
+                    .queued
+                    .push((id, delivery.target, delivery.idempotency_key));
+            }
+            meta.insert("next_id", next_id)
+                .map_err(|e| self.storage(e))?;
+        }
+        txn.commit().map_err(|e| self.storage(e))?;
+        if !receipt.queued.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        Ok(receipt)
+    }
+
+    /// Every delivery not yet acknowledged, by id.
+    pub fn pending(&self) -> Result<Vec<PendingDelivery>, OutboxError> {
+        Ok(self
+            .read_all(PENDING)?
+            .into_iter()
+            .map(|(id, delivery)| PendingDelivery { id, delivery })
+            .collect())
+    }
+
+    /// Every dead letter, by id.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
+        Ok(self
+            .read_all(DEAD)?
+            .into_iter()
+            .map(|(id, delivery)| DeadLetter { id, delivery })
+            .collect())
+    }
+
+    /// Moves dead letter `id` back to pending with a fresh attempt budget (same
+    /// idempotency key), due now. Returns its new pending id.
+    pub fn retry_dead_letter(&self, id: u64) -> Result<u64, OutboxError> {
+        let ids = self.revive(Some(id))?;
+        ids.first()
+            .copied()
+            .ok_or(OutboxError::NoSuchDeadLetter(id))
+    }
+
+    /// Moves every dead letter back to pending; returns how many.
+    pub fn retry_all_dead(&self) -> Result<usize, OutboxError> {
+        Ok(self.revive(None)?.len())
+    }
+
+    fn revive(&self, only: Option<u64>) -> Result<Vec<u64>, OutboxError> {
+        let now = now_ms(SystemTime::now());
+        let mut revived = Vec::new();
+        let txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
+        {
+            let mut dead = txn.open_table(DEAD).map_err(|e| self.storage(e))?;
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.storage(e))?;
+            let mut next_id = meta
+                .get("next_id")
+                .map_err(|e| self.storage(e))?
+                .map_or(1, |v| v.value());
+            let ids: Vec<u64> = match only {
+                Some(id) => vec![id],
+                None => {
+                    let mut v = Vec::new();
+                    for entry in dead.iter().map_err(|e| self.storage(e))? {
+                        v.push(entry.map_err(|e| self.storage(e))?.0.value());
+                    }
+                    v
+                }
+            };
+            for id in ids {
+                let Some(raw) = dead.remove(id).map_err(|e| self.storage(e))? else {
+                    continue;
+                };
+                let mut d = self.decode(id, raw.value())?;
+                drop(raw);
+                d.attempts = 0;
+                d.next_attempt_ms = now;
+                d.dead_since_ms = None;
+                pending
+                    .insert(next_id, encode(&d).as_slice())
+                    .map_err(|e| self.storage(e))?;
+                revived.push(next_id);
+                next_id += 1;
+            }
+            meta.insert("next_id", next_id)
+                .map_err(|e| self.storage(e))?;
+        }
+        txn.commit().map_err(|e| self.storage(e))?;
+        if !revived.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        Ok(revived)
+    }
+
+    fn read_all(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+    ) -> Result<Vec<(u64, StoredDelivery)>, OutboxError> {
+        let txn = self.inner.db.begin_read().map_err(|e| self.storage(e))?;
+        let t = txn.open_table(table).map_err(|e| self.storage(e))?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(|e| self.storage(e))? {
+            let (k, v) = entry.map_err(|e| self.storage(e))?;
+            let id = k.value();
+            out.push((id, self.decode(id, v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes pending `id` (its receiver acknowledged it).
+    pub(crate) fn acknowledge(&self, id: u64) -> Result<(), OutboxError> {
+        let txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
+            pending.remove(id).map_err(|e| self.storage(e))?;
+        }
+        txn.commit().map_err(|e| self.storage(e))
+    }
+
+    /// Records a failed attempt: either a later retry or, when `dead`, a dead letter.
+    pub(crate) fn record_failure(
+        &self,
+        id: u64,
+        mut d: StoredDelivery,
+        dead: bool,
+        now: u64,
+    ) -> Result<(), OutboxError> {
+        let txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
+            if dead {
+                d.dead_since_ms = Some(now);
+                pending.remove(id).map_err(|e| self.storage(e))?;
+                let mut dead_table = txn.open_table(DEAD).map_err(|e| self.storage(e))?;
+                dead_table
+                    .insert(id, encode(&d).as_slice())
+                    .map_err(|e| self.storage(e))?;
+            } else {
+                pending
+                    .insert(id, encode(&d).as_slice())
+                    .map_err(|e| self.storage(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.storage(e))
+    }
+
+    pub(crate) fn storage(&self, e: impl Into<redb::Error>) -> OutboxError {
+        storage(&self.inner.path, e)
+    }
+
+    fn decode(&self, id: u64, bytes: &[u8]) -> Result<StoredDelivery, OutboxError> {
+        serde_json::from_slice(bytes).map_err(|e| OutboxError::Corrupt {
+            path: self.inner.path.clone(),
+            id,
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn storage(path: &Path, e: impl Into<redb::Error>) -> OutboxError {
+    OutboxError::Storage {
+        path: path.to_path_buf(),
+        source: Box::new(e.into()),
+    }
+}
+
+fn encode(d: &StoredDelivery) -> Vec<u8> {
+    // A struct of strings and integers always serialises.
+    serde_json::to_vec(d).unwrap_or_default()
+}
+
+impl OutboxInner {
+    pub(crate) fn claim_delivery(&self) -> bool {
+        !self.delivering.swap(true, Ordering::AcqRel)
+    }
+    pub(crate) fn release_delivery(&self) {
+        self.delivering.store(false, Ordering::Release);
+    }
+}
