@@ -1,8 +1,9 @@
 //! The delivery task: drains the outbox over HTTP(S), at least once per notice.
 //!
-//! One tokio task ([`Outbox::run_delivery`]) owns the schedule. It reads the pending
-//! table, starts one request task per due delivery while its target has a free
-//! concurrency permit, and settles each result in its own redb transaction:
+//! One tokio task ([`Outbox::run_delivery`]) owns the schedule. It walks the outbox's
+//! schedule index in time order (stopping at the first delivery not yet due, or when
+//! every target is at its concurrency limit), starts one request task per due delivery
+//! that gets a permit, and settles each result in its own redb transaction:
 //!
 //! - a 2xx answer deletes the delivery (acknowledged);
 //! - a network error, a timeout, a 5xx, 408, 425 or 429 schedules a retry after an
@@ -26,11 +27,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 
 use crate::{
     config::Target,
-    outbox::{Outbox, OutboxError, StoredDelivery, now_ms},
+    outbox::{Claim, DueScan, Outbox, OutboxError, PendingDelivery, StoredDelivery, now_ms},
     render::{SendContext, render},
     signing::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header},
 };
@@ -90,48 +94,64 @@ impl Outbox {
         let mut shutdown = std::pin::pin!(shutdown);
         let result = loop {
             let now = now_ms(SystemTime::now());
-            let mut earliest: Option<u64> = None;
-            let pending = match self.pending() {
-                Ok(p) => p,
+            let mut permits_taken: HashMap<u64, OwnedSemaphorePermit> = HashMap::new();
+            let mut saturated: HashSet<String> = HashSet::new();
+            let scan = self.due(now, |id, target| {
+                if in_flight.contains(&id) {
+                    return Claim::Skip;
+                }
+                let Some(sem) = permits.get(target) else {
+                    return Claim::Start; // no longer configured: dead-lettered below
+                };
+                // No permit: a running request of this target wakes the loop when done.
+                match sem.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        permits_taken.insert(id, p);
+                        Claim::Start
+                    }
+                    Err(_) => {
+                        saturated.insert(target.to_string());
+                        if saturated.len() == permits.len() {
+                            Claim::Stop
+                        } else {
+                            Claim::Skip
+                        }
+                    }
+                }
+            });
+            let DueScan {
+                due,
+                next_due_ms: earliest,
+            } = match scan {
+                Ok(found) => found,
                 Err(e) => break Err(e),
             };
             let mut failed = None;
-            for p in pending {
-                if in_flight.contains(&p.id) {
-                    continue;
-                }
-                let Some(target) = self.inner.targets.get(&p.delivery.target) else {
-                    let mut d = p.delivery;
+            for PendingDelivery {
+                id,
+                delivery: mut d,
+            } in due
+            {
+                let (Some(target), Some(permit)) =
+                    (self.inner.targets.get(&d.target), permits_taken.remove(&id))
+                else {
                     d.last_error = Some(format!("target `{}` is no longer configured", d.target));
-                    tracing::warn!(id = p.id, target = %d.target, "dead letter: target gone");
-                    if let Err(e) = self.record_failure(p.id, d, true, now) {
+                    tracing::warn!(id, target = %d.target, "dead letter: target gone");
+                    if let Err(e) = self.record_failure(id, d.next_attempt_ms, d, true, now) {
                         failed = Some(e);
                         break;
                     }
                     continue;
                 };
-                if p.delivery.next_attempt_ms > now {
-                    earliest = Some(earliest.map_or(p.delivery.next_attempt_ms, |e| {
-                        e.min(p.delivery.next_attempt_ms)
-                    }));
-                    continue;
-                }
-                let Some(sem) = permits.get(target.name.as_str()) else {
-                    continue;
-                };
-                // No permit: a running request of this target wakes the loop when done.
-                let Ok(permit) = sem.clone().try_acquire_owned() else {
-                    continue;
-                };
-                in_flight.insert(p.id);
+                in_flight.insert(id);
                 let client = client.clone();
                 let target = target.clone();
                 let handle = tasks.spawn(async move {
-                    let outcome = attempt(&client, &target, &p.delivery).await;
+                    let outcome = attempt(&client, &target, &d).await;
                     drop(permit);
-                    (p.id, p.delivery, outcome)
+                    (id, d, outcome)
                 });
-                task_ids.insert(handle.id(), p.id);
+                task_ids.insert(handle.id(), id);
             }
             if let Some(e) = failed {
                 break Err(e);
@@ -169,19 +189,20 @@ impl Outbox {
 
     fn settle(&self, id: u64, mut d: StoredDelivery, outcome: Outcome) -> Result<(), OutboxError> {
         let now = now_ms(SystemTime::now());
+        let scheduled = d.next_attempt_ms;
         d.attempts = d.attempts.saturating_add(1);
         let Some(target) = self.inner.targets.get(&d.target) else {
-            return self.record_failure(id, d, true, now);
+            return self.record_failure(id, scheduled, d, true, now);
         };
         match outcome {
             Outcome::Delivered => {
                 tracing::debug!(id, target = %d.target, key = %d.idempotency_key, attempts = d.attempts, "delivered");
-                self.acknowledge(id)
+                self.acknowledge(id, scheduled)
             }
             Outcome::Refused { error } => {
                 tracing::warn!(id, target = %d.target, %error, "refused by receiver: dead letter");
                 d.last_error = Some(error);
-                self.record_failure(id, d, true, now)
+                self.record_failure(id, scheduled, d, true, now)
             }
             Outcome::Retry { error, retry_after } => {
                 let dead = d.attempts >= target.max_attempts;
@@ -195,7 +216,7 @@ impl Outbox {
                     tracing::info!(id, target = %d.target, %error, attempts = d.attempts, delay_ms, "will retry");
                 }
                 d.last_error = Some(error);
-                self.record_failure(id, d, dead, now)
+                self.record_failure(id, scheduled, d, dead, now)
             }
         }
     }

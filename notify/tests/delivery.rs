@@ -277,16 +277,22 @@ async fn a_second_delivery_task_on_one_outbox_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (_, cfg) = config(dir.path(), &target("t", "http://127.0.0.1:9/", ""));
     let outbox = Outbox::open(&dir.path().join("outbox.redb"), &cfg).unwrap();
+    assert!(!outbox.is_delivering());
     let delivery = Delivery::start(&outbox);
-    // Let the first task claim the outbox.
     eventually(LIMIT, "first task running", || async {
-        matches!(
-            outbox.run_delivery(async {}).await,
-            Err(OutboxError::AlreadyDelivering)
-        )
+        outbox.is_delivering()
     })
     .await;
+    assert!(matches!(
+        outbox.run_delivery(async {}).await,
+        Err(OutboxError::AlreadyDelivering)
+    ));
+    assert!(
+        outbox.is_delivering(),
+        "the refused call left the first one alone"
+    );
     delivery.stop().await;
+    assert!(!outbox.is_delivering());
 }
 
 #[test]
