@@ -18,6 +18,7 @@
 //!     max_attempts: 10                      # then dead letter (default 10)
 //!     concurrency: 4                        # requests in flight (default 4)
 //!     backoff: { initial: 1s, max: 5m }     # exponential, full jitter (defaults shown)
+//!     ca_file: /etc/driftwall/internal-ca.pem  # https only: CAs trusted besides webpki's
 //! ```
 //!
 //! Unknown fields are errors. Secrets never live in the file: `secret_env` names an
@@ -139,6 +140,9 @@ pub struct Target {
     pub max_attempts: u32,
     pub concurrency: usize,
     pub backoff: Backoff,
+    /// Certificate authorities trusted for this target besides the built-in webpki
+    /// roots (an internal PKI's receiver).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 /// The validated contents of `notify.yaml`.
@@ -171,6 +175,7 @@ struct TargetDoc {
     max_attempts: Option<Spanned<u32>>,
     concurrency: Option<Spanned<u32>>,
     backoff: Option<BackoffDoc>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -360,6 +365,18 @@ impl NotifyConfig {
                     Backoff { initial, max }
                 }
             };
+            let extra_roots = match &t.ca_file {
+                None => Vec::new(),
+                Some(p) if url.scheme() != "https" => {
+                    return Err(refuse(
+                        &p.referenced,
+                        "ca_file needs an https:// url".into(),
+                    ));
+                }
+                Some(p) => {
+                    read_ca_file(&base.join(&p.value)).map_err(|r| refuse(&p.referenced, r))?
+                }
+            };
             targets.push(Target {
                 name,
                 url,
@@ -375,6 +392,7 @@ impl NotifyConfig {
                 max_attempts,
                 concurrency: concurrency as usize,
                 backoff,
+                extra_roots,
             });
         }
         Ok(NotifyConfig { targets })
@@ -432,6 +450,27 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
         }
     }
     Ok(bytes)
+}
+
+/// Reads a PEM bundle of one or more CA certificates.
+fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "ca_file {} is larger than {MAX_CONFIG_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let pem = fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "ca_file {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// Parses `250ms`, `10s`, `5m`, `1h`.
@@ -589,6 +628,23 @@ mod tests {
                 .iter()
                 .all(|t| t.url.host_str() == Some("127.0.0.1"))
         );
+    }
+
+    #[test]
+    fn a_ca_file_needs_https_and_a_certificate() {
+        let (d, _) = with_secret("");
+        fs::write(d.path().join("ca.pem"), "not a certificate\n").unwrap();
+        let doc = |url: &str| {
+            format!(
+                "apiVersion: {API_VERSION}\nkind: NotifyConfig\ntargets:\n  - name: a\n    url: {url}\n    secret_file: s.secret\n    template: json\n    ca_file: ca.pem\n"
+            )
+        };
+        let file = d.path().join("n.yaml");
+        let (line, _, why) = reason(NotifyConfig::parse(&file, &doc("http://h/")));
+        assert_eq!(line, 8);
+        assert!(why.contains("https"), "{why}");
+        let (_, _, why) = reason(NotifyConfig::parse(&file, &doc("https://h/")));
+        assert!(why.contains("no PEM certificate"), "{why}");
     }
 
     #[test]

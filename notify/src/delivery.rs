@@ -76,12 +76,19 @@ impl Outbox {
     }
 
     async fn deliver_until(&self, shutdown: impl Future<Output = ()>) -> Result<(), OutboxError> {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("driftwall-notify/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(OutboxError::HttpClient)?;
+        // One client (connection pool) per target, so each trusts only its own extra CAs.
+        let mut clients: HashMap<&str, reqwest::Client> = HashMap::new();
+        for t in self.inner.targets.values() {
+            let mut builder = reqwest::Client::builder()
+                .use_rustls_tls()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("driftwall-notify/", env!("CARGO_PKG_VERSION")));
+            for ca in &t.extra_roots {
+                builder = builder.add_root_certificate(ca.clone());
+            }
+            let client = builder.build().map_err(OutboxError::HttpClient)?;
+            clients.insert(t.name.as_str(), client);
+        }
         let permits: HashMap<&str, Arc<Semaphore>> = self
             .inner
             .targets
@@ -132,9 +139,11 @@ impl Outbox {
                 delivery: mut d,
             } in due
             {
-                let (Some(target), Some(permit)) =
-                    (self.inner.targets.get(&d.target), permits_taken.remove(&id))
-                else {
+                let (Some(target), Some(client), Some(permit)) = (
+                    self.inner.targets.get(&d.target),
+                    clients.get(d.target.as_str()),
+                    permits_taken.remove(&id),
+                ) else {
                     d.last_error = Some(format!("target `{}` is no longer configured", d.target));
                     tracing::warn!(id, target = %d.target, "dead letter: target gone");
                     if let Err(e) = self.record_failure(id, d.next_attempt_ms, d, true, now) {

@@ -11,7 +11,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use common::{Answer, Delivery, config, eventually, free_port, listen, notice, serve, target};
+use common::{
+    Answer, Delivery, config, eventually, free_port, listen, notice, private_ca_tls, serve,
+    serve_with, target,
+};
 use driftwall_notify::{Outbox, OutboxError};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -307,4 +310,43 @@ fn an_invalid_notice_is_refused_before_it_is_stored() {
         Err(OutboxError::InvalidNotice(_))
     ));
     assert!(outbox.pending().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_private_ca_is_delivered_only_where_the_ca_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, acceptor) = private_ca_tls();
+    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+    let (listener, addr) = listen().await;
+    let log = serve_with(listener, Some(acceptor), |_| Answer::Status(200));
+    let url = format!("https://{addr}/");
+    let targets = format!(
+        "{}{}",
+        target("trusting", &url, "    ca_file: ca.pem\n"),
+        target("webpki-only", &url, "    max_attempts: 2\n")
+    );
+    let (_, cfg) = config(dir.path(), &targets);
+    let outbox = Outbox::open(&dir.path().join("outbox.redb"), &cfg).unwrap();
+    let receipt = outbox.enqueue(&notice("web", "r1", 1)).unwrap();
+    let trusted_key = receipt
+        .queued
+        .iter()
+        .find(|q| q.1 == "trusting")
+        .unwrap()
+        .2
+        .clone();
+    let delivery = Delivery::start(&outbox);
+    eventually(LIMIT, "one delivered, one dead letter", || async {
+        outbox.pending().unwrap().is_empty()
+    })
+    .await;
+    delivery.stop().await;
+    let accepted = log.accepted();
+    assert_eq!(accepted.keys().collect::<Vec<_>>(), [&trusted_key]);
+    assert!(log.requests().iter().all(|r| r.signature_ok));
+    let dead = outbox.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery.target, "webpki-only");
+    let error = dead[0].delivery.last_error.clone().unwrap();
+    assert!(error.contains("certificate"), "{error}");
 }

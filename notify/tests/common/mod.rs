@@ -133,9 +133,18 @@ impl ReceiverLog {
     }
 }
 
-/// Serves on `listener` until the runtime ends, answering with `script(n)`.
+/// Serves plain HTTP on `listener` until the runtime ends, answering with `script(n)`.
 pub fn serve(
     listener: TcpListener,
+    script: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> Arc<ReceiverLog> {
+    serve_with(listener, None, script)
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub fn serve_with(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     script: impl Fn(usize) -> Answer + Send + Sync + 'static,
 ) -> Arc<ReceiverLog> {
     let log = Arc::new(ReceiverLog::default());
@@ -154,6 +163,7 @@ pub fn serve(
                 script.clone(),
                 secret.clone(),
             );
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (log, counter, script, secret) =
@@ -205,9 +215,21 @@ pub fn serve(
                         )
                     }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                match tls {
+                    None => {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        // A client that does not trust our CA aborts the handshake here.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
+                }
             });
         }
     });
@@ -270,4 +292,28 @@ impl Delivery {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
+}
+
+/// A private CA and a server certificate for `127.0.0.1` signed by it: the CA in PEM
+/// (for a target's `ca_file`) and an acceptor presenting the server certificate.
+pub fn private_ca_tls() -> (String, tokio_rustls::TlsAcceptor) {
+    use tokio_rustls::rustls::{
+        ServerConfig,
+        pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+    };
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
