@@ -6,7 +6,7 @@
 //! kind: NotifyConfig
 //! targets:
 //!   - name: soc-slack                       # [a-z0-9][a-z0-9._-]{0,62}, unique
-//!     url: https://hooks.example/T000/B000  # http or https
+//!     url_env: DRIFTWALL_SOC_URL            # or url: https://…, http or https
 //!     secret_env: DRIFTWALL_SOC_SECRET      # or secret_file: /etc/driftwall/soc.secret
 //!     template: slack                       # json | slack | cloudevents
 //!     filter:                               # every list optional; absent = any
@@ -24,6 +24,8 @@
 //! Unknown fields are errors. Secrets never live in the file: `secret_env` names an
 //! environment variable of the agent, `secret_file` a file readable by the agent only
 //! (mode `0600` or stricter; a relative path is taken from the config file's folder).
+//! A URL that is itself a credential (Slack's incoming-webhook URLs are) comes from
+//! `url_env`; a URL with a user name or password in it is refused.
 use std::{
     collections::BTreeSet,
     fmt, fs,
@@ -126,8 +128,9 @@ impl Backoff {
     }
 }
 
-/// One validated webhook target.
-#[derive(Clone, Debug)]
+/// One validated webhook target. Its `Debug` form shows the URL's scheme and host
+/// only, since the rest may be a credential.
+#[derive(Clone)]
 pub struct Target {
     pub name: String,
     pub url: Url,
@@ -143,6 +146,31 @@ pub struct Target {
     /// Certificate authorities trusted for this target besides the built-in webpki
     /// roots (an internal PKI's receiver).
     pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field(
+                "url",
+                &format_args!(
+                    "{}://{}/…",
+                    self.url.scheme(),
+                    self.url.host_str().unwrap_or("")
+                ),
+            )
+            .field("secret", &self.secret)
+            .field("template", &self.template)
+            .field("filter", &self.filter)
+            .field("cooldown", &self.cooldown)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("concurrency", &self.concurrency)
+            .field("backoff", &self.backoff)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
 }
 
 /// The validated contents of `notify.yaml`.
@@ -164,7 +192,8 @@ struct ConfigDoc {
 #[serde(deny_unknown_fields)]
 struct TargetDoc {
     name: Spanned<String>,
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    url_env: Option<Spanned<String>>,
     secret_env: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
     template: Template,
@@ -283,14 +312,26 @@ impl NotifyConfig {
                     format!("target `{name}` is defined twice"),
                 ));
             }
-            let url = Url::parse(&t.url.value)
-                .map_err(|e| refuse(&t.url.referenced, format!("url: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                return Err(refuse(
-                    &t.url.referenced,
-                    format!("url `{}` must be http:// or https:// with a host", url),
-                ));
-            }
+            let (url, url_at) = match (&t.url, &t.url_env) {
+                (Some(u), None) => (parse_url(&u.value, Some(&u.value)), u.referenced),
+                (None, Some(var)) => match env(&var.value) {
+                    // The value is a credential: never repeat it in an error.
+                    Some(value) => (parse_url(&value, None), var.referenced),
+                    None => {
+                        return Err(refuse(
+                            &var.referenced,
+                            format!("environment variable `{}` is not set", var.value),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(refuse(
+                        &t.name.referenced,
+                        format!("target `{name}` needs exactly one of `url` or `url_env`"),
+                    ));
+                }
+            };
+            let url = url.map_err(|r| refuse(&url_at, r))?;
             let secret = match (&t.secret_env, &t.secret_file) {
                 (Some(var), None) => {
                     let value = env(&var.value).ok_or_else(|| {
@@ -402,6 +443,23 @@ impl NotifyConfig {
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }
+}
+
+/// An http(s) URL with a host and no inline credentials. `shown` is how an error may
+/// name it (`None` when the URL itself is secret).
+fn parse_url(text: &str, shown: Option<&str>) -> Result<Url, String> {
+    let what = shown.map_or_else(|| "the URL".to_string(), |s| format!("url `{s}`"));
+    let url = Url::parse(text).map_err(|e| format!("{what}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{what} must be http:// or https:// with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{} has credentials in it; give them through url_env instead",
+            if shown.is_some() { "url" } else { "the URL" }
+        ));
+    }
+    Ok(url)
 }
 
 fn invalid(file: &Path, line: u64, column: u64, reason: String) -> ConfigError {
@@ -585,6 +643,36 @@ mod tests {
     }
 
     #[test]
+    fn url_env_is_read_and_never_repeated_in_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("s.secret");
+        fs::write(&secret, "0123456789abcdef0123").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "apiVersion: {API_VERSION}\nkind: NotifyConfig\ntargets:\n  - name: a\n    url_env: SLACK_URL\n    secret_file: s.secret\n    template: slack\n"
+        );
+        let file = d.path().join("n.yaml");
+        let ok = NotifyConfig::parse_with_env(&file, &text, |v| {
+            (v == "SLACK_URL").then(|| "https://hooks.example/services/T0/B0/TOKEN".into())
+        })
+        .unwrap();
+        assert_eq!(ok.targets[0].url.path(), "/services/T0/B0/TOKEN");
+        assert!(!format!("{:?}", ok.targets[0]).contains("TOKEN"));
+        let bad = NotifyConfig::parse_with_env(&file, &text, |_| Some("ftp://x/TOKEN".into()));
+        let (line, _, why) = reason(bad);
+        assert_eq!(line, 5);
+        assert!(!why.contains("TOKEN"), "{why}");
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused() {
+        let (_d, r) = with_secret(
+            "  - name: a\n    url: https://user:pw@h/\n    secret_file: s.secret\n    template: json\n",
+        );
+        assert!(reason(r).2.contains("credentials"));
+    }
+
+    #[test]
     fn a_target_without_a_secret_is_refused() {
         let (_d, r) = with_secret("  - name: a\n    url: http://h/\n    template: json\n");
         assert!(reason(r).2.contains("exactly one of"));
@@ -617,8 +705,12 @@ mod tests {
     fn the_example_policies_notify_yaml_is_valid() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/notify.yaml");
         let text = fs::read_to_string(&file).unwrap();
-        let c = NotifyConfig::parse_with_env(&file, &text, |_| {
-            Some("an-example-secret-of-enough-bytes".into())
+        let c = NotifyConfig::parse_with_env(&file, &text, |var| {
+            Some(if var.ends_with("_URL") {
+                "http://127.0.0.1:9001/slack".into()
+            } else {
+                "an-example-secret-of-enough-bytes".into()
+            })
         })
         .unwrap();
         let names: Vec<&str> = c.targets.iter().map(|t| t.name.as_str()).collect();

@@ -244,9 +244,11 @@ fn is_transient(status: reqwest::StatusCode) -> bool {
     status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429)
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The error and its causes on one line, without the URL (it may be a credential).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
         s.push_str(": ");
         s.push_str(&cause.to_string());
@@ -299,7 +301,7 @@ async fn attempt(client: &reqwest::Client, target: &Target, d: &StoredDelivery) 
             }
         }
         Err(e) => Outcome::Retry {
-            error: describe(&e),
+            error: describe(e),
             retry_after: None,
         },
     }
