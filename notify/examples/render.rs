@@ -2,46 +2,15 @@
 //! with the secret `example-secret-0123456789` would send. The bodies in the crate
 //! README come from here: `cargo run --release -p driftwall-notify --example render`.
 use driftwall_notify::{
-    ChainProcess, DriftEvent, DriftNotice, Severity, Template, Verdict,
+    DriftNotice, Template,
     render::{SendContext, render},
     signing::{SigningSecret, signature_header},
 };
 
 fn main() -> Result<(), String> {
     let notice = DriftNotice {
-        event: DriftEvent {
-            time: "2026-11-22T20:00:00Z".into(),
-            host: "node-1".into(),
-            hook: "exec".into(),
-            verdict: Verdict::Deny,
-            pid: 4242,
-            uid: 33,
-            exe: "/tmp/dropper".into(),
-            argv: vec!["/tmp/dropper".into(), "--beacon".into()],
-        },
-        workload: "demo-web".into(),
-        profile: Some("demo-web".into()),
-        rule: "profile:demo-web:exec".into(),
-        severity: Severity::High,
-        bundle_hash: "sha256:9f2c…".into(),
-        source_commit: Some("5f5ced6".into()),
-        flashback: vec![
-            ChainProcess {
-                pid: 812,
-                exe: "/opt/demo/bin/web-server".into(),
-                argv: vec!["web-server".into(), "--port=8080".into()],
-                uid: 33,
-                start_time: "2026-11-22T19:00:00Z".into(),
-            },
-            ChainProcess {
-                pid: 4240,
-                exe: "/bin/sh".into(),
-                argv: vec!["sh".into(), "-c".into(), "curl -o /tmp/dropper …".into()],
-                uid: 33,
-                start_time: "2026-11-22T19:59:58Z".into(),
-            },
-        ],
         suppressed: 2,
+        ..DriftNotice::example()
     };
     let secret = SigningSecret::new(b"example-secret-0123456789".to_vec())?;
     let ctx = SendContext {

@@ -10,7 +10,7 @@
 //!    chain.
 //! 3. [`outbox`]: [`Outbox::enqueue`] applies filters and [`cooldown`]s and writes one
 //!    pending delivery per target to a redb file, durably, without touching the
-//!    network.
+//!    network ([`Outbox::enqueue_all`] stores a batch with one fsync).
 //! 4. [`delivery`]: [`Outbox::run_delivery`] (one tokio task) sends them, rendered by
 //!    [`render`] and signed by [`signing`], retrying with back-off until a 2xx, and
 //!    keeps a dead letter for what it gave up on; [`Outbox::dead_letters`] and

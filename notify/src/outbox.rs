@@ -226,11 +226,34 @@ impl Outbox {
         notice: &DriftNotice,
         now: SystemTime,
     ) -> Result<EnqueueReceipt, OutboxError> {
-        notice.validate()?;
+        let mut receipts = self.enqueue_all_at(std::slice::from_ref(notice), now)?;
+        Ok(receipts.pop().unwrap_or_default())
+    }
+
+    /// Stores many notices in one transaction (one fsync): what a notifier that drains
+    /// a channel of drift events does under a storm. All or none are stored; a notice
+    /// that fails validation refuses the whole batch. One receipt per notice, in order.
+    pub fn enqueue_all(&self, notices: &[DriftNotice]) -> Result<Vec<EnqueueReceipt>, OutboxError> {
+        self.enqueue_all_at(notices, SystemTime::now())
+    }
+
+    /// [`enqueue_all`](Self::enqueue_all) with an explicit clock for the cooldowns.
+    ///
+    /// A batch that only moves cooldown counters (every notice suppressed or filtered)
+    /// is committed without an fsync: a crash can lose some of those counts, never a
+    /// notice. The next durable commit persists them.
+    pub fn enqueue_all_at(
+        &self,
+        notices: &[DriftNotice],
+        now: SystemTime,
+    ) -> Result<Vec<EnqueueReceipt>, OutboxError> {
+        for notice in notices {
+            notice.validate()?;
+        }
         let now = now_ms(now);
         let wall = now_ms(SystemTime::now());
-        let mut receipt = EnqueueReceipt::default();
-        let txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
+        let mut receipts = Vec::with_capacity(notices.len());
+        let mut txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
         {
             let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
             let mut due = txn.open_table(DUE).map_err(|e| self.storage(e))?;
@@ -240,72 +263,82 @@ impl Outbox {
                 .get("next_id")
                 .map_err(|e| self.storage(e))?
                 .map_or(1, |v| v.value());
-            for target in self.inner.targets.values() {
-                if !target
-                    .filter
-                    .admits(&notice.workload, &notice.event.hook, notice.severity)
-                {
-                    receipt.filtered.push(target.name.clone());
-                    continue;
-                }
-                let mut suppressed_before = 0;
-                if !target.cooldown.is_zero() {
-                    let key = cooldown_key(&target.name, &notice.workload, &notice.rule);
-                    let previous = cooldown
-                        .get(key.as_str())
-                        .map_err(|e| self.storage(e))?
-                        .map(|v| {
-                            let (last_sent_ms, suppressed) = v.value();
-                            CooldownState {
-                                last_sent_ms,
-                                suppressed,
-                            }
-                        });
-                    let (admission, state) = CooldownState::admit(previous, now, target.cooldown);
-                    cooldown
-                        .insert(key.as_str(), (state.last_sent_ms, state.suppressed))
-                        .map_err(|e| self.storage(e))?;
-                    match admission {
-                        Admission::Suppress => {
-                            receipt.suppressed.push(target.name.clone());
-                            continue;
-                        }
-                        Admission::Send {
-                            suppressed_before: n,
-                        } => suppressed_before = n,
+            for notice in notices {
+                let mut receipt = EnqueueReceipt::default();
+                for target in self.inner.targets.values() {
+                    if !target
+                        .filter
+                        .admits(&notice.workload, &notice.event.hook, notice.severity)
+                    {
+                        receipt.filtered.push(target.name.clone());
+                        continue;
                     }
+                    let mut suppressed_before = 0;
+                    if !target.cooldown.is_zero() {
+                        let key = cooldown_key(&target.name, &notice.workload, &notice.rule);
+                        let previous = cooldown
+                            .get(key.as_str())
+                            .map_err(|e| self.storage(e))?
+                            .map(|v| {
+                                let (last_sent_ms, suppressed) = v.value();
+                                CooldownState {
+                                    last_sent_ms,
+                                    suppressed,
+                                }
+                            });
+                        let (admission, state) =
+                            CooldownState::admit(previous, now, target.cooldown);
+                        cooldown
+                            .insert(key.as_str(), (state.last_sent_ms, state.suppressed))
+                            .map_err(|e| self.storage(e))?;
+                        match admission {
+                            Admission::Suppress => {
+                                receipt.suppressed.push(target.name.clone());
+                                continue;
+                            }
+                            Admission::Send {
+                                suppressed_before: n,
+                            } => suppressed_before = n,
+                        }
+                    }
+                    let mut notice = notice.clone();
+                    notice.suppressed = suppressed_before;
+                    let delivery = StoredDelivery {
+                        target: target.name.clone(),
+                        idempotency_key: new_idempotency_key()?,
+                        notice,
+                        attempts: 0,
+                        next_attempt_ms: wall,
+                        enqueued_ms: wall,
+                        last_error: None,
+                        dead_since_ms: None,
+                    };
+                    let id = next_id;
+                    next_id += 1;
+                    pending
+                        .insert(id, encode(&delivery).as_slice())
+                        .map_err(|e| self.storage(e))?;
+                    due.insert((delivery.next_attempt_ms, id), delivery.target.as_str())
+                        .map_err(|e| self.storage(e))?;
+                    receipt
+                        .queued
+                        .push((id, delivery.target, delivery.idempotency_key));
                 }
-                let mut notice = notice.clone();
-                notice.suppressed = suppressed_before;
-                let delivery = StoredDelivery {
-                    target: target.name.clone(),
-                    idempotency_key: new_idempotency_key()?,
-                    notice,
-                    attempts: 0,
-                    next_attempt_ms: wall,
-                    enqueued_ms: wall,
-                    last_error: None,
-                    dead_since_ms: None,
-                };
-                let id = next_id;
-                next_id += 1;
-                pending
-                    .insert(id, encode(&delivery).as_slice())
-                    .map_err(|e| self.storage(e))?;
-                due.insert((delivery.next_attempt_ms, id), delivery.target.as_str())
-                    .map_err(|e| self.storage(e))?;
-                receipt
-                    .queued
-                    .push((id, delivery.target, delivery.idempotency_key));
+                receipts.push(receipt);
             }
             meta.insert("next_id", next_id)
                 .map_err(|e| self.storage(e))?;
         }
+        let queued = receipts.iter().any(|r| !r.queued.is_empty());
+        if !queued {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| self.storage(e))?;
+        }
         txn.commit().map_err(|e| self.storage(e))?;
-        if !receipt.queued.is_empty() {
+        if queued {
             self.inner.wake.notify_one();
         }
-        Ok(receipt)
+        Ok(receipts)
     }
 
     /// Every delivery not yet acknowledged, by id.
@@ -543,6 +576,26 @@ mod tests {
         )
         .unwrap();
         Outbox::open(&dir.join("outbox.redb"), &cfg).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_stored_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        let good = sample_notice();
+        let mut bad = sample_notice();
+        bad.workload = String::new();
+        assert!(matches!(
+            o.enqueue_all(&[good.clone(), bad]),
+            Err(OutboxError::InvalidNotice(_))
+        ));
+        assert!(o.pending().unwrap().is_empty());
+        let receipts = o.enqueue_all(&[good.clone(), good.clone(), good]).unwrap();
+        assert_eq!(receipts.len(), 3);
+        let keys: std::collections::BTreeSet<_> =
+            receipts.iter().map(|r| r.queued[0].2.clone()).collect();
+        assert_eq!(keys.len(), 3, "each notice has its own idempotency key");
+        assert_eq!(o.pending().unwrap().len(), 3);
     }
 
     fn ids(scan: &DueScan) -> Vec<u64> {

@@ -154,6 +154,52 @@ fn check_argv(field: &'static str, argv: &[String]) -> Result<(), NoticeError> {
 }
 
 impl DriftNotice {
+    /// A representative notice — the attack story of the README's examples: a shell
+    /// spawned by the web server downloads a binary whose exec is denied. For
+    /// documentation, benchmarks, and receivers' tests.
+    pub fn example() -> DriftNotice {
+        let process = |pid: u32, exe: &str, argv: &[&str], start_time: &str| ChainProcess {
+            pid,
+            exe: exe.into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            uid: 33,
+            start_time: start_time.into(),
+        };
+        DriftNotice {
+            event: DriftEvent {
+                time: "2026-11-22T20:00:00Z".into(),
+                host: "node-1".into(),
+                hook: "exec".into(),
+                verdict: Verdict::Deny,
+                pid: 4242,
+                uid: 33,
+                exe: "/tmp/dropper".into(),
+                argv: vec!["/tmp/dropper".into(), "--beacon".into()],
+            },
+            workload: "demo-web".into(),
+            profile: Some("demo-web".into()),
+            rule: "profile:demo-web:exec".into(),
+            severity: Severity::High,
+            bundle_hash: "sha256:9f2c…".into(),
+            source_commit: Some("5f5ced6".into()),
+            flashback: vec![
+                process(
+                    812,
+                    "/opt/demo/bin/web-server",
+                    &["web-server", "--port=8080"],
+                    "2026-11-22T19:00:00Z",
+                ),
+                process(
+                    4240,
+                    "/bin/sh",
+                    &["sh", "-c", "curl -o /tmp/dropper …"],
+                    "2026-11-22T19:59:58Z",
+                ),
+            ],
+            suppressed: 0,
+        }
+    }
+
     /// Checks the bounds a receiver relies on: names are non-empty single-line text,
     /// nothing is larger than [`MAX_FIELD_BYTES`], lists are bounded.
     pub fn validate(&self) -> Result<(), NoticeError> {
@@ -193,32 +239,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample_notice() -> DriftNotice {
-        DriftNotice {
-            event: DriftEvent {
-                time: "2026-11-22T20:00:00Z".into(),
-                host: "node-1".into(),
-                hook: "exec".into(),
-                verdict: Verdict::Deny,
-                pid: 4242,
-                uid: 33,
-                exe: "/tmp/x".into(),
-                argv: vec!["/tmp/x".into(), "-c".into()],
-            },
-            workload: "demo-web".into(),
-            profile: Some("demo-web".into()),
-            rule: "profile:demo-web:exec".into(),
-            severity: Severity::High,
-            bundle_hash: "sha256:abc".into(),
-            source_commit: Some("5f5ced6".into()),
-            flashback: vec![ChainProcess {
-                pid: 1,
-                exe: "/sbin/init".into(),
-                argv: vec!["/sbin/init".into()],
-                uid: 0,
-                start_time: "2026-11-22T19:00:00Z".into(),
-            }],
-            suppressed: 0,
-        }
+        DriftNotice::example()
     }
 
     #[test]

@@ -229,18 +229,24 @@ async fn cooldown_counts_suppressed_notices_and_reports_them_in_the_next() {
     // Another rule of the same workload has its own window.
     let other = outbox.enqueue_at(&notice("web", "r2", 9), at(2)).unwrap();
     assert_eq!(other.queued.len(), 1);
+    // In one batch, the cooldown sees the earlier notices of the same batch.
+    let batch = outbox
+        .enqueue_all_at(&[notice("web", "r3", 11), notice("web", "r3", 12)], at(3))
+        .unwrap();
+    assert_eq!(batch[0].queued.len(), 1);
+    assert_eq!(batch[1].suppressed, vec!["chat".to_string()]);
     let after = outbox.enqueue_at(&notice("web", "r1", 10), at(61)).unwrap();
     assert_eq!(after.queued.len(), 1);
     let after_key = after.queued[0].2.clone();
 
     let delivery = Delivery::start(&outbox);
-    eventually(LIMIT, "three notices delivered", || async {
+    eventually(LIMIT, "four notices delivered", || async {
         outbox.pending().unwrap().is_empty()
     })
     .await;
     delivery.stop().await;
     let requests = log.requests();
-    assert_eq!(requests.len(), 3);
+    assert_eq!(requests.len(), 4);
     for r in &requests {
         let expected = if r.idempotency_key == after_key { 3 } else { 0 };
         assert_eq!(r.body["notice"]["suppressed"], expected, "{:?}", r.body);

