@@ -89,47 +89,59 @@ impl Outbox {
             let client = builder.build().map_err(OutboxError::HttpClient)?;
             clients.insert(t.name.as_str(), client);
         }
-        let permits: HashMap<&str, Arc<Semaphore>> = self
-            .inner
-            .targets
-            .values()
-            .map(|t| (t.name.as_str(), Arc::new(Semaphore::new(t.concurrency))))
-            .collect();
+        let permits: Arc<HashMap<String, Arc<Semaphore>>> = Arc::new(
+            self.inner
+                .targets
+                .values()
+                .map(|t| (t.name.clone(), Arc::new(Semaphore::new(t.concurrency))))
+                .collect(),
+        );
         let mut in_flight: HashSet<u64> = HashSet::new();
         let mut task_ids: HashMap<tokio::task::Id, u64> = HashMap::new();
         let mut tasks: JoinSet<(u64, StoredDelivery, Outcome)> = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let result = loop {
             let now = now_ms(SystemTime::now());
-            let mut permits_taken: HashMap<u64, OwnedSemaphorePermit> = HashMap::new();
-            let mut saturated: HashSet<String> = HashSet::new();
-            let scan = self.due(now, |id, target| {
-                if in_flight.contains(&id) {
-                    return Claim::Skip;
-                }
-                let Some(sem) = permits.get(target) else {
-                    return Claim::Start; // no longer configured: dead-lettered below
-                };
-                // No permit: a running request of this target wakes the loop when done.
-                match sem.clone().try_acquire_owned() {
-                    Ok(p) => {
-                        permits_taken.insert(id, p);
-                        Claim::Start
-                    }
-                    Err(_) => {
-                        saturated.insert(target.to_string());
-                        if saturated.len() == permits.len() {
-                            Claim::Stop
-                        } else {
-                            Claim::Skip
+            let scan = {
+                let in_flight = in_flight.clone();
+                let permits = permits.clone();
+                self.off_the_runtime(move |outbox| {
+                    let mut taken: HashMap<u64, OwnedSemaphorePermit> = HashMap::new();
+                    let mut saturated: HashSet<&str> = HashSet::new();
+                    let scan = outbox.due(now, |id, target| {
+                        if in_flight.contains(&id) {
+                            return Claim::Skip;
                         }
-                    }
-                }
-            });
-            let DueScan {
-                due,
-                next_due_ms: earliest,
-            } = match scan {
+                        let Some((name, sem)) = permits.get_key_value(target) else {
+                            return Claim::Start; // no longer configured: dead-lettered below
+                        };
+                        // No permit: a running request of this target wakes the loop.
+                        match sem.clone().try_acquire_owned() {
+                            Ok(p) => {
+                                taken.insert(id, p);
+                                Claim::Start
+                            }
+                            Err(_) => {
+                                saturated.insert(name.as_str());
+                                if saturated.len() == permits.len() {
+                                    Claim::Stop
+                                } else {
+                                    Claim::Skip
+                                }
+                            }
+                        }
+                    })?;
+                    Ok((scan, taken))
+                })
+                .await
+            };
+            let (
+                DueScan {
+                    due,
+                    next_due_ms: earliest,
+                },
+                mut permits_taken,
+            ) = match scan {
                 Ok(found) => found,
                 Err(e) => break Err(e),
             };
@@ -146,7 +158,11 @@ impl Outbox {
                 ) else {
                     d.last_error = Some(format!("target `{}` is no longer configured", d.target));
                     tracing::warn!(id, target = %d.target, "dead letter: target gone");
-                    if let Err(e) = self.record_failure(id, d.next_attempt_ms, d, true, now) {
+                    let scheduled = d.next_attempt_ms;
+                    let dead_lettered = self
+                        .off_the_runtime(move |o| o.record_failure(id, scheduled, d, true, now))
+                        .await;
+                    if let Err(e) = dead_lettered {
                         failed = Some(e);
                         break;
                     }
@@ -173,7 +189,10 @@ impl Outbox {
                         Ok((task, (id, delivery, outcome))) => {
                             task_ids.remove(&task);
                             in_flight.remove(&id);
-                            if let Err(e) = self.settle(id, delivery, outcome) {
+                            let settled = self
+                                .off_the_runtime(move |o| o.settle(id, delivery, outcome))
+                                .await;
+                            if let Err(e) = settled {
                                 break Err(e);
                             }
                         }
@@ -194,6 +213,19 @@ impl Outbox {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         result
+    }
+
+    /// Runs a storage operation (a redb transaction, usually an fsync) on tokio's
+    /// blocking pool, so it never holds up the other tasks of the caller's runtime —
+    /// the enforcer's ring-buffer reader among them — even on a current-thread runtime.
+    async fn off_the_runtime<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        let outbox = self.clone();
+        tokio::task::spawn_blocking(move || op(&outbox))
+            .await
+            .map_err(|e| OutboxError::StorageTask(e.to_string()))?
     }
 
     fn settle(&self, id: u64, mut d: StoredDelivery, outcome: Outcome) -> Result<(), OutboxError> {

@@ -29,5 +29,5 @@ pub mod render;
 pub mod signing;
 
 pub use config::{ConfigError, NotifyConfig, Target, Template};
-pub use outbox::{DeadLetter, EnqueueReceipt, Outbox, OutboxError, PendingDelivery};
+pub use outbox::{DeadLetter, EnqueueReceipt, Outbox, OutboxCounts, OutboxError, PendingDelivery};
 pub use payload::{ChainProcess, DriftEvent, DriftNotice, Severity, Verdict};

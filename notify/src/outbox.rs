@@ -22,7 +22,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -83,6 +83,8 @@ pub enum OutboxError {
     Entropy(getrandom::Error),
     #[error("a delivery task is already running on this outbox")]
     AlreadyDelivering,
+    #[error("an outbox storage task failed: {0}")]
+    StorageTask(String),
     #[error("cannot build the HTTPS client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -117,6 +119,14 @@ pub struct DeadLetter {
 pub struct PendingDelivery {
     pub id: u64,
     pub delivery: StoredDelivery,
+}
+
+/// How much the outbox holds, for `driftwall status` and `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Deliveries not yet acknowledged (including those in flight).
+    pub pending: u64,
+    pub dead_letters: u64,
 }
 
 /// What [`Outbox::enqueue`] did for each configured target.
@@ -339,6 +349,17 @@ impl Outbox {
             self.inner.wake.notify_one();
         }
         Ok(receipts)
+    }
+
+    /// How many deliveries are pending and dead, without reading them.
+    pub fn counts(&self) -> Result<OutboxCounts, OutboxError> {
+        let txn = self.inner.db.begin_read().map_err(|e| self.storage(e))?;
+        let pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
+        let dead = txn.open_table(DEAD).map_err(|e| self.storage(e))?;
+        Ok(OutboxCounts {
+            pending: pending.len().map_err(|e| self.storage(e))?,
+            dead_letters: dead.len().map_err(|e| self.storage(e))?,
+        })
     }
 
     /// Every delivery not yet acknowledged, by id.

@@ -15,7 +15,7 @@ use common::{
     Answer, Delivery, config, eventually, free_port, listen, notice, private_ca_tls, serve,
     serve_with, target,
 };
-use driftwall_notify::{Outbox, OutboxError};
+use driftwall_notify::{Outbox, OutboxCounts, OutboxError};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -94,7 +94,7 @@ async fn every_notice_arrives_despite_refusals_5xx_and_hangs() {
 async fn concurrency_limit_bounds_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let (listener, addr) = listen().await;
-    let log = serve(listener, |_| Answer::SlowOk(Duration::from_millis(150)));
+    let log = serve(listener, |_| Answer::SlowOk(Duration::from_millis(300)));
     let (_, cfg) = config(
         dir.path(),
         &target("slow", &format!("http://{addr}/"), "    concurrency: 2\n"),
@@ -153,6 +153,13 @@ async fn dead_letter_after_max_attempts_is_listed_retried_and_delivered() {
     );
     assert!(dead[0].delivery.dead_since_ms.is_some());
     assert!(outbox.pending().unwrap().is_empty());
+    assert_eq!(
+        outbox.counts().unwrap(),
+        OutboxCounts {
+            pending: 0,
+            dead_letters: 1
+        }
+    );
     assert_eq!(log.requests().len(), 3, "exactly max_attempts requests");
 
     healthy.store(true, Ordering::SeqCst);
@@ -170,7 +177,8 @@ async fn dead_letter_after_max_attempts_is_listed_retried_and_delivered() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// A current-thread runtime, like the agent's: storage work goes to the blocking pool.
+#[tokio::test]
 async fn a_4xx_refusal_is_dead_lettered_without_retrying() {
     let dir = tempfile::tempdir().unwrap();
     let (listener, addr) = listen().await;
