@@ -17,6 +17,7 @@
 //!     timeout: 10s                          # per request (default 10s)
 //!     max_attempts: 10                      # then dead letter (default 10)
 //!     concurrency: 4                        # requests in flight (default 4)
+//!     max_pending: 10000                    # waiting deliveries kept (default 10000)
 //!     backoff: { initial: 1s, max: 5m }     # exponential, full jitter (defaults shown)
 //!     ca_file: /etc/driftwall/internal-ca.pem  # https only: CAs trusted besides webpki's
 //! ```
@@ -142,6 +143,9 @@ pub struct Target {
     pub timeout: Duration,
     pub max_attempts: u32,
     pub concurrency: usize,
+    /// Deliveries kept waiting for this target at most; further notices are counted
+    /// and dropped, so a receiver that is down for days cannot fill the disk.
+    pub max_pending: u64,
     pub backoff: Backoff,
     /// Certificate authorities trusted for this target besides the built-in webpki
     /// roots (an internal PKI's receiver).
@@ -167,6 +171,7 @@ impl fmt::Debug for Target {
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
             .field("concurrency", &self.concurrency)
+            .field("max_pending", &self.max_pending)
             .field("backoff", &self.backoff)
             .field("extra_roots", &self.extra_roots.len())
             .finish()
@@ -203,6 +208,7 @@ struct TargetDoc {
     timeout: Option<Spanned<String>>,
     max_attempts: Option<Spanned<u32>>,
     concurrency: Option<Spanned<u32>>,
+    max_pending: Option<Spanned<u32>>,
     backoff: Option<BackoffDoc>,
     ca_file: Option<Spanned<String>>,
 }
@@ -228,6 +234,7 @@ struct BackoffDoc {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 pub const DEFAULT_CONCURRENCY: u32 = 4;
+pub const DEFAULT_MAX_PENDING: u32 = 10_000;
 pub const DEFAULT_BACKOFF: Backoff = Backoff {
     initial: Duration::from_secs(1),
     max: Duration::from_secs(300),
@@ -235,6 +242,7 @@ pub const DEFAULT_BACKOFF: Backoff = Backoff {
 /// Upper bounds that keep a typo from meaning "retry forever" or "a million sockets".
 const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 const MAX_CONCURRENCY_LIMIT: u32 = 256;
+const MAX_PENDING_LIMIT: u32 = 1_000_000;
 
 impl NotifyConfig {
     /// Reads and validates a config file, resolving each target's secret.
@@ -390,6 +398,12 @@ impl NotifyConfig {
                 MAX_CONCURRENCY_LIMIT,
                 "concurrency",
             )?;
+            let max_pending = bounded(
+                &t.max_pending,
+                DEFAULT_MAX_PENDING,
+                MAX_PENDING_LIMIT,
+                "max_pending",
+            )?;
             let backoff = match &t.backoff {
                 None => DEFAULT_BACKOFF,
                 Some(b) => {
@@ -432,6 +446,7 @@ impl NotifyConfig {
                 timeout,
                 max_attempts,
                 concurrency: concurrency as usize,
+                max_pending: u64::from(max_pending),
                 backoff,
                 extra_roots,
             });

@@ -238,7 +238,7 @@ impl Outbox {
         match outcome {
             Outcome::Delivered => {
                 tracing::debug!(id, target = %d.target, key = %d.idempotency_key, attempts = d.attempts, "delivered");
-                self.acknowledge(id, scheduled)
+                self.acknowledge(id, scheduled, &d.target)
             }
             Outcome::Refused { error } => {
                 tracing::warn!(id, target = %d.target, %error, "refused by receiver: dead letter");

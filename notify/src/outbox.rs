@@ -39,6 +39,9 @@ const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 /// from it whenever the outbox is opened, so the delivery task finds due work without
 /// decoding every pending record.
 const DUE: TableDefinition<(u64, u64), &str> = TableDefinition::new("due");
+/// Per target: (pending deliveries, notices dropped because it was at `max_pending`
+/// since the last one queued). The pending counts are rebuilt on open.
+const BACKLOG: TableDefinition<&str, (u64, u64)> = TableDefinition::new("backlog");
 /// Cooldown state by `target \0 workload \0 rule`: (last sent ms, suppressed).
 const COOLDOWN: TableDefinition<&str, (u64, u64)> = TableDefinition::new("cooldown");
 /// Counters: `next_id`.
@@ -138,6 +141,9 @@ pub struct EnqueueReceipt {
     pub suppressed: Vec<String>,
     /// Targets whose filter does not want it.
     pub filtered: Vec<String>,
+    /// Targets that already had `max_pending` deliveries waiting: not stored, counted,
+    /// and reported in `dropped` of the next notice queued for them.
+    pub dropped: Vec<String>,
 }
 
 pub(crate) struct OutboxInner {
@@ -181,9 +187,16 @@ impl Outbox {
             txn.open_table(DEAD).map_err(|e| storage(path, e))?;
             txn.open_table(COOLDOWN).map_err(|e| storage(path, e))?;
             txn.open_table(META).map_err(|e| storage(path, e))?;
-            // Rebuild the schedule from the records, so it can never disagree with them.
+            // Rebuild the schedule and the pending counts from the records, so they can
+            // never disagree with them; the dropped counts are kept.
             txn.delete_table(DUE).map_err(|e| storage(path, e))?;
             let mut due = txn.open_table(DUE).map_err(|e| storage(path, e))?;
+            let mut backlog = txn.open_table(BACKLOG).map_err(|e| storage(path, e))?;
+            let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            for entry in backlog.iter().map_err(|e| storage(path, e))? {
+                let (k, v) = entry.map_err(|e| storage(path, e))?;
+                counts.insert(k.value().to_string(), (0, v.value().1));
+            }
             for entry in pending.iter().map_err(|e| storage(path, e))? {
                 let (k, v) = entry.map_err(|e| storage(path, e))?;
                 let id = k.value();
@@ -191,10 +204,16 @@ impl Outbox {
                     Ok(d) => {
                         due.insert((d.next_attempt_ms, id), d.target.as_str())
                             .map_err(|e| storage(path, e))?;
+                        counts.entry(d.target).or_default().0 += 1;
                     }
                     // Kept for inspection, listed as an error by `pending()`, never sent.
                     Err(e) => tracing::error!(id, error = %e, "corrupt pending record"),
                 }
+            }
+            for (target, value) in &counts {
+                backlog
+                    .insert(target.as_str(), value)
+                    .map_err(|e| storage(path, e))?;
             }
         }
         txn.commit().map_err(|e| storage(path, e))?;
@@ -268,6 +287,7 @@ impl Outbox {
             let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
             let mut due = txn.open_table(DUE).map_err(|e| self.storage(e))?;
             let mut cooldown = txn.open_table(COOLDOWN).map_err(|e| self.storage(e))?;
+            let mut backlog = txn.open_table(BACKLOG).map_err(|e| self.storage(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.storage(e))?;
             let mut next_id = meta
                 .get("next_id")
@@ -281,6 +301,17 @@ impl Outbox {
                         .admits(&notice.workload, &notice.event.hook, notice.severity)
                     {
                         receipt.filtered.push(target.name.clone());
+                        continue;
+                    }
+                    let (queued_now, dropped_before) = backlog
+                        .get(target.name.as_str())
+                        .map_err(|e| self.storage(e))?
+                        .map_or((0, 0), |v| v.value());
+                    if queued_now >= target.max_pending {
+                        backlog
+                            .insert(target.name.as_str(), (queued_now, dropped_before + 1))
+                            .map_err(|e| self.storage(e))?;
+                        receipt.dropped.push(target.name.clone());
                         continue;
                     }
                     let mut suppressed_before = 0;
@@ -313,6 +344,10 @@ impl Outbox {
                     }
                     let mut notice = notice.clone();
                     notice.suppressed = suppressed_before;
+                    notice.dropped = dropped_before;
+                    backlog
+                        .insert(target.name.as_str(), (queued_now + 1, 0))
+                        .map_err(|e| self.storage(e))?;
                     let delivery = StoredDelivery {
                         target: target.name.clone(),
                         idempotency_key: new_idempotency_key()?,
@@ -402,6 +437,7 @@ impl Outbox {
             let mut dead = txn.open_table(DEAD).map_err(|e| self.storage(e))?;
             let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
             let mut due = txn.open_table(DUE).map_err(|e| self.storage(e))?;
+            let mut backlog = txn.open_table(BACKLOG).map_err(|e| self.storage(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.storage(e))?;
             let mut next_id = meta
                 .get("next_id")
@@ -431,6 +467,8 @@ impl Outbox {
                     .map_err(|e| self.storage(e))?;
                 due.insert((now, next_id), d.target.as_str())
                     .map_err(|e| self.storage(e))?;
+                // An operator's explicit retry may take a target past its max_pending.
+                adjust_pending(&mut backlog, &d.target, true).map_err(|e| self.storage(e))?;
                 revived.push(next_id);
                 next_id += 1;
             }
@@ -499,13 +537,22 @@ impl Outbox {
         })
     }
 
-    /// Deletes pending `id`, scheduled at `scheduled_ms` (its receiver acknowledged it).
-    pub(crate) fn acknowledge(&self, id: u64, scheduled_ms: u64) -> Result<(), OutboxError> {
+    /// Deletes pending `id` of `target`, scheduled at `scheduled_ms` (its receiver
+    /// acknowledged it).
+    pub(crate) fn acknowledge(
+        &self,
+        id: u64,
+        scheduled_ms: u64,
+        target: &str,
+    ) -> Result<(), OutboxError> {
         let txn = self.inner.db.begin_write().map_err(|e| self.storage(e))?;
         {
             let mut pending = txn.open_table(PENDING).map_err(|e| self.storage(e))?;
             let mut due = txn.open_table(DUE).map_err(|e| self.storage(e))?;
-            pending.remove(id).map_err(|e| self.storage(e))?;
+            let mut backlog = txn.open_table(BACKLOG).map_err(|e| self.storage(e))?;
+            if pending.remove(id).map_err(|e| self.storage(e))?.is_some() {
+                adjust_pending(&mut backlog, target, false).map_err(|e| self.storage(e))?;
+            }
             due.remove((scheduled_ms, id))
                 .map_err(|e| self.storage(e))?;
         }
@@ -530,7 +577,10 @@ impl Outbox {
                 .map_err(|e| self.storage(e))?;
             if dead {
                 d.dead_since_ms = Some(now);
-                pending.remove(id).map_err(|e| self.storage(e))?;
+                if pending.remove(id).map_err(|e| self.storage(e))?.is_some() {
+                    let mut backlog = txn.open_table(BACKLOG).map_err(|e| self.storage(e))?;
+                    adjust_pending(&mut backlog, &d.target, false).map_err(|e| self.storage(e))?;
+                }
                 let mut dead_table = txn.open_table(DEAD).map_err(|e| self.storage(e))?;
                 dead_table
                     .insert(id, encode(&d).as_slice())
@@ -557,6 +607,22 @@ impl Outbox {
             reason: e.to_string(),
         })
     }
+}
+
+/// Counts one delivery of `target` in (`up`) or out of the pending table.
+fn adjust_pending(
+    backlog: &mut redb::Table<&str, (u64, u64)>,
+    target: &str,
+    up: bool,
+) -> Result<(), redb::StorageError> {
+    let (pending, dropped) = backlog.get(target)?.map_or((0, 0), |v| v.value());
+    let pending = if up {
+        pending.saturating_add(1)
+    } else {
+        pending.saturating_sub(1)
+    };
+    backlog.insert(target, (pending, dropped))?;
+    Ok(())
 }
 
 fn storage(path: &Path, e: impl Into<redb::Error>) -> OutboxError {
@@ -658,7 +724,7 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&picked), Vec::<u64>::new());
 
-        o.acknowledge(1, all.due[0].delivery.next_attempt_ms)
+        o.acknowledge(1, all.due[0].delivery.next_attempt_ms, "t")
             .unwrap();
         drop(o);
         let o = outbox(dir.path());

@@ -98,6 +98,11 @@ pub struct DriftNotice {
     /// since the previous one that was sent. Set by the outbox; ignored on input.
     #[serde(default)]
     pub suppressed: u64,
+    /// How many notices this target lost since the previous one queued for it, because
+    /// it already had `max_pending` deliveries waiting. Set by the outbox; ignored on
+    /// input.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// Why a notice was refused before it was stored.
@@ -197,6 +202,7 @@ impl DriftNotice {
                 ),
             ],
             suppressed: 0,
+            dropped: 0,
         }
     }
 

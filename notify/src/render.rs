@@ -149,6 +149,12 @@ fn slack_body(n: &DriftNotice, ctx: SendContext<'_>) -> Value {
     if n.suppressed > 0 {
         context.push_str(&format!(" · {} similar suppressed", n.suppressed));
     }
+    if n.dropped > 0 {
+        context.push_str(&format!(
+            " · {} dropped while the receiver was unreachable",
+            n.dropped
+        ));
+    }
     let field = |k: &str, v: &str| json!({"type": "mrkdwn", "text": format!("*{k}*\n{}", clip(&slack_escape(v), 1900))});
     json!({
         "text": slack_escape(&text),
@@ -173,6 +179,7 @@ fn slack_body(n: &DriftNotice, ctx: SendContext<'_>) -> Value {
             "workload": n.workload,
             "rule": n.rule,
             "suppressed": n.suppressed,
+            "dropped": n.dropped,
         }},
     })
 }

@@ -364,3 +364,66 @@ async fn https_to_a_private_ca_is_delivered_only_where_the_ca_is_trusted() {
     let error = dead[0].delivery.last_error.clone().unwrap();
     assert!(error.contains("certificate"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_drops_counts_and_reports_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, addr) = listen().await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let log = serve(listener, move |_| {
+        if h.load(Ordering::SeqCst) {
+            Answer::Status(200)
+        } else {
+            Answer::Status(503)
+        }
+    });
+    let (_, cfg) = config(
+        dir.path(),
+        &target(
+            "small",
+            &format!("http://{addr}/"),
+            "    max_pending: 3\n    max_attempts: 1000\n",
+        ),
+    );
+    let path = dir.path().join("outbox.redb");
+    let outbox = Outbox::open(&path, &cfg).unwrap();
+    let receipts: Vec<_> = (0..5)
+        .map(|pid| outbox.enqueue(&notice("web", "r1", pid)).unwrap())
+        .collect();
+    assert!(receipts[..3].iter().all(|r| r.queued.len() == 1));
+    assert!(receipts[3..].iter().all(|r| r.dropped == ["small"]));
+    assert_eq!(outbox.counts().unwrap().pending, 3);
+    // The count of what was dropped survives a restart.
+    drop(outbox);
+    let outbox = Outbox::open(&path, &cfg).unwrap();
+    assert!(outbox.enqueue(&notice("web", "r1", 6)).unwrap().dropped == ["small"]);
+
+    let delivery = Delivery::start(&outbox);
+    eventually(LIMIT, "the receiver refused something", || async {
+        !log.requests().is_empty()
+    })
+    .await;
+    healthy.store(true, Ordering::SeqCst);
+    eventually(LIMIT, "the backlog delivered", || async {
+        outbox.pending().unwrap().is_empty()
+    })
+    .await;
+    let next = outbox.enqueue(&notice("web", "r1", 7)).unwrap();
+    let next_key = next.queued[0].2.clone();
+    eventually(LIMIT, "the next notice delivered", || async {
+        outbox.pending().unwrap().is_empty()
+    })
+    .await;
+    delivery.stop().await;
+    let accepted: Vec<_> = log
+        .requests()
+        .into_iter()
+        .filter(|r| r.answered == 200)
+        .collect();
+    assert_eq!(accepted.len(), 4);
+    for r in accepted {
+        let expected = if r.idempotency_key == next_key { 3 } else { 0 };
+        assert_eq!(r.body["notice"]["dropped"], expected, "{}", r.body);
+    }
+}
