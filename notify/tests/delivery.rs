@@ -1,19 +1,17 @@
 //! Delivery against receivers written here with hyper: failing for a while, slow,
-//! refusing; dead letters and their retry; cooldown counts; concurrency limits.
+//! refusing, over TLS; dead letters and their retry; cooldown counts; the backlog
+//! bound; concurrency limits.
 mod common;
 
 use std::{
     collections::BTreeSet,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::Ordering,
     time::{Duration, SystemTime},
 };
 
 use common::{
     Answer, Delivery, config, eventually, free_port, listen, notice, private_ca_tls, serve,
-    serve_with, target,
+    serve_unhealthy, serve_with, target,
 };
 use driftwall_notify::{Outbox, OutboxCounts, OutboxError};
 
@@ -117,15 +115,7 @@ async fn concurrency_limit_bounds_requests_in_flight() {
 async fn dead_letter_after_max_attempts_is_listed_retried_and_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let (listener, addr) = listen().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    let log = serve(listener, move |_| {
-        if h.load(Ordering::SeqCst) {
-            Answer::Status(200)
-        } else {
-            Answer::Status(503)
-        }
-    });
+    let (healthy, log) = serve_unhealthy(listener);
     let (_, cfg) = config(
         dir.path(),
         &target("down", &format!("http://{addr}/"), "    max_attempts: 3\n"),
@@ -369,15 +359,7 @@ async fn https_to_a_private_ca_is_delivered_only_where_the_ca_is_trusted() {
 async fn a_full_backlog_drops_counts_and_reports_the_loss() {
     let dir = tempfile::tempdir().unwrap();
     let (listener, addr) = listen().await;
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    let log = serve(listener, move |_| {
-        if h.load(Ordering::SeqCst) {
-            Answer::Status(200)
-        } else {
-            Answer::Status(503)
-        }
-    });
+    let (healthy, log) = serve_unhealthy(listener);
     let (_, cfg) = config(
         dir.path(),
         &target(

@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -206,6 +206,20 @@ pub fn serve_with(
         }
     });
     log
+}
+
+/// Serves 503 until the returned switch is set, then 200.
+pub fn serve_unhealthy(listener: TcpListener) -> (Arc<AtomicBool>, Arc<ReceiverLog>) {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let log = serve(listener, move |_| {
+        if h.load(Ordering::SeqCst) {
+            Answer::Status(200)
+        } else {
+            Answer::Status(503)
+        }
+    });
+    (healthy, log)
 }
 
 /// A localhost port that nothing listens on (bound, then released).
