@@ -10,7 +10,8 @@
 //!    chain.
 //! 3. [`outbox`]: [`Outbox::enqueue`] applies filters and [`cooldown`]s and writes one
 //!    pending delivery per target to a redb file, durably, without touching the
-//!    network ([`Outbox::enqueue_all`] stores a batch with one fsync).
+//!    network ([`Outbox::enqueue_all`] stores a batch with one fsync). A target keeps
+//!    at most `max_pending` deliveries; what does not fit is counted, not stored.
 //! 4. [`delivery`]: [`Outbox::run_delivery`] (one tokio task) sends them, rendered by
 //!    [`render`] and signed by [`signing`], retrying with back-off until a 2xx, and
 //!    keeps a dead letter for what it gave up on; [`Outbox::dead_letters`] and
