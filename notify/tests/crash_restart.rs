@@ -15,20 +15,44 @@ use std::{
 use common::{Answer, Delivery, config, eventually, free_port, notice, serve, target};
 use driftwall_notify::Outbox;
 
+const TEST_NAME: &str = "undelivered_notices_survive_kill_9";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("child") {
         child(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
         return;
     }
-    // libtest-style arguments (--list, filters) are accepted and ignored, except a
-    // listing request, which must not run the test.
-    if args.iter().any(|a| a == "--list") {
-        println!("undelivered_notices_survive_kill_9: test");
+    // Honour what `cargo test [FILTER] -- [--skip X] [--list]` passes, like libtest.
+    let (mut filters, mut skips, mut list) = (Vec::new(), Vec::new(), false);
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--list" => list = true,
+            "--skip" => skips.extend(rest.next().cloned()),
+            // Options that take a value in the next argument.
+            "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
+                rest.next();
+            }
+            s if s.starts_with('-') => {}
+            s => filters.push(s.to_string()),
+        }
+    }
+    let selected = (filters.is_empty() || filters.iter().any(|f| TEST_NAME.contains(f.as_str())))
+        && !skips.iter().any(|s| TEST_NAME.contains(s.as_str()));
+    if list {
+        if selected {
+            println!("{TEST_NAME}: test");
+        }
         return;
     }
+    if !selected {
+        println!("running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 1 filtered out");
+        return;
+    }
+    println!("running 1 test");
     undelivered_notices_survive_kill_9();
-    println!("test undelivered_notices_survive_kill_9 ... ok");
+    println!("test {TEST_NAME} ... ok\n\ntest result: ok. 1 passed; 0 failed");
 }
 
 fn targets(port: u16) -> String {
