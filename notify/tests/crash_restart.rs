@@ -2,7 +2,9 @@
 //! that refuses connections, is killed with SIGKILL while it keeps retrying, and a new
 //! outbox on the same file delivers every one of them once a receiver listens.
 //!
-//! This test binary is its own child: `crash_restart child <dir> <port> <count>`.
+//! This test binary is its own child: `crash_restart child <dir> <port> <count>` with
+//! `DRIFTWALL_NOTIFY_CRASH_CHILD=1` in its environment (so a filter named `child`
+//! cannot start it by accident).
 mod common;
 
 use std::{
@@ -16,10 +18,11 @@ use common::{Answer, Delivery, config, eventually, free_port, notice, serve, tar
 use driftwall_notify::Outbox;
 
 const TEST_NAME: &str = "undelivered_notices_survive_kill_9";
+const CHILD_ENV: &str = "DRIFTWALL_NOTIFY_CRASH_CHILD";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("child") {
+    if std::env::var_os(CHILD_ENV).is_some() && args.get(1).map(String::as_str) == Some("child") {
         child(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
         return;
     }
@@ -87,6 +90,7 @@ fn undelivered_notices_survive_kill_9() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["child", dir.path().to_str().unwrap()])
         .args([port.to_string(), count.to_string()])
+        .env(CHILD_ENV, "1")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
