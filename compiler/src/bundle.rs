@@ -151,12 +151,13 @@ impl Bundle {
                 .iter()
                 .map(|p| WorkloadPolicy {
                     name: p.workload.clone(),
-                    cgroup: p.cgroup.clone(),
+                    cgroup: p.selector.cgroup.as_str().to_string(),
                     mode: p.mode,
                     executables: p
+                        .process
                         .executables
                         .iter()
-                        .map(|e| e.to_string_lossy().into_owned())
+                        .map(|e| e.path.to_string_lossy().into_owned())
                         .collect(),
                 })
                 .collect(),
@@ -331,12 +332,14 @@ mod tests {
     use std::path::PathBuf;
 
     fn set() -> PolicySet {
-        let p = |name: &str, cgroup: &str, exes: &[&str]| Profile {
-            workload: name.into(),
-            cgroup: cgroup.into(),
-            mode: Mode::Enforce,
-            executables: exes.iter().map(PathBuf::from).collect(),
-            source: PathBuf::from("t.yaml"),
+        let p = |name: &str, cgroup: &str, exes: &[&str]| {
+            Profile::exec_allowlist(
+                name,
+                crate::profile::CgroupPattern::new(cgroup).unwrap(),
+                Mode::Enforce,
+                exes.iter().map(PathBuf::from),
+                std::path::Path::new("t.yaml"),
+            )
         };
         PolicySet::from_profiles(vec![
             p("web", "/web", &["/usr/bin/a", "/usr/bin/b"]),
@@ -448,13 +451,13 @@ mod tests {
         let exes: Vec<String> = (0..=driftwall_abi::MAX_EXEC_RULES)
             .map(|i| format!("/bin/x{i}"))
             .collect();
-        let p = Profile {
-            workload: "big".into(),
-            cgroup: "/big".into(),
-            mode: Mode::Audit,
-            executables: exes.iter().map(PathBuf::from).collect(),
-            source: PathBuf::from("big.yaml"),
-        };
+        let p = Profile::exec_allowlist(
+            "big",
+            crate::profile::CgroupPattern::new("/big").unwrap(),
+            Mode::Audit,
+            exes.iter().map(PathBuf::from),
+            std::path::Path::new("big.yaml"),
+        );
         let set = PolicySet::from_profiles(vec![p]).unwrap();
         assert!(matches!(
             Bundle::compile(&set, None),

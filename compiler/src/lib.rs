@@ -12,11 +12,20 @@
 //! └─ rules/*.cedar        organisation-wide Cedar rules             (cedar)
 //! ```
 //!
-//! A [`Profile`] names a **workload**, selects it by a **cgroup v2 path** (relative to
-//! the cgroup v2 mount, e.g. `/system.slice/nginx.service`), sets its **mode**
-//! (`enforce`: refuse what is not allowed; `audit`: allow and report it) and lists the
-//! **executables** the workload may run, by path. Paths are resolved to file identities
-//! on the node that enforces the policy (inodes are node-local), not here.
+//! A [`Profile`] names a **workload**, selects it by a **cgroup v2 path or glob**
+//! (relative to the cgroup v2 mount, e.g. `/system.slice/nginx.service`,
+//! `/kubepods/**/cri-containerd-*.scope`), optionally narrowed by container id, name or
+//! image; sets its **mode** (`enforce`: apply the response to what is not allowed;
+//! `audit`: allow and report it); and lists what the workload may do: the
+//! **executables** it may run (optionally which parents may start them and as which
+//! users), its network **ingress** and **egress** (CIDRs, DNS names resolved on the
+//! node, ports, protocols, processes), optionally the **files** it may open, and the
+//! **response** per rule class (block, kill, notify). Paths are resolved to file
+//! identities, and names to addresses and uids, on the node that enforces the policy,
+//! not here. [`spyctl`] maps Spyderbat's `SpyderbatPolicy` documents onto the same model
+//! and reports by name what it cannot honour. The format is documented field by field
+//! in `policies/README.md`; its JSON Schema ([`profile::schema`]) is generated from the
+//! parser's own types.
 //!
 //! [`cedar`] validates Cedar rules against the schema in strict mode and lowers the
 //! fragment that maps exactly onto kernel look-ups; everything else is refused with a
@@ -32,13 +41,15 @@
 //! Every error names the file, the line and column when there is one, and the reason;
 //! a policy with an error is never half-loaded.
 //!
-//! Status: profiles carry exec allowlists; Cedar rules are validated and lowered but
+//! Status: profiles carry the full model above, but the bundle lowers only the exec
+//! allowlists (path and workload) so far; Cedar rules are validated and lowered but
 //! not yet in the bundle's kernel tables (the hooks that would enforce them come with
 //! the enforcer-breadth work), and every loader says so.
 pub mod bundle;
 pub mod cedar;
 pub mod profile;
 pub mod reference;
+pub mod spyctl;
 
 pub use bundle::{Bundle, BundleError, BundleHash};
-pub use profile::{Mode, PolicyError, PolicySet, Profile, SourceLocation};
+pub use profile::{Mode, PolicyError, PolicySet, PolicyWarning, Profile, SourceLocation};
