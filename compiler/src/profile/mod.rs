@@ -333,13 +333,12 @@ impl PolicySet {
 
     /// Checks what no single profile can: unique workload names, and no two profiles
     /// selecting the same processes (the same cgroup pattern and container narrowing),
-    /// nor the same cgroup pattern with different modes (the kernel binds one mode to a
-    /// cgroup).
+    /// nor the same cgroup pattern with different modes unless both are narrowed to
+    /// (different) containers: the kernel binds one mode to a cgroup.
     pub fn from_profiles(mut profiles: Vec<Profile>) -> Result<Self, PolicyError> {
         profiles.sort_by(|a, b| a.workload.cmp(&b.workload));
         let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
         let mut selectors: BTreeMap<&Selector, &str> = BTreeMap::new();
-        let mut modes: BTreeMap<&CgroupPattern, (Mode, &str)> = BTreeMap::new();
         for p in &profiles {
             if let Some(other) = names.insert(&p.workload, &p.source) {
                 return Err(invalid(
@@ -353,17 +352,24 @@ impl PolicySet {
                     ),
                 ));
             }
-            let cgroup = &p.selector.cgroup;
-            if let Some((mode, other)) = modes.insert(cgroup, (p.mode, &p.workload))
-                && mode != p.mode
-            {
+            // Profiles narrowed to different containers bind different cgroups on the
+            // node; one that is not narrowed binds every cgroup the pattern matches.
+            let clash = profiles.iter().find(|q| {
+                q.selector.cgroup == p.selector.cgroup
+                    && q.mode != p.mode
+                    && (q.selector.container.is_none() || p.selector.container.is_none())
+                    && q.workload < p.workload
+            });
+            if let Some(q) = clash {
                 return Err(invalid(
                     &p.source,
                     0,
                     0,
                     format!(
-                        "cgroup {cgroup} is selected by workload `{other}` in {} mode and by `{}` in {} mode; one cgroup has one mode",
-                        mode_name(mode),
+                        "cgroup {} is selected by workload `{}` in {} mode and by `{}` in {} mode; one cgroup has one mode",
+                        p.selector.cgroup,
+                        q.workload,
+                        mode_name(q.mode),
                         p.workload,
                         mode_name(p.mode)
                     ),
@@ -510,8 +516,21 @@ mod tests {
             image: Some("redis:*".into()),
             ..Default::default()
         });
+        b.mode = Mode::Audit;
         let set = PolicySet::from_profiles(vec![b.clone(), a.clone()]).unwrap();
-        assert_eq!(set.profiles, vec![a.clone(), b]);
+        assert_eq!(set.profiles, vec![a.clone(), b.clone()]);
+        // Not narrowed, it selects what `b` selects too: one cgroup, one mode.
+        let mut c = b.clone();
+        c.workload = "c".into();
+        c.mode = Mode::Enforce;
+        c.selector.container = None;
+        let err = PolicySet::from_profiles(vec![a.clone(), b, c])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("by workload `b` in audit mode and by `c` in enforce"),
+            "{err}"
+        );
         let err = PolicySet::from_profiles(vec![a.clone(), {
             let mut c = a.clone();
             c.workload = "c".into();
@@ -598,5 +617,8 @@ mod example_repository {
         assert_eq!(worker.mode, Mode::Audit);
         assert_eq!(worker.response.exec, ResponseAction::Notify);
         assert_eq!(worker.network.egress.len(), 3);
+        // And it lowers to a bundle, as `driftwall compile policies` does.
+        let bundle = crate::Bundle::compile(&set, None).expect("policies/ must compile");
+        assert_eq!(bundle.workloads.len(), set.profiles.len());
     }
 }
