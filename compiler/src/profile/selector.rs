@@ -263,6 +263,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A pattern made from a path by turning components into `*`, part of a
+        /// component into `*`, or a run of components into `**` matches that path; the
+        /// path itself, as a literal pattern, matches only itself.
+        #[test]
+        fn a_pattern_made_from_a_path_matches_it(
+            parts in proptest::collection::vec("[a-c]{1,3}", 1..8),
+            edits in proptest::collection::vec(0u8..4, 8),
+            other in proptest::collection::vec("[a-c]{1,3}", 1..8),
+        ) {
+            let path = format!("/{}", parts.join("/"));
+            let mut pattern = Vec::new();
+            let mut i = 0;
+            while i < parts.len() {
+                match edits[i] {
+                    1 => pattern.push("*".to_string()),
+                    2 => pattern.push(format!("{}*", &parts[i][..1])),
+                    3 => {
+                        pattern.push("**".to_string());
+                        i += 1; // `**` also swallows the next component, if any
+                    }
+                    _ => pattern.push(parts[i].clone()),
+                }
+                i += 1;
+            }
+            let p = CgroupPattern::new(&format!("/{}", pattern.join("/"))).unwrap();
+            proptest::prop_assert!(p.matches(&path), "{p} vs {path}");
+            let literal = CgroupPattern::new(&path).unwrap();
+            let other = format!("/{}", other.join("/"));
+            proptest::prop_assert_eq!(literal.matches(&other), other == path);
+        }
+    }
+
     #[test]
     fn container_fields_are_validated() {
         assert!(check_container_id("0123456789ab").is_ok());
