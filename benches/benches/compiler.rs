@@ -8,12 +8,12 @@ use cedar_policy::Authorizer;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use driftwall_compiler::{
     Bundle, Mode, PolicySet, Profile,
-    profile::CgroupPattern,
     cedar::{
         CedarRules, CedarSource,
         ir::Action,
         reference::{self, ProcessFacts, Request, Resource},
     },
+    profile::CgroupPattern,
 };
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
