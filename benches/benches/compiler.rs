@@ -13,6 +13,7 @@ use driftwall_compiler::{
         ir::Action,
         reference::{self, ProcessFacts, Request, Resource},
     },
+    profile::CgroupPattern,
 };
 
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
@@ -20,14 +21,14 @@ const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// `rules` exec rules spread over workloads of 100 executables each.
 fn profiles(rules: usize) -> Vec<Profile> {
     (0..rules.div_ceil(100))
-        .map(|w| Profile {
-            workload: format!("w{w:05}"),
-            cgroup: format!("/bench/w{w:05}"),
-            mode: Mode::Enforce,
-            executables: (0..100.min(rules - w * 100))
-                .map(|e| PathBuf::from(format!("/opt/w{w}/bin/e{e}")))
-                .collect(),
-            source: PathBuf::from(format!("w{w}.yaml")),
+        .map(|w| {
+            Profile::exec_allowlist(
+                &format!("w{w:05}"),
+                CgroupPattern::new(&format!("/bench/w{w:05}")).expect("a valid cgroup"),
+                Mode::Enforce,
+                (0..100.min(rules - w * 100)).map(|e| PathBuf::from(format!("/opt/w{w}/bin/e{e}"))),
+                &PathBuf::from(format!("w{w}.yaml")),
+            )
         })
         .collect()
 }

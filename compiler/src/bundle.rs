@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     cedar::tables::{RuleTables, TablesError},
-    network::{NetAllowlist, NetPeer},
+    network::{NetAllowlist, NetPeer, NetRule},
     profile::{self, Mode, PolicySet},
 };
 
@@ -62,6 +62,10 @@ pub struct BundleMeta {
     /// `git rev-parse HEAD` of the policy checkout, with `-dirty` appended when the
     /// checkout had uncommitted changes; `None` when it was not a git checkout.
     pub source_commit: Option<String>,
+    /// What the compiler warned about: fields of the source it could not honour
+    /// (spyctl input), and parts of profiles that the kernel programs do not enforce
+    /// yet. Every command that loads the bundle prints them.
+    pub warnings: Vec<String>,
 }
 
 /// One workload's policy, as the enforcer needs it.
@@ -77,6 +81,159 @@ pub struct WorkloadPolicy {
     pub egress: Option<NetAllowlist>,
     /// `bind`/`listen` allowlist; `None`: the profile does not police ingress.
     pub ingress: Option<NetAllowlist>,
+}
+
+/// The profile's `network.egress` as a kernel allowlist; `None` (not policed) when the
+/// profile has no egress rule.
+fn lower_egress(p: &crate::Profile) -> Option<NetAllowlist> {
+    use crate::profile::network::Peer;
+    (!p.network.egress.is_empty()).then(|| NetAllowlist {
+        rules: p
+            .network
+            .egress
+            .iter()
+            .map(|r| NetRule {
+                peers: r
+                    .to
+                    .iter()
+                    .map(|peer| match peer {
+                        Peer::Cidr(c) => NetPeer::Cidr {
+                            addr: c.addr,
+                            prefix: c.prefix,
+                        },
+                        Peer::Dns(d) => NetPeer::Dns(d.to_string()),
+                    })
+                    .collect(),
+                ports: r.ports.iter().map(|p| (p.first, p.last)).collect(),
+                protocols: protocol_bits(&r.protocols),
+            })
+            .collect(),
+    })
+}
+
+/// The profile's `network.ingress` as a kernel allowlist of local ports; `None` when
+/// the profile has no ingress rule. Sources (`from`) are not enforced yet.
+fn lower_ingress(p: &crate::Profile) -> Option<NetAllowlist> {
+    (!p.network.ingress.is_empty()).then(|| NetAllowlist {
+        rules: p
+            .network
+            .ingress
+            .iter()
+            .map(|r| NetRule {
+                peers: Vec::new(),
+                ports: r.ports.iter().map(|p| (p.first, p.last)).collect(),
+                protocols: protocol_bits(&r.protocols),
+            })
+            .collect(),
+    })
+}
+
+fn protocol_bits(protocols: &[crate::profile::network::Protocol]) -> u8 {
+    use crate::profile::network::Protocol;
+    use driftwall_abi::rules::{PROTO_TCP, PROTO_UDP};
+    if protocols.is_empty() {
+        return PROTO_TCP | PROTO_UDP;
+    }
+    protocols.iter().fold(0, |bits, p| {
+        bits | match p {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    })
+}
+
+/// The parts of a profile the kernel programs do not enforce yet, one warning each,
+/// located, so that nothing is weakened in silence.
+fn unenforced_features(p: &crate::Profile) -> Vec<String> {
+    use crate::profile::response::ResponseAction;
+    let mut out = Vec::new();
+    let mut say = |at: &crate::SourceLocation, what: String| {
+        out.push(format!(
+            "{at}: workload `{}`: {what} is not enforced by this version of the kernel programs",
+            p.workload
+        ));
+    };
+    let file = crate::SourceLocation {
+        file: p.source.clone(),
+        line: 1,
+        column: 1,
+    };
+    if !p.selector.cgroup.is_literal() {
+        say(
+            &file,
+            format!(
+                "the cgroup glob `{}` (only literal cgroup paths are bound; this workload polices nothing)",
+                p.selector.cgroup.as_str()
+            ),
+        );
+    }
+    if p.selector.container.is_some() {
+        say(
+            &file,
+            "container narrowing (`selector.container`; the whole cgroup is policed)".into(),
+        );
+    }
+    for e in &p.process.executables {
+        if !e.parents.is_empty() {
+            say(
+                &e.at,
+                format!(
+                    "`parents` of {} (any parent may start it)",
+                    e.path.display()
+                ),
+            );
+        }
+        if !e.users.is_empty() {
+            say(
+                &e.at,
+                format!("`users` of {} (any user may run it)", e.path.display()),
+            );
+        }
+    }
+    for r in &p.network.egress {
+        if !r.processes.is_empty() {
+            say(
+                &r.at,
+                "egress `processes` (any process of the workload may connect)".into(),
+            );
+        }
+    }
+    for r in &p.network.ingress {
+        if !r.from.is_empty() {
+            say(
+                &r.at,
+                "ingress `from` (connections are accepted from anyone)".into(),
+            );
+        }
+        if !r.processes.is_empty() {
+            say(
+                &r.at,
+                "ingress `processes` (any process of the workload may listen)".into(),
+            );
+        }
+    }
+    if let Some(f) = p.files.first() {
+        say(
+            &f.at,
+            format!(
+                "`files` ({} rule(s); file opens are not policed)",
+                p.files.len()
+            ),
+        );
+    }
+    for (class, action) in [
+        ("exec", p.response.exec),
+        ("network", p.response.network),
+        ("file", p.response.file),
+    ] {
+        if action != ResponseAction::Block {
+            say(
+                &file,
+                format!("`response.{class}: {action:?}` (refusals are blocks: EPERM and a report)"),
+            );
+        }
+    }
+    out
 }
 
 /// The SHA-256 of a bundle's body: its name.
@@ -155,6 +312,12 @@ impl Bundle {
             meta: BundleMeta {
                 compiler_version: env!("CARGO_PKG_VERSION").to_string(),
                 source_commit,
+                warnings: set
+                    .warnings
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(set.profiles.iter().flat_map(unenforced_features))
+                    .collect(),
             },
             rules,
             workloads: set
@@ -162,15 +325,16 @@ impl Bundle {
                 .iter()
                 .map(|p| WorkloadPolicy {
                     name: p.workload.clone(),
-                    cgroup: p.cgroup.clone(),
+                    cgroup: p.selector.cgroup.as_str().to_string(),
                     mode: p.mode,
                     executables: p
+                        .process
                         .executables
                         .iter()
-                        .map(|e| e.to_string_lossy().into_owned())
+                        .map(|e| e.path.to_string_lossy().into_owned())
                         .collect(),
-                    egress: None,
-                    ingress: None,
+                    egress: lower_egress(p),
+                    ingress: lower_ingress(p),
                 })
                 .collect(),
         };
@@ -272,6 +436,14 @@ impl Bundle {
         {
             return invalid("bundle metadata holds an empty, overlong or control string".into());
         }
+        if self
+            .meta
+            .warnings
+            .iter()
+            .any(|w| w.len() > 4096 || w.chars().any(char::is_control))
+        {
+            return invalid("bundle warnings hold an overlong or control string".into());
+        }
         if let Some(r) = self.rules.rules.iter().find(|r| {
             !printable(&r.id) || !printable(&r.source) || r.unenforced.iter().any(|a| !printable(a))
         }) {
@@ -372,12 +544,14 @@ mod tests {
     use std::path::PathBuf;
 
     fn set() -> PolicySet {
-        let p = |name: &str, cgroup: &str, exes: &[&str]| Profile {
-            workload: name.into(),
-            cgroup: cgroup.into(),
-            mode: Mode::Enforce,
-            executables: exes.iter().map(PathBuf::from).collect(),
-            source: PathBuf::from("t.yaml"),
+        let p = |name: &str, cgroup: &str, exes: &[&str]| {
+            Profile::exec_allowlist(
+                name,
+                crate::profile::CgroupPattern::new(cgroup).unwrap(),
+                Mode::Enforce,
+                exes.iter().map(PathBuf::from),
+                std::path::Path::new("t.yaml"),
+            )
         };
         PolicySet::from_profiles(vec![
             p("web", "/web", &["/usr/bin/a", "/usr/bin/b"]),
@@ -495,13 +669,13 @@ mod tests {
         let exes: Vec<String> = (0..=driftwall_abi::MAX_EXEC_RULES)
             .map(|i| format!("/bin/x{i}"))
             .collect();
-        let p = Profile {
-            workload: "big".into(),
-            cgroup: "/big".into(),
-            mode: Mode::Audit,
-            executables: exes.iter().map(PathBuf::from).collect(),
-            source: PathBuf::from("big.yaml"),
-        };
+        let p = Profile::exec_allowlist(
+            "big",
+            crate::profile::CgroupPattern::new("/big").unwrap(),
+            Mode::Audit,
+            exes.iter().map(PathBuf::from),
+            std::path::Path::new("big.yaml"),
+        );
         let set = PolicySet::from_profiles(vec![p]).unwrap();
         assert!(matches!(
             Bundle::compile(&set, None),

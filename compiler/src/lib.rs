@@ -12,11 +12,20 @@
 //! └─ rules/*.cedar        organisation-wide Cedar rules             (cedar)
 //! ```
 //!
-//! A [`Profile`] names a **workload**, selects it by a **cgroup v2 path** (relative to
-//! the cgroup v2 mount, e.g. `/system.slice/nginx.service`), sets its **mode**
-//! (`enforce`: refuse what is not allowed; `audit`: allow and report it) and lists the
-//! **executables** the workload may run, by path. Paths are resolved to file identities
-//! on the node that enforces the policy (inodes are node-local), not here.
+//! A [`Profile`] names a **workload**, selects it by a **cgroup v2 path or glob**
+//! (relative to the cgroup v2 mount, e.g. `/system.slice/nginx.service`,
+//! `/kubepods/**/cri-containerd-*.scope`), optionally narrowed by container id, name or
+//! image; sets its **mode** (`enforce`: apply the response to what is not allowed;
+//! `audit`: allow and report it); and lists what the workload may do: the
+//! **executables** it may run (optionally which parents may start them and as which
+//! users), its network **ingress** and **egress** (CIDRs, DNS names resolved on the
+//! node, ports, protocols, processes), optionally the **files** it may open, and the
+//! **response** per rule class (block, kill, notify). Paths are resolved to file
+//! identities, and names to addresses and uids, on the node that enforces the policy,
+//! not here. [`spyctl`] maps Spyderbat's `SpyderbatPolicy` documents onto the same model
+//! and reports by name what it cannot honour. The format is documented field by field
+//! in `policies/README.md`; its JSON Schema ([`profile::schema`]) is generated from the
+//! parser's own types.
 //!
 //! [`cedar`] validates Cedar rules against the schema in strict mode and lowers the
 //! fragment that maps exactly onto kernel look-ups; everything else is refused with a
@@ -36,11 +45,18 @@
 //! entries) and travel in the bundle; [`reference`] decides execs and network
 //! operations over those tables with the same code the kernel runs. Rules for actions
 //! the kernel programs do not hook yet are carried and reported, not enforced.
+//!
+//! Of a profile, the kernel enforces the executable allowlist and the network
+//! allowlists (egress peers, ports and protocols; ingress ports and protocols). The
+//! rest of the model — executables' parents and users, ingress sources, per-process
+//! network rules, file rules, container narrowing, kill/notify responses — is
+//! validated and carried, and every loader names what is not enforced yet.
 pub mod bundle;
 pub mod cedar;
 pub mod network;
 pub mod profile;
 pub mod reference;
+pub mod spyctl;
 
 pub use bundle::{Bundle, BundleError, BundleHash};
-pub use profile::{Mode, PolicyError, PolicySet, Profile, SourceLocation};
+pub use profile::{Mode, PolicyError, PolicySet, PolicyWarning, Profile, SourceLocation};

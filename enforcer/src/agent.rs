@@ -92,7 +92,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
-    for w in crate::output::unenforced_rules(&bundle) {
+    for w in crate::output::bundle_warnings(&bundle) {
         tracing::warn!("{w}");
     }
     programs::check_bpf_lsm()?;

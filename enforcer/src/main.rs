@@ -324,7 +324,7 @@ fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
                 "exec_rules": rules,
                 "cedar_rules": bundle.rules.rules.iter().map(|r| &r.id).collect::<Vec<_>>(),
                 "cedar_clauses": bundle.rules.clauses.len(),
-                "warnings": driftwall_enforcer::output::unenforced_rules(&bundle),
+                "warnings": driftwall_enforcer::output::bundle_warnings(&bundle),
             })
         ),
         OutputFormat::Text => {
@@ -337,7 +337,7 @@ fn compile(policies: &Path, out: &Path, output: OutputFormat) -> ExitCode {
                 bytes.len(),
                 bundle.meta.source_commit.as_deref().unwrap_or("unknown")
             );
-            for w in driftwall_enforcer::output::unenforced_rules(&bundle) {
+            for w in driftwall_enforcer::output::bundle_warnings(&bundle) {
                 println!("  warning: {w}");
             }
         }
@@ -412,7 +412,7 @@ fn check(policies: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
             for warning in &r.warnings {
                 println!("  note: {warning}");
             }
-            for w in driftwall_enforcer::output::unenforced_rules(&bundle) {
+            for w in driftwall_enforcer::output::bundle_warnings(&bundle) {
                 println!("  warning: {w}");
             }
             ExitCode::SUCCESS

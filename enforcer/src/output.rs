@@ -30,10 +30,17 @@ pub struct Ready<'a> {
     pub warnings: Vec<String>,
 }
 
-/// Cedar rules of a bundle that are not in force for some of their actions (the
-/// kernel programs do not hook them yet): said wherever a bundle is loaded.
-pub fn unenforced_rules(bundle: &Bundle) -> Vec<String> {
-    bundle.rules.unenforced().map(|w| w.to_string()).collect()
+/// What must be said wherever a bundle is loaded: the compiler's warnings (source
+/// fields not honoured, profile parts not enforced yet) and the Cedar rules not in
+/// force for some of their actions (the kernel programs do not hook them yet).
+pub fn bundle_warnings(bundle: &Bundle) -> Vec<String> {
+    bundle
+        .meta
+        .warnings
+        .iter()
+        .cloned()
+        .chain(bundle.rules.unenforced().map(|w| w.to_string()))
+        .collect()
 }
 
 /// The name of what decided: the Cedar rule's id, or the profile section whose
@@ -203,7 +210,7 @@ impl<'a> Ready<'a> {
                 .warnings
                 .iter()
                 .map(|w| w.to_string())
-                .chain(unenforced_rules(bundle))
+                .chain(bundle_warnings(bundle))
                 .collect(),
         }
     }

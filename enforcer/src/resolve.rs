@@ -318,6 +318,7 @@ mod tests {
             meta: BundleMeta {
                 compiler_version: "test".into(),
                 source_commit: None,
+                warnings: Vec::new(),
             },
             workloads,
             rules: RuleTables::default(),

@@ -56,7 +56,15 @@ fn compiling_twice_gives_the_same_bytes_and_the_hash_it_prints() {
     assert_eq!(bytes_a, bytes_b);
     let bundle = driftwall_compiler::Bundle::from_bytes(&bytes_a).unwrap();
     assert_eq!(summary["hash"], bundle.hash().to_string());
-    assert_eq!(summary["workloads"], 1);
+    assert_eq!(summary["workloads"], bundle.workloads.len());
+    assert!(bundle.workloads.iter().any(|w| w.name == "demo-web"));
+    // Network allowlists travel in the bundle: shop-frontend polices its egress.
+    let frontend = bundle
+        .workloads
+        .iter()
+        .find(|w| w.name == "shop-frontend")
+        .unwrap();
+    assert!(frontend.egress.is_some(), "{frontend:?}");
     // The example rules are lowered to kernel tables; the one for an operation no
     // program hooks yet is named in a warning, not dropped in silence.
     let rules = summary["cedar_rules"].as_array().unwrap();

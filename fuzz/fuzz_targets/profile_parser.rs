@@ -1,5 +1,6 @@
-//! Any bytes as a profile file: parsing must return a profile or a located error,
-//! never panic or hang.
+//! Any bytes as a profile file, in either format (driftwall's own or a spyctl
+//! `SpyderbatPolicy`): parsing must return a profile and its warnings or a located
+//! error, never panic or hang.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

@@ -782,6 +782,7 @@ fn profile_network_allowlists_are_enforced() -> Res {
         meta: BundleMeta {
             compiler_version: "guest".into(),
             source_commit: None,
+            warnings: Vec::new(),
         },
         workloads: vec![
             net(
