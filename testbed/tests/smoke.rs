@@ -61,7 +61,9 @@ fn boot(
 }
 
 fn dying_init_is_reported_as_a_crash() -> Result<(), Failed> {
-    let init = "#!/bin/sh\necho 'dw-smoke: init exits on purpose'\nexit 1\n";
+    // The pause lets the console print the line before the panic's own output starts:
+    // without it the two interleave and the line is cut (seen under load).
+    let init = "#!/bin/sh\necho 'dw-smoke: init exits on purpose'\nsleep 1\nexit 1\n";
     match boot_first_kernel(init, Duration::from_secs(120))? {
         Err(TestbedError::GuestCrashed {
             reason,
