@@ -6,12 +6,14 @@ use std::{hint::black_box, net::IpAddr, path::PathBuf, time::Duration};
 
 use cedar_policy::Authorizer;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use driftwall_abi::rules::{RuleFacts, evaluate};
 use driftwall_compiler::{
     Bundle, Mode, PolicySet, Profile,
     cedar::{
         CedarRules, CedarSource,
         ir::Action,
         reference::{self, ProcessFacts, Request, Resource},
+        tables::{RuleTables, hook_of},
     },
     profile::CgroupPattern,
 };
@@ -170,6 +172,43 @@ fn decide(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % reqs.len();
             reference::decide(black_box(&rules.rules), black_box(&reqs[i]))
+        })
+    });
+    // The kernel's own evaluation (driftwall_abi::rules::evaluate) over the lowered
+    // tables, with the path and address look-ups done by the reference's emulation of
+    // the LPM tries: what `compiler::reference` runs for a decision.
+    let workloads = vec!["backup".to_string(), "demo-web".to_string()];
+    let tables = RuleTables::build(&rules.rules, &workloads).expect("tables");
+    let set = tables.rule_set();
+    group.bench_function("kernel tables (abi::rules::evaluate)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % reqs.len();
+            let r = &reqs[i];
+            let mut facts = RuleFacts {
+                hook: hook_of(r.action) as u8,
+                workload: r
+                    .principal
+                    .workload
+                    .as_deref()
+                    .and_then(|w| workloads.iter().position(|x| x == w))
+                    .map_or(0, |i| i as u32 + 1),
+                uid: r.principal.uid,
+                euid: r.principal.euid,
+                gid: r.principal.gid,
+                ..RuleFacts::default()
+            };
+            match &r.resource {
+                Resource::Executable { path } => facts.path_bits = tables.lookup_path_bits(path),
+                Resource::Endpoint { ip, port, .. } => {
+                    facts.endpoint = true;
+                    facts.port = u32::from(*port);
+                    facts.protocol = 6;
+                    facts.ip_bits = tables.lookup_ip_bits(*ip);
+                }
+                _ => {}
+            }
+            evaluate(black_box(&set), black_box(&facts))
         })
     });
     group.bench_function("cedar_policy Authorizer", |b| {
