@@ -28,6 +28,11 @@
 //! kernel's exec decision in plain Rust over the tables the kernel's maps hold — the
 //! same code (`driftwall_abi::decide`) with other look-ups.
 //!
+//! [`symbolic`] turns a bundle into kernel tables without a node (synthetic cgroups and
+//! file identities, DNS unresolved) so that requests can be decided anywhere;
+//! [`explain`] says what decided one, [`policytest`] runs a repository's
+//! `tests/*.yaml` cases, and [`diff`] says what changed between two bundles.
+//!
 //! This crate knows nothing of the kernel or the command line; `enforcer` is the glue.
 //! Every error names the file, the line and column when there is one, and the reason;
 //! a policy with an error is never half-loaded.
@@ -38,9 +43,13 @@
 //! the kernel programs do not hook yet are carried and reported, not enforced.
 pub mod bundle;
 pub mod cedar;
+pub mod diff;
+pub mod explain;
 pub mod network;
+pub mod policytest;
 pub mod profile;
 pub mod reference;
+pub mod symbolic;
 
 pub use bundle::{Bundle, BundleError, BundleHash};
 pub use profile::{Mode, PolicyError, PolicySet, Profile, SourceLocation};
