@@ -347,4 +347,66 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn a_policed_network_section_decides_and_dns_only_rules_are_noted() {
+        use crate::{
+            network::{NetAllowlist, NetPeer, NetRule},
+            symbolic::tests::{bundle, workload},
+        };
+        let mut w = workload("api", "/api", Mode::Audit, &[]);
+        w.egress = Some(NetAllowlist {
+            rules: vec![
+                NetRule {
+                    peers: vec![NetPeer::Cidr {
+                        addr: "10.0.0.0".parse().unwrap(),
+                        prefix: 8,
+                    }],
+                    ports: vec![(5432, 5432)],
+                    protocols: driftwall_abi::rules::PROTO_TCP,
+                },
+                NetRule {
+                    peers: vec![NetPeer::Dns("db.example.com".into())],
+                    ports: Vec::new(),
+                    protocols: driftwall_abi::rules::PROTO_TCP,
+                },
+            ],
+        });
+        let p = SymbolicPolicy::new(&bundle(vec![w])).unwrap();
+        let e = ask(&p, |s| {
+            s.workload = Some("api".into());
+            s.connect = Some("10.9.8.7:5432".into());
+        });
+        assert_eq!(e.outcome, Outcome::Allow);
+        assert_eq!(
+            e.decided_by,
+            DecidedBy::Profile {
+                workload: "api".into(),
+                section: "network.egress",
+                allowed: true
+            }
+        );
+        assert_eq!(e.notes.len(), 1);
+        assert!(e.notes[0].contains("db.example.com"), "{e}");
+        // Outside the allowlist, in audit mode: let through and reported.
+        let e = ask(&p, |s| {
+            s.workload = Some("api".into());
+            s.connect = Some("192.0.2.1:5432".into());
+        });
+        assert_eq!(
+            (e.outcome, e.decided_by.name()),
+            (Outcome::Audit, "api/network.egress".into())
+        );
+        assert!(
+            e.to_string()
+                .contains("note: api/network.egress: a rule naming only DNS names"),
+            "{e}"
+        );
+        // Exec requests carry no network note.
+        let e = ask(&p, |s| {
+            s.workload = Some("api".into());
+            s.exec = Some("/bin/x".into());
+        });
+        assert!(e.notes.is_empty());
+    }
 }
