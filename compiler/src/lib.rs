@@ -37,6 +37,11 @@
 //! kernel's exec decision in plain Rust over the tables the kernel's maps hold — the
 //! same code (`driftwall_abi::decide`) with other look-ups.
 //!
+//! [`symbolic`] turns a bundle into kernel tables without a node (synthetic cgroups and
+//! file identities, DNS unresolved) so that requests can be decided anywhere;
+//! [`explain`] says what decided one, [`policytest`] runs a repository's
+//! `tests/*.yaml` cases, and [`diff`] says what changed between two bundles.
+//!
 //! This crate knows nothing of the kernel or the command line; `enforcer` is the glue.
 //! Every error names the file, the line and column when there is one, and the reason;
 //! a policy with an error is never half-loaded.
@@ -53,10 +58,14 @@
 //! validated and carried, and every loader names what is not enforced yet.
 pub mod bundle;
 pub mod cedar;
+pub mod diff;
+pub mod explain;
 pub mod network;
+pub mod policytest;
 pub mod profile;
 pub mod reference;
 pub mod spyctl;
+pub mod symbolic;
 
 pub use bundle::{Bundle, BundleError, BundleHash};
 pub use profile::{Mode, PolicyError, PolicySet, PolicyWarning, Profile, SourceLocation};

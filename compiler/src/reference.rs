@@ -15,7 +15,10 @@ use std::{
 use driftwall_abi::{
     ExecKey, FileId, POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
     decide::{self, PolicyLookups, Verdict},
-    rules::{DIRECTION_EGRESS, DIRECTION_INGRESS, Hook, NetAllowKey, PortSet, RuleFacts, RuleSet},
+    rules::{
+        DIRECTION_EGRESS, DIRECTION_INGRESS, Hook, NetAllowKey, PortSet, RuleFacts, RuleSet,
+        RuleVerdict,
+    },
 };
 
 use crate::{
@@ -118,6 +121,12 @@ fn facts(hook: Hook, binding: WorkloadBinding, caller: &Caller) -> RuleFacts {
 
 /// The kernel's decision on an exec under `tables`.
 pub fn decide_exec(tables: &KernelTables, req: &ExecRequest) -> Verdict {
+    decide_exec_with_rules(tables, req).0
+}
+
+/// [`decide_exec`], with the Cedar rules' own verdict (which names the permit that
+/// allowed, where the kernel's verdict does not): for `explain`.
+pub fn decide_exec_with_rules(tables: &KernelTables, req: &ExecRequest) -> (Verdict, RuleVerdict) {
     let lookups = Lookups {
         tables,
         rules: tables.rules.rule_set(),
@@ -130,16 +139,22 @@ pub fn decide_exec(tables: &KernelTables, req: &ExecRequest) -> Verdict {
         .as_deref()
         .map_or(0, |p| tables.rules.lookup_path_bits(p));
     let verdict = driftwall_abi::rules::evaluate(&lookups.rules, &f);
-    decide::combine(
+    let decision = decide::combine(
         binding,
         verdict,
         |_| true,
         |b| decide::exec_profile_allows(&lookups, b, req.file.unwrap_or_default()),
-    )
+    );
+    (decision, verdict)
 }
 
 /// The kernel's decision on a network operation under `tables`.
 pub fn decide_net(tables: &KernelTables, req: &NetRequest) -> Verdict {
+    decide_net_with_rules(tables, req).0
+}
+
+/// [`decide_net`], with the Cedar rules' own verdict: for `explain`.
+pub fn decide_net_with_rules(tables: &KernelTables, req: &NetRequest) -> (Verdict, RuleVerdict) {
     let lookups = Lookups {
         tables,
         rules: tables.rules.rule_set(),
@@ -157,7 +172,7 @@ pub fn decide_net(tables: &KernelTables, req: &NetRequest) -> Verdict {
         _ => (POLICE_INGRESS, DIRECTION_INGRESS),
     };
     let (family, addr) = ip_bytes(req.ip);
-    decide::combine(
+    let decision = decide::combine(
         binding,
         verdict,
         |b| b.police & class != 0,
@@ -172,7 +187,8 @@ pub fn decide_net(tables: &KernelTables, req: &NetRequest) -> Verdict {
                 req.protocol,
             )
         },
-    )
+    );
+    (decision, verdict)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
+use driftwall_compiler::{explain::Outcome, policytest, symbolic};
 use driftwall_enforcer::{
     agent::{self, RunConfig},
     output::OutputFormat,
@@ -103,6 +104,61 @@ enum Command {
         #[command(flatten)]
         state: StateDirArg,
     },
+    /// Decide one request against a policy without a node, and say why.
+    ///
+    /// The policy is a bundle file or a policy repository. The request runs in the
+    /// named workload's cgroup (or, with no --workload, in a process no profile
+    /// selects); executables are identified by path and DNS names in allowlists are not
+    /// resolved (see `driftwall test`). Prints the verdict (allow, deny or audit) and
+    /// what decided it: a Cedar rule (id, file:line), a profile section
+    /// (`<workload>/process.executables`, `<workload>/network.egress`, …) or no
+    /// profile.
+    ///
+    /// Exit codes: 0 allowed, 1 denied or audited, 2 input error.
+    Explain {
+        /// A bundle file or a policy repository directory.
+        #[arg(value_name = "BUNDLE|DIR")]
+        policy: PathBuf,
+        #[command(flatten)]
+        request: RequestArgs,
+        /// Output format on stdout.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Run a policy repository's tests: every case of `<DIR>/tests/*.yaml`.
+    ///
+    /// Compiles the repository, decides each case's request as `driftwall explain`
+    /// does and compares the verdict (and, when the case names one, the deciding rule
+    /// or profile section) with the expectation. The format is in policies/README.md.
+    ///
+    /// Exit codes: 0 every case passed, 1 some case failed, 2 input error (a policy or
+    /// test file that does not validate, with file:line).
+    Test {
+        /// The policy repository (a directory holding `profiles/` and `tests/`).
+        #[arg(value_name = "DIR")]
+        policies: PathBuf,
+        /// Output format on stdout.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Show what became allowed or denied between two policies.
+    ///
+    /// Each side is a bundle file or a policy repository. Reports workloads added and
+    /// removed, mode, cgroup, executable and network allowlist changes, and Cedar rules
+    /// added, removed or changed (by id; moving a rule in its file is no change).
+    ///
+    /// Exit codes: 0 no change in what is enforced, 1 changes, 2 input error.
+    Diff {
+        /// The policy before (bundle file or repository).
+        #[arg(value_name = "BEFORE")]
+        before: PathBuf,
+        /// The policy after (bundle file or repository).
+        #[arg(value_name = "AFTER")]
+        after: PathBuf,
+        /// Output format on stdout.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Validate a policy repository and show what it would enforce on this node.
     Check {
         /// The policy repository (a directory holding `profiles/`).
@@ -135,6 +191,65 @@ enum StoryFormat {
     Json,
     /// Graphviz DOT.
     Dot,
+}
+
+/// The request `driftwall explain` decides: flags, or the same fields as JSON.
+#[derive(Args)]
+struct RequestArgs {
+    /// The workload the process runs in (`none` or absent: no profile selects it).
+    #[arg(long, value_name = "NAME")]
+    workload: Option<String>,
+    /// An exec of this absolute path.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    exec: Option<String>,
+    /// A connect to IP:PORT ([v6]:port for IPv6).
+    #[arg(long, value_name = "IP:PORT", group = "operation")]
+    connect: Option<String>,
+    /// A bind to IP:PORT.
+    #[arg(long, value_name = "IP:PORT", group = "operation")]
+    bind: Option<String>,
+    /// A listen on IP:PORT.
+    #[arg(long, value_name = "IP:PORT", group = "operation")]
+    listen: Option<String>,
+    /// UDP instead of TCP (network operations).
+    #[arg(long)]
+    udp: bool,
+    /// Real user id [default: 0].
+    #[arg(long, value_name = "N")]
+    uid: Option<u32>,
+    /// Effective user id [default: the real one].
+    #[arg(long, value_name = "N")]
+    euid: Option<u32>,
+    /// Real group id [default: 0].
+    #[arg(long, value_name = "N")]
+    gid: Option<u32>,
+    /// The whole request as JSON, e.g. '{"workload":"web","exec":"/usr/bin/curl"}'
+    /// (keys as the flags; a test case's fields).
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "udp", "uid", "euid", "gid"]
+    )]
+    request_json: Option<String>,
+}
+
+impl RequestArgs {
+    fn spec(self) -> Result<symbolic::RequestSpec, String> {
+        if let Some(json) = self.request_json {
+            return serde_json::from_str(&json).map_err(|e| format!("--request-json: {e}"));
+        }
+        Ok(symbolic::RequestSpec {
+            workload: self.workload,
+            exec: self.exec,
+            connect: self.connect,
+            bind: self.bind,
+            listen: self.listen,
+            udp: self.udp,
+            uid: self.uid,
+            euid: self.euid,
+            gid: self.gid,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -187,6 +302,17 @@ fn main() -> ExitCode {
             policies,
             cgroup_root,
         } => check(&policies, cgroup_root),
+        Command::Explain {
+            policy,
+            request,
+            output,
+        } => explain(&policy, request, output),
+        Command::Test { policies, output } => test(&policies, output),
+        Command::Diff {
+            before,
+            after,
+            output,
+        } => diff(&before, &after, output),
         Command::Flashback {
             pid,
             cgroup,
@@ -422,6 +548,116 @@ fn check(policies: &Path, cgroup_root: Option<PathBuf>) -> ExitCode {
             println!("  (not resolved on this node: {e})");
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// The policy at `path` with synthetic node facts, or the exit code of the error
+/// already reported.
+fn symbolic_policy(path: &Path) -> Result<symbolic::SymbolicPolicy, ExitCode> {
+    let bundle = source::load_path(path).map_err(|e| {
+        report(&e);
+        ExitCode::from(2)
+    })?;
+    symbolic::SymbolicPolicy::new(&bundle).map_err(|e| {
+        eprintln!("driftwall: error: {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+/// Prints `value` as JSON on stdout, or text on stdout; false when it could not.
+fn print_as(output: OutputFormat, value: &(impl serde::Serialize + std::fmt::Display)) -> bool {
+    match output {
+        OutputFormat::Text => {
+            print!("{value}");
+            true
+        }
+        OutputFormat::Json => match serde_json::to_string_pretty(value) {
+            Ok(j) => {
+                println!("{j}");
+                true
+            }
+            Err(e) => {
+                eprintln!("driftwall: error: {e}");
+                false
+            }
+        },
+    }
+}
+
+fn explain(path: &Path, request: RequestArgs, output: OutputFormat) -> ExitCode {
+    let request = match request
+        .spec()
+        .and_then(|s| s.to_request().map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policy = match symbolic_policy(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let explanation = match driftwall_compiler::explain::explain(&policy, &request) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !print_as(output, &explanation) {
+        return ExitCode::from(1);
+    }
+    match explanation.outcome {
+        Outcome::Allow => ExitCode::SUCCESS,
+        Outcome::Deny | Outcome::Audit => ExitCode::from(1),
+    }
+}
+
+fn test(dir: &Path, output: OutputFormat) -> ExitCode {
+    let policy = match symbolic_policy(dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let report = match policytest::load_dir(dir).and_then(|cases| policytest::run(&policy, cases)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if output == OutputFormat::Text {
+        for note in policy.dns_notes() {
+            println!("note: {note}");
+        }
+    }
+    if !print_as(output, &report) {
+        return ExitCode::from(1);
+    }
+    if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn diff(before: &Path, after: &Path, output: OutputFormat) -> ExitCode {
+    let load = |p: &Path| {
+        source::load_path(p).inspect_err(|e| {
+            report(e);
+        })
+    };
+    let (Ok(a), Ok(b)) = (load(before), load(after)) else {
+        return ExitCode::from(2);
+    };
+    let d = driftwall_compiler::diff::diff(&a, &b);
+    if !print_as(output, &d) {
+        ExitCode::from(1)
+    } else if d.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -82,6 +82,16 @@ pub fn load_cedar(dir: &Path) -> Result<Option<CedarRules>, SourceError> {
     Ok(Some(CedarRules::load_dir(dir)?))
 }
 
+/// A bundle file or a policy repository, told apart by whether `path` is a directory:
+/// what `explain` and `diff` take.
+pub fn load_path(path: &Path) -> Result<Bundle, SourceError> {
+    if path.is_dir() {
+        compile_dir(path)
+    } else {
+        read_bundle(path)
+    }
+}
+
 /// Reads and validates a bundle file.
 pub fn read_bundle(path: &Path) -> Result<Bundle, SourceError> {
     let io = |source| SourceError::Io {
