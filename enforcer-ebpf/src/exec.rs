@@ -17,7 +17,7 @@ use aya_ebpf::{
 use driftwall_abi::{
     Decision, EventKind, ExecEvent, FileId, KernelOffsets, PATH_CAPACITY,
     decide::{self, PolicyLookups, Reason, Verdict},
-    rules::Hook,
+    rules::{Hook, RuleVerdict},
 };
 
 use crate::{
@@ -47,19 +47,23 @@ fn decide_exec(ctx: &LsmContext) -> i32 {
     let lookups = KernelLookups;
     let binding = decide::nearest_binding(&lookups);
     let set = lookups.rules();
-    let mut facts = rules::caller_facts(Hook::Exec, binding, &off);
-    if rules::needs_path(set, Hook::Exec) {
-        // SAFETY: bpf_d_path needs the verifier to know its argument is a `struct
-        // path`: reach it by direct loads from the BTF-typed hook argument
-        // (bprm->file->f_path), with offsets the verifier sees as constants.
-        unsafe {
-            let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
-            if !file.is_null() {
-                facts.path_bits = rules::path_bits(file.add(off.file_f_path as usize));
+    let verdict = if rules::apply_to(set, Hook::Exec) {
+        let mut facts = rules::caller_facts(Hook::Exec, binding, &off);
+        if rules::needs_path(set, Hook::Exec) {
+            // SAFETY: bpf_d_path needs the verifier to know its argument is a `struct
+            // path`: reach it by direct loads from the BTF-typed hook argument
+            // (bprm->file->f_path), with offsets the verifier sees as constants.
+            unsafe {
+                let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
+                if !file.is_null() {
+                    facts.path_bits = rules::path_bits(file.add(off.file_f_path as usize));
+                }
             }
         }
-    }
-    let verdict = rules::verdict(set, &facts);
+        rules::verdict(set, &facts)
+    } else {
+        RuleVerdict::NoMatch
+    };
     // All zeros when unreadable (no allowlist holds inode 0). A plain value rather than
     // an Option: see `decide::nearest_binding`.
     let mut identity = FileId::default();

@@ -20,6 +20,7 @@ use driftwall_abi::{
     decide::{self, PolicyLookups, Reason, Verdict},
     rules::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP,
+        RuleVerdict,
     },
 };
 
@@ -166,16 +167,20 @@ fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
     } else {
         (POLICE_INGRESS, DIRECTION_INGRESS)
     };
-    let rules_apply = set.is_some_and(|s| s.rule_actions & hook.bit() != 0);
+    let rules_apply = rules::apply_to(set, hook);
     if !rules_apply && binding.police & class == 0 {
         return 0;
     }
-    let mut facts = rules::caller_facts(hook, binding, &off);
-    facts.endpoint = true;
-    facts.port = ep.port as u32;
-    facts.protocol = ep.protocol as u32;
-    facts.ip_bits = rules::ip_bits(ep.family, &ep.addr);
-    let verdict = rules::verdict(set, &facts);
+    let verdict = if rules_apply {
+        let mut facts = rules::caller_facts(hook, binding, &off);
+        facts.endpoint = true;
+        facts.port = ep.port as u32;
+        facts.protocol = ep.protocol as u32;
+        facts.ip_bits = rules::ip_bits(ep.family, &ep.addr);
+        rules::verdict(set, &facts)
+    } else {
+        RuleVerdict::NoMatch
+    };
     let allows = |b: &WorkloadBinding| {
         decide::net_profile_allows(
             &lookups,

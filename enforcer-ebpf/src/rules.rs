@@ -40,6 +40,14 @@ pub fn verdict(set: Option<&RuleSet>, facts: &RuleFacts) -> RuleVerdict {
     }
 }
 
+/// Whether some rule applies to `hook`: only then are the caller's facts gathered
+/// (credential reads, path and address look-ups), so a hook no rule names pays for
+/// one map read.
+#[inline(always)]
+pub fn apply_to(set: Option<&RuleSet>, hook: Hook) -> bool {
+    set.is_some_and(|s| s.rule_actions & hook.bit() != 0)
+}
+
 /// Whether some rule applies to `hook` and uses a path atom.
 #[inline(always)]
 pub fn needs_path(set: Option<&RuleSet>, hook: Hook) -> bool {

@@ -85,20 +85,9 @@ fn reason_word(r: Reason) -> &'static str {
     }
 }
 
-/// The name of a network hook as reported.
+/// The name of a hook as reported: its Cedar action's name.
 pub fn hook_word(h: Hook) -> &'static str {
-    match h {
-        Hook::Exec => "exec",
-        Hook::OpenRead => "open_read",
-        Hook::OpenWrite => "open_write",
-        Hook::Connect => "connect",
-        Hook::Bind => "bind",
-        Hook::Listen => "listen",
-        Hook::Ptrace => "ptrace",
-        Hook::LoadModule => "load_module",
-        Hook::Mount => "mount",
-        Hook::Setuid => "setuid",
-    }
+    driftwall_compiler::cedar::tables::action_of(h).cedar_name()
 }
 
 /// A network decision as reported.

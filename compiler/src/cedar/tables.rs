@@ -158,10 +158,18 @@ pub fn hook_of(action: Action) -> Hook {
 
 /// The Cedar action of a hook.
 pub fn action_of(hook: Hook) -> Action {
-    Action::ALL
-        .into_iter()
-        .find(|a| hook_of(*a) == hook)
-        .unwrap_or(Action::Exec)
+    match hook {
+        Hook::Exec => Action::Exec,
+        Hook::OpenRead => Action::OpenRead,
+        Hook::OpenWrite => Action::OpenWrite,
+        Hook::Connect => Action::Connect,
+        Hook::Bind => Action::Bind,
+        Hook::Listen => Action::Listen,
+        Hook::Ptrace => Action::Ptrace,
+        Hook::LoadModule => Action::LoadModule,
+        Hook::Mount => Action::Mount,
+        Hook::Setuid => Action::Setuid,
+    }
 }
 
 /// An interned atom and what the kernel does to evaluate it.
@@ -978,6 +986,13 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hooks_and_actions_map_one_to_one() {
+        for a in Action::ALL {
+            assert_eq!(action_of(hook_of(a)), a);
+        }
     }
 
     #[test]
