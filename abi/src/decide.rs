@@ -16,7 +16,8 @@
 //!
 //! Everything here is `#[inline(always)]` and bounded, as the verifier requires.
 use crate::{
-    Decision, ExecKey, FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
+    Decision, EXEC_NOT_LISTED, EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey,
+    FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
     rules::{FAMILY_V4, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
 };
 
@@ -28,8 +29,11 @@ pub trait PolicyLookups {
     fn ancestor_cgroup(&self, level: u32) -> u64;
     /// The binding of a cgroup, or [`UNBOUND`] when it is bound to no workload.
     fn binding(&self, cgroup_id: u64) -> WorkloadBinding;
-    /// Whether the workload may exec the file.
-    fn exec_allowed(&self, key: &ExecKey) -> bool;
+    /// The `EXEC_ALLOW` value of `key` (its flags), or [`EXEC_NOT_LISTED`] when the
+    /// workload may not exec the file.
+    fn exec_allow(&self, key: &ExecKey) -> u8;
+    /// Whether `EXEC_CONSTRAINTS` holds `key`.
+    fn exec_constraint(&self, key: &ExecConstraintKey) -> bool;
     /// The Cedar rule set in force.
     fn rules(&self) -> Option<&RuleSet>;
     /// The longest `NET_ALLOW` match for `key` looked up with `prefix_bits` bits.
@@ -44,6 +48,12 @@ pub enum Reason {
     NotInProfile = 1,
     /// A Cedar `forbid` rule matched.
     CedarForbid = 2,
+    /// The executable is in the profile, but not for a process running the caller's
+    /// executable (its `parents`).
+    ParentNotInProfile = 3,
+    /// The executable is in the profile, but not for the caller's effective user (its
+    /// `users`).
+    UserNotInProfile = 4,
 }
 
 impl Reason {
@@ -51,9 +61,25 @@ impl Reason {
         match v {
             1 => Some(Reason::NotInProfile),
             2 => Some(Reason::CedarForbid),
+            3 => Some(Reason::ParentNotInProfile),
+            4 => Some(Reason::UserNotInProfile),
             _ => None,
         }
     }
+}
+
+/// What a profile's allowlist says of an operation: the input of [`combine_checked`].
+/// A plain enum (no payload) so the verifier sees every register initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProfileCheck {
+    /// The allowlist holds it.
+    Allows,
+    /// The allowlist does not hold it.
+    NotListed,
+    /// The executable is listed, but not with the caller's executable as a parent.
+    ParentNotListed,
+    /// The executable is listed, but not for the caller's effective uid.
+    UserNotListed,
 }
 
 /// [`Verdict::Refused::rule`] when no Cedar rule decided.
@@ -118,6 +144,23 @@ pub fn combine(
     profile_polices: impl FnOnce(&WorkloadBinding) -> bool,
     profile_allows: impl FnOnce(&WorkloadBinding) -> bool,
 ) -> Verdict {
+    combine_checked(binding, rules, profile_polices, |b| {
+        if profile_allows(b) {
+            ProfileCheck::Allows
+        } else {
+            ProfileCheck::NotListed
+        }
+    })
+}
+
+/// [`combine`], with a profile check that says why the allowlist refuses.
+#[inline(always)]
+pub fn combine_checked(
+    binding: WorkloadBinding,
+    rules: RuleVerdict,
+    profile_polices: impl FnOnce(&WorkloadBinding) -> bool,
+    profile_check: impl FnOnce(&WorkloadBinding) -> ProfileCheck,
+) -> Verdict {
     let workload = binding.workload;
     match rules {
         RuleVerdict::Forbid { rule } => {
@@ -134,35 +177,65 @@ pub fn combine(
     if workload == 0 {
         return Verdict::Unpoliced;
     }
-    if !profile_polices(&binding) || profile_allows(&binding) {
+    if !profile_polices(&binding) {
         return Verdict::Allowed { workload };
     }
+    let reason = match profile_check(&binding) {
+        ProfileCheck::Allows => return Verdict::Allowed { workload },
+        ProfileCheck::NotListed => Reason::NotInProfile,
+        ProfileCheck::ParentNotListed => Reason::ParentNotInProfile,
+        ProfileCheck::UserNotListed => Reason::UserNotInProfile,
+    };
     Verdict::Refused {
         workload,
         decision: match Mode::from_u8(binding.mode) {
             Some(Mode::Audit) => Decision::Audit,
             _ => Decision::Deny,
         },
-        reason: Reason::NotInProfile,
+        reason,
         rule: NO_RULE,
     }
 }
 
-/// The profile half of an exec decision: every profile polices execs, and allows the
-/// files in its allowlist. `file` is all zeros when the kernel could not read the
-/// executable's identity, which no allowlist holds.
+/// The profile half of an exec decision: the workload's allowlist holds the file and,
+/// when the profile lists its parents or users, the caller's executable
+/// (`caller_exe`, asked only then) and effective uid (`caller_euid`, likewise). `file`
+/// is all zeros when the kernel could not read the executable's identity, which no
+/// allowlist holds; so is an unreadable caller executable.
 #[inline(always)]
-pub fn exec_profile_allows<L: PolicyLookups>(
+pub fn exec_profile_check<L: PolicyLookups>(
     lookups: &L,
     binding: &WorkloadBinding,
     file: FileId,
-) -> bool {
-    file.ino != 0
-        && lookups.exec_allowed(&ExecKey {
-            workload: binding.workload,
-            _pad: 0,
-            file,
-        })
+    caller_exe: impl FnOnce() -> FileId,
+    caller_euid: impl FnOnce() -> u32,
+) -> ProfileCheck {
+    if file.ino == 0 {
+        return ProfileCheck::NotListed;
+    }
+    let workload = binding.workload;
+    let flags = lookups.exec_allow(&ExecKey {
+        workload,
+        _pad: 0,
+        file,
+    });
+    if flags & EXEC_NOT_LISTED != 0 {
+        return ProfileCheck::NotListed;
+    }
+    if flags & EXEC_USERS_LISTED != 0
+        && !lookups.exec_constraint(&ExecConstraintKey::user(workload, file, caller_euid()))
+    {
+        return ProfileCheck::UserNotListed;
+    }
+    if flags & EXEC_PARENTS_LISTED != 0 {
+        let parent = caller_exe();
+        if parent.ino == 0
+            || !lookups.exec_constraint(&ExecConstraintKey::parent(workload, file, parent))
+        {
+            return ProfileCheck::ParentNotListed;
+        }
+    }
+    ProfileCheck::Allows
 }
 
 /// The profile half of a network decision: the workload's allowlist for `direction`

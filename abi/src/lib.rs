@@ -15,8 +15,10 @@
 //!   bound one is therefore policed from its first instant.
 //! * An **executable** is identified by the file itself ([`FileId`]: the kernel's device
 //!   number of the superblock and the inode number), never by the path a caller passed.
-//! * An exec is allowed when `EXEC_ALLOW` holds [`ExecKey`] `{ workload, file }`;
-//!   otherwise the workload's [`Mode`] decides: `Enforce` refuses it with `EPERM`,
+//! * An exec is allowed when `EXEC_ALLOW` holds [`ExecKey`] `{ workload, file }` and,
+//!   when its value lists parents ([`EXEC_PARENTS_LISTED`]) or users
+//!   ([`EXEC_USERS_LISTED`]), `EXEC_CONSTRAINTS` holds the caller's executable and
+//!   effective uid for it ([`ExecConstraintKey`]); otherwise the workload's [`Mode`] decides: `Enforce` refuses it with `EPERM`,
 //!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
 //! * **Cedar rules** are lowered to the atoms and clauses of [`rules::RuleSet`] and
 //!   decided by [`rules::evaluate`]; [`decide::combine`] joins them with the profile.
@@ -26,7 +28,7 @@ pub mod decide;
 pub mod rules;
 
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
@@ -34,6 +36,9 @@ pub const MAX_CGROUP_DEPTH: u32 = 16;
 pub const MAX_BINDINGS: u32 = 4096;
 /// Capacity of the `EXEC_ALLOW` map (allowed executables, summed over workloads).
 pub const MAX_EXEC_RULES: u32 = 65_536;
+/// Capacity of the `EXEC_CONSTRAINTS` map (allowed parents and users of executables,
+/// summed over workloads).
+pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 /// Bytes reserved for an executable's path in an [`ExecEvent`] or [`LifecycleEvent`].
@@ -46,6 +51,7 @@ pub const ARGS_CAPACITY: usize = 256;
 pub mod names {
     pub const WORKLOAD_BINDINGS: &str = "WORKLOAD_BINDINGS";
     pub const EXEC_ALLOW: &str = "EXEC_ALLOW";
+    pub const EXEC_CONSTRAINTS: &str = "EXEC_CONSTRAINTS";
     pub const EVENTS: &str = "EVENTS";
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const LIFECYCLE: &str = "LIFECYCLE";
@@ -161,13 +167,67 @@ impl FileId {
     }
 }
 
-/// Key of `EXEC_ALLOW`: this workload may exec this file. The value is a `u8` (1).
+/// Key of `EXEC_ALLOW`: this workload may exec this file. The value is a `u8` of
+/// flags: [`EXEC_PARENTS_LISTED`], [`EXEC_USERS_LISTED`]; 0 when any parent may start
+/// it as any user.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecKey {
     pub workload: WorkloadId,
     pub _pad: u32,
     pub file: FileId,
+}
+
+/// `EXEC_ALLOW` value flag: only the parent executables listed in `EXEC_CONSTRAINTS`
+/// may start this executable.
+pub const EXEC_PARENTS_LISTED: u8 = 1;
+/// `EXEC_ALLOW` value flag: only the effective uids listed in `EXEC_CONSTRAINTS` may
+/// run this executable.
+pub const EXEC_USERS_LISTED: u8 = 2;
+/// What a look-up of `EXEC_ALLOW` answers when the key is absent (no valid value has
+/// this bit).
+pub const EXEC_NOT_LISTED: u8 = 0x80;
+
+/// [`ExecConstraintKey::kind`]: `subject` is a parent executable's identity.
+pub const CONSTRAINT_PARENT: u32 = 1;
+/// [`ExecConstraintKey::kind`]: `subject` is `{ dev: 0, ino: euid }`.
+pub const CONSTRAINT_USER: u32 = 2;
+
+/// Key of `EXEC_CONSTRAINTS` (value `u8`, 1): in this workload, `file` may be started
+/// by a process running the executable `subject` ([`CONSTRAINT_PARENT`]) or with the
+/// effective uid in `subject.ino` ([`CONSTRAINT_USER`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ExecConstraintKey {
+    pub workload: WorkloadId,
+    pub kind: u32,
+    pub file: FileId,
+    pub subject: FileId,
+}
+
+impl ExecConstraintKey {
+    /// `parent` may start `file` in `workload`.
+    pub const fn parent(workload: WorkloadId, file: FileId, parent: FileId) -> Self {
+        ExecConstraintKey {
+            workload,
+            kind: CONSTRAINT_PARENT,
+            file,
+            subject: parent,
+        }
+    }
+
+    /// `file` may run with effective uid `euid` in `workload`.
+    pub const fn user(workload: WorkloadId, file: FileId, euid: u32) -> Self {
+        ExecConstraintKey {
+            workload,
+            kind: CONSTRAINT_USER,
+            file,
+            subject: FileId {
+                dev: 0,
+                ino: euid as u64,
+            },
+        }
+    }
 }
 
 /// Kind tag at the start of every ring-buffer record.
@@ -224,10 +284,19 @@ pub struct ExecEvent {
     pub start_ns: u64,
     /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
     pub rule: u16,
-    pub _pad: [u8; 6],
+    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`].
+    pub flags: u8,
+    pub _pad: [u8; 5],
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
 }
+
+/// [`ExecEvent::flags`]: the executable has no name in any directory (`i_nlink` is 0):
+/// a `memfd_create` file or a deleted one.
+pub const EXEC_EVENT_UNLINKED: u8 = 1;
+/// [`ExecEvent::flags`]: the file is the interpreter a script's `#!` line names (the
+/// script itself was decided in the round before).
+pub const EXEC_EVENT_INTERPRETER: u8 = 2;
 
 /// A deny or audit decision on a network operation (`connect`, `bind`, `listen`),
 /// sent through the `EVENTS` ring buffer.
@@ -345,6 +414,10 @@ pub struct KernelOffsets {
     pub inode_i_ino: u32,
     /// `inode.i_sb`
     pub inode_i_sb: u32,
+    /// `inode.__i_nlink`
+    pub inode_i_nlink: u32,
+    /// `linux_binprm.interp`
+    pub linux_binprm_interp: u32,
     /// `super_block.s_dev`
     pub super_block_s_dev: u32,
     /// `task_struct.real_parent`
@@ -361,6 +434,8 @@ pub struct KernelOffsets {
     pub linux_binprm_filename: u32,
     /// `task_struct.mm`
     pub task_struct_mm: u32,
+    /// `mm_struct.exe_file`
+    pub mm_struct_exe_file: u32,
     /// `mm_struct.arg_start`
     pub mm_struct_arg_start: u32,
     /// `mm_struct.arg_end`
@@ -394,6 +469,8 @@ impl KernelOffsets {
         file_f_path: 0,
         inode_i_ino: 0,
         inode_i_sb: 0,
+        inode_i_nlink: 0,
+        linux_binprm_interp: 0,
         super_block_s_dev: 0,
         task_struct_real_parent: 0,
         task_struct_tgid: 0,
@@ -402,6 +479,7 @@ impl KernelOffsets {
         task_struct_exit_code: 0,
         linux_binprm_filename: 0,
         task_struct_mm: 0,
+        mm_struct_exe_file: 0,
         mm_struct_arg_start: 0,
         mm_struct_arg_end: 0,
         task_struct_group_leader: 0,
@@ -422,6 +500,7 @@ mod pod {
     unsafe impl aya::Pod for super::WorkloadBinding {}
     unsafe impl aya::Pod for super::FileId {}
     unsafe impl aya::Pod for super::ExecKey {}
+    unsafe impl aya::Pod for super::ExecConstraintKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::rules::RuleSet {}
     unsafe impl aya::Pod for super::rules::PortSet {}
@@ -440,8 +519,15 @@ mod tests {
         );
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
+        assert_eq!(
+            (
+                size_of::<ExecConstraintKey>(),
+                align_of::<ExecConstraintKey>()
+            ),
+            (40, 8)
+        );
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 96);
+        assert_eq!(size_of::<KernelOffsets>(), 108);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
         assert_eq!(size_of::<rules::PortSet>(), 8 + 8 * rules::MAX_PORT_RANGES);

@@ -32,13 +32,13 @@ use sha2::{Digest, Sha256};
 use crate::{
     cedar::tables::{RuleTables, TablesError},
     network::{NetAllowlist, NetPeer, NetRule},
-    profile::{self, Mode, PolicySet},
+    profile::{self, Mode, PolicySet, UserRef},
 };
 
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"DWBUNDLE";
 /// The bundle format this compiler writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 56;
 /// Largest bundle the enforcer reads.
@@ -77,10 +77,50 @@ pub struct WorkloadPolicy {
     pub mode: Mode,
     /// Absolute paths, sorted, unique.
     pub executables: Vec<String>,
+    /// The executables of `executables` that only some parents or users may run,
+    /// sorted by executable, unique.
+    pub exec_constraints: Vec<ExecConstraints>,
     /// `connect` allowlist; `None`: the profile does not police egress.
     pub egress: Option<NetAllowlist>,
     /// `bind`/`listen` allowlist; `None`: the profile does not police ingress.
     pub ingress: Option<NetAllowlist>,
+}
+
+/// Which parent executables may start an executable, and as which effective users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecConstraints {
+    /// One of the workload's `executables`.
+    pub executable: String,
+    /// Absolute paths, sorted, unique; empty: any parent.
+    pub parents: Vec<String>,
+    /// Sorted, unique; empty: any user. Names are resolved on the node.
+    pub users: Vec<UserRef>,
+}
+
+/// The profile's executables that name parents or users.
+fn lower_exec_constraints(p: &crate::Profile) -> Vec<ExecConstraints> {
+    p.process
+        .executables
+        .iter()
+        .filter(|e| !e.parents.is_empty() || !e.users.is_empty())
+        .map(|e| {
+            let mut parents: Vec<String> = e
+                .parents
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            parents.sort();
+            parents.dedup();
+            let mut users = e.users.clone();
+            users.sort();
+            users.dedup();
+            ExecConstraints {
+                executable: e.path.to_string_lossy().into_owned(),
+                parents,
+                users,
+            }
+        })
+        .collect()
 }
 
 /// The profile's `network.egress` as a kernel allowlist; `None` (not policed) when the
@@ -172,23 +212,6 @@ fn unenforced_features(p: &crate::Profile) -> Vec<String> {
             &file,
             "container narrowing (`selector.container`; the whole cgroup is policed)".into(),
         );
-    }
-    for e in &p.process.executables {
-        if !e.parents.is_empty() {
-            say(
-                &e.at,
-                format!(
-                    "`parents` of {} (any parent may start it)",
-                    e.path.display()
-                ),
-            );
-        }
-        if !e.users.is_empty() {
-            say(
-                &e.at,
-                format!("`users` of {} (any user may run it)", e.path.display()),
-            );
-        }
     }
     for r in &p.network.egress {
         if !r.processes.is_empty() {
@@ -333,6 +356,7 @@ impl Bundle {
                         .iter()
                         .map(|e| e.path.to_string_lossy().into_owned())
                         .collect(),
+                    exec_constraints: lower_exec_constraints(p),
                     egress: lower_egress(p),
                     ingress: lower_ingress(p),
                 })
@@ -485,6 +509,44 @@ impl Bundle {
                 }
                 prev_exe = Some(e);
             }
+            let mut prev_constrained: Option<&str> = None;
+            for c in &w.exec_constraints {
+                let exe = c.executable.as_str();
+                if prev_constrained.is_some_and(|p| p >= exe)
+                    || w.executables.binary_search(&c.executable).is_err()
+                {
+                    return invalid(format!(
+                        "workload {}: constraints of {exe:?} not sorted, unique and of a listed executable",
+                        w.name
+                    ));
+                }
+                prev_constrained = Some(exe);
+                if c.parents.is_empty() && c.users.is_empty() {
+                    return invalid(format!("workload {}: empty constraints of {exe:?}", w.name));
+                }
+                for (i, parent) in c.parents.iter().enumerate() {
+                    if let Err(why) = profile::check_absolute_clean(parent) {
+                        return invalid(format!("workload {}: parent {parent:?} {why}", w.name));
+                    }
+                    if i > 0 && c.parents[i - 1] >= *parent {
+                        return invalid(format!(
+                            "workload {}: parents of {exe:?} not sorted",
+                            w.name
+                        ));
+                    }
+                }
+                for (i, user) in c.users.iter().enumerate() {
+                    let valid = match user {
+                        UserRef::Uid(uid) => *uid != u32::MAX,
+                        UserRef::Name(name) => {
+                            matches!(UserRef::parse(name), Ok(UserRef::Name(_)))
+                        }
+                    };
+                    if !valid || (i > 0 && c.users[i - 1] >= *user) {
+                        return invalid(format!("workload {}: user {user:?} of {exe:?}", w.name));
+                    }
+                }
+            }
             for list in w.egress.iter().chain(&w.ingress) {
                 for rule in &list.rules {
                     if rule.protocols == 0
@@ -527,6 +589,19 @@ impl Bundle {
                 what: "exec rules",
                 count: rules,
                 limit: driftwall_abi::MAX_EXEC_RULES,
+            });
+        }
+        let constraints: usize = self
+            .workloads
+            .iter()
+            .flat_map(|w| &w.exec_constraints)
+            .map(|c| c.parents.len() + c.users.len())
+            .sum();
+        if constraints > driftwall_abi::MAX_EXEC_CONSTRAINTS as usize {
+            return Err(BundleError::OverCapacity {
+                what: "executables' parents and users",
+                count: constraints,
+                limit: driftwall_abi::MAX_EXEC_CONSTRAINTS,
             });
         }
         Ok(())
@@ -662,6 +737,50 @@ mod tests {
         b.workloads[1].executables.push("relative/path".into());
         let err = Bundle::from_bytes(&b.to_bytes()).unwrap_err();
         assert!(matches!(err, BundleError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn parents_and_users_are_lowered_and_validated() {
+        let text = "apiVersion: driftwall.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: db\n\
+            spec:\n  selector:\n    cgroup: /db\n  mode: enforce\n  process:\n    executables:\n\
+            \x20     - /bin/sh\n\
+            \x20     - path: /usr/bin/pg\n        parents: [/bin/sh, /sbin/init]\n        users: [postgres, 0]\n";
+        let (p, _) = Profile::parse(std::path::Path::new("db.yaml"), text).unwrap();
+        let b = Bundle::compile(&PolicySet::from_profiles(vec![p]).unwrap(), None).unwrap();
+        assert_eq!(
+            b.workloads[0].exec_constraints,
+            vec![ExecConstraints {
+                executable: "/usr/bin/pg".into(),
+                parents: vec!["/bin/sh".into(), "/sbin/init".into()],
+                users: vec![UserRef::Uid(0), UserRef::Name("postgres".into())],
+            }]
+        );
+        assert!(
+            !b.meta
+                .warnings
+                .iter()
+                .any(|w| w.contains("parents") || w.contains("users")),
+            "{:?}",
+            b.meta.warnings
+        );
+        assert_eq!(Bundle::from_bytes(&b.to_bytes()).unwrap(), b);
+        // Constraints of an executable the workload does not list, unsorted parents, a
+        // bad user name and empty constraints are all refused when read.
+        let breakages: [fn(&mut ExecConstraints); 4] = [
+            |c| c.executable = "/usr/bin/other".into(),
+            |c| c.parents.reverse(),
+            |c| c.users = vec![UserRef::Name("-x".into())],
+            |c| {
+                c.parents.clear();
+                c.users.clear();
+            },
+        ];
+        for breakage in breakages {
+            let mut bad = b.clone();
+            breakage(&mut bad.workloads[0].exec_constraints[0]);
+            let err = Bundle::from_bytes(&bad.to_bytes()).unwrap_err();
+            assert!(matches!(err, BundleError::Invalid(_)), "{err}");
+        }
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct WorkloadChange {
     pub executables_added: Vec<String>,
     /// No longer allowed.
     pub executables_removed: Vec<String>,
+    /// Executables allowed before and after whose `parents` or `users` changed:
+    /// `path: <limits>` before and after.
+    pub executables_limits: Vec<Change<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<NetChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,7 +161,7 @@ fn summary(w: &WorkloadPolicy) -> WorkloadSummary {
         name: w.name.clone(),
         cgroup: w.cgroup.clone(),
         mode: w.mode,
-        executables: w.executables.clone(),
+        executables: w.executables.iter().map(|e| with_limits(w, e)).collect(),
     }
 }
 
@@ -176,11 +179,39 @@ fn workload_change(b: &WorkloadPolicy, a: &WorkloadPolicy) -> WorkloadChange {
             before: b.mode,
             after: a.mode,
         }),
-        executables_added: minus(&a.executables, &b.executables),
+        executables_added: minus(&a.executables, &b.executables)
+            .into_iter()
+            .map(|e| with_limits(a, &e))
+            .collect(),
         executables_removed: minus(&b.executables, &a.executables),
+        executables_limits: a
+            .executables
+            .iter()
+            .filter(|e| b.executables.contains(e))
+            .map(|e| (with_limits(b, e), with_limits(a, e)))
+            .filter(|(before, after)| before != after)
+            .map(|(before, after)| Change { before, after })
+            .collect(),
         egress: net_change(b.egress.as_ref(), a.egress.as_ref()),
         ingress: net_change(b.ingress.as_ref(), a.ingress.as_ref()),
     }
+}
+
+/// An executable of `w` with the parents and users it is limited to, if any:
+/// `/usr/bin/pg_dump (parents /opt/x; users exporter)`.
+fn with_limits(w: &WorkloadPolicy, exe: &str) -> String {
+    let Some(c) = w.exec_constraints.iter().find(|c| c.executable == exe) else {
+        return exe.to_string();
+    };
+    let mut parts = Vec::new();
+    if !c.parents.is_empty() {
+        parts.push(format!("parents {}", c.parents.join(", ")));
+    }
+    if !c.users.is_empty() {
+        let users: Vec<String> = c.users.iter().map(ToString::to_string).collect();
+        parts.push(format!("users {}", users.join(", ")));
+    }
+    format!("{exe} ({})", parts.join("; "))
 }
 
 /// The items of `a` not in `b`, sorted.
@@ -443,6 +474,9 @@ impl fmt::Display for PolicyDiff {
             for e in &w.executables_removed {
                 writeln!(f, "    - may no longer run {e}")?;
             }
+            for c in &w.executables_limits {
+                writeln!(f, "    ~ may run {} -> {}", c.before, c.after)?;
+            }
             for (section, change) in [
                 ("network.egress", &w.egress),
                 ("network.ingress", &w.ingress),
@@ -557,6 +591,35 @@ mod tests {
         let d = diff(&a, &b);
         assert!(d.is_empty(), "{d}");
         assert_eq!(d.to_string(), "no change in what is enforced\n");
+    }
+
+    #[test]
+    fn changed_parents_and_users_are_reported() {
+        use crate::{bundle::ExecConstraints, profile::UserRef};
+        let a = repo(
+            TMP,
+            &[("web", "/web", Mode::Enforce, &["/bin/a", "/bin/b"])],
+        );
+        let mut b = a.clone();
+        b.workloads[0].exec_constraints.push(ExecConstraints {
+            executable: "/bin/a".into(),
+            parents: vec!["/bin/sh".into()],
+            users: vec![UserRef::Name("www".into())],
+        });
+        let d = diff(&a, &b);
+        assert_eq!(
+            d.workloads_changed[0].executables_limits,
+            [Change {
+                before: "/bin/a".to_string(),
+                after: "/bin/a (parents /bin/sh; users www)".to_string()
+            }]
+        );
+        assert!(
+            d.to_string()
+                .contains("~ may run /bin/a -> /bin/a (parents /bin/sh; users www)"),
+            "{d}"
+        );
+        assert!(diff(&b, &b).is_empty());
     }
 
     #[test]

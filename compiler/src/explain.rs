@@ -201,6 +201,16 @@ pub fn explain(
                     section,
                     allowed: false,
                 },
+                driftwall_abi::decide::Reason::ParentNotInProfile => DecidedBy::Profile {
+                    workload: workload_name(workload),
+                    section: "process.executables.parents",
+                    allowed: false,
+                },
+                driftwall_abi::decide::Reason::UserNotInProfile => DecidedBy::Profile {
+                    workload: workload_name(workload),
+                    section: "process.executables.users",
+                    allowed: false,
+                },
             };
             (outcome, by)
         }

@@ -13,10 +13,12 @@
 //!   exec: /tmp/x                # or connect:/bind:/listen: ip:port ([v6]:port)
 //!   udp: false                  # network operations: UDP instead of TCP
 //!   uid: 0                      # also euid (default: uid) and gid (default 0)
+//!   euser: postgres             # the effective user by name, instead of euid
+//!   parent: /bin/sh             # exec: the executable of the calling process
 //!   expect: deny                # allow | deny | audit
 //!   rule: no-exec-from-tmp      # optional: a Cedar rule id, `<workload>/<section>`
-//!                               # (process.executables, network.egress,
-//!                               # network.ingress) or `none`
+//!                               # (process.executables, .parents, .users,
+//!                               # network.egress, network.ingress) or `none`
 //! ```
 //!
 //! Unknown keys, a case with no or several operations, a bad address and a workload
@@ -63,6 +65,10 @@ struct CaseDoc {
     euid: Option<u32>,
     #[serde(default)]
     gid: Option<u32>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    euser: Option<String>,
     expect: Outcome,
     #[serde(default)]
     rule: Option<String>,
@@ -152,6 +158,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<TestCase>, TestFileError> {
             uid: doc.uid,
             euid: doc.euid,
             gid: doc.gid,
+            parent: doc.parent,
+            euser: doc.euser,
         };
         let request = spec
             .to_request()

@@ -13,7 +13,8 @@ use std::{
 };
 
 use driftwall_abi::{
-    ExecKey, FileId, POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
+    EXEC_NOT_LISTED, ExecConstraintKey, ExecKey, FileId, POLICE_EGRESS, POLICE_INGRESS,
+    WorkloadBinding,
     decide::{self, PolicyLookups, Verdict},
     rules::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, Hook, NetAllowKey, PortSet, RuleFacts, RuleSet,
@@ -31,8 +32,11 @@ use crate::{
 pub struct KernelTables {
     /// `WORKLOAD_BINDINGS`: cgroup v2 id → binding.
     pub bindings: BTreeMap<u64, WorkloadBinding>,
-    /// `EXEC_ALLOW`: the (workload, file) pairs that are allowed.
-    pub exec_allow: BTreeSet<ExecKey>,
+    /// `EXEC_ALLOW`: the (workload, file) pairs that are allowed, with their flags
+    /// (`EXEC_PARENTS_LISTED`, `EXEC_USERS_LISTED`).
+    pub exec_allow: BTreeMap<ExecKey, u8>,
+    /// `EXEC_CONSTRAINTS`: the parents and users of the flagged executables.
+    pub exec_constraints: BTreeSet<ExecConstraintKey>,
     /// `RULES` and the atom tries.
     pub rules: RuleTables,
     /// `NET_ALLOW`: profile network allowlists.
@@ -47,6 +51,9 @@ pub struct Caller {
     pub uid: u32,
     pub euid: u32,
     pub gid: u32,
+    /// Identity of the executable the caller runs (its `mm->exe_file`), all zeros
+    /// when unknown: the parent an exec is checked against.
+    pub exe: FileId,
 }
 
 /// An exec as the kernel sees it.
@@ -91,8 +98,16 @@ impl PolicyLookups for Lookups<'_> {
             .unwrap_or(decide::UNBOUND)
     }
 
-    fn exec_allowed(&self, key: &ExecKey) -> bool {
-        self.tables.exec_allow.contains(key)
+    fn exec_allow(&self, key: &ExecKey) -> u8 {
+        self.tables
+            .exec_allow
+            .get(key)
+            .copied()
+            .unwrap_or(EXEC_NOT_LISTED)
+    }
+
+    fn exec_constraint(&self, key: &ExecConstraintKey) -> bool {
+        self.tables.exec_constraints.contains(key)
     }
 
     fn rules(&self) -> Option<&RuleSet> {
@@ -139,11 +154,19 @@ pub fn decide_exec_with_rules(tables: &KernelTables, req: &ExecRequest) -> (Verd
         .as_deref()
         .map_or(0, |p| tables.rules.lookup_path_bits(p));
     let verdict = driftwall_abi::rules::evaluate(&lookups.rules, &f);
-    let decision = decide::combine(
+    let decision = decide::combine_checked(
         binding,
         verdict,
         |_| true,
-        |b| decide::exec_profile_allows(&lookups, b, req.file.unwrap_or_default()),
+        |b| {
+            decide::exec_profile_check(
+                &lookups,
+                b,
+                req.file.unwrap_or_default(),
+                || req.caller.exe,
+                || req.caller.euid,
+            )
+        },
     );
     (decision, verdict)
 }
@@ -209,11 +232,14 @@ mod tests {
         let mut t = KernelTables::default();
         t.bindings.insert(10, binding(1, Mode::Enforce));
         t.bindings.insert(20, binding(2, Mode::Audit));
-        t.exec_allow.insert(ExecKey {
-            workload: 1,
-            _pad: 0,
-            file: FileId { dev: 1, ino: 100 },
-        });
+        t.exec_allow.insert(
+            ExecKey {
+                workload: 1,
+                _pad: 0,
+                file: FileId { dev: 1, ino: 100 },
+            },
+            0,
+        );
         t
     }
 
@@ -260,6 +286,57 @@ mod tests {
             decide_exec(&t, &req(&[1, 30], Some(101))),
             Verdict::Unpoliced
         );
+    }
+
+    #[test]
+    fn listed_parents_and_users_limit_who_may_run_an_executable() {
+        use driftwall_abi::{EXEC_PARENTS_LISTED, EXEC_USERS_LISTED};
+        let mut t = tables();
+        let exe = FileId { dev: 1, ino: 100 };
+        let shell = FileId { dev: 1, ino: 7 };
+        let key = ExecKey {
+            workload: 1,
+            _pad: 0,
+            file: exe,
+        };
+        t.exec_allow
+            .insert(key, EXEC_PARENTS_LISTED | EXEC_USERS_LISTED);
+        t.exec_constraints
+            .insert(ExecConstraintKey::parent(1, exe, shell));
+        t.exec_constraints
+            .insert(ExecConstraintKey::user(1, exe, 70));
+        let run = |t: &KernelTables, parent: FileId, euid: u32| {
+            let mut r = req(&[1, 10], Some(100));
+            r.caller.exe = parent;
+            r.caller.euid = euid;
+            // The real uid is not what `users` limits.
+            r.caller.uid = 70;
+            decide_exec(t, &r)
+        };
+        let refused = |reason| Verdict::Refused {
+            workload: 1,
+            decision: Decision::Deny,
+            reason,
+            rule: decide::NO_RULE,
+        };
+        assert_eq!(run(&t, shell, 70), Verdict::Allowed { workload: 1 });
+        assert_eq!(
+            run(&t, FileId { dev: 1, ino: 8 }, 70),
+            refused(Reason::ParentNotInProfile)
+        );
+        assert_eq!(
+            run(&t, FileId::default(), 70),
+            refused(Reason::ParentNotInProfile)
+        );
+        assert_eq!(run(&t, shell, 0), refused(Reason::UserNotInProfile));
+        // The same identity in another workload, or another file, is not limited by it.
+        t.exec_allow.insert(ExecKey { workload: 2, ..key }, 0);
+        let mut other = req(&[1, 20], Some(100));
+        other.caller.euid = 0;
+        assert_eq!(decide_exec(&t, &other), Verdict::Allowed { workload: 2 });
+        // Parents only: any user.
+        t.exec_allow.insert(key, EXEC_PARENTS_LISTED);
+        assert_eq!(run(&t, shell, 0), Verdict::Allowed { workload: 1 });
     }
 
     #[test]

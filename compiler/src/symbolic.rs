@@ -28,7 +28,8 @@ use std::{
 };
 
 use driftwall_abi::{
-    ExecKey, FileId, POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding, WorkloadId,
+    EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey, FileId, POLICE_EGRESS,
+    POLICE_INGRESS, WorkloadBinding, WorkloadId,
     decide::Verdict,
     rules::{Hook, IPPROTO_TCP, IPPROTO_UDP, RuleVerdict},
 };
@@ -44,6 +45,9 @@ use crate::{
 /// The synthetic cgroup id of the cgroup v2 root.
 pub const ROOT_CGROUP: u64 = 1;
 
+/// The first synthetic uid given to a user name; names are resolved on nodes.
+pub const SYNTHETIC_UIDS: u32 = 0x8000_0000;
+
 /// What a symbolic request may name in place of a workload: no profile selects it.
 pub const NO_WORKLOAD: &str = "none";
 
@@ -54,8 +58,11 @@ pub struct SymbolicPolicy {
     tables: KernelTables,
     /// cgroup path → synthetic id, for every profile's cgroup and its ancestors.
     cgroups: BTreeMap<String, u64>,
-    /// executable path → synthetic file identity.
+    /// executable path (allowed executables and their parents) → synthetic file
+    /// identity.
     files: BTreeMap<String, FileId>,
+    /// user name → synthetic uid (from [`SYNTHETIC_UIDS`]).
+    users: BTreeMap<String, u32>,
     dns_notes: Vec<DnsNote>,
 }
 
@@ -171,6 +178,12 @@ pub struct SymbolicRequest {
     pub uid: u32,
     pub euid: u32,
     pub gid: u32,
+    /// Exec only: the executable the calling process runs (its parent in the
+    /// profile's `parents`); `None`: one no profile names.
+    pub parent: Option<String>,
+    /// A user name the effective uid stands for (profiles' `users` by name); it
+    /// overrides `euid`.
+    pub euser: Option<String>,
 }
 
 impl fmt::Display for SymbolicRequest {
@@ -186,7 +199,14 @@ impl fmt::Display for SymbolicRequest {
             self.uid,
             self.euid,
             self.gid
-        )
+        )?;
+        if let Some(user) = &self.euser {
+            write!(f, " as user {user}")?;
+        }
+        if let Some(parent) = &self.parent {
+            write!(f, " from {parent}")?;
+        }
+        Ok(())
     }
 }
 
@@ -220,6 +240,12 @@ pub struct RequestSpec {
     /// Real group id; default 0.
     #[serde(default)]
     pub gid: Option<u32>,
+    /// Exec only: the absolute path of the executable the calling process runs.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The effective user by name (instead of `euid`).
+    #[serde(default)]
+    pub euser: Option<String>,
 }
 
 /// Why a request is not a valid request, or not one for this policy.
@@ -239,6 +265,10 @@ pub enum RequestError {
     },
     #[error("udp applies to network operations, not exec")]
     UdpWithExec,
+    #[error("parent applies to exec, not network operations")]
+    ParentWithoutExec,
+    #[error("give the effective user as euid or euser, not both")]
+    EuidAndEuser,
     #[error("no workload named {name:?} in this policy (it has: {known})")]
     UnknownWorkload { name: String, known: String },
     #[error(
@@ -304,6 +334,18 @@ impl RequestSpec {
         } else {
             return Err(RequestError::NoOperation);
         };
+        if let Some(parent) = &self.parent {
+            if !matches!(operation, Operation::Exec { .. }) {
+                return Err(RequestError::ParentWithoutExec);
+            }
+            profile::check_absolute_clean(parent).map_err(|reason| RequestError::BadPath {
+                path: parent.clone(),
+                reason,
+            })?;
+        }
+        if self.euid.is_some() && self.euser.is_some() {
+            return Err(RequestError::EuidAndEuser);
+        }
         let uid = self.uid.unwrap_or(0);
         Ok(SymbolicRequest {
             workload: self.workload.clone(),
@@ -311,6 +353,8 @@ impl RequestSpec {
             uid,
             euid: self.euid.unwrap_or(uid),
             gid: self.gid.unwrap_or(0),
+            parent: self.parent.clone(),
+            euser: self.euser.clone(),
         })
     }
 }
@@ -342,7 +386,26 @@ impl SymbolicPolicy {
         let listed: BTreeSet<&String> = bundle
             .workloads
             .iter()
-            .flat_map(|w| &w.executables)
+            .flat_map(|w| {
+                w.executables
+                    .iter()
+                    .chain(w.exec_constraints.iter().flat_map(|c| &c.parents))
+            })
+            .collect();
+        let user_names: BTreeSet<&String> = bundle
+            .workloads
+            .iter()
+            .flat_map(|w| &w.exec_constraints)
+            .flat_map(|c| &c.users)
+            .filter_map(|u| match u {
+                profile::UserRef::Name(n) => Some(n),
+                profile::UserRef::Uid(_) => None,
+            })
+            .collect();
+        let users: BTreeMap<String, u32> = user_names
+            .into_iter()
+            .zip(SYNTHETIC_UIDS..)
+            .map(|(n, uid)| (n.clone(), uid))
             .collect();
         let files: BTreeMap<String, FileId> = listed
             .into_iter()
@@ -376,12 +439,47 @@ impl SymbolicPolicy {
             }
             for exe in &w.executables {
                 if let Some(&file) = files.get(exe) {
-                    tables.exec_allow.insert(ExecKey {
+                    let key = ExecKey {
                         workload: id,
                         _pad: 0,
                         file,
-                    });
+                    };
+                    tables.exec_allow.insert(key, 0);
                 }
+            }
+            for c in &w.exec_constraints {
+                let Some(&file) = files.get(&c.executable) else {
+                    continue;
+                };
+                let parents = c
+                    .parents
+                    .iter()
+                    .filter_map(|p| files.get(p))
+                    .map(|&parent| ExecConstraintKey::parent(id, file, parent));
+                let uids = c.users.iter().map(|u| match u {
+                    profile::UserRef::Uid(uid) => *uid,
+                    profile::UserRef::Name(n) => users.get(n).copied().unwrap_or(u32::MAX),
+                });
+                tables
+                    .exec_constraints
+                    .extend(parents.chain(uids.map(|uid| ExecConstraintKey::user(id, file, uid))));
+                let flags = if c.parents.is_empty() {
+                    0
+                } else {
+                    EXEC_PARENTS_LISTED
+                } | if c.users.is_empty() {
+                    0
+                } else {
+                    EXEC_USERS_LISTED
+                };
+                tables.exec_allow.insert(
+                    ExecKey {
+                        workload: id,
+                        _pad: 0,
+                        file,
+                    },
+                    flags,
+                );
             }
             for (direction, section, list) in [
                 (network::EGRESS, "network.egress", &w.egress),
@@ -429,6 +527,7 @@ impl SymbolicPolicy {
             tables,
             cgroups,
             files,
+            users,
             dns_notes,
         })
     }
@@ -489,11 +588,19 @@ impl SymbolicPolicy {
                 }
             }
         }
+        let euid = match &req.euser {
+            Some(name) => self.users.get(name).copied().unwrap_or(u32::MAX),
+            None => req.euid,
+        };
         let caller = Caller {
             cgroup_ancestry,
             uid: req.uid,
-            euid: req.euid,
+            euid,
             gid: req.gid,
+            exe: req
+                .parent
+                .as_deref()
+                .map_or(FileId::default(), |p| self.file_id(p)),
         };
         let net = |hook, addr: &SocketAddr, protocol: &Protocol| {
             KernelRequest::Net(NetRequest {
@@ -555,6 +662,7 @@ pub(crate) mod tests {
             cgroup: cgroup.into(),
             mode,
             executables: exes.iter().map(|e| e.to_string()).collect(),
+            exec_constraints: Vec::new(),
             egress: None,
             ingress: None,
         }
@@ -579,6 +687,8 @@ pub(crate) mod tests {
             uid: 0,
             euid: 0,
             gid: 0,
+            parent: None,
+            euser: None,
         }
     }
 
@@ -592,6 +702,8 @@ pub(crate) mod tests {
             uid: 0,
             euid: 0,
             gid: 0,
+            parent: None,
+            euser: None,
         }
     }
 
@@ -634,6 +746,70 @@ pub(crate) mod tests {
                 .iter()
                 .all(|e| p.file_id(e) != fresh)
         );
+    }
+
+    #[test]
+    fn parents_and_users_decide_symbolically() {
+        use crate::{bundle::ExecConstraints, profile::UserRef};
+        let mut w = workload("db", "/db", Mode::Enforce, &["/bin/pg", "/bin/sh"]);
+        w.exec_constraints.push(ExecConstraints {
+            executable: "/bin/pg".into(),
+            parents: vec!["/bin/sh".into(), "/sbin/init".into()],
+            users: vec![UserRef::Uid(70), UserRef::Name("postgres".into())],
+        });
+        let p = SymbolicPolicy::new(&bundle(vec![w])).unwrap();
+        let decide = |parent: Option<&str>, euid: u32, euser: Option<&str>| {
+            let mut r = exec(Some("db"), "/bin/pg");
+            r.parent = parent.map(str::to_string);
+            r.euid = euid;
+            r.euser = euser.map(str::to_string);
+            p.decide(&r).unwrap().0
+        };
+        let refused = |reason| Verdict::Refused {
+            workload: 1,
+            decision: Decision::Deny,
+            reason,
+            rule: driftwall_abi::decide::NO_RULE,
+        };
+        let ok = Verdict::Allowed { workload: 1 };
+        assert_eq!(decide(Some("/bin/sh"), 70, None), ok);
+        // A parent that is not a listed executable of the workload still counts.
+        assert_eq!(decide(Some("/sbin/init"), 0, Some("postgres")), ok);
+        assert_eq!(
+            decide(Some("/bin/bash"), 70, None),
+            refused(Reason::ParentNotInProfile)
+        );
+        assert_eq!(decide(None, 70, None), refused(Reason::ParentNotInProfile));
+        assert_eq!(
+            decide(Some("/bin/sh"), 0, None),
+            refused(Reason::UserNotInProfile)
+        );
+        assert_eq!(
+            decide(Some("/bin/sh"), 0, Some("mallory")),
+            refused(Reason::UserNotInProfile)
+        );
+        // /bin/sh itself is not limited.
+        let sh = exec(Some("db"), "/bin/sh");
+        assert_eq!(p.decide(&sh).unwrap().0, ok);
+        // The wire form: parent only with exec, euid or euser.
+        let spec = |json: &str| {
+            serde_json::from_str::<RequestSpec>(json)
+                .unwrap()
+                .to_request()
+        };
+        assert!(spec(r#"{"exec":"/bin/pg","parent":"/bin/sh","euser":"postgres"}"#).is_ok());
+        assert_eq!(
+            spec(r#"{"connect":"1.2.3.4:5","parent":"/bin/sh"}"#),
+            Err(RequestError::ParentWithoutExec)
+        );
+        assert_eq!(
+            spec(r#"{"exec":"/bin/pg","euid":1,"euser":"postgres"}"#),
+            Err(RequestError::EuidAndEuser)
+        );
+        assert!(matches!(
+            spec(r#"{"exec":"/bin/pg","parent":"sh"}"#),
+            Err(RequestError::BadPath { .. })
+        ));
     }
 
     #[test]

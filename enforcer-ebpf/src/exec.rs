@@ -4,7 +4,9 @@
 //! (and again for a script's interpreter). The Cedar rules are evaluated first (a
 //! matching forbid denies any process, policed or not); for a process in a bound
 //! workload the profile's allowlist is then looked up by `(workload, file identity)`
-//! in `EXEC_ALLOW`. A refusal is `EPERM` in enforce mode (and always for a forbid),
+//! in `EXEC_ALLOW`, and — when the profile lists the executable's parents or users —
+//! the caller's own executable (`current->mm->exe_file`: the process about to replace
+//! its image is the parent of the new one) and effective uid in `EXEC_CONSTRAINTS`. A refusal is `EPERM` in enforce mode (and always for a forbid),
 //! let through in audit mode, and reported either way.
 use aya_ebpf::{
     helpers::{
@@ -67,13 +69,20 @@ fn decide_exec(ctx: &LsmContext) -> i32 {
     // All zeros when unreadable (no allowlist holds inode 0). A plain value rather than
     // an Option: see `decide::nearest_binding`.
     let mut identity = FileId::default();
-    let outcome = decide::combine(
+    let outcome = decide::combine_checked(
         binding,
         verdict,
         |_| true,
         |b| {
             identity = read_identity(bprm, &off);
-            decide::exec_profile_allows(&lookups, b, identity)
+            decide::exec_profile_check(
+                &lookups,
+                b,
+                identity,
+                || kernel::current_exe_identity(&off),
+                // An unreadable euid matches no listed user: 2^32-1 is "no user".
+                || kernel::current_euid(&off).unwrap_or(u32::MAX),
+            )
         },
     );
     match outcome {
@@ -139,7 +148,8 @@ fn report_exec(
         (*ev).decision = decision as u8;
         (*ev).reason = reason as u8;
         (*ev).rule = rule;
-        (*ev)._pad = [0; 6];
+        (*ev).flags = kernel::exec_flags(bprm, off);
+        (*ev)._pad = [0; 5];
         (*ev).file = identity;
         (*ev).path_len = 0;
         (*ev).start_ns = kernel::task_ids(kernel::current_task(), off).start_ns;

@@ -38,6 +38,29 @@ pub unsafe fn file_identity(file: *const u8, off: &KernelOffsets) -> Option<File
     }
 }
 
+/// The flags of an exec's report: whether the file is unlinked (`i_nlink == 0`:
+/// memfd, deleted) and whether this round runs a script's interpreter (binfmt_script
+/// pointed `bprm->interp` away from `bprm->filename`).
+#[inline(always)]
+pub unsafe fn exec_flags(bprm: *const u8, off: &KernelOffsets) -> u8 {
+    use driftwall_abi::{EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED};
+    unsafe {
+        let unlinked = binprm_file(bprm, off)
+            .and_then(|file| read_at::<*const u8>(file, off.file_f_inode))
+            .and_then(|inode| read_at::<u32>(inode, off.inode_i_nlink))
+            == Some(0);
+        let filename = read_at::<*const u8>(bprm, off.linux_binprm_filename);
+        let interp = read_at::<*const u8>(bprm, off.linux_binprm_interp);
+        let interpreter = filename.is_some() && interp.is_some() && filename != interp;
+        (if unlinked { EXEC_EVENT_UNLINKED } else { 0 })
+            | if interpreter {
+                EXEC_EVENT_INTERPRETER
+            } else {
+                0
+            }
+    }
+}
+
 /// The current task.
 #[inline(always)]
 pub fn current_task() -> *const u8 {
@@ -104,6 +127,22 @@ pub unsafe fn arg_range(task: *const u8, off: &KernelOffsets) -> Option<(u64, u6
         let start = read_at::<u64>(mm, off.mm_struct_arg_start)?;
         let end = read_at::<u64>(mm, off.mm_struct_arg_end)?;
         (end > start).then_some((start, end))
+    }
+}
+
+/// Identity of the executable the current task runs (`current->mm->exe_file`): the
+/// parent of an exec it makes. All zeros for a task without one (a kernel thread) or
+/// when it cannot be read.
+#[inline(always)]
+pub fn current_exe_identity(off: &KernelOffsets) -> FileId {
+    // SAFETY: every read is a checked probe read from the current task.
+    unsafe {
+        read_at::<*const u8>(current_task(), off.task_struct_mm)
+            .filter(|mm| !mm.is_null())
+            .and_then(|mm| read_at::<*const u8>(mm, off.mm_struct_exe_file))
+            .filter(|file| !file.is_null())
+            .and_then(|file| file_identity(file, off))
+            .unwrap_or_default()
     }
 }
 

@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use driftwall_abi::{
-    DEFAULT_RING_BYTES, ExecKey, KernelOffsets, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding,
+    DEFAULT_RING_BYTES, ExecConstraintKey, ExecKey, KernelOffsets, MAX_BINDINGS,
+    MAX_EXEC_CONSTRAINTS, MAX_EXEC_RULES, WorkloadBinding,
     rules::{
         IpAtomKey, MAX_IP_ATOM_ENTRIES, MAX_NET_ALLOW_ENTRIES, MAX_PATH_ATOM_ENTRIES, NetAllowKey,
         PATH_KEY_BYTES, PortSet, RuleSet,
@@ -20,6 +21,12 @@ pub static WORKLOAD_BINDINGS: HashMap<u64, WorkloadBinding> =
 /// (workload, executable file) pairs that are allowed. The value is always 1.
 #[map]
 pub static EXEC_ALLOW: HashMap<ExecKey, u8> = HashMap::with_max_entries(MAX_EXEC_RULES, 0);
+
+/// The parents and users an allowed executable is limited to (see `EXEC_ALLOW`'s
+/// flags).
+#[map]
+pub static EXEC_CONSTRAINTS: HashMap<ExecConstraintKey, u8> =
+    HashMap::with_max_entries(MAX_EXEC_CONSTRAINTS, 0);
 
 /// The Cedar rule set (one entry): numeric atoms and clauses.
 #[map]

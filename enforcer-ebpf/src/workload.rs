@@ -1,16 +1,17 @@
 //! The kernel's side of the exec look-ups that `driftwall_abi::decide` combines: the
 //! current task's ancestor cgroups (`bpf_get_current_ancestor_cgroup_id`), the
-//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW`, `RULES` and `NET_ALLOW` maps. Walking ancestors means a cgroup created
+//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW`, `EXEC_CONSTRAINTS`, `RULES` and `NET_ALLOW`
+//! maps. Walking ancestors means a cgroup created
 //! below a bound one is policed from its first instant, before user space has seen it.
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use aya_ebpf::maps::lpm_trie::Key;
 use driftwall_abi::{
-    ExecKey, WorkloadBinding,
+    EXEC_NOT_LISTED, ExecConstraintKey, ExecKey, WorkloadBinding,
     decide::{self, PolicyLookups},
     rules::{NetAllowKey, PortSet, RuleSet},
 };
 
-use crate::maps::{EXEC_ALLOW, NET_ALLOW, RULES, WORKLOAD_BINDINGS};
+use crate::maps::{EXEC_ALLOW, EXEC_CONSTRAINTS, NET_ALLOW, RULES, WORKLOAD_BINDINGS};
 
 /// Look-ups against the live maps, for the current task.
 pub struct KernelLookups;
@@ -31,9 +32,17 @@ impl PolicyLookups for KernelLookups {
     }
 
     #[inline(always)]
-    fn exec_allowed(&self, key: &ExecKey) -> bool {
+    fn exec_allow(&self, key: &ExecKey) -> u8 {
+        // SAFETY: the value is copied out at once.
+        unsafe { EXEC_ALLOW.get(key) }
+            .copied()
+            .unwrap_or(EXEC_NOT_LISTED)
+    }
+
+    #[inline(always)]
+    fn exec_constraint(&self, key: &ExecConstraintKey) -> bool {
         // SAFETY: only presence is tested.
-        unsafe { EXEC_ALLOW.get(key) }.is_some()
+        unsafe { EXEC_CONSTRAINTS.get(key) }.is_some()
     }
 
     #[inline(always)]

@@ -9,8 +9,8 @@ use std::{
 };
 
 use driftwall_abi::{
-    ARGS_CAPACITY, Decision, EventKind, ExecEvent, FileId, LifecycleEvent, LifecycleOp, NetEvent,
-    PATH_CAPACITY,
+    ARGS_CAPACITY, Decision, EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED, EventKind, ExecEvent,
+    FileId, LifecycleEvent, LifecycleOp, NetEvent, PATH_CAPACITY,
     decide::{NO_RULE, Reason},
     rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -33,6 +33,8 @@ pub enum RecordError {
     Decision(u8),
     #[error("decision record has an invalid reason {0}")]
     Reason(u8),
+    #[error("exec record has unknown flags {0:#x}")]
+    Flags(u8),
     #[error("network record has an invalid hook {0}")]
     Hook(u8),
     #[error("network record has an invalid address family {0}")]
@@ -135,6 +137,10 @@ pub struct ExecDecisionRecord {
     pub start_ns: u64,
     /// The path the kernel resolved, when it could (`None` if `d_path` failed).
     pub path: Option<String>,
+    /// The file has no name (`memfd_create`, or deleted).
+    pub unlinked: bool,
+    /// The file is the interpreter of a script (`#!`) being exec'd.
+    pub interpreter: bool,
 }
 
 /// Decodes one ring-buffer record.
@@ -154,6 +160,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
             if path_len > PATH_CAPACITY {
                 return Err(RecordError::PathLength(ev.path_len));
             }
+            if ev.flags & !(EXEC_EVENT_UNLINKED | EXEC_EVENT_INTERPRETER) != 0 {
+                return Err(RecordError::Flags(ev.flags));
+            }
             let path =
                 (path_len > 0).then(|| String::from_utf8_lossy(&ev.path[..path_len]).into_owned());
             Ok(Record::Exec(ExecDecisionRecord {
@@ -171,6 +180,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 file: ev.file,
                 start_ns: ev.start_ns,
                 path,
+                unlinked: ev.flags & EXEC_EVENT_UNLINKED != 0,
+                interpreter: ev.flags & EXEC_EVENT_INTERPRETER != 0,
             }))
         }
         EventKind::NetDecision => {
@@ -342,7 +353,8 @@ mod tests {
             file: FileId { dev: 1, ino: 2 },
             start_ns: 3,
             rule: 4,
-            _pad: [0; 6],
+            flags: 0,
+            _pad: [0; 5],
             path,
         }
     }

@@ -223,12 +223,20 @@ struct RequestArgs {
     /// Real group id [default: 0].
     #[arg(long, value_name = "N")]
     gid: Option<u32>,
+    /// Exec only: the absolute path of the executable the calling process runs (the
+    /// parent a profile's `parents` lists).
+    #[arg(long, value_name = "PATH")]
+    parent: Option<String>,
+    /// The effective user by name, as a profile's `users` names it (instead of
+    /// --euid).
+    #[arg(long, value_name = "NAME", conflicts_with = "euid")]
+    euser: Option<String>,
     /// The whole request as JSON, e.g. '{"workload":"web","exec":"/usr/bin/curl"}'
     /// (keys as the flags; a test case's fields).
     #[arg(
         long,
         value_name = "JSON",
-        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "udp", "uid", "euid", "gid"]
+        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "udp", "uid", "euid", "gid", "parent", "euser"]
     )]
     request_json: Option<String>,
 }
@@ -248,6 +256,8 @@ impl RequestArgs {
             uid: self.uid,
             euid: self.euid,
             gid: self.gid,
+            parent: self.parent,
+            euser: self.euser,
         })
     }
 }

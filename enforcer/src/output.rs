@@ -68,6 +68,8 @@ pub fn deciding_rule(
                 _ => "profile",
             }
         ),
+        (Reason::ParentNotInProfile, _) => format!("{workload}/process.executables.parents"),
+        (Reason::UserNotInProfile, _) => format!("{workload}/process.executables.users"),
     }
 }
 
@@ -82,6 +84,8 @@ fn reason_word(r: Reason) -> &'static str {
     match r {
         Reason::NotInProfile => "not-in-profile",
         Reason::CedarForbid => "cedar-forbid",
+        Reason::ParentNotInProfile => "parent-not-in-profile",
+        Reason::UserNotInProfile => "user-not-in-profile",
     }
 }
 
@@ -99,7 +103,8 @@ pub struct NetDecision<'a> {
     pub decision: &'static str,
     /// `connect`, `bind` or `listen`.
     pub hook: &'static str,
-    /// `not-in-profile` or `cedar-forbid`.
+    /// `not-in-profile`, `parent-not-in-profile`, `user-not-in-profile` or
+    /// `cedar-forbid`.
     pub reason: &'static str,
     /// The Cedar rule id, or the profile section, that decided.
     pub rule: String,
@@ -268,6 +273,10 @@ pub struct Exe {
     pub path: Option<String>,
     #[serde(flatten)]
     pub identity: FileIdentity,
+    /// The file has no name: made by `memfd_create`, or deleted.
+    pub unlinked: bool,
+    /// The file is the interpreter a script's `#!` names.
+    pub interpreter: bool,
 }
 
 impl<'a> ExecDecision<'a> {
@@ -296,6 +305,8 @@ impl<'a> ExecDecision<'a> {
             exe: Exe {
                 path: rec.path.clone(),
                 identity: rec.file.into(),
+                unlinked: rec.unlinked,
+                interpreter: rec.interpreter,
             },
         }
     }
@@ -304,7 +315,7 @@ impl<'a> ExecDecision<'a> {
         match format {
             OutputFormat::Json => json_line(self),
             OutputFormat::Text => format!(
-                "{} {} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}) rule={} cgroup={}",
+                "{} {} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}{}{}) rule={} cgroup={}",
                 self.time,
                 self.decision.to_uppercase(),
                 self.workload.unwrap_or("-"),
@@ -314,6 +325,12 @@ impl<'a> ExecDecision<'a> {
                 self.exe.path.as_deref().unwrap_or("<unknown>"),
                 self.exe.identity.dev,
                 self.exe.identity.ino,
+                if self.exe.unlinked { ", unlinked" } else { "" },
+                if self.exe.interpreter {
+                    ", a script's interpreter"
+                } else {
+                    ""
+                },
                 self.rule,
                 self.cgroup_id
             ),

@@ -5,7 +5,7 @@
 //! taken from the running kernel's BTF and written into the object's read-only globals
 //! before load (see [`kernel_offsets`](crate::kernel_offsets)).
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader, Pod,
     maps::{
         Array, HashMap, MapData,
         lpm_trie::{Key, LpmTrie},
@@ -13,7 +13,7 @@ use aya::{
     programs::{BtfTracePoint, Lsm},
 };
 use driftwall_abi::{
-    ExecKey, KernelOffsets, WorkloadBinding, names,
+    KernelOffsets, names,
     rules::{IpAtomKey, NetAllowKey, PATH_KEY_BYTES, PortSet, RuleSet},
 };
 use driftwall_compiler::cedar::tables::RuleTables;
@@ -80,6 +80,21 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ProgramsError 
     move |source| ProgramsError::Map { name, source }
 }
 
+/// Inserts `entries` into the hash map `name`.
+fn fill_hash<'a, K: Pod + 'a, V: Pod + 'a>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    entries: impl IntoIterator<Item = (&'a K, &'a V)>,
+) -> Result<(), ProgramsError> {
+    let mut map: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(ebpf.map_mut(name).ok_or(ProgramsError::Missing(name))?)
+            .map_err(map_err(name))?;
+    for (key, value) in entries {
+        map.insert(*key, *value, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
 /// Writes the Cedar rule tables: the look-up tries first, then the rule set that
 /// refers to their bits.
 fn write_rules(ebpf: &mut Ebpf, rules: &RuleTables) -> Result<(), ProgramsError> {
@@ -136,40 +151,13 @@ pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), Progra
                 .map_err(map_err(name))?;
         }
     }
-    {
-        let mut allow: HashMap<&mut MapData, ExecKey, u8> = HashMap::try_from(
-            ebpf.map_mut(names::EXEC_ALLOW)
-                .ok_or(ProgramsError::Missing("EXEC_ALLOW map"))?,
-        )
-        .map_err(|source| ProgramsError::Map {
-            name: names::EXEC_ALLOW,
-            source,
-        })?;
-        for key in &tables.exec_allow {
-            allow
-                .insert(*key, 1, 0)
-                .map_err(|source| ProgramsError::Map {
-                    name: names::EXEC_ALLOW,
-                    source,
-                })?;
-        }
-    }
-    let mut bindings: HashMap<&mut MapData, u64, WorkloadBinding> = HashMap::try_from(
-        ebpf.map_mut(names::WORKLOAD_BINDINGS)
-            .ok_or(ProgramsError::Missing("WORKLOAD_BINDINGS map"))?,
-    )
-    .map_err(|source| ProgramsError::Map {
-        name: names::WORKLOAD_BINDINGS,
-        source,
-    })?;
-    for (cgroup_id, binding) in &tables.bindings {
-        bindings
-            .insert(*cgroup_id, *binding, 0)
-            .map_err(|source| ProgramsError::Map {
-                name: names::WORKLOAD_BINDINGS,
-                source,
-            })?;
-    }
+    fill_hash(ebpf, names::EXEC_ALLOW, &tables.exec_allow)?;
+    fill_hash(
+        ebpf,
+        names::EXEC_CONSTRAINTS,
+        tables.exec_constraints.iter().map(|k| (k, &1u8)),
+    )?;
+    fill_hash(ebpf, names::WORKLOAD_BINDINGS, &tables.bindings)?;
     Ok(())
 }
 

@@ -1,10 +1,14 @@
 //! Resolution of a bundle (a compiled policy) against this node: cgroup paths become cgroup
-//! v2 ids, executable paths become file identities (device, inode). Both are
-//! node-local facts, which is why this happens in the agent and not in the compiler.
+//! v2 ids, executable paths (and the parents that may start them) become file
+//! identities (device, inode), user names become uids (through NSS, `getpwnam_r`). All
+//! are node-local facts, which is why this happens in the agent and not in the
+//! compiler.
 //!
 //! A path that does not exist on this node is not an error — a profile may list a
 //! binary installed only on some nodes, or a service not started yet — but it is
-//! reported as a [`ResolveWarning`], never ignored in silence.
+//! reported as a [`ResolveWarning`], never ignored in silence. What fails to resolve
+//! allows nothing: an executable whose only listed parent is missing may be started by
+//! no parent.
 use std::{
     collections::BTreeMap,
     net::ToSocketAddrs,
@@ -12,12 +16,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use driftwall_abi::{ExecKey, FileId, MAX_BINDINGS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId};
+use driftwall_abi::{
+    EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey, FileId, MAX_BINDINGS,
+    MAX_EXEC_CONSTRAINTS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId,
+};
 use driftwall_abi::{POLICE_EGRESS, POLICE_INGRESS, rules::PortSet};
 use driftwall_compiler::{
     Bundle, Mode,
     cedar::tables::RuleTables,
     network::{self, NetEntryKey, NetError, NetPeer, ResolvedAllowlist},
+    profile::UserRef,
     reference::KernelTables,
 };
 
@@ -43,6 +51,27 @@ pub struct ResolvedExecutable {
     pub path: PathBuf,
     #[serde(skip)]
     pub file: FileId,
+    /// `Some`: only processes running one of these executables may start it.
+    #[serde(skip)]
+    pub parents: Option<Vec<FileId>>,
+    /// `Some`: only these effective uids may run it.
+    #[serde(skip)]
+    pub users: Option<Vec<u32>>,
+}
+
+impl ResolvedExecutable {
+    /// The `EXEC_ALLOW` value.
+    pub fn flags(&self) -> u8 {
+        (if self.parents.is_some() {
+            EXEC_PARENTS_LISTED
+        } else {
+            0
+        }) | if self.users.is_some() {
+            EXEC_USERS_LISTED
+        } else {
+            0
+        }
+    }
 }
 
 /// Something in the policy that could not be honoured on this node.
@@ -58,6 +87,24 @@ pub enum ResolveWarning {
     UnresolvedExecutable {
         workload: String,
         path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "workload `{workload}`: parent {parent} of {executable}: {reason}; it may not start {executable}"
+    )]
+    UnresolvedParent {
+        workload: String,
+        executable: PathBuf,
+        parent: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "workload `{workload}`: user {user} of {executable}: {reason}; it may not run {executable}"
+    )]
+    UnresolvedUser {
+        workload: String,
+        executable: PathBuf,
+        user: String,
         reason: String,
     },
     #[error("workload `{workload}`: DNS name {name}: {reason}; no address allowed for it")]
@@ -116,21 +163,47 @@ impl ResolvedPolicy {
             .collect()
     }
 
-    /// `EXEC_ALLOW` keys.
-    pub fn exec_rules(&self) -> Vec<ExecKey> {
-        let mut keys: Vec<ExecKey> = self
-            .workloads
-            .iter()
-            .flat_map(|w| {
-                w.executables.iter().map(|e| ExecKey {
+    /// `EXEC_ALLOW` entries. Two paths naming one file (links) merge: the file is
+    /// limited only if every path to it is, and then by the union of their lists.
+    pub fn exec_rules(&self) -> BTreeMap<ExecKey, u8> {
+        let mut rules: BTreeMap<ExecKey, u8> = BTreeMap::new();
+        for w in &self.workloads {
+            let mut unconstrained: Vec<ExecKey> = Vec::new();
+            for e in &w.executables {
+                let key = ExecKey {
                     workload: w.id,
                     _pad: 0,
                     file: e.file,
-                })
-            })
-            .collect();
-        keys.sort_by_key(|k| (k.workload, k.file));
-        keys.dedup();
+                };
+                let flags = e.flags();
+                if flags == 0 {
+                    unconstrained.push(key);
+                }
+                rules
+                    .entry(key)
+                    .and_modify(|f| *f &= flags)
+                    .or_insert(flags);
+            }
+            for key in unconstrained {
+                rules.insert(key, 0);
+            }
+        }
+        rules
+    }
+
+    /// `EXEC_CONSTRAINTS` keys.
+    pub fn exec_constraints(&self) -> std::collections::BTreeSet<ExecConstraintKey> {
+        let mut keys = std::collections::BTreeSet::new();
+        for w in &self.workloads {
+            for e in &w.executables {
+                for parent in e.parents.iter().flatten() {
+                    keys.insert(ExecConstraintKey::parent(w.id, e.file, *parent));
+                }
+                for uid in e.users.iter().flatten() {
+                    keys.insert(ExecConstraintKey::user(w.id, e.file, *uid));
+                }
+            }
+        }
         keys
     }
 
@@ -138,7 +211,8 @@ impl ResolvedPolicy {
     pub fn tables(&self) -> KernelTables {
         KernelTables {
             bindings: self.bindings().into_iter().collect(),
-            exec_allow: self.exec_rules().into_iter().collect(),
+            exec_allow: self.exec_rules(),
+            exec_constraints: self.exec_constraints(),
             rules: self.rules.clone(),
             net_allow: self.net_allow.clone(),
         }
@@ -206,23 +280,31 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
         };
         let mut executables = Vec::new();
         for path in profile.executables.iter().map(PathBuf::from) {
-            // metadata() follows symlinks: the file a symlink names is what runs.
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => executables.push(ResolvedExecutable {
-                    path,
-                    file: FileId::from_stat(m.dev(), m.ino()),
-                }),
-                Ok(_) => out.warnings.push(ResolveWarning::UnresolvedExecutable {
-                    workload: profile.name.clone(),
-                    path: path.clone(),
-                    reason: "not a regular file".into(),
-                }),
-                Err(e) => out.warnings.push(ResolveWarning::UnresolvedExecutable {
-                    workload: profile.name.clone(),
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }),
+            let file = match file_identity(&path) {
+                Ok(file) => file,
+                Err(reason) => {
+                    out.warnings.push(ResolveWarning::UnresolvedExecutable {
+                        workload: profile.name.clone(),
+                        path: path.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let mut exe = ResolvedExecutable {
+                path,
+                file,
+                parents: None,
+                users: None,
+            };
+            let constraints = profile
+                .exec_constraints
+                .iter()
+                .find(|c| Path::new(&c.executable) == exe.path);
+            if let Some(c) = constraints {
+                resolve_constraints(&profile.name, c, &mut exe, &mut out.warnings);
             }
+            executables.push(exe);
         }
         out.workloads.push(Workload {
             id,
@@ -278,23 +360,102 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
         }
     }
     out.net_allow = network::lower(&lists)?;
-    let bindings = out.bindings().len();
-    if bindings > MAX_BINDINGS as usize {
-        return Err(ResolveError::TooLarge {
-            what: "cgroup bindings",
-            count: bindings,
-            limit: MAX_BINDINGS,
-        });
-    }
-    let rules = out.exec_rules().len();
-    if rules > MAX_EXEC_RULES as usize {
-        return Err(ResolveError::TooLarge {
-            what: "exec rules",
-            count: rules,
-            limit: MAX_EXEC_RULES,
-        });
+    for (what, count, limit) in [
+        ("cgroup bindings", out.bindings().len(), MAX_BINDINGS),
+        ("exec rules", out.exec_rules().len(), MAX_EXEC_RULES),
+        (
+            "executables' parents and users",
+            out.exec_constraints().len(),
+            MAX_EXEC_CONSTRAINTS,
+        ),
+    ] {
+        if count > limit as usize {
+            return Err(ResolveError::TooLarge { what, count, limit });
+        }
     }
     Ok(out)
+}
+
+/// The identity of the regular file at `path`, following symlinks (the file a symlink
+/// names is what runs).
+fn file_identity(path: &Path) -> Result<FileId, String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(FileId::from_stat(m.dev(), m.ino())),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Resolves an executable's `parents` and `users` into `exe`; what does not resolve is
+/// left out (allowing nothing) with a warning.
+fn resolve_constraints(
+    workload: &str,
+    c: &driftwall_compiler::bundle::ExecConstraints,
+    exe: &mut ResolvedExecutable,
+    warnings: &mut Vec<ResolveWarning>,
+) {
+    if !c.parents.is_empty() {
+        let mut parents = Vec::new();
+        for parent in c.parents.iter().map(PathBuf::from) {
+            match file_identity(&parent) {
+                Ok(file) => parents.push(file),
+                Err(reason) => warnings.push(ResolveWarning::UnresolvedParent {
+                    workload: workload.to_string(),
+                    executable: exe.path.clone(),
+                    parent,
+                    reason,
+                }),
+            }
+        }
+        exe.parents = Some(parents);
+    }
+    if !c.users.is_empty() {
+        let mut uids = Vec::new();
+        for user in &c.users {
+            match user {
+                UserRef::Uid(uid) => uids.push(*uid),
+                UserRef::Name(name) => match uid_of(name) {
+                    Ok(uid) => uids.push(uid),
+                    Err(reason) => warnings.push(ResolveWarning::UnresolvedUser {
+                        workload: workload.to_string(),
+                        executable: exe.path.clone(),
+                        user: name.clone(),
+                        reason,
+                    }),
+                },
+            }
+        }
+        exe.users = Some(uids);
+    }
+}
+
+/// The uid of a user name, through the C library's name service (`/etc/passwd`, or
+/// whatever `nsswitch.conf` names).
+fn uid_of(name: &str) -> Result<u32, String> {
+    let c_name = std::ffi::CString::new(name).map_err(|_| "a NUL in the name".to_string())?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: getpwnam_r writes into pwd and buf (of the length given) and sets
+        // result to &pwd or NULL; nothing outlives the call but the copied uid.
+        let (rc, found, uid) = unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            (rc, !result.is_null(), pwd.pw_uid)
+        };
+        match rc {
+            0 if found => return Ok(uid),
+            0 => return Err("no such user on this node".into()),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            e => return Err(std::io::Error::from_raw_os_error(e).to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +469,7 @@ mod tests {
             cgroup: cgroup.into(),
             mode: Mode::Enforce,
             executables: exes.iter().map(|e| e.to_string()).collect(),
+            exec_constraints: Vec::new(),
             egress: None,
             ingress: None,
         }
@@ -323,6 +485,62 @@ mod tests {
             workloads,
             rules: RuleTables::default(),
         }
+    }
+
+    #[test]
+    fn parents_and_users_resolve_and_what_does_not_resolve_allows_nothing() {
+        use driftwall_compiler::bundle::ExecConstraints;
+        let root = default_cgroup_root();
+        let mut w = workload("db", "/", &["/bin/sh", "/bin/true"]);
+        w.exec_constraints = vec![
+            ExecConstraints {
+                executable: "/bin/sh".into(),
+                parents: vec!["/bin/true".into(), "/no/such/parent".into()],
+                users: vec![UserRef::Name("root".into()), UserRef::Uid(70)],
+            },
+            ExecConstraints {
+                executable: "/bin/true".into(),
+                parents: Vec::new(),
+                users: vec![UserRef::Name("no-such-user-dw".into())],
+            },
+        ];
+        let r = resolve(&bundle(vec![w]), &root).unwrap();
+        let id = |p: &str| {
+            let m = std::fs::metadata(p).unwrap();
+            FileId::from_stat(m.dev(), m.ino())
+        };
+        let (sh, tru) = (id("/bin/sh"), id("/bin/true"));
+        let key = |file| ExecKey {
+            workload: 1,
+            _pad: 0,
+            file,
+        };
+        let rules = r.exec_rules();
+        assert_eq!(rules[&key(sh)], EXEC_PARENTS_LISTED | EXEC_USERS_LISTED);
+        // Its only user is unknown here: it stays limited, to no one.
+        assert_eq!(rules[&key(tru)], EXEC_USERS_LISTED);
+        assert_eq!(
+            r.exec_constraints(),
+            std::collections::BTreeSet::from([
+                ExecConstraintKey::parent(1, sh, tru),
+                ExecConstraintKey::user(1, sh, 0),
+                ExecConstraintKey::user(1, sh, 70),
+            ])
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| matches!(w, ResolveWarning::UnresolvedParent { .. })),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| matches!(w, ResolveWarning::UnresolvedUser { user, .. } if user == "no-such-user-dw")),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]
@@ -344,11 +562,14 @@ mod tests {
         let sh = std::fs::metadata("/bin/sh").unwrap();
         assert_eq!(
             r.exec_rules(),
-            vec![ExecKey {
-                workload: 2,
-                _pad: 0,
-                file: FileId::from_stat(sh.dev(), sh.ino())
-            }]
+            BTreeMap::from([(
+                ExecKey {
+                    workload: 2,
+                    _pad: 0,
+                    file: FileId::from_stat(sh.dev(), sh.ino())
+                },
+                0
+            )])
         );
         assert_eq!(r.bindings().len(), 1);
         assert_eq!(r.warnings.len(), 3, "{:?}", r.warnings);

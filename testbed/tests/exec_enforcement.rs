@@ -59,6 +59,8 @@ fn main() {
         "flashback_cli_tells_the_story_after_the_agent_stopped",
         "kernel_agrees_with_reference_on_generated_requests",
         "profile_network_allowlists_are_enforced",
+        "executables_parents_and_users_are_enforced",
+        "exec_attacks_fail_and_their_allowed_twins_run",
     ]);
     libtest_mimic::run(&args, suite.trials()).exit();
 }

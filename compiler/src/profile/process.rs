@@ -27,7 +27,9 @@ pub struct ExecutableRule {
 }
 
 /// A user, by number or by name (resolved on the node).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum UserRef {
     Uid(u32),
     Name(String),

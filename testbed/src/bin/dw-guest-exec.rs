@@ -12,7 +12,7 @@
 //! ```
 use std::{
     io::{BufRead, BufReader},
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Condvar, Mutex},
@@ -119,6 +119,14 @@ fn main() {
     let _ = reporter.run(
         "profile_network_allowlists_are_enforced",
         profile_network_allowlists_are_enforced,
+    );
+    let _ = reporter.run(
+        "executables_parents_and_users_are_enforced",
+        executables_parents_and_users_are_enforced,
+    );
+    let _ = reporter.run(
+        "exec_attacks_fail_and_their_allowed_twins_run",
+        exec_attacks_fail_and_their_allowed_twins_run,
     );
     let _ = reporter.finish();
 }
@@ -775,6 +783,7 @@ fn profile_network_allowlists_are_enforced() -> Res {
         cgroup: cgroup.into(),
         mode: Mode::Enforce,
         executables: vec![ALLOWED.into()],
+        exec_constraints: Vec::new(),
         egress,
         ingress,
     };
@@ -900,6 +909,327 @@ fn profile_network_allowlists_are_enforced() -> Res {
     Ok(summary)
 }
 
+/// A profile's `parents` and `users` of an executable, compiled from YAML (user names
+/// resolved through the guest's /etc/passwd): the executable runs only when its
+/// caller runs a listed parent executable and has a listed effective uid; otherwise
+/// the exec fails with EPERM and is reported against `process.executables.parents` or
+/// `.users`. Copies of dw-probe play launchers and children.
+fn executables_parents_and_users_are_enforced() -> Res {
+    const LAUNCHER: &str = "/opt/lineage/launcher";
+    const OTHER: &str = "/opt/lineage/other-launcher";
+    const CHILD: &str = "/opt/lineage/child";
+    const USER_ONLY: &str = "/opt/lineage/dwuser-only";
+    const ROOT_ONLY: &str = "/opt/lineage/root-only";
+    std::fs::create_dir_all("/opt/lineage").map_err(|e| e.to_string())?;
+    for p in [LAUNCHER, OTHER, CHILD, USER_ONLY, ROOT_ONLY] {
+        std::fs::copy("/bin/dw-probe", p).map_err(|e| format!("copy to {p}: {e}"))?;
+    }
+    std::fs::write(
+        "/etc/passwd",
+        "root:x:0:0:root:/:/bin/sh\ndwuser:x:1234:1234::/:/bin/sh\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(Path::new(CG).join("dw/lineage")).map_err(|e| e.to_string())?;
+    let repo = Path::new("/etc/dw/lineage");
+    std::fs::create_dir_all(repo.join("profiles")).map_err(|e| e.to_string())?;
+    std::fs::write(repo.join("schema.cedarschema"), CEDAR_SCHEMA).map_err(|e| e.to_string())?;
+    std::fs::write(
+        repo.join("profiles/lineage.yaml"),
+        format!(
+            "apiVersion: driftwall.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: lineage\n\
+             spec:\n  selector:\n    cgroup: /dw/lineage\n  mode: enforce\n  process:\n    \
+             executables:\n      - {LAUNCHER}\n      - {OTHER}\n\
+             \x20     - path: {CHILD}\n        parents: [{LAUNCHER}]\n\
+             \x20     - path: {USER_ONLY}\n        users: [dwuser]\n\
+             \x20     - path: {ROOT_ONLY}\n        users: [0]\n        parents: [{LAUNCHER}, /opt/lineage/missing]\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut agent = start_agent(&["--policies", "/etc/dw/lineage"])?;
+    let result = (|| -> Res {
+        let mut seen = Vec::new();
+        // `launcher spawn[-as UID] target` in the workload: the exit code of the child.
+        let launch = |cgroup: &str, launcher: &str, uid: Option<&str>, target: &str| {
+            let mut argv = vec![launcher];
+            match uid {
+                Some(uid) => argv.extend(["spawn-as", uid]),
+                None => argv.push("spawn"),
+            }
+            argv.push(target);
+            let s = spawn_in_cgroup(cgroup, &argv, false)?;
+            s.outcome
+                .map_err(|errno| format!("{launcher} itself failed to exec: errno {errno}"))
+        };
+        let refused = |launcher: &str, uid: Option<&str>, target: &str, reason: &str| -> Res {
+            let what = format!("{launcher} spawning {target} as uid {}", uid.unwrap_or("0"));
+            expect_code(
+                &what,
+                launch("dw/lineage", launcher, uid, target)?,
+                100 + EPERM,
+            )?;
+            let want_uid: u32 = uid.unwrap_or("0").parse().map_err(|_| "uid")?;
+            let ev = agent.wait_for(EVENT_TIMEOUT, |v| {
+                v["kind"] == "exec"
+                    && v["exe"]["path"] == target
+                    && v["reason"] == reason
+                    && v["uid"] == want_uid
+            })?;
+            let section = if reason == "user-not-in-profile" {
+                "users"
+            } else {
+                "parents"
+            };
+            check_rule(
+                &ev,
+                "deny",
+                reason,
+                &format!("lineage/process.executables.{section}"),
+            )?;
+            Ok(format!("{what}: EPERM ({reason})"))
+        };
+        expect_code(
+            "launcher spawning child",
+            launch("dw/lineage", LAUNCHER, None, CHILD)?,
+            0,
+        )?;
+        seen.push("launcher → child: ran".to_string());
+        seen.push(refused(OTHER, None, CHILD, "parent-not-in-profile")?);
+        // This suite's own program is not a listed parent either.
+        let direct = run_in("dw/lineage", CHILD)?;
+        expect_denied(&direct).map_err(|e| format!("{CHILD} from the suite: {e}"))?;
+        expect_code(
+            "launcher spawning dwuser-only as dwuser (1234)",
+            launch("dw/lineage", LAUNCHER, Some("1234"), USER_ONLY)?,
+            0,
+        )?;
+        seen.push("dwuser-only as uid 1234: ran".to_string());
+        seen.push(refused(
+            LAUNCHER,
+            Some("1235"),
+            USER_ONLY,
+            "user-not-in-profile",
+        )?);
+        seen.push(refused(LAUNCHER, None, USER_ONLY, "user-not-in-profile")?);
+        expect_code(
+            "launcher spawning root-only as root",
+            launch("dw/lineage", LAUNCHER, None, ROOT_ONLY)?,
+            0,
+        )?;
+        seen.push("root-only as root from launcher: ran".to_string());
+        seen.push(refused(
+            LAUNCHER,
+            Some("1234"),
+            ROOT_ONLY,
+            "user-not-in-profile",
+        )?);
+        seen.push(refused(OTHER, None, ROOT_ONLY, "parent-not-in-profile")?);
+        // Outside the workload nothing is limited.
+        expect_code(
+            "other-launcher spawning child in /dw/free",
+            launch("dw/free", OTHER, Some("1235"), CHILD)?,
+            0,
+        )?;
+        seen.push("outside the workload: ran".to_string());
+        Ok(seen.join("; "))
+    })();
+    let stopped = stop_agent(&mut agent);
+    let summary = result?;
+    stopped?;
+    Ok(summary)
+}
+
+/// The exec half of the attack-scenario suite, against an enforce-mode profile that
+/// allows a tool, a victim binary, busybox (so `/bin/sh`) and two scripts: each trick
+/// fails with EPERM and is reported, and its allowed twin runs — precision as well as
+/// blocking. (Copies, symlinks and hard links are the main suite's tests.)
+fn exec_attacks_fail_and_their_allowed_twins_run() -> Res {
+    const DIR: &str = "/opt/attack";
+    const TOOL: &str = "/opt/attack/tool";
+    const VICTIM: &str = "/opt/attack/victim";
+    const EVIL: &str = "/opt/attack/evil";
+    const OK_SCRIPT: &str = "/opt/attack/ok.sh";
+    const EVIL_SCRIPT: &str = "/opt/attack/evil.sh";
+    const BAD_INTERP_SCRIPT: &str = "/opt/attack/bad-interp.sh";
+    const DENIED_SH: &str = "/opt/attack/denied-sh";
+    const JAIL: &str = "/opt/attack/jail";
+    const LDSO: &str = "/lib64/ld-linux-x86-64.so.2";
+    std::fs::create_dir_all(DIR).map_err(|e| e.to_string())?;
+    for p in [TOOL, VICTIM, EVIL] {
+        std::fs::copy("/bin/dw-probe", p).map_err(|e| format!("copy to {p}: {e}"))?;
+    }
+    std::fs::copy("/bin/busybox", DENIED_SH).map_err(|e| e.to_string())?;
+    for (path, text) in [
+        (OK_SCRIPT, "#!/bin/sh\nexit 0\n".to_string()),
+        (EVIL_SCRIPT, "#!/bin/sh\nexit 0\n".to_string()),
+        (BAD_INTERP_SCRIPT, format!("#!{DENIED_SH}\nexit 0\n")),
+    ] {
+        std::fs::write(path, text).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+    }
+    // A chroot with the tool and the evil binary hard-linked in (same files), and the
+    // loader and libraries they need.
+    for lib in ["/lib", "/lib64", "/usr/lib"] {
+        link_tree(Path::new(lib), &Path::new(JAIL).join(&lib[1..]))?;
+    }
+    std::fs::hard_link(TOOL, Path::new(JAIL).join("tool")).map_err(|e| e.to_string())?;
+    std::fs::hard_link(EVIL, Path::new(JAIL).join("evil")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(Path::new(CG).join("dw/attack")).map_err(|e| e.to_string())?;
+    let repo = Path::new("/etc/dw/attack");
+    std::fs::create_dir_all(repo.join("profiles")).map_err(|e| e.to_string())?;
+    std::fs::write(repo.join("schema.cedarschema"), CEDAR_SCHEMA).map_err(|e| e.to_string())?;
+    let exes = [TOOL, VICTIM, "/bin/busybox", OK_SCRIPT, BAD_INTERP_SCRIPT]
+        .map(|e| format!("\n      - {e}"))
+        .concat();
+    std::fs::write(
+        repo.join("profiles/attack.yaml"),
+        format!(
+            "apiVersion: driftwall.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: attack\n\
+             spec:\n  selector:\n    cgroup: /dw/attack\n  mode: enforce\n  process:\n    \
+             executables:{exes}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut agent = start_agent(&["--policies", "/etc/dw/attack"])?;
+    let result = (|| -> Res {
+        let mut seen = Vec::new();
+        let run = |argv: &[&str]| spawn_in_cgroup("dw/attack", argv, false);
+        // A refusal: `outcome` is what the spawn must give; the event names `exe` and
+        // has the flags.
+        let refused = |what: &str,
+                       argv: &[&str],
+                       outcome: Result<i32, i32>,
+                       exe: &str,
+                       unlinked: bool,
+                       interpreter: bool|
+         -> Res {
+            let s = run(argv)?;
+            if s.outcome != outcome {
+                return Err(format!("{what}: got {:?}, expected {outcome:?}", s.outcome));
+            }
+            let ev = agent.wait_for(EVENT_TIMEOUT, |v| {
+                v["kind"] == "exec"
+                    && v["exe"]["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with(exe))
+            })?;
+            check_rule(&ev, "deny", "not-in-profile", "attack/process.executables")?;
+            if ev["exe"]["unlinked"] != unlinked || ev["exe"]["interpreter"] != interpreter {
+                return Err(format!(
+                    "{what}: want unlinked={unlinked} interpreter={interpreter}: {ev}"
+                ));
+            }
+            Ok(format!("{what}: EPERM"))
+        };
+        let ran = |what: &str, argv: &[&str]| -> Res {
+            let s = run(argv)?;
+            expect_ran(&s).map_err(|e| format!("{what}: {e}"))?;
+            Ok(format!("{what}: ran"))
+        };
+        seen.push(ran("the victim", &[VICTIM])?);
+        // Renaming a denied binary over an allowed path: the name stays, the file
+        // changes, and the file is what is allowed.
+        std::fs::rename(EVIL, "/opt/attack/evil.tmp")
+            .and_then(|()| std::fs::copy("/opt/attack/evil.tmp", EVIL).map(|_| ()))
+            .and_then(|()| std::fs::rename("/opt/attack/evil.tmp", VICTIM))
+            .map_err(|e| format!("rename over the victim: {e}"))?;
+        seen.push(refused(
+            "a denied binary renamed over an allowed path",
+            &[VICTIM],
+            Err(EPERM),
+            VICTIM,
+            false,
+            false,
+        )?);
+        seen.push(refused(
+            "memfd_create + fexecve of the allowed tool's bytes",
+            &[TOOL, "exec-via", "memfd", TOOL],
+            Ok(100 + EPERM),
+            "/memfd:dw",
+            true,
+            false,
+        )?);
+        let ldso = std::fs::canonicalize(LDSO).map_err(|e| format!("{LDSO}: {e}"))?;
+        seen.push(refused(
+            "ld.so running a binary",
+            &[LDSO, TOOL],
+            Err(EPERM),
+            &ldso.to_string_lossy(),
+            false,
+            false,
+        )?);
+        seen.push(ran("the tool itself", &[TOOL])?);
+        seen.push(refused(
+            "a script whose #! names a denied interpreter",
+            &[BAD_INTERP_SCRIPT],
+            Err(EPERM),
+            DENIED_SH,
+            false,
+            true,
+        )?);
+        seen.push(refused(
+            "a denied script for an allowed interpreter",
+            &[EVIL_SCRIPT],
+            Err(EPERM),
+            EVIL_SCRIPT,
+            false,
+            false,
+        )?);
+        seen.push(ran("an allowed script", &[OK_SCRIPT])?);
+        seen.push(refused(
+            "exec from a new mount namespace",
+            &[TOOL, "exec-via", "unshare", EVIL],
+            Ok(100 + EPERM),
+            EVIL,
+            false,
+            false,
+        )?);
+        seen.push(ran(
+            "the tool from a new mount namespace",
+            &[TOOL, "exec-via", "unshare", TOOL],
+        )?);
+        seen.push(refused(
+            "exec inside a chroot",
+            &[TOOL, "exec-via", &format!("chroot:{JAIL}"), "/evil"],
+            Ok(100 + EPERM),
+            "/evil",
+            false,
+            false,
+        )?);
+        seen.push(ran(
+            "the tool inside the chroot",
+            &[TOOL, "exec-via", &format!("chroot:{JAIL}"), "/tool"],
+        )?);
+        Ok(seen.join("; "))
+    })();
+    let stopped = stop_agent(&mut agent);
+    let summary = result?;
+    stopped?;
+    Ok(summary)
+}
+
+/// Mirrors the tree at `from` under `to` with hard links (symlinks copied as symlinks).
+fn link_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        if kind.is_dir() {
+            link_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink(target, &dst).map_err(|e| e.to_string())?;
+        } else {
+            std::fs::hard_link(&src, &dst).map_err(|e| format!("{}: {e}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The kernel and the compiler's reference decision function agree: a generated policy
 /// (random workloads in nested cgroups, random modes, random allowlists, random Cedar
 /// forbids and permits over the same files) is compiled to a bundle and enforced, then
@@ -993,12 +1323,27 @@ mod agreement {
                 .filter(|_| rng.below(2) == 0)
                 .map(String::as_str)
                 .collect();
+            // Some entries name parents (this suite, whose children exec, or another
+            // file) or users (root, which runs the execs, or uid 1).
             let list = if allowed.is_empty() {
                 " []".to_string()
             } else {
                 allowed
                     .iter()
-                    .map(|e| format!("\n      - {e}"))
+                    .map(|e| {
+                        let parents = match rng.below(6) {
+                            0 => "\n        parents: [/bin/dw-guest-exec]",
+                            1 => "\n        parents: [/opt/gen/e5]",
+                            _ => "",
+                        };
+                        let users = match rng.below(6) {
+                            0 => "\n        users: [0]",
+                            1 => "\n        users: [1, root]",
+                            2 => "\n        users: [1]",
+                            _ => "",
+                        };
+                        format!("\n      - path: {e}{parents}{users}")
+                    })
                     .collect::<String>()
             };
             let text = format!(
@@ -1066,6 +1411,10 @@ mod agreement {
         let bundle = source::read_bundle(Path::new("/tmp/gen.dwb")).map_err(|e| e.to_string())?;
         let policy = resolve::resolve(&bundle, Path::new(CG)).map_err(|e| e.to_string())?;
         let tables = policy.tables();
+        // The parent of every exec below: run_in forks this program, whose child execs.
+        let suite_exe = std::fs::metadata("/proc/self/exe")
+            .map(|m| driftwall_abi::FileId::from_stat(m.dev(), m.ino()))
+            .map_err(|e| format!("/proc/self/exe: {e}"))?;
         let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
         // The root cgroup, the generated tree, and the suite's own unbound cgroup.
         let mut places: Vec<&str> = vec!["", "dw/free"];
@@ -1084,6 +1433,7 @@ mod agreement {
                     uid: 0,
                     euid: 0,
                     gid: 0,
+                    exe: suite_exe,
                 },
                 file: std::fs::metadata(exe)
                     .ok()
@@ -1144,13 +1494,26 @@ mod agreement {
                                 .map(|r| r.id.clone())
                                 .unwrap_or_default(),
                         ),
-                        Reason::NotInProfile => (
-                            "not-in-profile",
-                            format!(
-                                "{}/process.executables",
-                                policy.workload(workload).map_or("-", |w| w.name.as_str())
-                            ),
-                        ),
+                        Reason::NotInProfile
+                        | Reason::ParentNotInProfile
+                        | Reason::UserNotInProfile => {
+                            let (word, section) = match reason {
+                                Reason::ParentNotInProfile => {
+                                    ("parent-not-in-profile", "process.executables.parents")
+                                }
+                                Reason::UserNotInProfile => {
+                                    ("user-not-in-profile", "process.executables.users")
+                                }
+                                _ => ("not-in-profile", "process.executables"),
+                            };
+                            (
+                                word,
+                                format!(
+                                    "{}/{section}",
+                                    policy.workload(workload).map_or("-", |w| w.name.as_str())
+                                ),
+                            )
+                        }
                     };
                     if ev["workload_id"] != workload
                         || ev["decision"] != want
@@ -1160,10 +1523,11 @@ mod agreement {
                         return Err(format!("{}: event {ev}", context()));
                     }
                     *tally
-                        .entry(if reason == Reason::CedarForbid {
-                            "forbidden"
-                        } else {
-                            want
+                        .entry(match reason {
+                            Reason::CedarForbid => "forbidden",
+                            Reason::ParentNotInProfile => "parent refused",
+                            Reason::UserNotInProfile => "user refused",
+                            Reason::NotInProfile => want,
                         })
                         .or_default() += 1;
                 }

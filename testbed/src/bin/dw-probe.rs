@@ -5,6 +5,13 @@
 //! * `dw-probe [STATUS]` prints how it was called and exits with STATUS (default 0).
 //! * `dw-probe spawn PATH` runs PATH as a child — a process chain for Flashback tests —
 //!   and exits with the child's status, or 100 + errno when its `execve` failed.
+//! * `dw-probe spawn-as UID PATH` does the same with the child's uids (real, effective,
+//!   saved) set to UID before its `execve`.
+//! * `dw-probe exec-via memfd|unshare|chroot:DIR PATH` replaces itself with PATH the
+//!   way an attacker would dodge a path-based check: through an anonymous copy
+//!   (`memfd_create` + `fexecve`), from a new mount namespace (`unshare`), or inside a
+//!   `chroot` (PATH then names a file under DIR). Exits 100 + errno when the `execve`
+//!   fails, 3 when a step before it fails.
 //! * `dw-probe net OP ADDR [tcp|udp]` performs one network operation — `connect` to
 //!   ADDR, `bind` to ADDR, or `listen` (bind to ADDR, then listen) — and exits 0 when
 //!   it succeeds, 100 + errno when OP itself fails, 3 when a step before it fails.
@@ -28,12 +35,37 @@ fn main() {
             println!("dw-probe: net {op} {addr}: {code}");
             std::process::exit(code);
         }
-        Some("spawn") => {
-            let Some(path) = args.next() else {
-                eprintln!("usage: dw-probe spawn PATH");
+        Some("exec-via") => {
+            let (Some(mode), Some(path)) = (args.next(), args.next()) else {
+                eprintln!("usage: dw-probe exec-via memfd|unshare|chroot:DIR PATH");
                 std::process::exit(2);
             };
-            let code = match std::process::Command::new(&path).status() {
+            let code = exec_via(&mode, &path);
+            println!("dw-probe: exec-via {mode} {path}: {code}");
+            std::process::exit(code);
+        }
+        Some(verb @ ("spawn" | "spawn-as")) => {
+            let uid = if verb == "spawn-as" {
+                match args.next().map(|u| u.parse::<u32>()) {
+                    Some(Ok(uid)) => Some(uid),
+                    _ => {
+                        eprintln!("usage: dw-probe spawn-as UID PATH");
+                        std::process::exit(2);
+                    }
+                }
+            } else {
+                None
+            };
+            let Some(path) = args.next() else {
+                eprintln!("usage: dw-probe {verb} [UID] PATH");
+                std::process::exit(2);
+            };
+            let mut command = std::process::Command::new(&path);
+            if let Some(uid) = uid {
+                use std::os::unix::process::CommandExt;
+                command.uid(uid);
+            }
+            let code = match command.status() {
                 Ok(status) => status.code().unwrap_or(128),
                 Err(e) => 100 + e.raw_os_error().unwrap_or(0),
             };
@@ -44,6 +76,62 @@ fn main() {
             let status = status.and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
             println!("dw-probe: {me} ran as pid {}", std::process::id());
             std::process::exit(status);
+        }
+    }
+}
+
+/// Replaces this process with `path` through `mode`; returns only on failure.
+fn exec_via(mode: &str, path: &str) -> i32 {
+    let errno = || 100 + std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let Ok(c_path) = std::ffi::CString::new(path) else {
+        return 2;
+    };
+    let argv = [c_path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: plain syscalls on NUL-terminated strings and buffers owned here.
+    unsafe {
+        match mode {
+            "memfd" => {
+                let Ok(bytes) = std::fs::read(path) else {
+                    return 3;
+                };
+                let fd = libc::memfd_create(c"dw".as_ptr(), 0);
+                if fd < 0
+                    || libc::write(fd, bytes.as_ptr().cast(), bytes.len()) != bytes.len() as isize
+                {
+                    return 3;
+                }
+                libc::fexecve(fd, argv.as_ptr(), envp.as_ptr());
+                errno()
+            }
+            "unshare" => {
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return 3;
+                }
+                libc::execve(c_path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                errno()
+            }
+            other => {
+                let Some(dir) = other.strip_prefix("chroot:") else {
+                    return 2;
+                };
+                let Ok(c_dir) = std::ffi::CString::new(dir) else {
+                    return 2;
+                };
+                if libc::chroot(c_dir.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return 3;
+                }
+                libc::execve(c_path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                errno()
+            }
         }
     }
 }
