@@ -123,66 +123,78 @@ pub fn status_table(s: &Status) -> String {
 pub enum Place {
     /// The running agent at this socket.
     Agent(PathBuf),
+    /// The agent at the default socket or, when none answers there (a socket left by
+    /// a killed agent), the store in the default state directory.
+    AgentOrStore(PathBuf, PathBuf),
     /// A stopped agent's state directory.
     Store(PathBuf),
 }
 
 /// `driftwall flashback`: `query` is `/v1/flashback`'s query string.
 pub fn flashback(place: Place, query: &str, cgroup_root: &Path) -> ExitCode {
-    match place {
-        Place::Agent(socket) => match get(
-            &socket,
-            Method::GET,
-            &format!("/v1/flashback?{query}"),
-            None,
-        ) {
-            Ok(bytes) => {
-                print!("{}", String::from_utf8_lossy(&bytes));
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Place::Store(dir) => {
-            let boot = driftwall_enforcer::capture::boot_id();
-            let (q, format) = match query::flashback_query(Some(query), boot, cgroup_root) {
-                Ok(q) => q,
-                Err(e) => {
-                    eprintln!("driftwall: error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let path = dir.join("graph.redb");
-            if !path.exists() {
-                eprintln!(
-                    "driftwall: error: no context graph at {} (and no agent at {}: is `driftwall run` running?)",
-                    path.display(),
-                    driftwall_enforcer::api::DEFAULT_SOCKET
-                );
-                return ExitCode::from(2);
-            }
-            let store = match driftwall_ctxgraph::Store::open(
-                &path,
-                driftwall_ctxgraph::Config::default(),
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!(
-                        "driftwall: error: opening {}: {e} (a running agent holds it: ask it with --socket)",
-                        path.display()
-                    );
-                    return ExitCode::from(1);
-                }
-            };
-            match handlers::story(&store, q, format) {
-                Ok((_, text)) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("driftwall: error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+    let (socket, fallback) = match place {
+        Place::Agent(socket) => (socket, None),
+        Place::AgentOrStore(socket, dir) => (socket, Some(dir)),
+        Place::Store(dir) => return flashback_offline(&dir, query, cgroup_root),
+    };
+    let path = format!("/v1/flashback?{query}");
+    match block_on(request(&socket, Method::GET, &path, None)) {
+        Err(code) => code,
+        Ok(Ok(bytes)) => {
+            print!("{}", String::from_utf8_lossy(&bytes));
+            ExitCode::SUCCESS
+        }
+        Ok(Err(ClientError::NoAgent(_))) if fallback.is_some() => {
+            flashback_offline(&fallback.unwrap_or_default(), query, cgroup_root)
+        }
+        Ok(Err(e)) => {
+            eprintln!("driftwall: error: {e}");
+            ExitCode::from(match e {
+                ClientError::Status { status, .. } if status.is_client_error() => 2,
+                _ => 1,
+            })
+        }
+    }
+}
+
+/// `driftwall flashback` on the store of a stopped agent in `dir`.
+fn flashback_offline(dir: &Path, query: &str, cgroup_root: &Path) -> ExitCode {
+    let boot = driftwall_enforcer::capture::boot_id();
+    let (q, format) = match query::flashback_query(Some(query), boot, cgroup_root) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = dir.join("graph.redb");
+    if !path.exists() {
+        eprintln!(
+            "driftwall: error: no context graph at {} (and no agent at {}: is `driftwall run` running?)",
+            path.display(),
+            driftwall_enforcer::api::DEFAULT_SOCKET
+        );
+        return ExitCode::from(2);
+    }
+    let store = match driftwall_ctxgraph::Store::open(&path, driftwall_ctxgraph::Config::default())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "driftwall: error: opening {}: {e} (a running agent holds it: ask it with --socket)",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match handlers::story(&store, q, format) {
+        Ok((_, text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            ExitCode::from(1)
         }
     }
 }

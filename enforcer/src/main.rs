@@ -494,9 +494,10 @@ fn main() -> ExitCode {
             let place = match (socket, state_dir) {
                 (Some(s), _) => cli_api::Place::Agent(s),
                 (None, Some(d)) => cli_api::Place::Store(d),
-                (None, None) if default_socket.exists() => {
-                    cli_api::Place::Agent(default_socket.to_path_buf())
-                }
+                (None, None) if default_socket.exists() => cli_api::Place::AgentOrStore(
+                    default_socket.to_path_buf(),
+                    PathBuf::from("/var/lib/driftwall"),
+                ),
                 (None, None) => cli_api::Place::Store(PathBuf::from("/var/lib/driftwall")),
             };
             cli_api::flashback(

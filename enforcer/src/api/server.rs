@@ -184,14 +184,14 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ListenError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
@@ -360,7 +360,7 @@ fn percent_decode(text: &str) -> Result<String, ApiError> {
 
 /// Compares in time independent of where the inputs differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    let mut diff = u8::from(a.len() != b.len());
     for (i, y) in b.iter().enumerate() {
         diff |= a.get(i).copied().unwrap_or(0) ^ y;
     }
