@@ -14,17 +14,26 @@
 //! already in the ring are written — its Flashback is computed and printed. On SIGINT
 //! or SIGTERM the queue is written, the programs are detached (dropping the `Ebpf`
 //! object closes the links) and the agent exits 0.
-use std::{io::Write, path::PathBuf, time::Duration};
+//!
+//! Before any program is loaded the kernel's capabilities are probed and printed (see
+//! [`capabilities`](crate::capabilities)) and the API socket is bound, so a second
+//! agent refuses to start while one runs. The [`api`](crate::api) server shares the
+//! context graph store with the loop (the store serves snapshot readers beside its
+//! one writer), reads the loop's [`Metrics`] and hears each decision on a broadcast
+//! channel that never makes the loop wait.
+use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 
 use aya::{Btf, maps::RingBuf};
 use driftwall_abi::names;
-use driftwall_ctxgraph::Target;
+use driftwall_ctxgraph::{Event, Target};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
 
 use crate::{
+    api::{self, AgentState, ApiState, BundleInfo, HookStatus, Listeners, Metrics},
+    capabilities::Capabilities,
     capture::{CaptureError, DecisionFacts, GraphCapture},
     events::{self, BootClock, Record},
     kernel_offsets,
@@ -41,6 +50,10 @@ pub struct RunConfig {
     pub output: OutputFormat,
     /// Where the context graph lives (`<state_dir>/graph.redb`).
     pub state_dir: PathBuf,
+    /// Where the API listens.
+    pub api: api::ApiConfig,
+    /// Logs are JSON: the capability table goes to the log as events, not as a table.
+    pub log_json: bool,
 }
 
 /// Why the agent stopped with an error. `Source` and `Resolve` errors are the
@@ -61,12 +74,19 @@ pub enum AgentError {
     RingBuffer(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Api(#[from] api::ListenError),
 }
 
 impl AgentError {
     /// Whether the operator's input (policy, flags) is at fault.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, AgentError::Source(_) | AgentError::Resolve(_))
+        matches!(
+            self,
+            AgentError::Source(_)
+                | AgentError::Resolve(_)
+                | AgentError::Api(api::ListenError::Token { .. })
+        )
     }
 }
 
@@ -95,12 +115,28 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     for w in crate::output::bundle_warnings(&bundle) {
         tracing::warn!("{w}");
     }
+    let capabilities = Capabilities::probe(&config.cgroup_root);
+    print_capabilities(&capabilities, config.log_json);
     programs::check_bpf_lsm()?;
+    // Before anything is loaded: a second agent stops here.
+    let listeners = Listeners::bind(&config.api)?;
     let offsets = kernel_offsets::from_running_kernel()?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
     let clock = BootClock::now();
     let mut graph = GraphCapture::open(&config.state_dir, clock)?;
+    let metrics = Arc::new(Metrics::default());
+    let agent_state = Arc::new(AgentState::new(capabilities));
+    let api_state = Arc::new(ApiState::new(
+        graph.store(),
+        Arc::clone(&agent_state),
+        Arc::clone(&metrics),
+        graph.boot_id(),
+        config.cgroup_root.clone(),
+    ));
+    let live = api_state.live.clone();
+    let server = listeners.serve(api_state);
+    tracing::info!(socket = %server.socket().display(), "API listening");
 
     let mut ebpf = programs::open(&offsets)?;
     programs::write_tables(&mut ebpf, &tables)?;
@@ -116,7 +152,9 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         Err(e) => tracing::error!(error = %e, "scanning /proc failed; enforcement goes on"),
     }
     programs::attach_enforcement(&mut ebpf, &btf)?;
-    let mut sink = EventSink::new(&mut out);
+    agent_state.set_hooks(hook_status(&ebpf));
+    agent_state.install_bundle(BundleInfo::new(&bundle, &policy));
+    let mut sink = EventSink::new(&mut out, Arc::clone(&metrics));
     sink.emit(&Ready::new(&bundle, &policy).render(config.output));
     tracing::info!(
         bundle = %bundle.hash(),
@@ -127,7 +165,15 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         "enforcement attached (exec, connect, bind, listen)"
     );
 
-    let mut counters = Counters::default();
+    let mut counters = Counters {
+        metrics: Arc::clone(&metrics),
+        ..Counters::default()
+    };
+    let mut ctx = DecisionContext {
+        metrics: &metrics,
+        live: &live,
+        format: config.output,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -157,7 +203,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 target: Target::Path(rec.path.clone().unwrap_or_default()),
                                 rule: line.rule.clone(),
                             };
-                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
                         }
                         Ok(Record::Net(rec)) => {
                             let line = NetDecision::new(&rec, &policy, &clock);
@@ -172,11 +218,11 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 target: Target::Endpoint(std::net::SocketAddr::new(rec.ip, rec.port)),
                                 rule: line.rule.clone(),
                             };
-                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
                         }
-                        Ok(Record::Lifecycle(_)) => counters.malformed += 1,
+                        Ok(Record::Lifecycle(_)) => counters.malformed(),
                         Err(e) => {
-                            counters.malformed += 1;
+                            counters.malformed();
                             tracing::error!(error = %e, "dropping a malformed ring-buffer record");
                         }
                     }
@@ -192,6 +238,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     drop(decisions);
     drop(lifecycle);
     drop(ebpf);
+    drop(server);
     tracing::info!(
         malformed = counters.malformed,
         graph_errors = counters.graph_errors,
@@ -199,6 +246,13 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         "programs detached; exiting"
     );
     Ok(())
+}
+
+/// Where a decision goes besides stdout: the metrics and the API's live feed.
+struct DecisionContext<'a> {
+    metrics: &'a Metrics,
+    live: &'a tokio::sync::broadcast::Sender<Event>,
+    format: OutputFormat,
 }
 
 /// Records a decision in the graph and prints its Flashback. What led to it is already
@@ -209,14 +263,68 @@ fn record_decision<W: Write>(
     graph: &mut GraphCapture,
     counters: &mut Counters,
     sink: &mut EventSink<'_, W>,
-    format: crate::output::OutputFormat,
+    ctx: &mut DecisionContext<'_>,
 ) {
+    let verdict = match facts.decision {
+        driftwall_abi::Decision::Deny => "deny",
+        driftwall_abi::Decision::Audit => "audit",
+    };
+    ctx.metrics
+        .record_decision(facts.hook, verdict, facts.workload.as_deref());
     drain_lifecycle(lifecycle.get_mut(), graph, counters);
     let tgid = facts.tgid;
-    match graph.decision(facts) {
-        Ok(story) => sink.emit(&FlashbackLine::new(tgid, &story).render(format)),
+    let event = graph.decision_event(facts);
+    // Never blocks: a subscriber that falls behind is told it lagged.
+    let _ = ctx.live.send(Event::Process(event.clone()));
+    match graph.decision(event) {
+        Ok(story) => sink.emit(&FlashbackLine::new(tgid, &story).render(ctx.format)),
         Err(e) => counters.graph(Err(e)),
     }
+}
+
+/// The capability table at start-up: a table on stderr, or log events with JSON logs.
+fn print_capabilities(caps: &Capabilities, log_json: bool) {
+    if log_json {
+        for row in &caps.rows {
+            tracing::info!(
+                capability = %row.name,
+                available = row.available,
+                detail = %row.detail,
+                "kernel capability"
+            );
+        }
+    } else {
+        eprint!("{}", caps.to_table());
+    }
+}
+
+/// The programs attached and their kernel ids.
+fn hook_status(ebpf: &aya::Ebpf) -> Vec<HookStatus> {
+    let id = |name: &str| {
+        ebpf.program(name)
+            .and_then(|p| p.info().ok())
+            .map(|i| i.id())
+    };
+    let lifecycle = programs::LIFECYCLE_PROGRAMS
+        .iter()
+        .map(|(name, hook)| HookStatus {
+            program: (*name).into(),
+            hook: (*hook).into(),
+            kind: "tp_btf".into(),
+            inline: false,
+            program_id: id(name),
+        });
+    programs::LSM_PROGRAMS
+        .iter()
+        .map(|(name, hook)| HookStatus {
+            program: (*name).into(),
+            hook: (*hook).into(),
+            kind: "lsm".into(),
+            inline: true,
+            program_id: id(name),
+        })
+        .chain(lifecycle)
+        .collect()
 }
 
 /// Reads every lifecycle record in the ring into the graph's queue.
@@ -231,9 +339,9 @@ fn drain_lifecycle(
                 let result = graph.lifecycle(&rec);
                 counters.graph(result);
             }
-            Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed += 1,
+            Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed(),
             Err(e) => {
-                counters.malformed += 1;
+                counters.malformed();
                 tracing::error!(error = %e, "dropping a malformed lifecycle record");
             }
         }
@@ -245,11 +353,18 @@ fn drain_lifecycle(
 struct Counters {
     malformed: u64,
     graph_errors: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Counters {
+    fn malformed(&mut self) {
+        self.malformed += 1;
+        self.metrics.add_malformed();
+    }
+
     fn graph(&mut self, result: Result<(), CaptureError>) {
         if let Err(e) = result {
+            self.metrics.add_graph_error();
             if self.graph_errors == 0 {
                 tracing::error!(error = %e, "the context graph failed; enforcement goes on");
             }
@@ -264,15 +379,21 @@ impl Counters {
 struct EventSink<'a, W: Write> {
     out: &'a mut W,
     unwritten: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl<'a, W: Write> EventSink<'a, W> {
-    fn new(out: &'a mut W) -> Self {
-        EventSink { out, unwritten: 0 }
+    fn new(out: &'a mut W, metrics: Arc<Metrics>) -> Self {
+        EventSink {
+            out,
+            unwritten: 0,
+            metrics,
+        }
     }
 
     fn emit(&mut self, line: &str) {
         if let Err(e) = writeln!(self.out, "{line}") {
+            self.metrics.add_unwritten();
             if self.unwritten == 0 {
                 tracing::error!(error = %e, "cannot write events to the output; enforcement goes on");
             }

@@ -8,7 +8,10 @@
 //! processes seen by the kernel programs get the same key.
 //!
 //! A failing store never stops enforcement: the agent logs the error and goes on.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use driftwall_abi::{Decision as KernelDecision, LifecycleOp};
 use driftwall_ctxgraph::{
@@ -57,7 +60,8 @@ pub enum CaptureError {
 
 /// The agent's writer into the context graph.
 pub struct GraphCapture {
-    store: Store,
+    /// Shared with the API, which reads it (redb snapshots) and ingests alerts.
+    store: Arc<Store>,
     boot_id: u128,
     clock: BootClock,
     pending: Vec<Event>,
@@ -75,13 +79,26 @@ impl GraphCapture {
                 path: state_dir.to_path_buf(),
                 source,
             })?;
-        let store = Store::open(state_dir.join("graph.redb"), Config::default())?;
+        let store = Arc::new(Store::open(
+            state_dir.join("graph.redb"),
+            Config::default(),
+        )?);
         Ok(GraphCapture {
             store,
             boot_id: boot_id(),
             clock,
             pending: Vec::with_capacity(BATCH),
         })
+    }
+
+    /// The store, to share with the API.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// This boot's id.
+    pub fn boot_id(&self) -> u128 {
+        self.boot_id
     }
 
     /// The key of a process of this boot.
@@ -203,10 +220,9 @@ impl GraphCapture {
         Ok(())
     }
 
-    /// Records a decision and returns its Flashback. Lifecycle records read before the
-    /// decision are written first, so the story holds everything that led to it.
-    pub fn decision(&mut self, rec: DecisionFacts) -> Result<Flashback, CaptureError> {
-        let event = ProcessEvent {
+    /// The graph's event of a decision.
+    pub fn decision_event(&self, rec: DecisionFacts) -> ProcessEvent {
+        ProcessEvent {
             time_ns: self.clock.epoch_ns(rec.boot_ns),
             process: self.key(rec.tgid, rec.start_ns),
             kind: ProcessEventKind::Decision(Decision {
@@ -219,7 +235,13 @@ impl GraphCapture {
                 target: rec.target,
                 rule: rec.rule,
             }),
-        };
+        }
+    }
+
+    /// Records a decision (from [`GraphCapture::decision_event`]) and returns its
+    /// Flashback. Lifecycle records read before the decision are written first, so the
+    /// story holds everything that led to it.
+    pub fn decision(&mut self, event: ProcessEvent) -> Result<Flashback, CaptureError> {
         self.pending.push(Event::Process(event.clone()));
         self.flush()?;
         Ok(self
@@ -229,7 +251,7 @@ impl GraphCapture {
 }
 
 /// This boot's id, `/proc/sys/kernel/random/boot_id` (a UUID) as a number.
-fn boot_id() -> u128 {
+pub fn boot_id() -> u128 {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
         .and_then(|s| u128::from_str_radix(&s.trim().replace('-', ""), 16).ok())

@@ -14,9 +14,15 @@
 //! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers, a clean
 //!   detach on SIGINT/SIGTERM.
 //! * [`output`] renders events as text or JSON lines.
+//! * [`capabilities`] probes what the kernel offers (BPF LSM, ring buffers, cgroup v2,
+//!   BPF statistics) for the start-up table and `driftwall status`.
+//! * [`api`] is the agent's HTTP API on a unix socket (status, Flashback, processes,
+//!   the event stream, alert ingest, metrics) and the client the CLI verbs use.
 //!
 //! The `driftwall` binary (`src/main.rs`) is the command line over these modules.
 pub mod agent;
+pub mod api;
+pub mod capabilities;
 pub mod capture;
 pub mod events;
 pub mod kernel_offsets;

@@ -10,9 +10,12 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
+
+mod cli_api;
 use driftwall_compiler::{explain::Outcome, policytest, symbolic};
 use driftwall_enforcer::{
     agent::{self, RunConfig},
+    api::ApiConfig,
     output::OutputFormat,
     resolve,
     source::{self, PolicySource},
@@ -29,9 +32,13 @@ use driftwall_enforcer::{
         decision.\n\nExit codes: 0 ok, 1 failure on this node, 2 usage or input error."
 )]
 struct Cli {
-    /// Log format on stderr (the level comes from RUST_LOG, default `info`).
+    /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Log level or filter (`debug`, `driftwall_enforcer=debug,info`, …) [default:
+    /// RUST_LOG, else `info`].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +68,71 @@ enum Command {
         cgroup_root: Option<PathBuf>,
         #[command(flatten)]
         state: StateDirArg,
+        /// The API's unix socket (0600; its directory is created 0700).
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        api_socket: PathBuf,
+        /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:9464); needs --api-token-file.
+        #[arg(long, value_name = "ADDR", requires = "api_token_file")]
+        api_listen: Option<std::net::SocketAddr>,
+        /// The bearer token TCP clients must send (a file of mode 0600, at least 16
+        /// characters).
+        #[arg(long, value_name = "FILE", requires = "api_listen")]
+        api_token_file: Option<PathBuf>,
+    },
+    /// Show what the running agent enforces: bundle, workloads, hooks, kernel
+    /// capabilities.
+    ///
+    /// Asks the agent over its API socket. Exit codes: 0 ok, 1 no agent or it failed.
+    Status {
+        /// The agent's API socket.
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        socket: PathBuf,
+        /// Print the agent's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a third-party alert to the running agent: it is mapped onto the context
+    /// graph (by pid, cgroup, container, IP or process id, at its time) and kept as a
+    /// flag on that process, so its Flashback shows it.
+    ///
+    /// Give the alert as a JSON file (`{"source": …, "title": …, "severity":
+    /// "low|medium|high|critical", "time": RFC 3339 or ns, "pid"|"cgroup"|"container"|"ip"|"process": …}`)
+    /// or as flags. Prints what the alert mapped to.
+    Alert {
+        /// The agent's API socket.
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        socket: PathBuf,
+        /// The alert as a JSON file (`-` for stdin).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "title", "time", "pid", "cgroup", "container", "ip", "process"])]
+        file: Option<PathBuf>,
+        /// Who raised it, e.g. `suricata`.
+        #[arg(long, required_unless_present = "file")]
+        source: Option<String>,
+        /// What it says.
+        #[arg(long, required_unless_present = "file")]
+        title: Option<String>,
+        /// low, medium, high or critical.
+        #[arg(long, default_value = "medium")]
+        severity: String,
+        /// When, RFC 3339 or ns since the epoch [default: now].
+        #[arg(long)]
+        time: Option<String>,
+        #[arg(long, group = "alert_target")]
+        pid: Option<u32>,
+        /// A cgroup id or a path under the cgroup v2 mount.
+        #[arg(long, group = "alert_target")]
+        cgroup: Option<String>,
+        /// A container id.
+        #[arg(long, group = "alert_target")]
+        container: Option<String>,
+        #[arg(long, group = "alert_target")]
+        ip: Option<std::net::IpAddr>,
+        /// A process id as the API spells it (`<boot>:<pid>:<start ns>`).
+        #[arg(long, group = "alert_target")]
+        process: Option<String>,
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
     },
     /// Compile a policy repository into a bundle file.
     ///
@@ -80,15 +152,26 @@ enum Command {
     /// Show the story of a process from the context graph: what led to it and what
     /// followed.
     ///
-    /// Reads the agent's store (`graph.redb` in the state directory) while the agent is
-    /// stopped; the running agent prints each block's Flashback itself.
+    /// Asks the running agent over its API socket (`--socket`, or the default socket
+    /// when it exists); with `--state-dir`, or when no agent runs, reads the store
+    /// (`graph.redb`) of a stopped agent.
     Flashback {
+        /// A decision, by the id `/v1/events` gives it (`<process id>@<time ns>`).
+        #[arg(long, group = "locator", value_name = "ID")]
+        decision: Option<String>,
+        /// A process, by its id (`<boot id>:<pid>:<start ns>`).
+        #[arg(long, group = "locator", value_name = "ID")]
+        process: Option<String>,
         /// The process that had this pid at `--at`.
         #[arg(long, group = "locator", value_name = "PID")]
         pid: Option<u32>,
-        /// A process of this cgroup v2 id alive at `--at`.
+        /// A process of this cgroup (v2 id, or path under the cgroup v2 mount) alive
+        /// at `--at`.
+        #[arg(long, group = "locator", value_name = "ID|PATH")]
+        cgroup: Option<String>,
+        /// A process of this container's cgroup alive at `--at`.
         #[arg(long, group = "locator", value_name = "ID")]
-        cgroup: Option<u64>,
+        container: Option<String>,
         /// A process of this workload alive at `--at`.
         #[arg(long, group = "locator", value_name = "NAME")]
         workload: Option<String>,
@@ -101,8 +184,20 @@ enum Command {
         /// How to show it.
         #[arg(long, value_enum, default_value_t = StoryFormat::Tree)]
         format: StoryFormat,
-        #[command(flatten)]
-        state: StateDirArg,
+        /// Ask the agent at this API socket.
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "state_dir",
+            env = "DRIFTWALL_API_SOCKET"
+        )]
+        socket: Option<PathBuf>,
+        /// Read the store of a stopped agent in DIR [default: /var/lib/driftwall].
+        #[arg(long, value_name = "DIR", env = "DRIFTWALL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The cgroup v2 mount, for --cgroup PATH and --container without an agent.
+        #[arg(long, value_name = "PATH")]
+        cgroup_root: Option<PathBuf>,
     },
     /// Decide one request against a policy without a node, and say why.
     ///
@@ -284,13 +379,19 @@ impl SourceArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    if let Err(e) = init_logging(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("driftwall: error: --log-level: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Run {
             source,
             output,
             cgroup_root,
             state,
+            api_socket,
+            api_listen,
+            api_token_file,
         } => {
             let Some(source) = source.source() else {
                 eprintln!("driftwall: error: name the policy: --policies DIR or --bundle FILE");
@@ -301,7 +402,46 @@ fn main() -> ExitCode {
                 cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
                 output,
                 state_dir: state.state_dir,
+                api: ApiConfig {
+                    socket: api_socket,
+                    tcp: api_listen.zip(api_token_file),
+                },
+                log_json: matches!(cli.log_format, LogFormat::Json),
             })
+        }
+        Command::Status { socket, json } => cli_api::status(&socket, json),
+        Command::Alert {
+            socket,
+            file,
+            source,
+            title,
+            severity,
+            time,
+            pid,
+            cgroup,
+            container,
+            ip,
+            process,
+            json,
+        } => {
+            let body = match file {
+                Some(f) => cli_api::read_alert_file(&f),
+                None => Ok(serde_json::json!({
+                    "source": source,
+                    "title": title,
+                    "severity": severity,
+                    "time": time.unwrap_or_else(|| humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()),
+                    "pid": pid,
+                    "cgroup": cgroup,
+                    "container": container,
+                    "ip": ip,
+                    "process": process,
+                })),
+            };
+            match body {
+                Ok(body) => cli_api::alert(&socket, body, json),
+                Err(code) => code,
+            }
         }
         Command::Compile {
             policies,
@@ -324,90 +464,57 @@ fn main() -> ExitCode {
             output,
         } => diff(&before, &after, output),
         Command::Flashback {
+            decision,
+            process,
             pid,
             cgroup,
+            container,
             workload,
             ip,
             at,
             format,
-            state,
-        } => flashback(
-            pid,
-            cgroup,
-            workload,
-            ip,
-            at.as_deref(),
-            format,
-            &state.state_dir,
-        ),
-    }
-}
-
-fn flashback(
-    pid: Option<u32>,
-    cgroup: Option<u64>,
-    workload: Option<String>,
-    ip: Option<std::net::IpAddr>,
-    at: Option<&str>,
-    format: StoryFormat,
-    state_dir: &Path,
-) -> ExitCode {
-    use driftwall_ctxgraph::{Config, FlashbackOptions, Locator, Store, Subject};
-    let time_ns = match at {
-        None => std::time::SystemTime::now(),
-        Some(t) => match humantime::parse_rfc3339_weak(t) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("driftwall: error: --at {t:?}: {e} (expected RFC 3339, e.g. 2026-11-22T18:42:38Z)");
-                return ExitCode::from(2);
+            socket,
+            state_dir,
+            cgroup_root,
+        } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (key, value) in [
+                ("decision", decision),
+                ("process", process),
+                ("pid", pid.map(|p| p.to_string())),
+                ("cgroup", cgroup),
+                ("container", container),
+                ("workload", workload),
+                ("ip", ip.map(|a| a.to_string())),
+                ("time", at),
+            ] {
+                if let Some(v) = value {
+                    query.append_pair(key, &v);
+                }
             }
-        },
-    }
-    .duration_since(std::time::UNIX_EPOCH)
-    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let locator = match (pid, cgroup, workload, ip) {
-        (Some(tgid), ..) => Locator::Pid { tgid, time_ns },
-        (_, Some(cgroup_id), ..) => Locator::Cgroup { cgroup_id, time_ns },
-        (_, _, Some(name), _) => Locator::Workload { name, time_ns },
-        (.., Some(addr)) => Locator::Ip { addr, time_ns },
-        _ => {
-            eprintln!("driftwall: error: name a process: --pid, --cgroup, --workload or --ip");
-            return ExitCode::from(2);
-        }
-    };
-    let path = state_dir.join("graph.redb");
-    if !path.exists() {
-        eprintln!("driftwall: error: no context graph at {}", path.display());
-        return ExitCode::from(2);
-    }
-    let store = match Store::open(&path, Config::default()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "driftwall: error: opening {}: {e} (a running agent holds it; its output has each block's Flashback)",
-                path.display()
-            );
-            return ExitCode::from(1);
-        }
-    };
-    match store.flashback(&Subject::Locator(locator), &FlashbackOptions::default()) {
-        Ok(story) => {
-            match format {
-                StoryFormat::Tree => print!("{}", story.to_tree()),
-                StoryFormat::Dot => print!("{}", story.to_dot()),
-                StoryFormat::Json => match story.to_json() {
-                    Ok(j) => println!("{j}"),
-                    Err(e) => {
-                        eprintln!("driftwall: error: {e}");
-                        return ExitCode::from(1);
-                    }
+            query.append_pair(
+                "format",
+                match format {
+                    StoryFormat::Tree => "text",
+                    StoryFormat::Json => "json",
+                    StoryFormat::Dot => "dot",
                 },
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("driftwall: error: {e}");
-            ExitCode::from(1)
+            );
+            let default_socket = Path::new(driftwall_enforcer::api::DEFAULT_SOCKET);
+            let place = match (socket, state_dir) {
+                (Some(s), _) => cli_api::Place::Agent(s),
+                (None, Some(d)) => cli_api::Place::Store(d),
+                (None, None) if default_socket.exists() => cli_api::Place::AgentOrStore(
+                    default_socket.to_path_buf(),
+                    PathBuf::from("/var/lib/driftwall"),
+                ),
+                (None, None) => cli_api::Place::Store(PathBuf::from("/var/lib/driftwall")),
+            };
+            cli_api::flashback(
+                place,
+                &query.finish(),
+                &cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
+            )
         }
     }
 }
@@ -671,12 +778,17 @@ fn diff(before: &Path, after: &Path, output: OutputFormat) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs on stderr: `--log-level` if given, else RUST_LOG, else `info`.
+fn init_logging(format: LogFormat, level: Option<&str>) -> Result<(), String> {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("{l:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }

@@ -194,14 +194,17 @@ pub fn attach_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsErro
     Ok(())
 }
 
+/// The `tp_btf` lifecycle programs and their tracepoints.
+pub const LIFECYCLE_PROGRAMS: [(&str, &str); 3] = [
+    (names::PROG_FORK, "sched_process_fork"),
+    (names::PROG_EXEC_SEEN, "sched_process_exec"),
+    (names::PROG_EXIT, "sched_process_exit"),
+];
+
 /// Loads and attaches the `tp_btf` lifecycle programs (fork, exec, exit). They need no
 /// BPF LSM.
 pub fn attach_lifecycle(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
-    for (name, tracepoint) in [
-        (names::PROG_FORK, "sched_process_fork"),
-        (names::PROG_EXEC_SEEN, "sched_process_exec"),
-        (names::PROG_EXIT, "sched_process_exit"),
-    ] {
+    for (name, tracepoint) in LIFECYCLE_PROGRAMS {
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(name)
             .ok_or(ProgramsError::Missing("a lifecycle program"))?

@@ -55,6 +55,7 @@ fn main() {
         "a_cedar_permit_extends_a_profile",
         "connect_to_a_forbidden_address_fails_with_eperm",
         "bind_and_listen_rules_apply_per_workload",
+        "the_api_serves_status_events_and_flashback",
         "agent_detaches_on_sigterm",
         "flashback_cli_tells_the_story_after_the_agent_stopped",
         "kernel_agrees_with_reference_on_generated_requests",

@@ -54,7 +54,7 @@ fn main() {
     let _ = reporter.run("agent_starts_and_reports_ready", || {
         Ok::<_, String>(format!("ready: {}", agent.ready_line))
     });
-    let tests: [(&str, GuestTest); 13] = [
+    let tests: [(&str, GuestTest); 14] = [
         ("allowed_binary_runs", allowed_binary_runs),
         (
             "a_block_comes_with_its_flashback",
@@ -100,6 +100,10 @@ fn main() {
         (
             "bind_and_listen_rules_apply_per_workload",
             bind_and_listen_rules_apply_per_workload,
+        ),
+        (
+            "the_api_serves_status_events_and_flashback",
+            the_api_serves_status_events_and_flashback,
         ),
     ];
     for (name, test) in tests {
@@ -733,6 +737,137 @@ fn flashback_cli_tells_the_story() -> Res {
         "{} lines of story; DOT has {} lines",
         text.lines().count(),
         dot.lines().count()
+    ))
+}
+
+/// The agent's API socket (the default).
+const API_SOCKET: &str = "/run/driftwall/api.sock";
+
+/// Runs `driftwall ARGS` and returns its stdout, or why it failed.
+fn driftwall(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("/bin/driftwall")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "driftwall {args:?}: exit {}: {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Through the running agent's API socket: `driftwall status --json` names the bundle
+/// of the `ready` line, the inline LSM hooks and an active BPF LSM; a live
+/// `GET /v1/events` stream carries a denied exec as it happens, with its id; and
+/// `driftwall flashback --socket … --decision <id>` tells that block's story.
+fn the_api_serves_status_events_and_flashback(agent: &Agent) -> Res {
+    use std::io::{Read, Write};
+    let mode = std::fs::metadata(API_SOCKET)
+        .map_err(|e| format!("{API_SOCKET}: {e}"))?
+        .mode()
+        & 0o777;
+    if mode != 0o600 {
+        return Err(format!("{API_SOCKET} has mode {mode:o}, not 600"));
+    }
+    let status: Value = serde_json::from_str(&driftwall(&["status", "--json"])?)
+        .map_err(|e| format!("status --json: {e}"))?;
+    let ready: Value = serde_json::from_str(&agent.ready_line).map_err(|e| e.to_string())?;
+    if status["bundle"]["hash"] != ready["bundle"] {
+        return Err(format!("status bundle is not the ready line's: {status}"));
+    }
+    let hooks = status["hooks"].to_string();
+    if !hooks.contains("\"hook\":\"bprm_check_security\",\"kind\":\"lsm\",\"inline\":true") {
+        return Err(format!("no inline exec hook in the status: {hooks}"));
+    }
+    let bpf_lsm = status["capabilities"]["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == "bpf_lsm"))
+        .ok_or("no bpf_lsm row")?;
+    if bpf_lsm["available"] != true {
+        return Err(format!("BPF LSM not reported active: {bpf_lsm}"));
+    }
+    let table = driftwall(&["status"])?;
+    if !table.contains("bprm_check_security") || !table.contains("bpf_lsm") {
+        return Err(format!(
+            "the status table lacks hooks or capabilities:\n{table}"
+        ));
+    }
+
+    let mut stream = std::os::unix::net::UnixStream::connect(API_SOCKET)
+        .map_err(|e| format!("connect {API_SOCKET}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: dw\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    // The head of the response: the subscription is in place.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    let n = stream
+        .read(&mut buf)
+        .map_err(|e| format!("events head: {e}"))?;
+    seen.extend_from_slice(&buf[..n]);
+    let s = run_in("dw/web", DENIED)?;
+    expect_denied(&s)?;
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let id = loop {
+        let text = String::from_utf8_lossy(&seen).to_string();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+            .find(|v| v["event"]["process"]["tgid"] == s.pid && v["id"].is_string());
+        if let Some(v) = found {
+            break v["id"].as_str().unwrap_or_default().to_string();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no live event for pid {} in:\n{text}", s.pid));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(format!("the event stream closed:\n{text}")),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("reading events: {e}")),
+        }
+    };
+    drop(stream);
+    let story: Value = serde_json::from_str(&driftwall(&[
+        "flashback",
+        "--socket",
+        API_SOCKET,
+        "--decision",
+        &id,
+        "--format",
+        "json",
+    ])?)
+    .map_err(|e| format!("flashback json: {e}"))?;
+    let last = story["chain"]
+        .as_array()
+        .and_then(|c| c.last())
+        .ok_or_else(|| format!("no chain: {story}"))?;
+    if last["key"]["tgid"] != s.pid || !story["trigger"].to_string().contains(DENIED) {
+        return Err(format!(
+            "the story is not the block of pid {}: {story}",
+            s.pid
+        ));
+    }
+    let tree = driftwall(&["flashback", "--socket", API_SOCKET, "--decision", &id])?;
+    if !tree.contains(&format!("DENY exec {DENIED}")) {
+        return Err(format!("the tree lacks the block:\n{tree}"));
+    }
+    Ok(format!(
+        "status names bundle {}; live event {id}; flashback chain of {}",
+        status["bundle"]["hash"],
+        story["chain"].as_array().map_or(0, Vec::len)
     ))
 }
 

@@ -1,0 +1,180 @@
+//! What the agent knows about itself and serves on `GET /v1/status`: the bundle in
+//! force, its workloads, the hooks attached and the kernel's capability table.
+//!
+//! The bundle information sits behind a lock and carries a generation number so that a
+//! reload (`driftwall load`, SIGHUP) can swap it whole with [`AgentState::install_bundle`]:
+//! a reader sees the old bundle or the new one, never a mixture.
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capabilities::Capabilities;
+
+/// The bundle in force on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleInfo {
+    /// `sha256:…` content hash.
+    pub hash: String,
+    /// The policy repository's git commit, when known.
+    pub source_commit: Option<String>,
+    /// The version of the compiler that wrote it.
+    pub compiler_version: String,
+    /// When the agent put it in force, RFC 3339.
+    pub loaded_at: String,
+    /// The same, nanoseconds since the Unix epoch.
+    pub loaded_at_ns: u64,
+    /// Its workloads as resolved on this node.
+    pub workloads: Vec<WorkloadInfo>,
+}
+
+/// One workload of the bundle in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    pub name: String,
+    /// `enforce` or `audit`.
+    pub mode: String,
+    /// cgroup v2 path, relative to the cgroup v2 mount.
+    pub cgroup: String,
+    /// The cgroup's id when it exists on this node (the workload is bound).
+    pub cgroup_id: Option<u64>,
+}
+
+impl BundleInfo {
+    /// The information of `bundle` resolved as `policy`, loaded now.
+    pub fn new(
+        bundle: &driftwall_compiler::Bundle,
+        policy: &crate::resolve::ResolvedPolicy,
+    ) -> Self {
+        let now = std::time::SystemTime::now();
+        BundleInfo {
+            hash: bundle.hash().to_string(),
+            source_commit: bundle.meta.source_commit.clone(),
+            compiler_version: bundle.meta.compiler_version.clone(),
+            loaded_at: humantime::format_rfc3339_seconds(now).to_string(),
+            loaded_at_ns: epoch_ns(now),
+            workloads: policy
+                .workloads
+                .iter()
+                .map(|w| WorkloadInfo {
+                    name: w.name.clone(),
+                    mode: match w.mode {
+                        driftwall_compiler::Mode::Audit => "audit",
+                        driftwall_compiler::Mode::Enforce => "enforce",
+                    }
+                    .into(),
+                    cgroup: w.cgroup.clone(),
+                    cgroup_id: w.cgroup_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A program attached to a kernel hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    /// The program's name in the eBPF object.
+    pub program: String,
+    /// The kernel hook, e.g. `bprm_check_security` or `sched_process_exec`.
+    pub hook: String,
+    /// `lsm` or `tp_btf`.
+    pub kind: String,
+    /// True when the program decides the operation before it happens (an LSM hook);
+    /// false for observers and reactive fallbacks.
+    pub inline: bool,
+    /// The kernel's id of the loaded program (for its run-time statistics).
+    pub program_id: Option<u32>,
+}
+
+/// The answer of `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The agent's version.
+    pub agent_version: String,
+    /// When the agent started, RFC 3339.
+    pub started_at: String,
+    /// Bumped by every bundle swap (1 for the bundle loaded at start-up).
+    pub generation: u64,
+    /// The bundle in force (`None` before the first is loaded).
+    pub bundle: Option<BundleInfo>,
+    pub hooks: Vec<HookStatus>,
+    pub capabilities: Capabilities,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: u64,
+    bundle: Option<BundleInfo>,
+    hooks: Vec<HookStatus>,
+}
+
+/// The agent's state as the API sees it; shared by the agent loop and the server.
+pub struct AgentState {
+    started_at: String,
+    capabilities: Capabilities,
+    inner: RwLock<Inner>,
+}
+
+impl AgentState {
+    pub fn new(capabilities: Capabilities) -> Self {
+        AgentState {
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            capabilities,
+            inner: RwLock::default(),
+        }
+    }
+
+    /// Puts `bundle` in force for the API and returns its generation. The seam for a
+    /// reload: call it once the new generation's maps are written.
+    pub fn install_bundle(&self, bundle: BundleInfo) -> u64 {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.generation += 1;
+        inner.bundle = Some(bundle);
+        inner.generation
+    }
+
+    /// Records the hooks attached (replacing what was there).
+    pub fn set_hooks(&self, hooks: Vec<HookStatus>) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).hooks = hooks;
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// The bundle generation in force (0 before the first bundle).
+    pub fn generation(&self) -> u64 {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
+    /// The programs attached, with their kernel ids.
+    pub fn hooks(&self) -> Vec<HookStatus> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .hooks
+            .clone()
+    }
+
+    /// A snapshot for `GET /v1/status`.
+    pub fn status(&self) -> Status {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        Status {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: self.started_at.clone(),
+            generation: inner.generation,
+            bundle: inner.bundle.clone(),
+            hooks: inner.hooks.clone(),
+            capabilities: self.capabilities.clone(),
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub fn epoch_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
