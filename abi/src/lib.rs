@@ -41,6 +41,15 @@ pub const MAX_EXEC_RULES: u32 = 65_536;
 pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+/// Indexes of the per-CPU `LOST_RECORDS` counters: records a program could not put in
+/// a full ring buffer.
+pub const LOST_EVENTS: u32 = 0;
+/// See [`LOST_EVENTS`]: the `LIFECYCLE` ring.
+pub const LOST_LIFECYCLE: u32 = 1;
+/// Smallest ring buffer the agent accepts (one page), and the largest (1 GiB).
+pub const MIN_RING_BYTES: u32 = 4096;
+pub const MAX_RING_BYTES: u32 = 1 << 30;
+
 /// Bytes reserved for an executable's path in an [`ExecEvent`] or [`LifecycleEvent`].
 pub const PATH_CAPACITY: usize = 256;
 /// Bytes of a new image's argument strings kept in a [`LifecycleEvent`].
@@ -60,6 +69,7 @@ pub mod names {
     pub const PATH_SUFFIX_ATOMS: &str = "PATH_SUFFIX_ATOMS";
     pub const IP_ATOMS: &str = "IP_ATOMS";
     pub const NET_ALLOW: &str = "NET_ALLOW";
+    pub const LOST_RECORDS: &str = "LOST_RECORDS";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
     /// LSM programs deciding network operations.

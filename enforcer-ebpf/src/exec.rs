@@ -17,14 +17,14 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use driftwall_abi::{
-    Decision, EventKind, ExecEvent, FileId, KernelOffsets, PATH_CAPACITY,
+    Decision, EventKind, ExecEvent, FileId, KernelOffsets, LOST_EVENTS, PATH_CAPACITY,
     decide::{self, PolicyLookups, Reason, Verdict},
     rules::{Hook, RuleVerdict},
 };
 
 use crate::{
     kernel,
-    maps::{EVENTS, offsets},
+    maps::{self, EVENTS, offsets},
     rules,
     workload::KernelLookups,
 };
@@ -126,8 +126,9 @@ fn report_exec(
     rule: u16,
 ) {
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        // The ring buffer is full: the decision stands but its report is lost. Counting
-        // such losses (and reporting them as gaps) is not built yet.
+        // The ring buffer is full: the decision stands, its report is counted as lost
+        // and user space reports the gap.
+        maps::count_lost(LOST_EVENTS);
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();

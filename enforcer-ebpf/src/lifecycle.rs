@@ -19,13 +19,14 @@ use driftwall_abi::{ARGS_CAPACITY, EventKind, FileId, LifecycleEvent, LifecycleO
 
 use crate::{
     kernel::{self, TaskIds},
-    maps::{LIFECYCLE, offsets},
+    maps::{self, LIFECYCLE, offsets},
 };
 
 /// Reserves and fills the fields every lifecycle record has.
 #[inline(always)]
 fn emit(op: LifecycleOp, ids: TaskIds, parent: TaskIds, fill: impl FnOnce(*mut LifecycleEvent)) {
     let Some(mut entry) = LIFECYCLE.reserve::<LifecycleEvent>(0) else {
+        maps::count_lost(driftwall_abi::LOST_LIFECYCLE);
         return;
     };
     let ev = entry.as_mut_ptr();

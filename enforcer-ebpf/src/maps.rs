@@ -75,6 +75,21 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 pub static LIFECYCLE: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
+/// Per-CPU counts of records lost because a ring buffer was full, indexed by
+/// `LOST_EVENTS` and `LOST_LIFECYCLE`: user space turns their growth into gap events.
+#[map]
+pub static LOST_RECORDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Counts one record lost on `ring` (`LOST_EVENTS` or `LOST_LIFECYCLE`) on this CPU.
+#[inline(always)]
+pub fn count_lost(ring: u32) {
+    if let Some(count) = LOST_RECORDS.get_ptr_mut(ring) {
+        // SAFETY: a per-CPU slot: no other program writes it while this one runs on
+        // this CPU (programs are not preempted by each other on one CPU here).
+        unsafe { *count += 1 };
+    }
+}
+
 /// Offsets of kernel-structure fields, from the running kernel's BTF. Set by user space
 /// before load (`.rodata`, frozen), so the verifier sees them as constants.
 #[unsafe(no_mangle)]

@@ -26,7 +26,7 @@ use driftwall_abi::{
 
 use crate::{
     kernel::{self, AF_INET, AF_INET6},
-    maps::{EVENTS, offsets},
+    maps::{self, EVENTS, offsets},
     rules,
     workload::KernelLookups,
 };
@@ -220,6 +220,7 @@ fn report_net(
     rule: u16,
 ) {
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
+        maps::count_lost(driftwall_abi::LOST_EVENTS);
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();

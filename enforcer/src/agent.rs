@@ -37,7 +37,8 @@ use crate::{
     capture::{CaptureError, DecisionFacts, GraphCapture},
     events::{self, BootClock, Record},
     kernel_offsets,
-    output::{ExecDecision, FlashbackLine, NetDecision, OutputFormat, Ready},
+    loss::LossMonitor,
+    output::{ExecDecision, FlashbackLine, GapLine, NetDecision, OutputFormat, Ready},
     programs, resolve,
     source::{PolicySource, SourceError},
 };
@@ -54,6 +55,8 @@ pub struct RunConfig {
     pub api: api::ApiConfig,
     /// Logs are JSON: the capability table goes to the log as events, not as a table.
     pub log_json: bool,
+    /// Size of each ring buffer, bytes.
+    pub ring_bytes: u32,
 }
 
 /// Why the agent stopped with an error. `Source` and `Resolve` errors are the
@@ -138,7 +141,8 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let server = listeners.serve(api_state);
     tracing::info!(socket = %server.socket().display(), "API listening");
 
-    let mut ebpf = programs::open(&offsets)?;
+    let mut ebpf = programs::open(&offsets, config.ring_bytes)?;
+    let mut losses = LossMonitor::new(&mut ebpf)?;
     programs::write_tables(&mut ebpf, &tables)?;
     let mut decisions = ring(&mut ebpf, names::EVENTS)?;
     let mut lifecycle = ring(&mut ebpf, names::LIFECYCLE)?;
@@ -179,7 +183,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = tick.tick() => counters.graph(graph.flush()),
+            _ = tick.tick() => {
+                counters.graph(graph.flush());
+                report_gaps(&mut losses, &mut sink, &metrics, config.output);
+            }
             guard = lifecycle.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;
                 drain_lifecycle(guard.get_inner_mut(), &mut graph, &mut counters);
@@ -232,6 +239,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         }
     }
     counters.graph(graph.flush());
+    report_gaps(&mut losses, &mut sink, &metrics, config.output);
     let unwritten = sink.unwritten;
     let _ = sink.out.flush();
     // Dropping the object detaches the programs and frees the maps.
@@ -246,6 +254,31 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         "programs detached; exiting"
     );
     Ok(())
+}
+
+/// Reports records the kernel lost since the last look: a `gap` line each and the
+/// `events_lost` metric.
+fn report_gaps<W: Write>(
+    losses: &mut LossMonitor,
+    sink: &mut EventSink<W>,
+    metrics: &Metrics,
+    format: OutputFormat,
+) {
+    match losses.poll() {
+        Ok(gaps) => {
+            for gap in gaps {
+                metrics.add_events_lost(gap.lost);
+                tracing::warn!(
+                    ring = gap.ring,
+                    cpu = gap.cpu,
+                    lost = gap.lost,
+                    "ring buffer full: records lost"
+                );
+                sink.emit(&GapLine::new(&gap).render(format));
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reading the lost-record counters"),
+    }
 }
 
 /// Where a decision goes besides stdout: the metrics and the API's live feed.

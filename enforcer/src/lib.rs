@@ -7,7 +7,8 @@
 //! * [`resolve`] turns a bundle into this node's facts: cgroup ids and executable file
 //!   identities, i.e. the kernel tables.
 //! * [`programs`] loads the embedded eBPF object, fills its maps and attaches it.
-//! * [`events`] decodes and validates ring-buffer records.
+//! * [`events`] decodes and validates ring-buffer records; [`loss`] counts the ones
+//!   the kernel could not deliver (full ring buffers) and reports them as gaps.
 //! * [`capture`] writes lifecycle and decision records into the context graph and
 //!   computes each block's Flashback; [`procscan`] adds the processes that were
 //!   running before the agent.
@@ -26,6 +27,7 @@ pub mod capabilities;
 pub mod capture;
 pub mod events;
 pub mod kernel_offsets;
+pub mod loss;
 pub mod output;
 pub mod procscan;
 pub mod programs;

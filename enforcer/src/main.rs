@@ -78,6 +78,11 @@ enum Command {
         /// characters).
         #[arg(long, value_name = "FILE", requires = "api_listen")]
         api_token_file: Option<PathBuf>,
+        /// Size of each ring buffer (decisions; process events), bytes or with a K, M
+        /// or G suffix: a power of two from 4K to 1G. Records that do not fit are
+        /// counted and reported as `gap` lines.
+        #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = driftwall_enforcer::loss::parse_ring_bytes)]
+        ring_bytes: u32,
     },
     /// Show what the running agent enforces: bundle, workloads, hooks, kernel
     /// capabilities.
@@ -392,6 +397,7 @@ fn main() -> ExitCode {
             api_socket,
             api_listen,
             api_token_file,
+            ring_bytes,
         } => {
             let Some(source) = source.source() else {
                 eprintln!("driftwall: error: name the policy: --policies DIR or --bundle FILE");
@@ -407,6 +413,7 @@ fn main() -> ExitCode {
                     tcp: api_listen.zip(api_token_file),
                 },
                 log_json: matches!(cli.log_format, LogFormat::Json),
+                ring_bytes,
             })
         }
         Command::Status { socket, json } => cli_api::status(&socket, json),

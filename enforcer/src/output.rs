@@ -380,3 +380,45 @@ fn json_line<T: Serialize>(v: &T) -> String {
     // Serialising these plain structs cannot fail; an empty object is a safe fallback.
     serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
+
+/// Records the kernel could not deliver (a full ring buffer), as reported.
+#[derive(Debug, Serialize)]
+pub struct GapLine {
+    pub kind: &'static str,
+    /// When the agent noticed (the records were lost before).
+    pub time: String,
+    /// `events` (decisions) or `lifecycle` (fork, exec, exit).
+    pub ring: &'static str,
+    pub cpu: u32,
+    pub lost: u64,
+}
+
+impl GapLine {
+    pub fn new(gap: &crate::loss::Gap) -> Self {
+        GapLine {
+            kind: "gap",
+            time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            ring: gap.ring,
+            cpu: gap.cpu,
+            lost: gap.lost,
+        }
+    }
+
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => json_line(self),
+            OutputFormat::Text => format!(
+                "{} GAP ring={} cpu={} lost={}: the ring buffer was full; {} not reported (raise --ring-bytes)",
+                self.time,
+                self.ring,
+                self.cpu,
+                self.lost,
+                if self.ring == "events" {
+                    "decisions were enforced but"
+                } else {
+                    "process events were"
+                }
+            ),
+        }
+    }
+}

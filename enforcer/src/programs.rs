@@ -56,10 +56,13 @@ pub enum ProgramsError {
     LsmList(std::io::Error),
 }
 
-/// Opens the embedded object with the running kernel's offsets.
-pub fn open(offsets: &KernelOffsets) -> Result<Ebpf, ProgramsError> {
+/// Opens the embedded object with the running kernel's offsets, with ring buffers of
+/// `ring_bytes` each (a power of two, page multiple: see `loss::parse_ring_bytes`).
+pub fn open(offsets: &KernelOffsets, ring_bytes: u32) -> Result<Ebpf, ProgramsError> {
     let ebpf = EbpfLoader::new()
         .override_global(names::KERNEL_OFFSETS, offsets, true)
+        .map_max_entries(names::EVENTS, ring_bytes)
+        .map_max_entries(names::LIFECYCLE, ring_bytes)
         .load(OBJECT)?;
     Ok(ebpf)
 }

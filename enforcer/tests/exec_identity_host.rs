@@ -39,7 +39,8 @@ fn lifecycle_programs_report_what_stat_and_proc_see() {
     let me = std::process::id();
     let offsets = kernel_offsets::from_running_kernel().expect("offsets from BTF");
     let btf = Btf::from_sys_fs().expect("kernel BTF");
-    let mut ebpf = programs::open(&offsets).expect("open object");
+    let mut ebpf =
+        programs::open(&offsets, driftwall_abi::DEFAULT_RING_BYTES).expect("open object");
     programs::attach_lifecycle(&mut ebpf, &btf).expect("attach tp_btf programs");
     let mut ring =
         RingBuf::try_from(ebpf.take_map(names::LIFECYCLE).expect("map")).expect("ring buffer");
