@@ -169,6 +169,7 @@ fn flashback_reports_the_gaps_it_crosses() {
         cpu: Some(1),
         from_ns: story.deny_time - 500_000_000,
         to_ns: story.deny_time - 400_000_000,
+        ring: None,
     };
     let elsewhere = GapEvent {
         time_ns: T0 + 90_000 * SEC,
@@ -176,9 +177,10 @@ fn flashback_reports_the_gaps_it_crosses() {
         cpu: None,
         from_ns: T0 + 80_000 * SEC,
         to_ns: T0 + 80_001 * SEC,
+        ring: None,
     };
     store
-        .ingest(&[Event::Gap(crossing), Event::Gap(elsewhere)])
+        .ingest(&[Event::Gap(crossing.clone()), Event::Gap(elsewhere)])
         .expect("ingest");
     let fb = store
         .flashback(
@@ -186,7 +188,7 @@ fn flashback_reports_the_gaps_it_crosses() {
             &FlashbackOptions::default(),
         )
         .expect("flashback");
-    assert_eq!(fb.gaps, vec![crossing]);
+    assert_eq!(fb.gaps, vec![crossing.clone()]);
     assert!(
         fb.to_tree().contains("crosses a gap of 12 lost events"),
         "{}",
@@ -228,6 +230,7 @@ fn retention_deletes_old_history_and_keeps_new() {
                 cpu: None,
                 from_ns: T0,
                 to_ns: T0 + 1,
+                ring: None,
             }),
             Event::fork(T0 + 40 * day, daemon, new),
             exec(T0 + 40 * day, new, "/bin/bash", &["bash"], 1000),
