@@ -3,13 +3,14 @@
 //! Start-up is ordered so that a half-configured policy is never in force: the policy
 //! is read and validated (a repository is compiled, a bundle verified), resolved on
 //! this node, the kernel's offsets are read from BTF, the maps are filled, the
-//! lifecycle tracepoints are attached so the context graph sees every process from
+//! lifecycle and connection tracepoints are attached so the context graph sees every process from
 //! then on, `/proc` is scanned for the processes already running, and only then is
 //! the LSM program attached. A `ready` line announces that
 //! the policy is in force.
 //!
 //! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
-//! records are queued for the context graph and written in batches (at least every
+//! records (forks, execs, exits, TCP connects, listens and accepts, credential
+//! changes) are queued for the context graph and written in batches (at least every
 //! 200 ms); each `EVENTS` decision is printed, and — after the lifecycle records
 //! already in the ring are written — its Flashback is computed and printed. On SIGINT
 //! or SIGTERM the queue is written, the programs are detached (dropping the `Ebpf`
@@ -110,6 +111,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
 
     programs::attach_lifecycle(&mut ebpf, &btf)?;
+    programs::attach_connections(&mut ebpf, &btf)?;
     // After the tracepoints are attached, so no process falls between the two.
     match graph.scan_proc(&config.cgroup_root) {
         Ok(n) => tracing::info!(processes = n, "scanned /proc into the context graph"),
@@ -174,7 +176,9 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                             };
                             record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
                         }
-                        Ok(Record::Lifecycle(_)) => counters.malformed += 1,
+                        Ok(Record::Lifecycle(_) | Record::Socket(_) | Record::Credentials(_)) => {
+                            counters.malformed += 1
+                        }
                         Err(e) => {
                             counters.malformed += 1;
                             tracing::error!(error = %e, "dropping a malformed ring-buffer record");
@@ -229,6 +233,14 @@ fn drain_lifecycle(
         match events::decode(&item) {
             Ok(Record::Lifecycle(rec)) => {
                 let result = graph.lifecycle(&rec);
+                counters.graph(result);
+            }
+            Ok(Record::Socket(rec)) => {
+                let result = graph.socket(&rec);
+                counters.graph(result);
+            }
+            Ok(Record::Credentials(rec)) => {
+                let result = graph.credentials(&rec);
                 counters.graph(result);
             }
             Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed += 1,

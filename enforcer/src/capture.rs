@@ -7,17 +7,30 @@
 //! resolution `/proc/<pid>/stat` reports, so processes found by a `/proc` scan and
 //! processes seen by the kernel programs get the same key.
 //!
+//! Connections: a TCP connect becomes `Connect { local, remote }`, a listen
+//! `Listen { local }`, an accept `Accept { listener, local, remote }` on the
+//! accepting process — which is what links every process it forks afterwards to
+//! "who came in" (see `driftwall_ctxgraph::flashback`). A `set*id` call becomes
+//! `Credentials` on the process; the threads of a process that all make the same
+//! change (glibc's `setuid` runs it on every thread) are recorded once.
+//!
+//! Loss: [`GraphCapture::gap`] records a lost-event gap reported for a ring buffer and
+//! CPU, so a Flashback that crosses it says so.
+//!
 //! A failing store never stops enforcement: the agent logs the error and goes on.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
-use driftwall_abi::{Decision as KernelDecision, LifecycleOp};
+use driftwall_abi::{Decision as KernelDecision, LifecycleOp, SocketOp};
 use driftwall_ctxgraph::{
     Config, Credentials, Decision, Event, Exec, Executable, Flashback, FlashbackOptions,
-    ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
+    GapEvent, ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
 };
 
 use crate::{
-    events::{BootClock, LifecycleRecord},
+    events::{BootClock, CredRecord, LifecycleRecord, SocketRecord},
     procscan,
 };
 
@@ -61,6 +74,9 @@ pub struct GraphCapture {
     boot_id: u128,
     clock: BootClock,
     pending: Vec<Event>,
+    /// The last credentials recorded per live process, so that the same change
+    /// reported by each of its threads is recorded once.
+    credentials: HashMap<ProcessKey, Credentials>,
 }
 
 impl GraphCapture {
@@ -81,6 +97,7 @@ impl GraphCapture {
             boot_id: boot_id(),
             clock,
             pending: Vec::with_capacity(BATCH),
+            credentials: HashMap::new(),
         })
     }
 
@@ -137,13 +154,87 @@ impl GraphCapture {
                     },
                 )
             }
-            LifecycleOp::Exit => Event::exit(time, key, rec.exit_code as i32),
+            LifecycleOp::Exit => {
+                self.credentials.remove(&key);
+                Event::exit(time, key, rec.exit_code as i32)
+            }
         };
+        self.push(event)
+    }
+
+    /// Queues an event; writes the batch when it is full.
+    fn push(&mut self, event: Event) -> Result<(), CaptureError> {
         self.pending.push(event);
         if self.pending.len() >= BATCH {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Queues a TCP connect, listen or accept.
+    pub fn socket(&mut self, rec: &SocketRecord) -> Result<(), CaptureError> {
+        let kind = match (rec.op, rec.remote) {
+            (SocketOp::Listen, _) => ProcessEventKind::Listen { local: rec.local },
+            (SocketOp::Connect, Some(remote)) => ProcessEventKind::Connect {
+                local: rec.local,
+                remote,
+            },
+            // The accepted connection's own address when the listener's could not be
+            // read: the listener accepted on it (same port).
+            (SocketOp::Accept, Some(remote)) => ProcessEventKind::Accept {
+                listener: rec.listener.unwrap_or(rec.local),
+                local: rec.local,
+                remote,
+            },
+            // Refused by decoding: connect and accept always carry a peer.
+            (SocketOp::Connect | SocketOp::Accept, None) => return Ok(()),
+        };
+        let time = self.clock.epoch_ns(rec.boot_ns);
+        let key = self.key(rec.tgid, rec.start_ns);
+        self.push(Event::process_event(time, key, kind))
+    }
+
+    /// Queues a credential change, unless the process already has these credentials
+    /// on record (another of its threads reported the same change).
+    pub fn credentials(&mut self, rec: &CredRecord) -> Result<(), CaptureError> {
+        let creds = Credentials {
+            uid: rec.uid,
+            euid: rec.euid,
+            gid: rec.gid,
+        };
+        let key = self.key(rec.tgid, rec.start_ns);
+        if self.credentials.insert(key, creds) == Some(creds) {
+            return Ok(());
+        }
+        let time = self.clock.epoch_ns(rec.boot_ns);
+        self.push(Event::process_event(
+            time,
+            key,
+            ProcessEventKind::Credentials(creds),
+        ))
+    }
+
+    /// Records that `lost` events of ring buffer `ring` were dropped (on `cpu`, when
+    /// known) between two boot-clock times, and writes it at once: a Flashback that
+    /// crosses the gap says so.
+    pub fn gap(
+        &mut self,
+        ring: &str,
+        cpu: Option<u32>,
+        lost: u64,
+        from_boot_ns: u64,
+        to_boot_ns: u64,
+    ) -> Result<(), CaptureError> {
+        let to_ns = self.clock.epoch_ns(to_boot_ns);
+        self.pending.push(Event::Gap(GapEvent {
+            time_ns: to_ns,
+            lost,
+            cpu,
+            from_ns: self.clock.epoch_ns(from_boot_ns),
+            to_ns,
+            ring: Some(ring.to_string()),
+        }));
+        self.flush()
     }
 
     /// Puts the processes already running into the graph (see [`procscan`]). Returns
