@@ -26,7 +26,10 @@ fn accept(t: u64, who: driftwall_ctxgraph::ProcessKey, remote: &str) -> Event {
     )
 }
 
-fn flashback_of(store: &Store, key: driftwall_ctxgraph::ProcessKey) -> driftwall_ctxgraph::Flashback {
+fn flashback_of(
+    store: &Store,
+    key: driftwall_ctxgraph::ProcessKey,
+) -> driftwall_ctxgraph::Flashback {
     store
         .flashback(
             &Subject::Locator(Locator::Process(key)),
@@ -69,7 +72,11 @@ fn each_descendant_is_linked_to_the_accept_that_preceded_its_fork() {
         ])
         .expect("ingest");
 
-    assert_eq!(flashback_of(&store, early).inbound, None, "forked before any accept");
+    assert_eq!(
+        flashback_of(&store, early).inbound,
+        None,
+        "forked before any accept"
+    );
     for (who, remote) in [
         (first, "[2001:db8::77]:50001"),
         (first_child, "[2001:db8::77]:50001"),
@@ -158,10 +165,22 @@ fn connections_listens_and_credential_changes_are_timed_edges() {
     };
     let me = Node::Process { key: server };
     let ep = |s: &str| Node::Endpoint { addr: addr(s) };
-    assert!(has(&me, &ep("[::]:8443"), EdgeKind::Listened, t(6)), "{edges:?}");
-    assert!(has(&ep("[2001:db8::99]:40000"), &me, EdgeKind::Accepted, t(7)), "{edges:?}");
-    assert!(has(&me, &ep("[2001:db8::1]:5432"), EdgeKind::Connected, t(8)), "{edges:?}");
-    assert!(has(&me, &Node::User { uid: 33 }, EdgeKind::ChangedUser, t(9)), "{edges:?}");
+    assert!(
+        has(&me, &ep("[::]:8443"), EdgeKind::Listened, t(6)),
+        "{edges:?}"
+    );
+    assert!(
+        has(&ep("[2001:db8::99]:40000"), &me, EdgeKind::Accepted, t(7)),
+        "{edges:?}"
+    );
+    assert!(
+        has(&me, &ep("[2001:db8::1]:5432"), EdgeKind::Connected, t(8)),
+        "{edges:?}"
+    );
+    assert!(
+        has(&me, &Node::User { uid: 33 }, EdgeKind::ChangedUser, t(9)),
+        "{edges:?}"
+    );
     let dot = fb.to_dot();
     assert!(dot.contains("2001:db8::99"), "{dot}");
 
@@ -238,7 +257,10 @@ fn gaps_name_their_ring_survive_reopen_and_show_in_flashback() {
         tree.contains("crosses a gap of 7 lost events") && tree.contains("(ring lifecycle, cpu 3)"),
         "{tree}"
     );
-    assert!(fb.to_dot().contains("gap: 7 lost events (ring lifecycle, cpu 3)"));
+    assert!(
+        fb.to_dot()
+            .contains("gap: 7 lost events (ring lifecycle, cpu 3)")
+    );
 
     // A story long before the later gap crosses none.
     let quiet = store
@@ -251,15 +273,17 @@ fn gaps_name_their_ring_survive_reopen_and_show_in_flashback() {
         )
         .expect("flashback");
     assert!(
-        !quiet.gaps.iter().any(|g| g.ring.as_deref() == Some("events")),
+        !quiet
+            .gaps
+            .iter()
+            .any(|g| g.ring.as_deref() == Some("events")),
         "{:?}",
         quiet.gaps
     );
     // A gap without ring or CPU still renders, and JSON without `ring` parses.
-    let bare: GapEvent = serde_json::from_str(
-        r#"{"time_ns":1,"lost":1,"cpu":null,"from_ns":0,"to_ns":1}"#,
-    )
-    .expect("a gap without ring");
+    let bare: GapEvent =
+        serde_json::from_str(r#"{"time_ns":1,"lost":1,"cpu":null,"from_ns":0,"to_ns":1}"#)
+            .expect("a gap without ring");
     assert_eq!(bare.ring, None);
 }
 

@@ -25,8 +25,8 @@ use std::{
 
 use driftwall_abi::{Decision as KernelDecision, LifecycleOp, SocketOp};
 use driftwall_ctxgraph::{
-    Config, Credentials, Decision, Event, Exec, Executable, Flashback, FlashbackOptions,
-    GapEvent, ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
+    Config, Credentials, Decision, Event, Exec, Executable, Flashback, FlashbackOptions, GapEvent,
+    ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
 };
 
 use crate::{
@@ -99,6 +99,11 @@ impl GraphCapture {
             pending: Vec::with_capacity(BATCH),
             credentials: HashMap::new(),
         })
+    }
+
+    /// The store written to (for queries: the API, tests).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The key of a process of this boot.
@@ -237,7 +242,8 @@ impl GraphCapture {
         self.flush()
     }
 
-    /// Puts the processes already running into the graph (see [`procscan`]). Returns
+    /// Puts the processes already running into the graph, with the TCP addresses they
+    /// listen on (see [`procscan`]). Returns
     /// how many were found.
     ///
     /// [`procscan`]: crate::procscan
@@ -275,6 +281,17 @@ impl GraphCapture {
                         cgroup_id: p.cgroup_id,
                         workload: None,
                     },
+                ));
+            }
+            // Listening since some time before the scan: recorded at the scan.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            for local in &p.listening {
+                self.pending.push(Event::process_event(
+                    now,
+                    key,
+                    ProcessEventKind::Listen { local: *local },
                 ));
             }
             if self.pending.len() >= BATCH {
@@ -334,5 +351,111 @@ mod tests {
     #[test]
     fn boot_id_is_read() {
         assert_ne!(boot_id(), 0);
+    }
+
+    fn fork(tgid: u32, start_s: u64, ppid: u32, parent_start_s: u64, at_s: u64) -> LifecycleRecord {
+        LifecycleRecord {
+            op: LifecycleOp::Fork,
+            tgid,
+            ppid,
+            boot_ns: at_s * 1_000_000_000,
+            start_ns: start_s * 1_000_000_000,
+            parent_start_ns: parent_start_s * 1_000_000_000,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 1,
+            exit_code: 0,
+            file: driftwall_abi::FileId::default(),
+            path: None,
+            argv: Vec::new(),
+        }
+    }
+
+    fn socket(op: SocketOp, at_s: u64, remote: Option<&str>) -> SocketRecord {
+        SocketRecord {
+            op,
+            pid: 900_001,
+            tgid: 900_001,
+            boot_ns: at_s * 1_000_000_000,
+            start_ns: 5_000_000_000,
+            cgroup_id: 1,
+            uid: 0,
+            gid: 0,
+            local: "[2001:db8::5]:8443".parse().unwrap(),
+            remote: remote.map(|r| r.parse().unwrap()),
+            listener: None,
+        }
+    }
+
+    /// The glue from validated records to graph events: an accept before a fork is
+    /// the forked chain's inbound link (an unreadable listener address falls back to
+    /// the connection's own), the same credential change reported by two threads is
+    /// one event, and a gap names its ring.
+    #[test]
+    fn sockets_credentials_and_gaps_reach_the_graph() {
+        let dir = std::env::temp_dir().join(format!("dw-capture-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut g = GraphCapture::open(&dir, BootClock::now()).expect("open");
+        let server = 900_001;
+        g.lifecycle(&fork(server, 5, 900_000, 1, 5)).expect("fork");
+        g.socket(&socket(SocketOp::Listen, 6, None))
+            .expect("listen");
+        g.socket(&socket(SocketOp::Accept, 7, Some("[2001:db8::99]:40000")))
+            .expect("accept");
+        g.lifecycle(&fork(900_002, 8, server, 5, 8))
+            .expect("fork shell");
+        for thread in [900_002, 900_003] {
+            g.credentials(&CredRecord {
+                pid: thread,
+                tgid: 900_002,
+                syscall: 105,
+                boot_ns: 9_000_000_000,
+                start_ns: 8_000_000_000,
+                uid: 33,
+                euid: 33,
+                gid: 33,
+            })
+            .expect("credentials");
+        }
+        g.gap("lifecycle", Some(1), 5, 8_500_000_000, 9_500_000_000)
+            .expect("gap");
+        let story = g
+            .decision(DecisionFacts {
+                boot_ns: 10_000_000_000,
+                tgid: 900_002,
+                start_ns: 8_000_000_000,
+                decision: KernelDecision::Deny,
+                hook: "exec",
+                workload: None,
+                target: Target::Path("/tmp/x".into()),
+                rule: "r".into(),
+            })
+            .expect("decision");
+        let link = story.inbound.expect("who came in");
+        assert_eq!(link.remote, "[2001:db8::99]:40000".parse().unwrap());
+        assert_eq!(link.listener, link.local, "listener unknown: our end");
+        assert_eq!(link.accepted_by, g.key(server, 5_000_000_000));
+        assert_eq!(story.gaps.len(), 1);
+        assert_eq!(story.gaps[0].ring.as_deref(), Some("lifecycle"));
+        let page = g
+            .store()
+            .events_since(driftwall_ctxgraph::EventCursor::default(), 100)
+            .expect("events");
+        let creds = page
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Process(p) if matches!(p.kind, ProcessEventKind::Credentials(_)))
+            })
+            .count();
+        assert_eq!(creds, 1, "two threads, one change");
+        let listens = page
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Process(p) if matches!(p.kind, ProcessEventKind::Listen { .. })))
+            .count();
+        assert_eq!(listens, 1);
+        drop(g);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -281,9 +281,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 ),
             };
             let listener = match op {
-                SocketOp::Accept => {
-                    socket_addr(ev.listener_family, ev.listener, ev.listener_port)?
-                }
+                SocketOp::Accept => socket_addr(ev.listener_family, ev.listener, ev.listener_port)?,
                 SocketOp::Connect | SocketOp::Listen => None,
             };
             Ok(Record::Socket(SocketRecord {

@@ -103,7 +103,10 @@ fn connection_and_credential_records_equal_what_the_sockets_say() {
         // IPv4-mapped IPv6 on the server side.
         connect_and_accept(&dual, SocketAddr::from(([127, 0, 0, 1], dual_port)), false),
     ];
-    assert!(conns[2].server_peer.is_ipv6(), "the dual-stack peer is mapped");
+    assert!(
+        conns[2].server_peer.is_ipv6(),
+        "the dual-stack peer is mapped"
+    );
 
     // Credential changes on one thread of ours (setresgid, then setresuid: the raw
     // syscalls change only the calling thread).
@@ -150,7 +153,11 @@ fn connection_and_credential_records_equal_what_the_sockets_say() {
         let listen = find(SocketOp::Listen, c.listener);
         assert_eq!((listen.remote, listen.listener), (None, None));
         let connect = find(SocketOp::Connect, canonical(c.client_local));
-        assert_eq!(connect.remote, Some(canonical(c.client_peer)), "connect {i}");
+        assert_eq!(
+            connect.remote,
+            Some(canonical(c.client_peer)),
+            "connect {i}"
+        );
         let accept = find(SocketOp::Accept, canonical(c.server_local));
         assert_eq!(accept.remote, Some(canonical(c.server_peer)), "accept {i}");
         assert_eq!(accept.remote, Some(connect.local), "both ends agree ({i})");
@@ -159,7 +166,9 @@ fn connection_and_credential_records_equal_what_the_sockets_say() {
         assert_eq!(connect.pid, this_thread, "connected on this thread ({i})");
     }
     assert!(
-        sockets.iter().all(|r| r.local.ip() != IpAddr::from([0u8; 4])),
+        sockets
+            .iter()
+            .all(|r| r.local.ip() != IpAddr::from([0u8; 4])),
         "no record lost its address: {sockets:#?}"
     );
 
@@ -169,7 +178,12 @@ fn connection_and_credential_records_equal_what_the_sockets_say() {
         .find(|c| c.syscall as u64 == syscalls::SETRESGID)
         .expect("setresgid reported");
     assert_eq!(
-        (gid_change.uid, gid_change.euid, gid_change.gid, gid_change.pid),
+        (
+            gid_change.uid,
+            gid_change.euid,
+            gid_change.gid,
+            gid_change.pid
+        ),
         (0, 0, 65534, tid)
     );
     let uid_change = creds
@@ -177,7 +191,12 @@ fn connection_and_credential_records_equal_what_the_sockets_say() {
         .find(|c| c.syscall as u64 == syscalls::SETRESUID)
         .expect("setresuid reported");
     assert_eq!(
-        (uid_change.uid, uid_change.euid, uid_change.gid, uid_change.pid),
+        (
+            uid_change.uid,
+            uid_change.euid,
+            uid_change.gid,
+            uid_change.pid
+        ),
         (65533, 65534, 65534, tid)
     );
     assert_eq!(uid_change.start_ns / 10_000_000, my_start);
