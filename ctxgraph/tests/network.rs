@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use driftwall_ctxgraph::{
-    Config, Credentials, EdgeKind, Error, Event, EventCursor, FlashbackOptions, GapEvent, Locator,
-    Node, ProcessEventKind, SCHEMA_VERSION, Store, Subject,
+    Config, Credentials, EdgeKind, Event, EventCursor, FlashbackOptions, GapEvent, Locator, Node,
+    ProcessEventKind, Store, Subject,
 };
 
 fn open(dir: &tempfile::TempDir) -> Store {
@@ -285,36 +285,4 @@ fn gaps_name_their_ring_survive_reopen_and_show_in_flashback() {
         serde_json::from_str(r#"{"time_ns":1,"lost":1,"cpu":null,"from_ns":0,"to_ns":1}"#)
             .expect("a gap without ring");
     assert_eq!(bare.ring, None);
-}
-
-/// A store written by schema version 2 (before gaps named their ring) is refused with
-/// an error that names both versions, not misread.
-#[test]
-fn a_version_2_store_is_refused_with_both_versions_named() {
-    assert_eq!(SCHEMA_VERSION, 3);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("graph.redb");
-    drop(Store::open(&path, Config::default()).expect("create"));
-    {
-        let db = redb::Database::open(&path).expect("redb");
-        let txn = db.begin_write().expect("txn");
-        {
-            let mut meta = txn
-                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
-                .expect("meta");
-            meta.insert("schema_version", 2).expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
-    match Store::open(&path, Config::default()) {
-        Err(e @ Error::SchemaMismatch { .. }) => {
-            let text = e.to_string();
-            assert!(
-                text.contains("schema version Some(2)") && text.contains("reads version 3"),
-                "{text}"
-            );
-        }
-        Err(other) => panic!("wrong error: {other}"),
-        Ok(_) => panic!("a version 2 store was opened"),
-    }
 }

@@ -45,7 +45,7 @@ use driftwall_abi::{
 
 use crate::{
     kernel::{self, AF_INET, AF_INET6},
-    maps::{LIFECYCLE, offsets},
+    maps::{KERNEL_OFFSETS, LIFECYCLE, offsets},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -53,13 +53,32 @@ const EINPROGRESS: i64 = 115;
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit_capture(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long ret)
-    let off = offsets();
     let regs: *const u8 = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
+    // Every syscall comes here: read the one offset needed to tell which it was, not
+    // the whole offsets struct.
+    // SAFETY: a plain read of a field of a static; volatile keeps it a load from the map.
+    let orig_ax = unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS.pt_regs_orig_ax) };
     // SAFETY: a probe read of the tracepoint's argument.
-    let Some(nr) = (unsafe { kernel::read_kernel::<u64>(regs, off.pt_regs_orig_ax) }) else {
+    let Some(nr) = (unsafe { kernel::read_kernel::<u64>(regs, orig_ax) }) else {
         return 0;
     };
+    if !matches!(
+        nr,
+        syscalls::CONNECT
+            | syscalls::LISTEN
+            | syscalls::ACCEPT
+            | syscalls::ACCEPT4
+            | syscalls::SETUID
+            | syscalls::SETGID
+            | syscalls::SETREUID
+            | syscalls::SETREGID
+            | syscalls::SETRESUID
+            | syscalls::SETRESGID
+    ) {
+        return 0;
+    }
+    let off = offsets();
+    let ret: i64 = ctx.arg(1);
     match nr {
         syscalls::CONNECT if ret == 0 || ret == -EINPROGRESS => {
             report_socket(SocketOp::Connect, regs, 0, &off)

@@ -156,18 +156,15 @@ pub fn parse_tcp_line(line: &str) -> Option<(SocketAddr, u8, u64)> {
     };
     let port: IResult<&str, (char, u16)> = (char(':'), hex::<u16>(4)).parse(rest);
     let (rest, (_, port)) = port.ok()?;
-    let tail: IResult<&str, (&str, u8, &str, &str, &str, &str, &str, u64)> = (
+    // remote address, state, then queues, timer, retransmits, uid, timeout, inode.
+    let tail: IResult<&str, (&str, u8, Vec<&str>, u64)> = (
         field(),
         preceded(space1, hex::<u8>(2)),
-        field(),
-        field(),
-        field(),
-        field(),
-        field(),
+        count(field(), 5),
         preceded(space1, number::<u64>),
     )
         .parse(rest);
-    let (_, (_remote, state, _queues, _timer, _retr, _uid, _timeout, inode)) = tail.ok()?;
+    let (_, (_remote, state, _, inode)) = tail.ok()?;
     Some((SocketAddr::new(ip, port), state, inode))
 }
 
