@@ -422,8 +422,12 @@ pub struct CredEvent {
     pub _pad: u32,
 }
 
-/// x86-64 syscall numbers the `sys_exit` capture program reports (`orig_ax`).
+/// x86-64 syscall numbers the `sys_exit` capture program reports (`orig_ax`), made
+/// from 64-bit code (`pt_regs.cs` is [`syscalls::USER64_CS`]).
 pub mod syscalls {
+    /// `__USER_CS`: the code segment of 64-bit user code; 32-bit code runs in
+    /// `__USER32_CS` (0x23) and numbers its syscalls differently.
+    pub const USER64_CS: u16 = 0x33;
     pub const CONNECT: u64 = 42;
     pub const ACCEPT: u64 = 43;
     pub const LISTEN: u64 = 50;
@@ -512,6 +516,8 @@ pub struct KernelOffsets {
     pub pt_regs_orig_ax: u32,
     /// `pt_regs.di` (the first syscall argument)
     pub pt_regs_di: u32,
+    /// `pt_regs.cs` (the user code segment: 64-bit or 32-bit syscall)
+    pub pt_regs_cs: u32,
 }
 
 impl KernelOffsets {
@@ -553,6 +559,7 @@ impl KernelOffsets {
         socket_file: 0,
         pt_regs_orig_ax: 0,
         pt_regs_di: 0,
+        pt_regs_cs: 0,
     };
 }
 
@@ -581,7 +588,7 @@ mod tests {
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 140);
+        assert_eq!(size_of::<KernelOffsets>(), 144);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
         assert_eq!(size_of::<rules::PortSet>(), 8 + 8 * rules::MAX_PORT_RANGES);

@@ -20,15 +20,16 @@
 //! arguments (`di`: the fd), and the return value, so one program needs no
 //! enter/exit map. As `tp_btf` it attaches by BTF id: no tracefs (not mounted on
 //! every host) and no BPF LSM (the host 6.18 kernel has none; fentry/fexit are
-//! refused there too). It runs on every syscall exit and leaves after one load and
-//! a compare for all but the ten it reports. The fd is resolved through
+//! refused there too). It runs on every syscall exit and leaves after one probe read
+//! (`orig_ax`) and a compare for all but the ten it reports. The fd is resolved through
 //! `task->files->fdt->fd[fd]->private_data` (a `struct socket` only when it points
 //! back at the file) to the `struct sock`, whose addresses are read for its own
 //! family: IPv4 and IPv6 alike (an IPv4 peer of a dual-stack socket is an
 //! IPv4-mapped IPv6 address; user space shows it as the IPv4 address it is).
 //!
-//! Not seen: 32-bit (`int 0x80`, ia32) syscalls — the numbers are x86-64's — and
-//! io_uring's accept and connect, which make no syscall of their own.
+//! Not seen: syscalls of 32-bit code (ia32 numbers differ; the program checks
+//! `pt_regs.cs` and leaves them alone), `int 0x80` from 64-bit code, and io_uring's
+//! accept and connect, which make no syscall of their own.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -78,6 +79,12 @@ pub fn sys_exit_capture(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let off = offsets();
+    // A 32-bit process numbers its syscalls otherwise (42 is its `pipe`).
+    // SAFETY: a probe read of the tracepoint's argument.
+    let cs = unsafe { kernel::read_kernel::<u16>(regs, off.pt_regs_cs) };
+    if cs != Some(syscalls::USER64_CS) {
+        return 0;
+    }
     let ret: i64 = ctx.arg(1);
     match nr {
         syscalls::CONNECT if ret == 0 || ret == -EINPROGRESS => {

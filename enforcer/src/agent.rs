@@ -3,10 +3,10 @@
 //! Start-up is ordered so that a half-configured policy is never in force: the policy
 //! is read and validated (a repository is compiled, a bundle verified), resolved on
 //! this node, the kernel's offsets are read from BTF, the maps are filled, the
-//! lifecycle and connection tracepoints are attached so the context graph sees every process from
-//! then on, `/proc` is scanned for the processes already running, and only then is
-//! the LSM program attached. A `ready` line announces that
-//! the policy is in force.
+//! lifecycle and connection tracepoints are attached so the context graph sees every
+//! process and connection from then on, `/proc` is scanned for the processes already
+//! running (and their listening sockets), and only then is the LSM program attached.
+//! A `ready` line announces that the policy is in force.
 //!
 //! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
 //! records (forks, execs, exits, TCP connects, listens and accepts, credential

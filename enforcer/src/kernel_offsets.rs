@@ -99,6 +99,10 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         socket_file: f("socket", "file", Expect::Ptr)?,
         pt_regs_orig_ax: f("pt_regs", "orig_ax", Expect::Int(8))?,
         pt_regs_di: f("pt_regs", "di", Expect::Int(8))?,
+        // `unsigned long cs` before Linux 6.9; since FRED, `u16 cs` in a union. The
+        // program reads its low 16 bits (little-endian: the first two bytes).
+        pt_regs_cs: f("pt_regs", "cs", Expect::Int(2))
+            .or_else(|_| f("pt_regs", "cs", Expect::Int(8)))?,
     })
 }
 
@@ -224,6 +228,7 @@ mod tests {
         assert!(off.task_struct_files > 0 && off.fdtable_fd > 0);
         // x86-64 pt_regs: orig_ax follows the argument registers.
         assert!(off.pt_regs_orig_ax > off.pt_regs_di);
+        assert!(off.pt_regs_cs > off.pt_regs_orig_ax);
     }
 
     #[test]
