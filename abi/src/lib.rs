@@ -81,6 +81,9 @@ pub mod names {
     pub const PROG_FORK: &str = "sched_process_fork";
     pub const PROG_EXEC_SEEN: &str = "sched_process_exec";
     pub const PROG_EXIT: &str = "sched_process_exit";
+    /// `tp_btf` program on `sys_exit` reporting TCP connect, listen, accept and
+    /// credential changes for the context graph (no BPF LSM, no tracefs needed).
+    pub const PROG_SYSCALL_EXIT: &str = "sys_exit_capture";
 }
 
 /// Small integer naming a workload inside one loaded policy. `0` is never used.
@@ -250,6 +253,10 @@ pub enum EventKind {
     Lifecycle = 2,
     /// A [`NetEvent`].
     NetDecision = 3,
+    /// A [`SocketEvent`] on the `LIFECYCLE` ring (context-graph capture).
+    Socket = 10,
+    /// A [`CredEvent`] on the `LIFECYCLE` ring (context-graph capture).
+    Credentials = 11,
 }
 
 impl EventKind {
@@ -258,6 +265,8 @@ impl EventKind {
             1 => Some(EventKind::ExecDecision),
             2 => Some(EventKind::Lifecycle),
             3 => Some(EventKind::NetDecision),
+            10 => Some(EventKind::Socket),
+            11 => Some(EventKind::Credentials),
             _ => None,
         }
     }
@@ -408,6 +417,108 @@ pub struct LifecycleEvent {
     pub args: [u8; ARGS_CAPACITY],
 }
 
+/// What a process did with a TCP socket, in a [`SocketEvent`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketOp {
+    /// `connect` succeeded or is in progress: `local` and `remote` are set.
+    Connect = 1,
+    /// `listen` succeeded: `local` is the listening address.
+    Listen = 2,
+    /// `accept`/`accept4` returned a connection: `local` and `remote` are its ends,
+    /// `listener` the listening socket's address.
+    Accept = 3,
+}
+
+impl SocketOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(SocketOp::Connect),
+            2 => Some(SocketOp::Listen),
+            3 => Some(SocketOp::Accept),
+            _ => None,
+        }
+    }
+}
+
+/// A TCP connect, listen or accept, reported by the `sys_exit` capture program on the
+/// `LIFECYCLE` ring buffer for the context graph. Addresses are in network byte order
+/// (IPv4 in the first four bytes), ports in host order; a family is
+/// [`rules::FAMILY_V4`], [`rules::FAMILY_V6`] or 0 (not set for this op).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketEvent {
+    /// [`EventKind::Socket`].
+    pub kind: u32,
+    /// A [`SocketOp`] as `u8`.
+    pub op: u8,
+    /// Family of `local` and `remote` (those of the socket).
+    pub family: u8,
+    /// Family of `listener` (accept only).
+    pub listener_family: u8,
+    pub _pad: u8,
+    /// The thread that made the call.
+    pub pid: u32,
+    /// Its process.
+    pub tgid: u32,
+    /// `bpf_ktime_get_boot_ns()` at the syscall's return.
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    pub cgroup_id: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub listener_port: u16,
+    pub _pad2: u16,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub listener: [u8; 16],
+}
+
+/// A successful `setuid`-family call (`setuid`, `setgid`, `setreuid`, `setregid`,
+/// `setresuid`, `setresgid`): the calling thread's credentials after it, reported on
+/// the `LIFECYCLE` ring buffer for the context graph.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CredEvent {
+    /// [`EventKind::Credentials`].
+    pub kind: u32,
+    /// The thread that made the call.
+    pub pid: u32,
+    /// Its process.
+    pub tgid: u32,
+    /// The syscall number (x86-64).
+    pub syscall: u32,
+    /// `bpf_ktime_get_boot_ns()` at the syscall's return.
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+}
+
+/// x86-64 syscall numbers the `sys_exit` capture program reports (`orig_ax`), made
+/// from 64-bit code (`pt_regs.cs` is [`syscalls::USER64_CS`]).
+pub mod syscalls {
+    /// `__USER_CS`: the code segment of 64-bit user code; 32-bit code runs in
+    /// `__USER32_CS` (0x23) and numbers its syscalls differently.
+    pub const USER64_CS: u16 = 0x33;
+    pub const CONNECT: u64 = 42;
+    pub const ACCEPT: u64 = 43;
+    pub const LISTEN: u64 = 50;
+    pub const SETUID: u64 = 105;
+    pub const SETGID: u64 = 106;
+    pub const SETREUID: u64 = 113;
+    pub const SETREGID: u64 = 114;
+    pub const SETRESUID: u64 = 117;
+    pub const SETRESGID: u64 = 119;
+    pub const ACCEPT4: u64 = 288;
+}
+
 /// Byte offsets of the kernel-structure fields the programs read, taken from the
 /// running kernel's BTF by user space and handed to the programs as a read-only global.
 /// There is no CO-RE in Rust eBPF: nothing here may be fixed at build time.
@@ -468,6 +579,30 @@ pub struct KernelOffsets {
     pub sock_skc_rcv_saddr: u32,
     /// `sock.__sk_common.skc_v6_rcv_saddr` (local IPv6 address)
     pub sock_skc_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_daddr` (remote IPv4 address)
+    pub sock_skc_daddr: u32,
+    /// `sock.__sk_common.skc_dport` (remote port, network order)
+    pub sock_skc_dport: u32,
+    /// `sock.__sk_common.skc_v6_daddr` (remote IPv6 address)
+    pub sock_skc_v6_daddr: u32,
+    /// `task_struct.files`
+    pub task_struct_files: u32,
+    /// `files_struct.fdt`
+    pub files_struct_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdtable_fd: u32,
+    /// `file.private_data`
+    pub file_private_data: u32,
+    /// `socket.file`
+    pub socket_file: u32,
+    /// `pt_regs.orig_ax` (the syscall number at `sys_exit`)
+    pub pt_regs_orig_ax: u32,
+    /// `pt_regs.di` (the first syscall argument)
+    pub pt_regs_di: u32,
+    /// `pt_regs.cs` (the user code segment: 64-bit or 32-bit syscall)
+    pub pt_regs_cs: u32,
 }
 
 impl KernelOffsets {
@@ -501,6 +636,18 @@ impl KernelOffsets {
         sock_skc_num: 0,
         sock_skc_rcv_saddr: 0,
         sock_skc_v6_rcv_saddr: 0,
+        sock_skc_daddr: 0,
+        sock_skc_dport: 0,
+        sock_skc_v6_daddr: 0,
+        task_struct_files: 0,
+        files_struct_fdt: 0,
+        fdtable_max_fds: 0,
+        fdtable_fd: 0,
+        file_private_data: 0,
+        socket_file: 0,
+        pt_regs_orig_ax: 0,
+        pt_regs_di: 0,
+        pt_regs_cs: 0,
     };
 }
 
@@ -537,7 +684,7 @@ mod tests {
             (40, 8)
         );
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 108);
+        assert_eq!(size_of::<KernelOffsets>(), 156);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
         assert_eq!(size_of::<rules::PortSet>(), 8 + 8 * rules::MAX_PORT_RANGES);
@@ -573,6 +720,15 @@ mod tests {
         assert_eq!(offset_of!(LifecycleEvent, cgroup_id), 48);
         assert_eq!(offset_of!(LifecycleEvent, file), 64);
         assert_eq!(offset_of!(LifecycleEvent, path), 80);
+        assert_eq!(size_of::<SocketEvent>(), 104);
+        assert_eq!(align_of::<SocketEvent>(), 8);
+        assert_eq!(offset_of!(SocketEvent, boot_ns), 16);
+        assert_eq!(offset_of!(SocketEvent, local_port), 48);
+        assert_eq!(offset_of!(SocketEvent, local), 56);
+        assert_eq!(offset_of!(SocketEvent, listener), 88);
+        assert_eq!(size_of::<CredEvent>(), 48);
+        assert_eq!(offset_of!(CredEvent, boot_ns), 16);
+        assert_eq!(offset_of!(CredEvent, uid), 32);
     }
 
     #[test]
@@ -595,5 +751,8 @@ mod tests {
         assert_eq!(Decision::from_u8(3), None);
         assert_eq!(EventKind::from_u32(9), None);
         assert_eq!(LifecycleOp::from_u8(0), None);
+        assert_eq!(SocketOp::from_u8(4), None);
+        assert_eq!(EventKind::from_u32(10), Some(EventKind::Socket));
+        assert_eq!(EventKind::from_u32(11), Some(EventKind::Credentials));
     }
 }

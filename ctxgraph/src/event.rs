@@ -328,8 +328,9 @@ pub enum Locator {
     },
 }
 
-/// Events the kernel could not deliver (ring buffer full).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Events the kernel could not deliver (ring buffer full): the enforcer reports one
+/// per ring and CPU whose loss counter grew.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GapEvent {
     /// When the loss was reported, nanoseconds since the Unix epoch.
     pub time_ns: u64,
@@ -341,4 +342,7 @@ pub struct GapEvent {
     pub from_ns: u64,
     /// The loss happened at or before this time.
     pub to_ns: u64,
+    /// The ring buffer that overflowed (e.g. `lifecycle`, `events`), when known.
+    #[serde(default)]
+    pub ring: Option<String>,
 }

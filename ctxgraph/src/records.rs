@@ -223,6 +223,8 @@ pub(crate) struct GapRecord {
     pub to_ns: u64,
     pub lost: u64,
     pub cpu: Option<u32>,
+    /// The ring buffer that overflowed (interned name).
+    pub ring: Option<StrId>,
 }
 
 pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {

@@ -43,7 +43,7 @@ impl Flashback {
                 gap.lost,
                 format_time(gap.from_ns),
                 format_time(gap.to_ns),
-                gap.cpu.map(|c| format!(" (cpu {c})")).unwrap_or_default()
+                gap_where(gap)
             );
         }
         if !self.chain_complete {
@@ -129,8 +129,9 @@ impl Flashback {
                 out,
                 "  gap{i} [shape=note, color=orange, label={}];",
                 quote(&format!(
-                    "gap: {} lost events\n{} .. {}",
+                    "gap: {} lost events{}\n{} .. {}",
                     gap.lost,
+                    gap_where(gap),
                     format_time(gap.from_ns),
                     format_time(gap.to_ns)
                 ))
@@ -348,7 +349,23 @@ pub(crate) fn describe(e: &Event) -> String {
             format!("{at} pid {} {what}", process.tgid)
         }
         Event::Alert(a) => format!("{at} ALERT {:?} from {}: {}", a.severity, a.source, a.text),
-        Event::Gap(g) => format!("{at} GAP {} lost events", g.lost),
+        Event::Gap(g) => format!("{at} GAP {} lost events{}", g.lost, gap_where(g)),
+    }
+}
+
+/// Which ring and CPU lost the events of a gap: ` (ring lifecycle, cpu 1)`, or
+/// nothing when neither is known.
+fn gap_where(gap: &crate::event::GapEvent) -> String {
+    let parts: Vec<String> = gap
+        .ring
+        .iter()
+        .map(|r| format!("ring {r}"))
+        .chain(gap.cpu.map(|c| format!("cpu {c}")))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
     }
 }
 

@@ -81,7 +81,7 @@ use crate::records::{
 use crate::wal::{Wal, log_path};
 
 /// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOTS: TableDefinition<u32, u128> = TableDefinition::new("boots");
@@ -1252,11 +1252,16 @@ impl Writer {
             }
             Event::Gap(g) => {
                 let seq = self.seq();
+                let ring = match &g.ring {
+                    Some(name) => Some(self.intern(t, name)?),
+                    None => None,
+                };
                 let record = GapRecord {
                     reported_ns: g.time_ns,
                     to_ns: g.to_ns,
                     lost: g.lost,
                     cpu: g.cpu,
+                    ring,
                 };
                 t.gaps
                     .insert((g.from_ns, seq), encode("gap", &record)?.as_slice())?;
@@ -1975,13 +1980,21 @@ impl Reader {
             return Ok(None);
         };
         let g: GapRecord = decode("gap", v.value())?;
-        Ok(Some(GapEvent {
+        Ok(Some(self.gap_event(from_ns, g)?))
+    }
+
+    fn gap_event(&self, from_ns: u64, g: GapRecord) -> Result<GapEvent> {
+        Ok(GapEvent {
             time_ns: g.reported_ns,
             lost: g.lost,
             cpu: g.cpu,
             from_ns,
             to_ns: g.to_ns,
-        }))
+            ring: match g.ring {
+                Some(id) => Some(self.string(id)?),
+                None => None,
+            },
+        })
     }
 
     pub(crate) fn gaps(&self, from: u64, to: u64) -> Result<Vec<GapEvent>> {
@@ -1991,13 +2004,7 @@ impl Reader {
             let (from_ns, _) = k.value();
             let g: GapRecord = decode("gap", v.value())?;
             if g.to_ns >= from {
-                out.push(GapEvent {
-                    time_ns: g.reported_ns,
-                    lost: g.lost,
-                    cpu: g.cpu,
-                    from_ns,
-                    to_ns: g.to_ns,
-                });
+                out.push(self.gap_event(from_ns, g)?);
             }
         }
         Ok(out)

@@ -169,6 +169,7 @@ fn flashback_reports_the_gaps_it_crosses() {
         cpu: Some(1),
         from_ns: story.deny_time - 500_000_000,
         to_ns: story.deny_time - 400_000_000,
+        ring: None,
     };
     let elsewhere = GapEvent {
         time_ns: T0 + 90_000 * SEC,
@@ -176,9 +177,10 @@ fn flashback_reports_the_gaps_it_crosses() {
         cpu: None,
         from_ns: T0 + 80_000 * SEC,
         to_ns: T0 + 80_001 * SEC,
+        ring: None,
     };
     store
-        .ingest(&[Event::Gap(crossing), Event::Gap(elsewhere)])
+        .ingest(&[Event::Gap(crossing.clone()), Event::Gap(elsewhere)])
         .expect("ingest");
     let fb = store
         .flashback(
@@ -186,7 +188,7 @@ fn flashback_reports_the_gaps_it_crosses() {
             &FlashbackOptions::default(),
         )
         .expect("flashback");
-    assert_eq!(fb.gaps, vec![crossing]);
+    assert_eq!(fb.gaps, vec![crossing.clone()]);
     assert!(
         fb.to_tree().contains("crosses a gap of 12 lost events"),
         "{}",
@@ -228,6 +230,7 @@ fn retention_deletes_old_history_and_keeps_new() {
                 cpu: None,
                 from_ns: T0,
                 to_ns: T0 + 1,
+                ring: None,
             }),
             Event::fork(T0 + 40 * day, daemon, new),
             exec(T0 + 40 * day, new, "/bin/bash", &["bash"], 1000),
@@ -464,32 +467,44 @@ fn third_party_alerts_map_onto_the_graph() {
     ));
 }
 
+/// A store of a newer version, or of version 2 (before gaps named their ring), is
+/// refused with an error that names both versions, not misread.
 #[test]
 fn a_store_of_another_schema_version_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("graph.redb");
-    drop(Store::open(&path, Config::default()).expect("create"));
-    {
-        let db = redb::Database::open(&path).expect("redb");
-        let txn = db.begin_write().expect("txn");
+    assert_eq!(SCHEMA_VERSION, 3);
+    for version in [SCHEMA_VERSION + 1, 2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("graph.redb");
+        drop(Store::open(&path, Config::default()).expect("create"));
         {
-            let mut meta = txn
-                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
-                .expect("meta");
-            meta.insert("schema_version", SCHEMA_VERSION + 1)
-                .expect("insert");
+            let db = redb::Database::open(&path).expect("redb");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut meta = txn
+                    .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                    .expect("meta");
+                meta.insert("schema_version", version).expect("insert");
+            }
+            txn.commit().expect("commit");
         }
-        txn.commit().expect("commit");
-    }
-    match Store::open(&path, Config::default()) {
-        Err(Error::SchemaMismatch {
-            found, expected, ..
-        }) => {
-            assert_eq!(found, Some(SCHEMA_VERSION + 1));
-            assert_eq!(expected, SCHEMA_VERSION);
+        match Store::open(&path, Config::default()) {
+            Err(
+                e @ Error::SchemaMismatch {
+                    found, expected, ..
+                },
+            ) => {
+                assert_eq!(found, Some(version));
+                assert_eq!(expected, SCHEMA_VERSION);
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("schema version Some({version})"))
+                        && text.contains("reads version 3"),
+                    "{text}"
+                );
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a store of schema version {version} was opened"),
         }
-        Err(other) => panic!("wrong error: {other}"),
-        Ok(_) => panic!("a store of another schema version was opened"),
     }
 }
 

@@ -86,6 +86,7 @@ fn events_since_streams_everything_in_ingest_order_and_resumes_after_reopen() {
         cpu: Some(1),
         from_ns: T0 + 59 * SEC,
         to_ns: T0 + 60 * SEC,
+        ring: None,
     });
     let unattributed = Event::Alert(alert(
         T0 + 61 * SEC,

@@ -197,3 +197,65 @@ pub unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Option<T> {
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
+
+/// The `struct sock` behind file descriptor `fd` of `task`, or NULL when `fd` is not
+/// an open socket: `task->files->fdt->fd[fd]` is a file whose `private_data` is a
+/// `struct socket` that points back at the same file (only sockets do), and the
+/// socket's `sk`. `fd` is checked against `fdt->max_fds`.
+#[inline(always)]
+pub unsafe fn fd_sock(task: *const u8, fd: u64, off: &KernelOffsets) -> *const u8 {
+    let null = core::ptr::null();
+    unsafe {
+        let Some(files) = read_at::<*const u8>(task, off.task_struct_files) else {
+            return null;
+        };
+        let Some(fdt) = read_at::<*const u8>(files, off.files_struct_fdt) else {
+            return null;
+        };
+        let Some(max) = read_at::<u32>(fdt, off.fdtable_max_fds) else {
+            return null;
+        };
+        if fd >= u64::from(max) {
+            return null;
+        }
+        let Some(fds) = read_at::<*const u8>(fdt, off.fdtable_fd) else {
+            return null;
+        };
+        if fds.is_null() {
+            return null;
+        }
+        // SAFETY: only an address for bpf_probe_read_kernel, which tolerates any.
+        let slot = fds.wrapping_add((fd as usize) * core::mem::size_of::<usize>());
+        let Ok(file) = bpf_probe_read_kernel(slot as *const *const u8) else {
+            return null;
+        };
+        let Some(sock) = read_at::<*const u8>(file, off.file_private_data) else {
+            return null;
+        };
+        match read_at::<*const u8>(sock, off.socket_file) {
+            Some(back) if back == file && !file.is_null() => socket_sk(sock, off),
+            _ => null,
+        }
+    }
+}
+
+/// The remote end of a connected socket: (port in host order, address bytes — IPv4 in
+/// the first four), read for the socket's family.
+#[inline(always)]
+pub unsafe fn sk_remote(sk: *const u8, family: u16, off: &KernelOffsets) -> (u16, [u8; 16]) {
+    unsafe {
+        let port = read_at::<u16>(sk, off.sock_skc_dport).map_or(0, u16::from_be);
+        let mut addr = [0u8; 16];
+        if family == AF_INET {
+            if let Some(a) = read_at::<[u8; 4]>(sk, off.sock_skc_daddr) {
+                addr[0] = a[0];
+                addr[1] = a[1];
+                addr[2] = a[2];
+                addr[3] = a[3];
+            }
+        } else if let Some(a) = read_at::<[u8; 16]>(sk, off.sock_skc_v6_daddr) {
+            addr = a;
+        }
+        (port, addr)
+    }
+}

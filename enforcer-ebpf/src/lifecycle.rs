@@ -4,7 +4,7 @@
 //!
 //! Threads are not processes: a fork that creates a thread and the exit of a thread
 //! that is not its group's leader are not reported. A full ring buffer drops the
-//! record; such losses are not counted yet.
+//! record and counts it in `LOST_RECORDS`; the agent reports it as a gap.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes,

@@ -9,6 +9,8 @@
 //! * [`rules`]: the Cedar rule look-ups (ids, path and address tries).
 //! * [`lifecycle`]: `tp_btf` programs report forks, execs and exits for the context
 //!   graph (they need no BPF LSM, so they also prove the offset logic on any kernel).
+//! * [`connections`]: a `tp_btf` program on `sys_exit` reports TCP connect, listen and
+//!   accept and `set*id` credential changes for the context graph.
 //! * [`workload`]: which workload polices the current process (cgroup walk).
 //! * [`kernel`]: reads kernel structures at offsets taken from the running kernel's
 //!   BTF by user space (no CO-RE in Rust eBPF).
@@ -19,6 +21,8 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod connections;
 #[cfg(target_arch = "bpf")]
 mod exec;
 #[cfg(target_arch = "bpf")]

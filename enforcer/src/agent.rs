@@ -3,13 +3,14 @@
 //! Start-up is ordered so that a half-configured policy is never in force: the policy
 //! is read and validated (a repository is compiled, a bundle verified), resolved on
 //! this node, the kernel's offsets are read from BTF, the maps are filled, the
-//! lifecycle tracepoints are attached so the context graph sees every process from
-//! then on, `/proc` is scanned for the processes already running, and only then is
-//! the LSM program attached. A `ready` line announces that
-//! the policy is in force.
+//! lifecycle and connection tracepoints are attached so the context graph sees every
+//! process and connection from then on, `/proc` is scanned for the processes already
+//! running (and their listening sockets), and only then is the LSM program attached.
+//! A `ready` line announces that the policy is in force.
 //!
 //! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
-//! records are queued for the context graph and written in batches (at least every
+//! records (forks, execs, exits, TCP connects, listens and accepts, credential
+//! changes) are queued for the context graph and written in batches (at least every
 //! 200 ms); each `EVENTS` decision is printed, and — after the lifecycle records
 //! already in the ring are written — its Flashback is computed and printed. On SIGINT
 //! or SIGTERM the queue is written, the programs are detached (dropping the `Ebpf`
@@ -150,6 +151,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
 
     programs::attach_lifecycle(&mut ebpf, &btf)?;
+    programs::attach_connections(&mut ebpf, &btf)?;
     // After the tracepoints are attached, so no process falls between the two.
     match graph.scan_proc(&config.cgroup_root) {
         Ok(n) => tracing::info!(processes = n, "scanned /proc into the context graph"),
@@ -185,7 +187,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             _ = sigterm.recv() => break,
             _ = tick.tick() => {
                 counters.graph(graph.flush());
-                report_gaps(&mut losses, &mut sink, &metrics, config.output);
+                report_gaps(&mut losses, &mut graph, &mut sink, &metrics, config.output);
             }
             guard = lifecycle.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;
@@ -227,7 +229,9 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                             };
                             record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
                         }
-                        Ok(Record::Lifecycle(_)) => counters.malformed(),
+                        Ok(Record::Lifecycle(_) | Record::Socket(_) | Record::Credentials(_)) => {
+                            counters.malformed()
+                        }
                         Err(e) => {
                             counters.malformed();
                             tracing::error!(error = %e, "dropping a malformed ring-buffer record");
@@ -239,7 +243,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         }
     }
     counters.graph(graph.flush());
-    report_gaps(&mut losses, &mut sink, &metrics, config.output);
+    report_gaps(&mut losses, &mut graph, &mut sink, &metrics, config.output);
     let unwritten = sink.unwritten;
     let _ = sink.out.flush();
     // Dropping the object detaches the programs and frees the maps.
@@ -256,10 +260,11 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     Ok(())
 }
 
-/// Reports records the kernel lost since the last look: a `gap` line each and the
-/// `events_lost` metric.
+/// Reports records the kernel lost since the last look: a `gap` line each, the
+/// `events_lost` metric and a gap event in the context graph.
 fn report_gaps<W: Write>(
     losses: &mut LossMonitor,
+    graph: &mut GraphCapture,
     sink: &mut EventSink<W>,
     metrics: &Metrics,
     format: OutputFormat,
@@ -275,6 +280,16 @@ fn report_gaps<W: Write>(
                     "ring buffer full: records lost"
                 );
                 sink.emit(&GapLine::new(&gap).render(format));
+                if let Err(e) = graph.gap(
+                    gap.ring,
+                    Some(gap.cpu),
+                    gap.lost,
+                    gap.from_boot_ns,
+                    gap.to_boot_ns,
+                ) {
+                    metrics.add_graph_error();
+                    tracing::error!(error = %e, "recording a gap in the context graph");
+                }
             }
         }
         Err(e) => tracing::error!(error = %e, "reading the lost-record counters"),
@@ -370,6 +385,14 @@ fn drain_lifecycle(
         match events::decode(&item) {
             Ok(Record::Lifecycle(rec)) => {
                 let result = graph.lifecycle(&rec);
+                counters.graph(result);
+            }
+            Ok(Record::Socket(rec)) => {
+                let result = graph.socket(&rec);
+                counters.graph(result);
+            }
+            Ok(Record::Credentials(rec)) => {
+                let result = graph.credentials(&rec);
                 counters.graph(result);
             }
             Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed(),

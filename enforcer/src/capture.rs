@@ -7,20 +7,31 @@
 //! resolution `/proc/<pid>/stat` reports, so processes found by a `/proc` scan and
 //! processes seen by the kernel programs get the same key.
 //!
+//! Connections: a TCP connect becomes `Connect { local, remote }`, a listen
+//! `Listen { local }`, an accept `Accept { listener, local, remote }` on the
+//! accepting process — which is what links every process it forks afterwards to
+//! "who came in" (see `driftwall_ctxgraph::flashback`). A `set*id` call becomes
+//! `Credentials` on the process; the threads of a process that all make the same
+//! change (glibc's `setuid` runs it on every thread) are recorded once.
+//!
+//! Loss: [`GraphCapture::gap`] records a lost-event gap reported for a ring buffer and
+//! CPU, so a Flashback that crosses it says so.
+//!
 //! A failing store never stops enforcement: the agent logs the error and goes on.
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-use driftwall_abi::{Decision as KernelDecision, LifecycleOp};
+use driftwall_abi::{Decision as KernelDecision, LifecycleOp, SocketOp};
 use driftwall_ctxgraph::{
-    Config, Credentials, Decision, Event, Exec, Executable, Flashback, FlashbackOptions,
+    Config, Credentials, Decision, Event, Exec, Executable, Flashback, FlashbackOptions, GapEvent,
     ProcessEvent, ProcessEventKind, ProcessKey, Store, Subject, Target, Verdict,
 };
 
 use crate::{
-    events::{BootClock, LifecycleRecord},
+    events::{BootClock, CredRecord, LifecycleRecord, SocketRecord},
     procscan,
 };
 
@@ -65,6 +76,9 @@ pub struct GraphCapture {
     boot_id: u128,
     clock: BootClock,
     pending: Vec<Event>,
+    /// The last credentials recorded per live process, so that the same change
+    /// reported by each of its threads is recorded once.
+    credentials: HashMap<ProcessKey, Credentials>,
 }
 
 impl GraphCapture {
@@ -88,6 +102,7 @@ impl GraphCapture {
             boot_id: boot_id(),
             clock,
             pending: Vec::with_capacity(BATCH),
+            credentials: HashMap::new(),
         })
     }
 
@@ -154,8 +169,16 @@ impl GraphCapture {
                     },
                 )
             }
-            LifecycleOp::Exit => Event::exit(time, key, rec.exit_code as i32),
+            LifecycleOp::Exit => {
+                self.credentials.remove(&key);
+                Event::exit(time, key, rec.exit_code as i32)
+            }
         };
+        self.push(event)
+    }
+
+    /// Queues an event; writes the batch when it is full.
+    fn push(&mut self, event: Event) -> Result<(), CaptureError> {
         self.pending.push(event);
         if self.pending.len() >= BATCH {
             self.flush()?;
@@ -163,7 +186,74 @@ impl GraphCapture {
         Ok(())
     }
 
-    /// Puts the processes already running into the graph (see [`procscan`]). Returns
+    /// Queues a TCP connect, listen or accept.
+    pub fn socket(&mut self, rec: &SocketRecord) -> Result<(), CaptureError> {
+        let kind = match (rec.op, rec.remote) {
+            (SocketOp::Listen, _) => ProcessEventKind::Listen { local: rec.local },
+            (SocketOp::Connect, Some(remote)) => ProcessEventKind::Connect {
+                local: rec.local,
+                remote,
+            },
+            // The accepted connection's own address when the listener's could not be
+            // read: the listener accepted on it (same port).
+            (SocketOp::Accept, Some(remote)) => ProcessEventKind::Accept {
+                listener: rec.listener.unwrap_or(rec.local),
+                local: rec.local,
+                remote,
+            },
+            // Refused by decoding: connect and accept always carry a peer.
+            (SocketOp::Connect | SocketOp::Accept, None) => return Ok(()),
+        };
+        let time = self.clock.epoch_ns(rec.boot_ns);
+        let key = self.key(rec.tgid, rec.start_ns);
+        self.push(Event::process_event(time, key, kind))
+    }
+
+    /// Queues a credential change, unless the process already has these credentials
+    /// on record (another of its threads reported the same change).
+    pub fn credentials(&mut self, rec: &CredRecord) -> Result<(), CaptureError> {
+        let creds = Credentials {
+            uid: rec.uid,
+            euid: rec.euid,
+            gid: rec.gid,
+        };
+        let key = self.key(rec.tgid, rec.start_ns);
+        if self.credentials.insert(key, creds) == Some(creds) {
+            return Ok(());
+        }
+        let time = self.clock.epoch_ns(rec.boot_ns);
+        self.push(Event::process_event(
+            time,
+            key,
+            ProcessEventKind::Credentials(creds),
+        ))
+    }
+
+    /// Records that `lost` events of ring buffer `ring` were dropped (on `cpu`, when
+    /// known) between two boot-clock times, and writes it at once: a Flashback that
+    /// crosses the gap says so.
+    pub fn gap(
+        &mut self,
+        ring: &str,
+        cpu: Option<u32>,
+        lost: u64,
+        from_boot_ns: u64,
+        to_boot_ns: u64,
+    ) -> Result<(), CaptureError> {
+        let to_ns = self.clock.epoch_ns(to_boot_ns);
+        self.pending.push(Event::Gap(GapEvent {
+            time_ns: to_ns,
+            lost,
+            cpu,
+            from_ns: self.clock.epoch_ns(from_boot_ns),
+            to_ns,
+            ring: Some(ring.to_string()),
+        }));
+        self.flush()
+    }
+
+    /// Puts the processes already running into the graph, with the TCP addresses they
+    /// listen on (see [`procscan`]). Returns
     /// how many were found.
     ///
     /// [`procscan`]: crate::procscan
@@ -201,6 +291,17 @@ impl GraphCapture {
                         cgroup_id: p.cgroup_id,
                         workload: None,
                     },
+                ));
+            }
+            // Listening since some time before the scan: recorded at the scan.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            for local in &p.listening {
+                self.pending.push(Event::process_event(
+                    now,
+                    key,
+                    ProcessEventKind::Listen { local: *local },
                 ));
             }
             if self.pending.len() >= BATCH {
@@ -265,5 +366,111 @@ mod tests {
     #[test]
     fn boot_id_is_read() {
         assert_ne!(boot_id(), 0);
+    }
+
+    fn fork(tgid: u32, start_s: u64, ppid: u32, parent_start_s: u64, at_s: u64) -> LifecycleRecord {
+        LifecycleRecord {
+            op: LifecycleOp::Fork,
+            tgid,
+            ppid,
+            boot_ns: at_s * 1_000_000_000,
+            start_ns: start_s * 1_000_000_000,
+            parent_start_ns: parent_start_s * 1_000_000_000,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 1,
+            exit_code: 0,
+            file: driftwall_abi::FileId::default(),
+            path: None,
+            argv: Vec::new(),
+        }
+    }
+
+    fn socket(op: SocketOp, at_s: u64, remote: Option<&str>) -> SocketRecord {
+        SocketRecord {
+            op,
+            pid: 900_001,
+            tgid: 900_001,
+            boot_ns: at_s * 1_000_000_000,
+            start_ns: 5_000_000_000,
+            cgroup_id: 1,
+            uid: 0,
+            gid: 0,
+            local: "[2001:db8::5]:8443".parse().unwrap(),
+            remote: remote.map(|r| r.parse().unwrap()),
+            listener: None,
+        }
+    }
+
+    /// The glue from validated records to graph events: an accept before a fork is
+    /// the forked chain's inbound link (an unreadable listener address falls back to
+    /// the connection's own), the same credential change reported by two threads is
+    /// one event, and a gap names its ring.
+    #[test]
+    fn sockets_credentials_and_gaps_reach_the_graph() {
+        let dir = std::env::temp_dir().join(format!("dw-capture-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut g = GraphCapture::open(&dir, BootClock::now()).expect("open");
+        let server = 900_001;
+        g.lifecycle(&fork(server, 5, 900_000, 1, 5)).expect("fork");
+        g.socket(&socket(SocketOp::Listen, 6, None))
+            .expect("listen");
+        g.socket(&socket(SocketOp::Accept, 7, Some("[2001:db8::99]:40000")))
+            .expect("accept");
+        g.lifecycle(&fork(900_002, 8, server, 5, 8))
+            .expect("fork shell");
+        for thread in [900_002, 900_003] {
+            g.credentials(&CredRecord {
+                pid: thread,
+                tgid: 900_002,
+                syscall: 105,
+                boot_ns: 9_000_000_000,
+                start_ns: 8_000_000_000,
+                uid: 33,
+                euid: 33,
+                gid: 33,
+            })
+            .expect("credentials");
+        }
+        g.gap("lifecycle", Some(1), 5, 8_500_000_000, 9_500_000_000)
+            .expect("gap");
+        let story = g
+            .decision(DecisionFacts {
+                boot_ns: 10_000_000_000,
+                tgid: 900_002,
+                start_ns: 8_000_000_000,
+                decision: KernelDecision::Deny,
+                hook: "exec",
+                workload: None,
+                target: Target::Path("/tmp/x".into()),
+                rule: "r".into(),
+            })
+            .expect("decision");
+        let link = story.inbound.expect("who came in");
+        assert_eq!(link.remote, "[2001:db8::99]:40000".parse().unwrap());
+        assert_eq!(link.listener, link.local, "listener unknown: our end");
+        assert_eq!(link.accepted_by, g.key(server, 5_000_000_000));
+        assert_eq!(story.gaps.len(), 1);
+        assert_eq!(story.gaps[0].ring.as_deref(), Some("lifecycle"));
+        let page = g
+            .store()
+            .events_since(driftwall_ctxgraph::EventCursor::default(), 100)
+            .expect("events");
+        let creds = page
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Process(p) if matches!(p.kind, ProcessEventKind::Credentials(_)))
+            })
+            .count();
+        assert_eq!(creds, 1, "two threads, one change");
+        let listens = page
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Process(p) if matches!(p.kind, ProcessEventKind::Listen { .. })))
+            .count();
+        assert_eq!(listens, 1);
+        drop(g);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,13 +4,13 @@
 //! programs that could be replaced): every record is checked for its length, kind and
 //! enumerations before it is believed, and a malformed one is an error, not a panic.
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use driftwall_abi::{
-    ARGS_CAPACITY, Decision, EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED, EventKind, ExecEvent,
-    FileId, LifecycleEvent, LifecycleOp, NetEvent, PATH_CAPACITY,
+    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED, EventKind,
+    ExecEvent, FileId, LifecycleEvent, LifecycleOp, NetEvent, PATH_CAPACITY, SocketEvent, SocketOp,
     decide::{NO_RULE, Reason},
     rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -45,6 +45,10 @@ pub enum RecordError {
     PathLength(u16),
     #[error("lifecycle record has an invalid operation {0}")]
     LifecycleOp(u8),
+    #[error("socket record has an invalid operation {0}")]
+    SocketOp(u8),
+    #[error("socket record has no {0} address")]
+    MissingAddress(&'static str),
 }
 
 /// A file identity as shown to people and scripts.
@@ -70,6 +74,41 @@ pub enum Record {
     Exec(ExecDecisionRecord),
     Net(NetDecisionRecord),
     Lifecycle(LifecycleRecord),
+    Socket(SocketRecord),
+    Credentials(CredRecord),
+}
+
+/// A TCP connect, listen or accept, validated. An IPv4-mapped IPv6 address (a
+/// dual-stack socket's IPv4 peer) is given as the IPv4 address it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketRecord {
+    pub op: SocketOp,
+    pub pid: u32,
+    pub tgid: u32,
+    pub boot_ns: u64,
+    pub start_ns: u64,
+    pub cgroup_id: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Our end (the listening address, for a listen).
+    pub local: SocketAddr,
+    /// The peer (connect, accept).
+    pub remote: Option<SocketAddr>,
+    /// The listening socket's address (accept, when it could be read).
+    pub listener: Option<SocketAddr>,
+}
+
+/// A successful `set*id` call, validated: the thread's credentials after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredRecord {
+    pub pid: u32,
+    pub tgid: u32,
+    pub syscall: u32,
+    pub boot_ns: u64,
+    pub start_ns: u64,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
 }
 
 /// A `connect`, `bind` or `listen` decision, validated.
@@ -240,7 +279,62 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 argv: argv_of(&ev.args, ev.args_len)?,
             }))
         }
+        EventKind::Socket => {
+            let ev: SocketEvent = read_pod(bytes, kind)?;
+            let op = SocketOp::from_u8(ev.op).ok_or(RecordError::SocketOp(ev.op))?;
+            let local = socket_addr(ev.family, ev.local, ev.local_port)?
+                .ok_or(RecordError::MissingAddress("local"))?;
+            let remote = match op {
+                SocketOp::Listen => None,
+                SocketOp::Connect | SocketOp::Accept => Some(
+                    socket_addr(ev.family, ev.remote, ev.remote_port)?
+                        .ok_or(RecordError::MissingAddress("remote"))?,
+                ),
+            };
+            let listener = match op {
+                SocketOp::Accept => socket_addr(ev.listener_family, ev.listener, ev.listener_port)?,
+                SocketOp::Connect | SocketOp::Listen => None,
+            };
+            Ok(Record::Socket(SocketRecord {
+                op,
+                pid: ev.pid,
+                tgid: ev.tgid,
+                boot_ns: ev.boot_ns,
+                start_ns: ev.start_ns,
+                cgroup_id: ev.cgroup_id,
+                uid: ev.uid,
+                gid: ev.gid,
+                local,
+                remote,
+                listener,
+            }))
+        }
+        EventKind::Credentials => {
+            let ev: CredEvent = read_pod(bytes, kind)?;
+            Ok(Record::Credentials(CredRecord {
+                pid: ev.pid,
+                tgid: ev.tgid,
+                syscall: ev.syscall,
+                boot_ns: ev.boot_ns,
+                start_ns: ev.start_ns,
+                uid: ev.uid,
+                euid: ev.euid,
+                gid: ev.gid,
+            }))
+        }
     }
+}
+
+/// A socket address from a record's family, address bytes and port; `Ok(None)` for
+/// family 0 (not set).
+fn socket_addr(family: u8, addr: [u8; 16], port: u16) -> Result<Option<SocketAddr>, RecordError> {
+    let ip = match family {
+        0 => return Ok(None),
+        FAMILY_V4 => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(addr)).to_canonical(),
+        other => return Err(RecordError::Family(other)),
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 /// The NUL-separated argument strings in a record's buffer.
@@ -407,6 +501,95 @@ mod tests {
         let mut bad = net_event();
         bad.reason = 0;
         assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Reason(0)));
+    }
+
+    fn socket_event(op: SocketOp) -> SocketEvent {
+        let mut remote = [0u8; 16];
+        remote[10] = 0xff;
+        remote[11] = 0xff;
+        remote[12..].copy_from_slice(&[192, 0, 2, 7]);
+        SocketEvent {
+            kind: EventKind::Socket as u32,
+            op: op as u8,
+            family: FAMILY_V6,
+            listener_family: FAMILY_V6,
+            _pad: 0,
+            pid: 11,
+            tgid: 10,
+            boot_ns: 5,
+            start_ns: 3,
+            cgroup_id: 9,
+            uid: 0,
+            gid: 0,
+            local_port: 8080,
+            remote_port: 40000,
+            listener_port: 8080,
+            _pad2: 0,
+            local: Ipv6Addr::LOCALHOST.octets(),
+            remote,
+            listener: [0; 16],
+        }
+    }
+
+    #[test]
+    fn socket_records_decode_with_mapped_addresses_made_ipv4() {
+        match decode(&bytes_of(&socket_event(SocketOp::Accept))) {
+            Ok(Record::Socket(r)) => {
+                assert_eq!(r.local, "[::1]:8080".parse().unwrap());
+                assert_eq!(r.remote, Some("192.0.2.7:40000".parse().unwrap()));
+                assert_eq!(r.listener, Some("[::]:8080".parse().unwrap()));
+                assert_eq!((r.pid, r.tgid, r.start_ns), (11, 10, 3));
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode(&bytes_of(&socket_event(SocketOp::Listen))) {
+            Ok(Record::Socket(r)) => assert_eq!((r.remote, r.listener), (None, None)),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = socket_event(SocketOp::Connect);
+        bad.op = 9;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::SocketOp(9)));
+        let mut bad = socket_event(SocketOp::Connect);
+        bad.family = 0;
+        assert_eq!(
+            decode(&bytes_of(&bad)),
+            Err(RecordError::MissingAddress("local"))
+        );
+        let mut bad = socket_event(SocketOp::Accept);
+        bad.listener_family = 3;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Family(3)));
+        let good = bytes_of(&socket_event(SocketOp::Connect));
+        assert!(matches!(
+            decode(&good[..good.len() - 8]),
+            Err(RecordError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn credential_records_decode() {
+        let ev = CredEvent {
+            kind: EventKind::Credentials as u32,
+            pid: 4,
+            tgid: 4,
+            syscall: 105,
+            boot_ns: 1,
+            start_ns: 2,
+            uid: 1000,
+            euid: 1000,
+            gid: 100,
+            _pad: 0,
+        };
+        match decode(&bytes_of(&ev)) {
+            Ok(Record::Credentials(r)) => {
+                assert_eq!((r.uid, r.euid, r.gid, r.syscall), (1000, 1000, 100, 105))
+            }
+            other => panic!("{other:?}"),
+        }
+        let bytes = bytes_of(&ev);
+        assert!(matches!(
+            decode(&bytes[..40]),
+            Err(RecordError::Length { .. })
+        ));
     }
 
     #[test]

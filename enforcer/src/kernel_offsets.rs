@@ -91,6 +91,21 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         sock_skc_num: common("skc_num", Expect::Int(2))?,
         sock_skc_rcv_saddr: common("skc_rcv_saddr", Expect::Int(4))?,
         sock_skc_v6_rcv_saddr: common("skc_v6_rcv_saddr", Expect::Struct("in6_addr"))?,
+        sock_skc_daddr: common("skc_daddr", Expect::Int(4))?,
+        sock_skc_dport: common("skc_dport", Expect::Int(2))?,
+        sock_skc_v6_daddr: common("skc_v6_daddr", Expect::Struct("in6_addr"))?,
+        task_struct_files: f("task_struct", "files", Expect::Ptr)?,
+        files_struct_fdt: f("files_struct", "fdt", Expect::Ptr)?,
+        fdtable_max_fds: f("fdtable", "max_fds", Expect::Int(4))?,
+        fdtable_fd: f("fdtable", "fd", Expect::Ptr)?,
+        file_private_data: f("file", "private_data", Expect::Ptr)?,
+        socket_file: f("socket", "file", Expect::Ptr)?,
+        pt_regs_orig_ax: f("pt_regs", "orig_ax", Expect::Int(8))?,
+        pt_regs_di: f("pt_regs", "di", Expect::Int(8))?,
+        // `unsigned long cs` before Linux 6.9; since FRED, `u16 cs` in a union. The
+        // program reads its low 16 bits (little-endian: the first two bytes).
+        pt_regs_cs: f("pt_regs", "cs", Expect::Int(2))
+            .or_else(|_| f("pt_regs", "cs", Expect::Int(8)))?,
     })
 }
 
@@ -209,6 +224,14 @@ mod tests {
         assert!(off.sock_skc_num > 0 && off.sock_skc_rcv_saddr > 0);
         assert_ne!(off.sock_skc_rcv_saddr, off.sock_skc_v6_rcv_saddr);
         assert!(off.sock_sk_protocol > off.sock_skc_v6_rcv_saddr);
+        // The remote port and address sit beside the local ones in sock_common.
+        assert_ne!(off.sock_skc_dport, off.sock_skc_num);
+        assert_ne!(off.sock_skc_daddr, off.sock_skc_rcv_saddr);
+        assert_ne!(off.sock_skc_v6_daddr, off.sock_skc_v6_rcv_saddr);
+        assert!(off.task_struct_files > 0 && off.fdtable_fd > 0);
+        // x86-64 pt_regs: orig_ax follows the argument registers.
+        assert!(off.pt_regs_orig_ax > off.pt_regs_di);
+        assert!(off.pt_regs_cs > off.pt_regs_orig_ax);
     }
 
     #[test]

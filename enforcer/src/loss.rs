@@ -1,8 +1,9 @@
 //! Records the kernel programs could not deliver: when a ring buffer is full, a
 //! program keeps its decision but counts the lost record in the per-CPU
 //! `LOST_RECORDS` map. [`LossMonitor`] turns the growth of those counters into
-//! [`Gap`]s that the agent reports (a `gap` line, the `events_lost` metric), so a
-//! story that crosses a gap is never mistaken for a whole one.
+//! [`Gap`]s that the agent reports (a `gap` line, the `events_lost` metric, a gap
+//! event in the context graph that every Flashback crossing it shows), so a story
+//! that crosses a gap is never mistaken for a whole one.
 //!
 //! It also validates the ring-buffer size an operator asks for (`--ring-bytes`).
 use aya::{
@@ -20,6 +21,10 @@ pub struct Gap {
     pub ring: &'static str,
     pub cpu: u32,
     pub lost: u64,
+    /// The window the records were lost in: the previous poll and this one
+    /// (`CLOCK_BOOTTIME` ns, the programs' clock).
+    pub from_boot_ns: u64,
+    pub to_boot_ns: u64,
 }
 
 /// Reads `LOST_RECORDS` and reports what grew.
@@ -27,6 +32,22 @@ pub struct LossMonitor {
     counters: PerCpuArray<MapData, u64>,
     /// Last value seen, per ring and CPU.
     seen: [Vec<u64>; 2],
+    /// When the last poll read them.
+    polled_boot_ns: u64,
+}
+
+/// `CLOCK_BOOTTIME` now, in ns.
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 impl LossMonitor {
@@ -42,12 +63,15 @@ impl LossMonitor {
         Ok(LossMonitor {
             counters,
             seen: [Vec::new(), Vec::new()],
+            polled_boot_ns: boot_ns(),
         })
     }
 
     /// The gaps since the last poll, one per ring and CPU that lost records.
     pub fn poll(&mut self) -> Result<Vec<Gap>, ProgramsError> {
         let mut gaps = Vec::new();
+        let (from, to) = (self.polled_boot_ns, boot_ns());
+        self.polled_boot_ns = to;
         for (slot, (index, ring)) in [(LOST_EVENTS, "events"), (LOST_LIFECYCLE, "lifecycle")]
             .into_iter()
             .enumerate()
@@ -60,7 +84,15 @@ impl LossMonitor {
                     source,
                 })?;
             let now: Vec<u64> = values.iter().copied().collect();
-            gaps.extend(growth(ring, &self.seen[slot], &now));
+            gaps.extend(
+                growth(ring, &self.seen[slot], &now)
+                    .into_iter()
+                    .map(|g| Gap {
+                        from_boot_ns: from,
+                        to_boot_ns: to,
+                        ..g
+                    }),
+            );
             self.seen[slot] = now;
         }
         Ok(gaps)
@@ -77,6 +109,8 @@ fn growth(ring: &'static str, before: &[u64], now: &[u64]) -> Vec<Gap> {
                 ring,
                 cpu: u32::try_from(cpu).unwrap_or(u32::MAX),
                 lost,
+                from_boot_ns: 0,
+                to_boot_ns: 0,
             })
         })
         .collect()
@@ -128,12 +162,16 @@ mod tests {
                 Gap {
                     ring: "events",
                     cpu: 0,
-                    lost: 3
+                    lost: 3,
+                    from_boot_ns: 0,
+                    to_boot_ns: 0
                 },
                 Gap {
                     ring: "events",
                     cpu: 2,
-                    lost: 2
+                    lost: 2,
+                    from_boot_ns: 0,
+                    to_boot_ns: 0
                 }
             ]
         );

@@ -6,13 +6,22 @@
 //! missed between the two; one seen by both is recorded twice with the same key,
 //! which the graph treats as the same process.
 //!
+//! Listening sockets of those processes are found too: each `socket:[inode]` link in
+//! `/proc/<pid>/fd` is looked up in the LISTEN entries of `/proc/<pid>/net/tcp` and
+//! `tcp6` (read once per network namespace), so a server that was listening before
+//! the agent started is a listener in the graph.
+//!
 //! The `/proc` files are parsed with nom: each parser says exactly which lines and
 //! fields it accepts, and a file it does not understand is skipped, never guessed at.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
 use nom::{
     IResult, Parser,
-    bytes::complete::{tag, take_till, take_while1},
+    bytes::complete::{tag, take_till, take_while_m_n, take_while1},
     character::complete::{char, digit1, space0, space1},
     combinator::map_res,
     multi::count,
@@ -104,6 +113,97 @@ pub fn parse_cgroup(text: &str) -> Option<String> {
     })
 }
 
+/// The TCP state `LISTEN` in `/proc/net/tcp`.
+const TCP_LISTEN: u8 = 0x0A;
+
+/// Parses one entry line of `/proc/net/tcp` or `/proc/net/tcp6`: (local address,
+/// state, socket inode). The kernel prints each 32-bit word of an address as the hex
+/// of its in-memory (network order) bytes read as a host integer, and the port in
+/// host order.
+pub fn parse_tcp_line(line: &str) -> Option<(SocketAddr, u8, u64)> {
+    fn hex_u32(i: &str) -> IResult<&str, u32> {
+        map_res(take_while_m_n(8, 8, |c: char| c.is_ascii_hexdigit()), |h| {
+            u32::from_str_radix(h, 16)
+        })
+        .parse(i)
+    }
+    fn hex<T: TryFrom<u64>>(n: usize) -> impl FnMut(&str) -> IResult<&str, T> {
+        move |i| {
+            map_res(take_while_m_n(n, n, |c: char| c.is_ascii_hexdigit()), |h| {
+                u64::from_str_radix(h, 16)
+                    .ok()
+                    .and_then(|v| T::try_from(v).ok())
+                    .ok_or(())
+            })
+            .parse(i)
+        }
+    }
+    let field = || preceded(space1, take_while1(|c: char| !c.is_ascii_whitespace()));
+    let slot: IResult<&str, _> = preceded(space0, (digit1, char(':'))).parse(line);
+    let (rest, _slot) = slot.ok()?;
+    let words: IResult<&str, Vec<u32>> = preceded(space1, nom::multi::many1(hex_u32)).parse(rest);
+    let (rest, words) = words.ok()?;
+    let ip = match words.as_slice() {
+        [a] => IpAddr::V4(Ipv4Addr::from(a.to_ne_bytes())),
+        [a, b, c, d] => {
+            let mut bytes = [0u8; 16];
+            for (chunk, w) in bytes.chunks_exact_mut(4).zip([a, b, c, d]) {
+                chunk.copy_from_slice(&w.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    let port: IResult<&str, (char, u16)> = (char(':'), hex::<u16>(4)).parse(rest);
+    let (rest, (_, port)) = port.ok()?;
+    // remote address, state, then queues, timer, retransmits, uid, timeout, inode.
+    let tail: IResult<&str, (&str, u8, Vec<&str>, u64)> = (
+        field(),
+        preceded(space1, hex::<u8>(2)),
+        count(field(), 5),
+        preceded(space1, number::<u64>),
+    )
+        .parse(rest);
+    let (_, (_remote, state, _, inode)) = tail.ok()?;
+    Some((SocketAddr::new(ip, port), state, inode))
+}
+
+/// The listening TCP sockets of a network namespace, by socket inode, from the
+/// `net/tcp` and `net/tcp6` files under `dir` (a `/proc/<pid>` directory).
+fn listening_sockets(dir: &Path) -> HashMap<u64, SocketAddr> {
+    let mut out = HashMap::new();
+    for file in ["net/tcp", "net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        for (addr, state, inode) in text.lines().skip(1).filter_map(parse_tcp_line) {
+            if state == TCP_LISTEN && inode != 0 {
+                out.insert(
+                    inode,
+                    SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The socket inodes among the open files of the process whose `/proc` directory is
+/// `dir` (`socket:[inode]` links in `fd/`).
+fn socket_inodes(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir.join("fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_str()?;
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
 /// A process found by the scan.
 #[derive(Clone, Debug)]
 pub struct ScannedProcess {
@@ -115,6 +215,8 @@ pub struct ScannedProcess {
     pub cwd: String,
     /// cgroup v2 id, when the cgroup could be resolved under the cgroup root.
     pub cgroup_id: u64,
+    /// The TCP addresses it listens on (IPv4-mapped addresses as IPv4).
+    pub listening: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +234,8 @@ pub fn scan(proc_root: &Path, cgroup_root: &Path) -> Vec<ScannedProcess> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    // Listening sockets per network namespace (by the inode of /proc/<pid>/ns/net).
+    let mut listeners: HashMap<u64, HashMap<u64, SocketAddr>> = HashMap::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -163,6 +267,18 @@ pub fn scan(proc_root: &Path, cgroup_root: &Path) -> Vec<ScannedProcess> {
             .and_then(parse_cgroup)
             .and_then(|p| std::fs::metadata(cgroup_root.join(p.trim_start_matches('/'))).ok())
             .map_or(0, |m| m.ino());
+        let sockets = socket_inodes(&dir);
+        let mut listening = Vec::new();
+        if !sockets.is_empty()
+            && let Ok(netns) = std::fs::metadata(dir.join("ns/net"))
+        {
+            let table = listeners
+                .entry(netns.ino())
+                .or_insert_with(|| listening_sockets(&dir));
+            listening.extend(sockets.iter().filter_map(|inode| table.get(inode)));
+            listening.sort();
+            listening.dedup();
+        }
         out.push(ScannedProcess {
             stat,
             ids,
@@ -170,6 +286,7 @@ pub fn scan(proc_root: &Path, cgroup_root: &Path) -> Vec<ScannedProcess> {
             argv,
             cwd,
             cgroup_id,
+            listening,
         });
     }
     out
@@ -256,6 +373,47 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         assert_eq!(mine.exe.as_ref().unwrap().path, exe.to_string_lossy());
         assert!(all.len() > 1);
+    }
+
+    #[test]
+    fn tcp_table_lines_parse_for_both_families() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0";
+        let (addr, state, inode) = parse_tcp_line(v4).expect("v4 line");
+        assert_eq!(
+            (addr, state, inode),
+            ("127.0.0.1:8080".parse().unwrap(), TCP_LISTEN, 31337)
+        );
+        // ::1 on a little-endian machine: the last word's bytes 00 00 00 01.
+        let v6 = "   1: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   100        0 4242 1 0000000000000000 100 0 0 10 0";
+        let (addr, _, inode) = parse_tcp_line(v6).expect("v6 line");
+        assert_eq!((addr, inode), ("[::1]:443".parse().unwrap(), 4242));
+        assert_eq!(parse_tcp_line("  sl  local_address rem_address   st"), None);
+        assert_eq!(parse_tcp_line("   0: 0100007F:1F9"), None);
+    }
+
+    #[test]
+    fn the_scan_finds_the_listening_sockets_of_this_process() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let me = std::process::id();
+        let all = scan(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+        let mine = all.iter().find(|p| p.stat.pid == me).expect("this process");
+        for l in [&v4, &v6] {
+            let addr = l.local_addr().unwrap();
+            assert!(
+                mine.listening.contains(&addr),
+                "{addr} not in {:?}",
+                mine.listening
+            );
+        }
+        // A connected socket is not a listener.
+        let _client = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
+        let again = scan(Path::new("/proc"), Path::new("/sys/fs/cgroup"));
+        let mine = again
+            .iter()
+            .find(|p| p.stat.pid == me)
+            .expect("this process");
+        assert_eq!(mine.listening.len(), 2, "{:?}", mine.listening);
     }
 
     #[test]

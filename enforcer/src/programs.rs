@@ -220,3 +220,20 @@ pub fn attach_lifecycle(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError>
     }
     Ok(())
 }
+
+/// Loads and attaches the `tp_btf` program on `sys_exit` that reports TCP connect,
+/// listen and accept and credential changes on the `LIFECYCLE` ring (see
+/// `enforcer-ebpf/src/connections.rs`). It needs no BPF LSM and no tracefs.
+pub fn attach_connections(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
+    let name = names::PROG_SYSCALL_EXIT;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProgramsError::Missing("the sys_exit capture program"))?
+        .try_into()
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    prog.load("sys_exit", btf)
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    prog.attach()
+        .map_err(|source| ProgramsError::Program { name, source })?;
+    Ok(())
+}

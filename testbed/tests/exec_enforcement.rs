@@ -43,6 +43,7 @@ fn main() {
     .expect_tests(&[
         "agent_starts_and_reports_ready",
         "allowed_binary_runs",
+        "an_inbound_connection_leads_the_flashback_of_a_block",
         "a_block_comes_with_its_flashback",
         "unlisted_binary_is_denied_and_reported",
         "copied_binary_is_denied",

@@ -7,6 +7,7 @@
 //! ```text
 //! /sys/fs/cgroup/dw/web     workload `web`, enforce, may run /opt/dw/allowed
 //! /sys/fs/cgroup/dw/audit   workload `audited`, audit, may run /opt/dw/allowed
+//! /sys/fs/cgroup/dw/inbound workload `inbound`, enforce, may run /opt/dw/allowed, /bin/sh
 //! /sys/fs/cgroup/dw/free    no workload
 //! /opt/dw/allowed, /opt/dw/denied   copies of dw-probe (two distinct files)
 //! ```
@@ -54,8 +55,12 @@ fn main() {
     let _ = reporter.run("agent_starts_and_reports_ready", || {
         Ok::<_, String>(format!("ready: {}", agent.ready_line))
     });
-    let tests: [(&str, GuestTest); 14] = [
+    let tests: [(&str, GuestTest); 15] = [
         ("allowed_binary_runs", allowed_binary_runs),
+        (
+            "an_inbound_connection_leads_the_flashback_of_a_block",
+            an_inbound_connection_leads_the_flashback_of_a_block,
+        ),
         (
             "a_block_comes_with_its_flashback",
             a_block_comes_with_its_flashback,
@@ -143,7 +148,7 @@ struct Agent {
 }
 
 fn setup() -> Result<Agent, String> {
-    for dir in ["dw/web", "dw/audit", "dw/free"] {
+    for dir in ["dw/web", "dw/audit", "dw/free", "dw/inbound"] {
         std::fs::create_dir_all(Path::new(CG).join(dir))
             .map_err(|e| format!("cgroup {dir}: {e}"))?;
     }
@@ -168,6 +173,15 @@ fn setup() -> Result<Agent, String> {
     std::fs::write(
         profiles.join("audited.yaml"),
         profile("audited", "/dw/audit", "audit"),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        profiles.join("inbound.yaml"),
+        format!(
+            "apiVersion: driftwall.dev/v1alpha1\nkind: Profile\nmetadata:\n  name: inbound\n\
+             spec:\n  selector:\n    cgroup: /dw/inbound\n  mode: enforce\n  process:\n    \
+             executables:\n      - {ALLOWED}\n      - /bin/sh\n"
+        ),
     )
     .map_err(|e| e.to_string())?;
     std::fs::write("/etc/dw/policies/schema.cedarschema", CEDAR_SCHEMA)
@@ -589,6 +603,144 @@ fn a_block_comes_with_its_flashback(agent: &Agent) -> Res {
             .collect::<Vec<_>>()
             .join(" <- "),
         fb["trigger"]
+    ))
+}
+
+/// Where the test web server of the inbound story listens.
+const WEB_ADDR: &str = "127.0.0.1:18080";
+/// What its downloader drops and runs.
+const DROPPED: &str = "/tmp/dropped";
+
+/// The "who came in" story: a test web server in the enforce workload `inbound`
+/// accepts a TCP connection and runs a shell on it; over the connection the shell is
+/// told to run a downloader, which fetches a binary from a file server, drops it in
+/// /tmp and execs it — denied with EPERM. The block's Flashback holds the chain
+/// server → shell → downloader → denied exec, and its inbound link names the
+/// listener, our end, the remote address (this suite's client socket) and the
+/// server as the accepting process.
+fn an_inbound_connection_leads_the_flashback_of_a_block(agent: &Agent) -> Res {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    // The file server the downloader fetches from: the bytes of dw-probe.
+    let files = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("file server: {e}"))?;
+    let files_addr = files.local_addr().map_err(|e| e.to_string())?;
+    let payload = std::fs::read("/bin/dw-probe").map_err(|e| e.to_string())?;
+    let file_server = std::thread::spawn(move || -> Result<(), String> {
+        let (mut conn, _) = files.accept().map_err(|e| format!("file accept: {e}"))?;
+        conn.write_all(&payload)
+            .map_err(|e| format!("file write: {e}"))
+    });
+    let server = std::thread::spawn(|| {
+        spawn_in_cgroup(
+            "dw/inbound",
+            &[ALLOWED, "serve-once", WEB_ADDR, "--", "/bin/sh"],
+            false,
+        )
+    });
+    // Connect once the server listens.
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let mut client = loop {
+        match TcpStream::connect(WEB_ADDR) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("the web server never listened on {WEB_ADDR}: {e}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let remote = client.local_addr().map_err(|e| e.to_string())?;
+    let script = format!("{ALLOWED} fetch {files_addr} {DROPPED}; echo fetch-status=$?\n");
+    client
+        .write_all(script.as_bytes())
+        .and_then(|()| client.shutdown(Shutdown::Write))
+        .map_err(|e| format!("talking to the shell: {e}"))?;
+    let mut reply = String::new();
+    client
+        .read_to_string(&mut reply)
+        .map_err(|e| format!("reading the shell: {e}"))?;
+    file_server
+        .join()
+        .map_err(|_| "the file server panicked")??;
+    let server = server.join().map_err(|_| "the server thread panicked")??;
+    let want = format!("fetch-status={}", 100 + EPERM);
+    if !reply.contains(&want) {
+        return Err(format!(
+            "the dropped binary was not refused with EPERM: the shell said {reply:?}"
+        ));
+    }
+
+    let deny = agent.wait_for(EVENT_TIMEOUT, |v| {
+        v["kind"] == "exec" && v["exe"]["path"] == DROPPED
+    })?;
+    if deny["decision"] != "deny" || deny["workload"] != "inbound" {
+        return Err(format!("want a deny in workload inbound: {deny}"));
+    }
+    let blocked = deny["tgid"].clone();
+    let story = agent.wait_for(EVENT_TIMEOUT, |v| {
+        v["kind"] == "flashback" && v["tgid"] == blocked
+    })?;
+    let fb = &story["flashback"];
+    let inbound = &fb["inbound"];
+    let checks = [
+        ("inbound.remote", inbound["remote"] == remote.to_string()),
+        ("inbound.listener", inbound["listener"] == WEB_ADDR),
+        ("inbound.local", inbound["local"] == WEB_ADDR),
+        (
+            "inbound.accepted_by",
+            inbound["accepted_by"]["tgid"] == server.pid,
+        ),
+    ];
+    for (what, ok) in checks {
+        if !ok {
+            return Err(format!(
+                "{what} is wrong (want remote {remote}, listener {WEB_ADDR}, server pid {}): {inbound}",
+                server.pid
+            ));
+        }
+    }
+    // The chain ends server → shell → downloader → the blocked process.
+    let chain = fb["chain"]
+        .as_array()
+        .ok_or_else(|| format!("no chain: {story}"))?;
+    let n = chain.len();
+    if n < 4 {
+        return Err(format!("a chain of {n}: {story}"));
+    }
+    let exec_of = |p: &Value| p["execs"].as_array().and_then(|e| e.last()).cloned();
+    let tail = &chain[n - 4..];
+    let shown: Vec<String> = tail
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["key"]["tgid"],
+                exec_of(p).map_or(Value::Null, |e| e["argv"].clone())
+            )
+        })
+        .collect();
+    let argv_has = |p: &Value, needle: &str| {
+        exec_of(p).is_some_and(|e| e["argv"].to_string().contains(needle))
+    };
+    let path_is =
+        |p: &Value, path: &str| exec_of(p).is_some_and(|e| e["executable"]["path"] == path);
+    let ok = tail[0]["key"]["tgid"] == server.pid
+        && argv_has(&tail[0], "serve-once")
+        && path_is(&tail[1], "/bin/sh")
+        && argv_has(&tail[2], "fetch")
+        && tail[3]["key"]["tgid"] == blocked
+        && fb["trigger"].to_string().contains(DROPPED);
+    if !ok {
+        return Err(format!(
+            "the chain's tail is not server → shell → downloader → blocked: {shown:?}; {story}"
+        ));
+    }
+    Ok(format!(
+        "inbound {} -> listener {} accepted by pid {}; chain {}; trigger DENY exec {DROPPED}",
+        inbound["remote"],
+        inbound["listener"],
+        server.pid,
+        shown.join(" -> ")
     ))
 }
 

@@ -15,6 +15,12 @@
 //! * `dw-probe net OP ADDR [tcp|udp]` performs one network operation — `connect` to
 //!   ADDR, `bind` to ADDR, or `listen` (bind to ADDR, then listen) — and exits 0 when
 //!   it succeeds, 100 + errno when OP itself fails, 3 when a step before it fails.
+//! * `dw-probe serve-once ADDR -- CMD...` — a test "web server": listens on ADDR,
+//!   accepts one TCP connection, runs CMD with the connection as its standard input,
+//!   output and error, and exits with CMD's status (3 when a step before fails).
+//! * `dw-probe fetch ADDR PATH` — a test "downloader": connects to ADDR, writes
+//!   everything it reads to PATH (mode 0755), then runs PATH as a child and exits with
+//!   its status, or 100 + errno when its `execve` failed (3 when a step before fails).
 use std::net::SocketAddr;
 
 fn main() {
@@ -34,6 +40,26 @@ fn main() {
             let code = net(&op, addr, udp);
             println!("dw-probe: net {op} {addr}: {code}");
             std::process::exit(code);
+        }
+        Some("serve-once") => {
+            let addr = args.next().and_then(|a| a.parse::<SocketAddr>().ok());
+            let _dashes = args.next();
+            let cmd: Vec<String> = args.collect();
+            let (Some(addr), false) = (addr, cmd.is_empty()) else {
+                eprintln!("usage: dw-probe serve-once ADDR -- CMD...");
+                std::process::exit(2);
+            };
+            std::process::exit(serve_once(addr, &cmd));
+        }
+        Some("fetch") => {
+            let (Some(addr), Some(path)) = (
+                args.next().and_then(|a| a.parse::<SocketAddr>().ok()),
+                args.next(),
+            ) else {
+                eprintln!("usage: dw-probe fetch ADDR PATH");
+                std::process::exit(2);
+            };
+            std::process::exit(fetch(addr, &path));
         }
         Some("exec-via") => {
             let (Some(mode), Some(path)) = (args.next(), args.next()) else {
@@ -203,4 +229,61 @@ fn net(op: &str, addr: SocketAddr, udp: bool) -> i32 {
         libc::close(fd);
         code
     }
+}
+
+/// Accepts one connection on `addr` and runs `cmd` on it; CMD's exit status.
+fn serve_once(addr: SocketAddr, cmd: &[String]) -> i32 {
+    use std::os::fd::OwnedFd;
+    let Ok(listener) = std::net::TcpListener::bind(addr) else {
+        return 3;
+    };
+    let Ok((conn, _peer)) = listener.accept() else {
+        return 3;
+    };
+    drop(listener);
+    let (Ok(out), Ok(err)) = (conn.try_clone(), conn.try_clone()) else {
+        return 3;
+    };
+    let status = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(OwnedFd::from(conn))
+        .stdout(OwnedFd::from(out))
+        .stderr(OwnedFd::from(err))
+        .status();
+    match status {
+        Ok(s) => s.code().unwrap_or(128),
+        Err(e) => 100 + e.raw_os_error().unwrap_or(0),
+    }
+}
+
+/// Downloads what `addr` sends into `path` and runs it.
+fn fetch(addr: SocketAddr, path: &str) -> i32 {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut body = Vec::new();
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return 3;
+    };
+    if conn.read_to_end(&mut body).is_err() {
+        return 3;
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &body));
+    if written.is_err() {
+        return 3;
+    }
+    let code = match std::process::Command::new(path).status() {
+        Ok(status) => status.code().unwrap_or(128),
+        Err(e) => 100 + e.raw_os_error().unwrap_or(0),
+    };
+    println!(
+        "dw-probe: fetched {} bytes into {path}, ran it: {code}",
+        body.len()
+    );
+    code
 }
