@@ -11,9 +11,12 @@
 //! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
 //! records are queued for the context graph and written in batches (at least every
 //! 200 ms); each `EVENTS` decision is printed, and — after the lifecycle records
-//! already in the ring are written — its Flashback is computed and printed. On SIGINT
-//! or SIGTERM the queue is written, the programs are detached (dropping the `Ebpf`
-//! object closes the links) and the agent exits 0.
+//! already in the ring are written — its Flashback is computed and printed. With a
+//! `notify.yaml` (see [`notifications`](crate::notifications)), each drain's decisions
+//! also become drift notices, handed to the outbox writer thread without waiting; the
+//! delivery task sends them. On SIGINT or SIGTERM the queue is written, the notices
+//! handed over are stored, the programs are detached (dropping the `Ebpf` object closes
+//! the links) and the agent exits 0.
 use std::{io::Write, path::PathBuf, time::Duration};
 
 use aya::{Btf, maps::RingBuf};
@@ -28,6 +31,7 @@ use crate::{
     capture::{CaptureError, DecisionFacts, GraphCapture},
     events::{self, BootClock, Record},
     kernel_offsets,
+    notifications::{NoticeContext, Notifier, NotifyError},
     output::{ExecDecision, FlashbackLine, NetDecision, OutputFormat, Ready},
     programs, resolve,
     source::{PolicySource, SourceError},
@@ -39,8 +43,11 @@ pub struct RunConfig {
     pub source: PolicySource,
     pub cgroup_root: PathBuf,
     pub output: OutputFormat,
-    /// Where the context graph lives (`<state_dir>/graph.redb`).
+    /// Where the context graph (`<state_dir>/graph.redb`) and the notification outbox
+    /// (`<state_dir>/outbox.redb`) live.
     pub state_dir: PathBuf,
+    /// The webhook targets (`notify.yaml`); none: no notifications.
+    pub notify: Option<PathBuf>,
 }
 
 /// Why the agent stopped with an error. `Source` and `Resolve` errors are the
@@ -61,12 +68,18 @@ pub enum AgentError {
     RingBuffer(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("notifications: {0}")]
+    Notify(#[from] NotifyError),
 }
 
 impl AgentError {
     /// Whether the operator's input (policy, flags) is at fault.
     pub fn is_input_error(&self) -> bool {
-        matches!(self, AgentError::Source(_) | AgentError::Resolve(_))
+        match self {
+            AgentError::Source(_) | AgentError::Resolve(_) => true,
+            AgentError::Notify(e) => e.is_input_error(),
+            _ => false,
+        }
     }
 }
 
@@ -101,6 +114,12 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
     let clock = BootClock::now();
     let mut graph = GraphCapture::open(&config.state_dir, clock)?;
+    let mut notifier = match &config.notify {
+        Some(path) => Some(Notifier::start(path, &config.state_dir)?),
+        None => None,
+    };
+    let notice_context =
+        NoticeContext::new(bundle.hash().to_string(), bundle.meta.source_commit.clone());
 
     let mut ebpf = programs::open(&offsets)?;
     programs::write_tables(&mut ebpf, &tables)?;
@@ -142,6 +161,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             guard = decisions.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;
                 let rb = guard.get_inner_mut();
+                let mut notices = Vec::new();
                 while let Some(item) = rb.next() {
                     match events::decode(&item) {
                         Ok(Record::Exec(rec)) => {
@@ -157,7 +177,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 target: Target::Path(rec.path.clone().unwrap_or_default()),
                                 rule: line.rule.clone(),
                             };
-                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                            if notifier.is_some() {
+                                notices.push(notice_context.notice(&facts, rec.uid, None, &clock, story.as_ref()));
+                            }
                         }
                         Ok(Record::Net(rec)) => {
                             let line = NetDecision::new(&rec, &policy, &clock);
@@ -172,7 +195,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 target: Target::Endpoint(std::net::SocketAddr::new(rec.ip, rec.port)),
                                 rule: line.rule.clone(),
                             };
-                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, config.output);
+                            if notifier.is_some() {
+                                notices.push(notice_context.notice(&facts, rec.uid, Some(rec.protocol), &clock, story.as_ref()));
+                            }
                         }
                         Ok(Record::Lifecycle(_)) => counters.malformed += 1,
                         Err(e) => {
@@ -182,10 +208,16 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                     }
                 }
                 guard.clear_ready();
+                if let Some(n) = notifier.as_mut() {
+                    n.submit(notices);
+                }
             }
         }
     }
     counters.graph(graph.flush());
+    if let Some(n) = notifier {
+        n.shutdown().await;
+    }
     let unwritten = sink.unwritten;
     let _ = sink.out.flush();
     // Dropping the object detaches the programs and frees the maps.
@@ -201,8 +233,8 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     Ok(())
 }
 
-/// Records a decision in the graph and prints its Flashback. What led to it is already
-/// in the lifecycle ring: that is written first, so the story is whole.
+/// Records a decision in the graph, prints its Flashback and returns it. What led to it
+/// is already in the lifecycle ring: that is written first, so the story is whole.
 fn record_decision<W: Write>(
     facts: DecisionFacts,
     lifecycle: &mut AsyncFd<RingBuf<aya::maps::MapData>>,
@@ -210,12 +242,18 @@ fn record_decision<W: Write>(
     counters: &mut Counters,
     sink: &mut EventSink<'_, W>,
     format: crate::output::OutputFormat,
-) {
+) -> Option<driftwall_ctxgraph::Flashback> {
     drain_lifecycle(lifecycle.get_mut(), graph, counters);
     let tgid = facts.tgid;
     match graph.decision(facts) {
-        Ok(story) => sink.emit(&FlashbackLine::new(tgid, &story).render(format)),
-        Err(e) => counters.graph(Err(e)),
+        Ok(story) => {
+            sink.emit(&FlashbackLine::new(tgid, &story).render(format));
+            Some(story)
+        }
+        Err(e) => {
+            counters.graph(Err(e));
+            None
+        }
     }
 }
 

@@ -13,6 +13,8 @@
 //!   running before the agent.
 //! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers, a clean
 //!   detach on SIGINT/SIGTERM.
+//! * [`notifications`] turns decisions into signed webhook notices (durable outbox,
+//!   delivery task) and lists and retries what the outbox holds.
 //! * [`output`] renders events as text or JSON lines.
 //!
 //! The `driftwall` binary (`src/main.rs`) is the command line over these modules.
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod capture;
 pub mod events;
 pub mod kernel_offsets;
+pub mod notifications;
 pub mod output;
 pub mod procscan;
 pub mod programs;
