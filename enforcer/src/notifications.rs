@@ -146,11 +146,8 @@ impl NoticeContext {
     ) -> DriftNotice {
         let time_ns = clock.epoch_ns(facts.boot_ns);
         let chain = story.map_or(&[][..], |s| s.chain.as_slice());
-        // The last process of the chain is the one that acted; the rest led to it.
-        let (acting, ancestors) = match chain.split_last() {
-            Some((last, rest)) if last.key.tgid == facts.tgid => (Some(last), rest),
-            _ => (None, chain),
-        };
+        // The chain ends with the process that acted, when the graph knew it.
+        let acting = chain.last().filter(|p| p.key.tgid == facts.tgid);
         let (exe, argv, target) = match &facts.target {
             // An exec: the executable refused (or audited) is what the event is about.
             GraphTarget::Path(path) => {
@@ -174,7 +171,7 @@ impl NoticeContext {
                 (exe, argv, Some(target))
             }
         };
-        let skip = ancestors.len().saturating_sub(MAX_CHAIN);
+        let skip = chain.len().saturating_sub(MAX_CHAIN);
         DriftNotice {
             event: DriftEvent {
                 time: rfc3339(time_ns),
@@ -199,7 +196,7 @@ impl NoticeContext {
             },
             bundle_hash: self.bundle_hash.clone(),
             source_commit: self.source_commit.clone(),
-            flashback: ancestors
+            flashback: chain
                 .iter()
                 .skip(skip)
                 .map(|p| chain_process(p, time_ns))

@@ -96,7 +96,9 @@ pub struct DriftNotice {
     pub bundle_hash: String,
     /// The git commit the bundle was compiled from, when known.
     pub source_commit: Option<String>,
-    /// The Flashback chain before the event: ancestors, oldest first.
+    /// The Flashback chain, oldest first, to the process that acted: its last entry
+    /// is that process as it was at the event (for an exec, the image that tried to
+    /// run `event.exe`) when the context graph knew it.
     pub flashback: Vec<ChainProcess>,
     /// How many notices for the same (workload, rule) this target's cooldown held back
     /// since the previous one that was sent. Set by the outbox; ignored on input.

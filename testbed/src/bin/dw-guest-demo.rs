@@ -84,10 +84,13 @@ fn start_receiver() -> Result<std::process::Child, String> {
     std::fs::create_dir_all(RECEIVED).map_err(io(RECEIVED))?;
     let record = "/etc/driftwall/receiver/record.sh";
     std::fs::create_dir_all("/etc/driftwall/receiver").map_err(io("receiver dir"))?;
-    // $1: the hook, $2: the headers (JSON), $3: the body (JSON).
+    // $1: the hook, $2: the headers (JSON), $3: the body (JSON); written aside and
+    // renamed, so the demo never reads half a file.
     std::fs::write(
         record,
-        format!("#!/bin/sh\nprintf '%s\\n%s\\n' \"$2\" \"$3\" > {RECEIVED}/$1-$$.txt\n"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n%s\\n' \"$2\" \"$3\" > {RECEIVED}/.$$ && mv {RECEIVED}/.$$ {RECEIVED}/$1-$$.txt\n"
+        ),
     )
     .map_err(io(record))?;
     std::fs::set_permissions(record, std::fs::Permissions::from_mode(0o755)).map_err(io(record))?;
@@ -170,6 +173,12 @@ fn demo() -> Result<String, String> {
         kernel.trim(),
         lsm.trim()
     ));
+    // The guest has no host name ("(none)"); notifications name the node.
+    let host = b"demo-node";
+    // SAFETY: a plain syscall reading `host.len()` bytes of a live buffer.
+    if unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) } != 0 {
+        return Err(format!("sethostname: {}", std::io::Error::last_os_error()));
+    }
     std::fs::create_dir_all(format!("{CGROUP_ROOT}/demo/web")).map_err(io("cgroup"))?;
     std::fs::create_dir_all("/opt/demo/bin").map_err(io("/opt/demo/bin"))?;
     for p in ["/opt/demo/bin/web-server", "/opt/demo/bin/healthcheck"] {
@@ -296,7 +305,8 @@ fn demo() -> Result<String, String> {
     say("printed the block (rule no-exec-from-tmp) and its Flashback, the chain above.");
 
     say("the notification, as the receiver got it (webhook ran its command, so the");
-    say("signature checked out with the secret it shares with the agent):");
+    say("signature checked out with the secret it shares with the agent; the compact");
+    say("body is pretty-printed here):");
     let (headers, body) = received("driftwall", Duration::from_secs(60))?;
     let mut names: Vec<(&String, &serde_json::Value)> = headers
         .as_object()

@@ -38,6 +38,8 @@ const WRONG_SECRET_FILE: &str = "/etc/dw/wrong-secret";
 const WAIT: Duration = Duration::from_secs(60);
 
 type Res = Result<String, String>;
+/// A guest test: what it found, or why it failed.
+type GuestTest = fn() -> Res;
 
 fn main() {
     let mut reporter = match Reporter::open() {
@@ -54,7 +56,7 @@ fn main() {
         let _ = reporter.finish();
         return;
     }
-    let tests: [(&str, fn() -> Res); 4] = [
+    let tests: [(&str, GuestTest); 4] = [
         (
             "signed_notice_is_verified_by_debian_webhook",
             signed_notice_is_verified_by_debian_webhook,
@@ -466,9 +468,11 @@ fn signed_notice_is_verified_by_debian_webhook() -> Res {
     let shell_in_chain = chain
         .iter()
         .any(|p| p["pid"] == shell.pid && p["exe"] == "/bin/sh");
-    if !shell_in_chain {
+    let ends_with_the_actor = chain.last().is_some_and(|p| p["pid"] == event["tgid"]);
+    if !shell_in_chain || !ends_with_the_actor {
         return Err(format!(
-            "the Flashback chain does not name the parent shell (pid {}): {chain:?}",
+            "the Flashback chain does not name the parent shell (pid {}) or end with the \
+             process that tried the exec: {chain:?}",
             shell.pid
         ));
     }
@@ -587,9 +591,7 @@ fn pending_notices_survive_kill_9_of_the_agent() -> Res {
     if left["pending"].as_array().is_some_and(|p| !p.is_empty()) {
         return Err(format!("still pending after delivery: {left}"));
     }
-    Ok(format!(
-        "5 notices pending across kill -9, all delivered after restart with the same keys"
-    ))
+    Ok("5 notices pending across kill -9, all delivered after restart with the same keys".into())
 }
 
 /// Reads one HTTP request: (head, body).
