@@ -32,7 +32,8 @@ fn exec_record() -> Vec<u8> {
         file: FileId { dev: 5, ino: 77 },
         start_ns: 42,
         rule: u16::MAX,
-        _pad: [0; 6],
+        flags: 0,
+        _pad: [0; 5],
         path,
     };
     // SAFETY: ExecEvent is repr(C) plain old data.

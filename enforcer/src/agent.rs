@@ -12,9 +12,12 @@
 //! records (forks, execs, exits, TCP connects, listens and accepts, credential
 //! changes) are queued for the context graph and written in batches (at least every
 //! 200 ms); each `EVENTS` decision is printed, and — after the lifecycle records
-//! already in the ring are written — its Flashback is computed and printed. On SIGINT
-//! or SIGTERM the queue is written, the programs are detached (dropping the `Ebpf`
-//! object closes the links) and the agent exits 0.
+//! already in the ring are written — its Flashback is computed and printed. With a
+//! `notify.yaml` (see [`notifications`](crate::notifications)), each drain's decisions
+//! also become drift notices, handed to the outbox writer thread without waiting; the
+//! delivery task sends them. On SIGINT or SIGTERM the queue is written, the notices
+//! handed over are stored, the programs are detached (dropping the `Ebpf` object closes
+//! the links) and the agent exits 0.
 //!
 //! Before any program is loaded the kernel's capabilities are probed and printed (see
 //! [`capabilities`](crate::capabilities)) and the API socket is bound, so a second
@@ -39,6 +42,7 @@ use crate::{
     events::{self, BootClock, Record},
     kernel_offsets,
     loss::LossMonitor,
+    notifications::{NoticeContext, Notifier, NotifyError},
     output::{ExecDecision, FlashbackLine, GapLine, NetDecision, OutputFormat, Ready},
     programs, resolve,
     source::{PolicySource, SourceError},
@@ -50,7 +54,8 @@ pub struct RunConfig {
     pub source: PolicySource,
     pub cgroup_root: PathBuf,
     pub output: OutputFormat,
-    /// Where the context graph lives (`<state_dir>/graph.redb`).
+    /// Where the context graph (`<state_dir>/graph.redb`) and the notification outbox
+    /// (`<state_dir>/outbox.redb`) live.
     pub state_dir: PathBuf,
     /// Where the API listens.
     pub api: api::ApiConfig,
@@ -58,6 +63,8 @@ pub struct RunConfig {
     pub log_json: bool,
     /// Size of each ring buffer, bytes.
     pub ring_bytes: u32,
+    /// The webhook targets (`notify.yaml`); none: no notifications.
+    pub notify: Option<PathBuf>,
 }
 
 /// Why the agent stopped with an error. `Source` and `Resolve` errors are the
@@ -80,6 +87,8 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error(transparent)]
     Api(#[from] api::ListenError),
+    #[error("notifications: {0}")]
+    Notify(#[from] NotifyError),
 }
 
 impl AgentError {
@@ -90,7 +99,7 @@ impl AgentError {
             AgentError::Source(_)
                 | AgentError::Resolve(_)
                 | AgentError::Api(api::ListenError::Token { .. })
-        )
+        ) || matches!(self, AgentError::Notify(e) if e.is_input_error())
     }
 }
 
@@ -141,6 +150,12 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let live = api_state.live.clone();
     let server = listeners.serve(api_state);
     tracing::info!(socket = %server.socket().display(), "API listening");
+    let mut notifier = match &config.notify {
+        Some(path) => Some(Notifier::start(path, &config.state_dir)?),
+        None => None,
+    };
+    let notice_context =
+        NoticeContext::new(bundle.hash().to_string(), bundle.meta.source_commit.clone());
 
     let mut ebpf = programs::open(&offsets, config.ring_bytes)?;
     let mut losses = LossMonitor::new(&mut ebpf)?;
@@ -197,6 +212,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             guard = decisions.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;
                 let rb = guard.get_inner_mut();
+                let mut notices = Vec::new();
                 while let Some(item) = rb.next() {
                     match events::decode(&item) {
                         Ok(Record::Exec(rec)) => {
@@ -212,7 +228,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 target: Target::Path(rec.path.clone().unwrap_or_default()),
                                 rule: line.rule.clone(),
                             };
-                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            if notifier.is_some() {
+                                notices.push(notice_context.notice(&facts, rec.uid, None, &clock, story.as_ref()));
+                            }
                         }
                         Ok(Record::Net(rec)) => {
                             let line = NetDecision::new(&rec, &policy, &clock);
@@ -227,7 +246,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 target: Target::Endpoint(std::net::SocketAddr::new(rec.ip, rec.port)),
                                 rule: line.rule.clone(),
                             };
-                            record_decision(facts, &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            if notifier.is_some() {
+                                notices.push(notice_context.notice(&facts, rec.uid, Some(rec.protocol), &clock, story.as_ref()));
+                            }
                         }
                         Ok(Record::Lifecycle(_) | Record::Socket(_) | Record::Credentials(_)) => {
                             counters.malformed()
@@ -239,11 +261,17 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                     }
                 }
                 guard.clear_ready();
+                if let Some(n) = notifier.as_mut() {
+                    n.submit(notices);
+                }
             }
         }
     }
     counters.graph(graph.flush());
     report_gaps(&mut losses, &mut graph, &mut sink, &metrics, config.output);
+    if let Some(n) = notifier {
+        n.shutdown().await;
+    }
     let unwritten = sink.unwritten;
     let _ = sink.out.flush();
     // Dropping the object detaches the programs and frees the maps.
@@ -303,8 +331,8 @@ struct DecisionContext<'a> {
     format: OutputFormat,
 }
 
-/// Records a decision in the graph and prints its Flashback. What led to it is already
-/// in the lifecycle ring: that is written first, so the story is whole.
+/// Records a decision in the graph, prints its Flashback and returns it. What led to it
+/// is already in the lifecycle ring: that is written first, so the story is whole.
 fn record_decision<W: Write>(
     facts: DecisionFacts,
     lifecycle: &mut AsyncFd<RingBuf<aya::maps::MapData>>,
@@ -312,7 +340,7 @@ fn record_decision<W: Write>(
     counters: &mut Counters,
     sink: &mut EventSink<'_, W>,
     ctx: &mut DecisionContext<'_>,
-) {
+) -> Option<driftwall_ctxgraph::Flashback> {
     let verdict = match facts.decision {
         driftwall_abi::Decision::Deny => "deny",
         driftwall_abi::Decision::Audit => "audit",
@@ -325,8 +353,14 @@ fn record_decision<W: Write>(
     // Never blocks: a subscriber that falls behind is told it lagged.
     let _ = ctx.live.send(Event::Process(event.clone()));
     match graph.decision(event) {
-        Ok(story) => sink.emit(&FlashbackLine::new(tgid, &story).render(ctx.format)),
-        Err(e) => counters.graph(Err(e)),
+        Ok(story) => {
+            sink.emit(&FlashbackLine::new(tgid, &story).render(ctx.format));
+            Some(story)
+        }
+        Err(e) => {
+            counters.graph(Err(e));
+            None
+        }
     }
 }
 

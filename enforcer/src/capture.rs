@@ -434,18 +434,17 @@ mod tests {
         }
         g.gap("lifecycle", Some(1), 5, 8_500_000_000, 9_500_000_000)
             .expect("gap");
-        let story = g
-            .decision(DecisionFacts {
-                boot_ns: 10_000_000_000,
-                tgid: 900_002,
-                start_ns: 8_000_000_000,
-                decision: KernelDecision::Deny,
-                hook: "exec",
-                workload: None,
-                target: Target::Path("/tmp/x".into()),
-                rule: "r".into(),
-            })
-            .expect("decision");
+        let event = g.decision_event(DecisionFacts {
+            boot_ns: 10_000_000_000,
+            tgid: 900_002,
+            start_ns: 8_000_000_000,
+            decision: KernelDecision::Deny,
+            hook: "exec",
+            workload: None,
+            target: Target::Path("/tmp/x".into()),
+            rule: "r".into(),
+        });
+        let story = g.decision(event).expect("decision");
         let link = story.inbound.expect("who came in");
         assert_eq!(link.remote, "[2001:db8::99]:40000".parse().unwrap());
         assert_eq!(link.listener, link.local, "listener unknown: our end");

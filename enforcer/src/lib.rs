@@ -14,6 +14,8 @@
 //!   running before the agent.
 //! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers, a clean
 //!   detach on SIGINT/SIGTERM.
+//! * [`notifications`] turns decisions into signed webhook notices (durable outbox,
+//!   delivery task) and lists and retries what the outbox holds.
 //! * [`output`] renders events as text or JSON lines.
 //! * [`capabilities`] probes what the kernel offers (BPF LSM, ring buffers, cgroup v2,
 //!   BPF statistics) for the start-up table and `driftwall status`.
@@ -28,6 +30,7 @@ pub mod capture;
 pub mod events;
 pub mod kernel_offsets;
 pub mod loss;
+pub mod notifications;
 pub mod output;
 pub mod procscan;
 pub mod programs;

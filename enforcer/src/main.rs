@@ -16,6 +16,7 @@ use driftwall_compiler::{explain::Outcome, policytest, symbolic};
 use driftwall_enforcer::{
     agent::{self, RunConfig},
     api::ApiConfig,
+    notifications,
     output::OutputFormat,
     resolve,
     source::{self, PolicySource},
@@ -57,9 +58,21 @@ enum Command {
     /// cgroups and executables on this node, attaches the BPF-LSM programs, prints a
     /// `ready` line and then each deny/audit decision. On SIGINT or SIGTERM the
     /// programs are detached and the agent exits 0.
+    ///
+    /// Notifications: with `--notify FILE`, or when `--policies DIR` holds a
+    /// `notify.yaml` (and no `--no-notify`), every deny and audit is also sent to the
+    /// webhook targets it names, signed, from a durable outbox in the state directory
+    /// (`outbox.redb`); see `driftwall notifications`.
     Run {
         #[command(flatten)]
         source: SourceArgs,
+        /// Webhook targets (`notify.yaml`, format in notify/README.md); wins over the
+        /// policy repository's own `notify.yaml`.
+        #[arg(long, value_name = "FILE", env = "DRIFTWALL_NOTIFY")]
+        notify: Option<PathBuf>,
+        /// Send no notifications, even if the policy repository has a `notify.yaml`.
+        #[arg(long, conflicts_with = "notify")]
+        no_notify: bool,
         /// Event output on stdout.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -259,6 +272,14 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// List and retry drift notifications: pending deliveries and dead letters.
+    ///
+    /// Works on the outbox in the state directory (`outbox.redb`) while the agent is
+    /// stopped; a running agent holds that file and is asked through its API instead.
+    Notifications {
+        #[command(subcommand)]
+        action: NotificationsAction,
+    },
     /// Validate a policy repository and show what it would enforce on this node.
     Check {
         /// The policy repository (a directory holding `profiles/`).
@@ -269,10 +290,43 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum NotificationsAction {
+    /// Show pending deliveries and dead letters (a table, or JSON).
+    List {
+        /// Output format on stdout.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// Same as `--output json`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+    /// Send dead letters again: back to pending with a fresh attempt budget and the
+    /// same idempotency key; the agent delivers them (at once if it runs, else when it
+    /// starts).
+    Retry {
+        /// The dead letter's id (from `driftwall notifications list`).
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        id: Option<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        state: StateDirArg,
+    },
+}
+
 /// `--state-dir`, shared by the verbs that use the agent's state.
 #[derive(Args)]
 struct StateDirArg {
-    /// Where the agent keeps its state (the context graph, `graph.redb`).
+    /// Where the agent keeps its state (the context graph `graph.redb`, the
+    /// notification outbox `outbox.redb`).
     #[arg(
         long,
         value_name = "DIR",
@@ -391,6 +445,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run {
             source,
+            notify,
+            no_notify,
             output,
             cgroup_root,
             state,
@@ -403,6 +459,7 @@ fn main() -> ExitCode {
                 eprintln!("driftwall: error: name the policy: --policies DIR or --bundle FILE");
                 return ExitCode::from(2);
             };
+            let notify = notifications::config_path(notify.as_deref(), no_notify, &source);
             run(RunConfig {
                 source,
                 cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
@@ -414,6 +471,7 @@ fn main() -> ExitCode {
                 },
                 log_json: matches!(cli.log_format, LogFormat::Json),
                 ring_bytes,
+                notify,
             })
         }
         Command::Status { socket, json } => cli_api::status(&socket, json),
@@ -450,6 +508,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Notifications { action } => notifications_cli(action),
         Command::Compile {
             policies,
             out,
@@ -522,6 +581,54 @@ fn main() -> ExitCode {
                 &query.finish(),
                 &cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
             )
+        }
+    }
+}
+
+fn notifications_cli(action: NotificationsAction) -> ExitCode {
+    let state_dir = match &action {
+        NotificationsAction::List { state, .. } | NotificationsAction::Retry { state, .. } => {
+            state.state_dir.clone()
+        }
+    };
+    let fail = |e: notifications::NotifyError| {
+        eprintln!("driftwall: error: {e}");
+        ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+    };
+    let outbox = match notifications::open_offline(&state_dir) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    match action {
+        NotificationsAction::List { output, json, .. } => {
+            let output = if json { OutputFormat::Json } else { output };
+            match notifications::list(&outbox) {
+                Ok(list) if print_as(output, &list) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => fail(e),
+            }
+        }
+        NotificationsAction::Retry { id, .. } => {
+            let which = id.map_or(
+                notifications::RetrySelection::All,
+                notifications::RetrySelection::One,
+            );
+            match notifications::retry(&outbox, which) {
+                Ok(report) => {
+                    match report.pending_id {
+                        Some(p) => println!(
+                            "dead letter {} is pending again as {p}; the agent delivers it",
+                            id.unwrap_or_default()
+                        ),
+                        None => println!(
+                            "{} dead letter(s) pending again; the agent delivers them",
+                            report.retried
+                        ),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
         }
     }
 }

@@ -97,7 +97,8 @@ fn connection_and_credential_records_equal_what_the_sockets_say() {
     let this_thread = unsafe { libc::gettid() } as u32;
     let offsets = kernel_offsets::from_running_kernel().expect("offsets from BTF");
     let btf = Btf::from_sys_fs().expect("kernel BTF");
-    let mut ebpf = programs::open(&offsets).expect("open object");
+    let mut ebpf =
+        programs::open(&offsets, driftwall_abi::DEFAULT_RING_BYTES).expect("open object");
     let before = ns_per_syscall();
     programs::attach_connections(&mut ebpf, &btf).expect("attach the sys_exit program");
     let after = ns_per_syscall();

@@ -237,7 +237,11 @@ impl Outbox {
         };
         match outcome {
             Outcome::Delivered => {
-                tracing::debug!(id, target = %d.target, key = %d.idempotency_key, attempts = d.attempts, "delivered");
+                if d.attempts > 1 {
+                    tracing::info!(id, target = %d.target, key = %d.idempotency_key, attempts = d.attempts, "delivered after retries");
+                } else {
+                    tracing::debug!(id, target = %d.target, key = %d.idempotency_key, "delivered");
+                }
                 self.acknowledge(id, scheduled, &d.target)
             }
             Outcome::Refused { error } => {
@@ -254,7 +258,14 @@ impl Outbox {
                     let delay = full_jitter(ceiling).max(retry_after.unwrap_or_default());
                     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                     d.next_attempt_ms = now.saturating_add(delay_ms);
-                    tracing::info!(id, target = %d.target, %error, attempts = d.attempts, delay_ms, "will retry");
+                    // One line per delivery in trouble, not one per retry: the first
+                    // failure says what happened, the outcome (delivered after retries,
+                    // or a dead letter) closes it.
+                    if d.attempts == 1 {
+                        tracing::warn!(id, target = %d.target, %error, delay_ms, "delivery failed; retrying with back-off");
+                    } else {
+                        tracing::debug!(id, target = %d.target, %error, attempts = d.attempts, delay_ms, "will retry");
+                    }
                 }
                 d.last_error = Some(error);
                 self.record_failure(id, scheduled, d, dead, now)

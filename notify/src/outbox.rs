@@ -84,6 +84,8 @@ pub enum OutboxError {
     NoSuchDeadLetter(u64),
     #[error("the operating system gave no randomness for an idempotency key: {0}")]
     Entropy(getrandom::Error),
+    #[error("outbox {path} is open in another process (redb holds a lock on it)")]
+    InUse { path: PathBuf },
     #[error("a delivery task is already running on this outbox")]
     AlreadyDelivering,
     #[error("an outbox storage task failed: {0}")]
@@ -179,7 +181,12 @@ fn cooldown_key(target: &str, workload: &str, rule: &str) -> String {
 impl Outbox {
     /// Opens (creating if needed) the outbox file at `path` for the targets of `config`.
     pub fn open(path: &Path, config: &NotifyConfig) -> Result<Self, OutboxError> {
-        let db = Database::create(path).map_err(|e| storage(path, e))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OutboxError::InUse {
+                path: path.to_path_buf(),
+            },
+            e => storage(path, e),
+        })?;
         let txn = db.begin_write().map_err(|e| storage(path, e))?;
         {
             // Create every table so readers never meet a missing one.

@@ -62,6 +62,10 @@ pub struct DriftEvent {
     /// The executable of the process that did the operation.
     pub exe: String,
     pub argv: Vec<String>,
+    /// What a network operation was aimed at, `ip:port/protocol` (`connect`: the peer;
+    /// `bind`, `listen`: the local address). Absent for `exec`, whose target is `exe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// One ancestor in a Flashback chain, oldest first.
@@ -92,7 +96,9 @@ pub struct DriftNotice {
     pub bundle_hash: String,
     /// The git commit the bundle was compiled from, when known.
     pub source_commit: Option<String>,
-    /// The Flashback chain before the event: ancestors, oldest first.
+    /// The Flashback chain, oldest first, to the process that acted: its last entry
+    /// is that process as it was at the event (for an exec, the image that tried to
+    /// run `event.exe`) when the context graph knew it.
     pub flashback: Vec<ChainProcess>,
     /// How many notices for the same (workload, rule) this target's cooldown held back
     /// since the previous one that was sent. Set by the outbox; ignored on input.
@@ -180,6 +186,7 @@ impl DriftNotice {
                 uid: 33,
                 exe: "/tmp/dropper".into(),
                 argv: vec!["/tmp/dropper".into(), "--beacon".into()],
+                target: None,
             },
             workload: "demo-web".into(),
             profile: Some("demo-web".into()),
@@ -215,6 +222,9 @@ impl DriftNotice {
         check_text("event.hook", &e.hook, false)?;
         check_text("event.exe", &e.exe, false)?;
         check_argv("event.argv", &e.argv)?;
+        if let Some(t) = &e.target {
+            check_text("event.target", t, false)?;
+        }
         check_text("workload", &self.workload, false)?;
         if let Some(p) = &self.profile {
             check_text("profile", p, false)?;

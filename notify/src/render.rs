@@ -109,8 +109,13 @@ fn verdict_word(n: &DriftNotice) -> &'static str {
 
 fn slack_body(n: &DriftNotice, ctx: SendContext<'_>) -> Value {
     let e = &n.event;
+    let peer = e
+        .target
+        .as_deref()
+        .map(|t| format!(" to {t}"))
+        .unwrap_or_default();
     let text = format!(
-        "driftwall {} {} of {} in {} on {} (rule {}, severity {})",
+        "driftwall {} {} of {}{peer} in {} on {} (rule {}, severity {})",
         verdict_word(n),
         e.hook,
         e.exe,

@@ -168,3 +168,29 @@ impl TestbedError {
         }
     }
 }
+
+/// Debian's `webhook` server (apt package `webhook`, installed by `scripts/setup`): the
+/// third-party receiver that the `notify` suite and the demo copy into the guest.
+pub const HOST_WEBHOOK: &str = "/usr/bin/webhook";
+
+/// The `driftwall` agent binary of the same build as the calling test:
+/// `target/<profile>/driftwall`, beside the test's `deps/` directory. The guest suites
+/// that run the real agent put it in their image; `scripts/test` builds it first.
+pub fn agent_binary() -> Result<PathBuf, TestbedError> {
+    let exe = std::env::current_exe().map_err(|source| TestbedError::Io {
+        context: "current_exe".into(),
+        source,
+    })?;
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("driftwall"))
+        .filter(|p| p.is_file());
+    bin.ok_or_else(|| TestbedError::Io {
+        context: format!(
+            "no driftwall binary beside {}: build it first with `cargo build --release -p driftwall-enforcer` (scripts/test does)",
+            exe.display()
+        ),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}

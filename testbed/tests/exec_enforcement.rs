@@ -6,29 +6,7 @@
 //! The agent binary is taken from the same target directory as this test
 //! (`target/<profile>/driftwall`); `scripts/test` builds it first. Fails (never skips)
 //! when it or the kernels are missing.
-use std::path::PathBuf;
-
-use driftwall_testbed::{GuestSuite, Initramfs, TestbedError, standard_init};
-
-/// `target/<profile>/driftwall`, beside this test's `deps/` directory.
-fn agent_binary() -> Result<PathBuf, TestbedError> {
-    let exe = std::env::current_exe().map_err(|source| TestbedError::Io {
-        context: "current_exe".into(),
-        source,
-    })?;
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("driftwall"))
-        .filter(|p| p.is_file());
-    bin.ok_or_else(|| TestbedError::Io {
-        context: format!(
-            "no driftwall binary beside {}: build it first with `cargo build --release -p driftwall-enforcer` (scripts/test does)",
-            exe.display()
-        ),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-    })
-}
+use driftwall_testbed::{GuestSuite, Initramfs, agent_binary, standard_init};
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();

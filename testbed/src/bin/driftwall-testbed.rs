@@ -11,14 +11,18 @@ use std::{
     time::Duration,
 };
 
-use driftwall_testbed::{GuestRun, Initramfs, TestbedError, guest_kernel, standard_init};
+use driftwall_testbed::{
+    GuestRun, HOST_WEBHOOK, Initramfs, TestbedError, guest_kernel, standard_init,
+};
 
 const USAGE: &str = "\
 usage: driftwall-testbed demo [--kernel NAME] [--policies DIR]
 
 Boots a cached BPF-LSM guest kernel (see scripts/setup) and runs the driftwall demo in
-it: the policies are enforced by the real agent, an allowed program runs, a dropped
-payload is refused with EPERM and the agent reports the block.
+it: the policies are enforced by the real agent with the repository's notify.yaml, an
+attacker abuses the demo web server to download and run an implant, the kernel refuses
+the exec with EPERM, the agent prints the block and its Flashback, and Debian's
+`webhook` server in the guest receives the signed notification, shown as it got it.
 
   --kernel NAME     guest kernel to boot: 6.12 (default) or 6.1
   --policies DIR    policy repository to enforce (default: policies/ of this checkout)
@@ -79,6 +83,11 @@ fn demo(kernel: &str, policies: &Path) -> Result<bool, TestbedError> {
         ("dw-probe", "/bin/dw-probe"),
     ] {
         image.add_binary(here.join(bin), guest)?;
+    }
+    // The demo's receiver, and the busybox applets its attack story uses.
+    image.add_binary(HOST_WEBHOOK, "/bin/webhook")?;
+    for applet in ["wget", "httpd"] {
+        image.add_symlink(&format!("/bin/{applet}"), "busybox")?;
     }
     add_tree(&mut image, policies, "/etc/driftwall/policies")?;
     image.set_init_script(&standard_init("/bin/dw-guest-demo"));

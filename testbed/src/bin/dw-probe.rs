@@ -21,6 +21,10 @@
 //! * `dw-probe fetch ADDR PATH` — a test "downloader": connects to ADDR, writes
 //!   everything it reads to PATH (mode 0755), then runs PATH as a child and exits with
 //!   its status, or 100 + errno when its `execve` failed (3 when a step before fails).
+//! * `dw-probe serve ADDR` is the demo's vulnerable web server: it listens on ADDR
+//!   (TCP), accepts one connection, reads one line and runs it with `/bin/sh -c` —
+//!   a command injection — with the shell's output sent back on the connection; it
+//!   exits with the shell's status.
 use std::net::SocketAddr;
 
 fn main() {
@@ -40,6 +44,13 @@ fn main() {
             let code = net(&op, addr, udp);
             println!("dw-probe: net {op} {addr}: {code}");
             std::process::exit(code);
+        }
+        Some("serve") => {
+            let Some(addr) = args.next() else {
+                eprintln!("usage: dw-probe serve ADDR");
+                std::process::exit(2);
+            };
+            std::process::exit(serve(&addr));
         }
         Some("serve-once") => {
             let addr = args.next().and_then(|a| a.parse::<SocketAddr>().ok());
@@ -286,4 +297,38 @@ fn fetch(addr: SocketAddr, path: &str) -> i32 {
         body.len()
     );
     code
+}
+
+/// Accepts one connection on `addr` and runs its first line with `/bin/sh -c`.
+fn serve(addr: &str) -> i32 {
+    use std::io::{BufRead, BufReader};
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dw-probe: listen on {addr}: {e}");
+            return 100 + e.raw_os_error().unwrap_or(0);
+        }
+    };
+    println!("dw-probe: serving on {addr} as pid {}", std::process::id());
+    let Ok((conn, peer)) = listener.accept() else {
+        return 3;
+    };
+    let mut line = String::new();
+    if BufReader::new(&conn).read_line(&mut line).is_err() {
+        return 3;
+    }
+    println!("dw-probe: request from {peer}: {}", line.trim_end());
+    let (Ok(out), Ok(err)) = (conn.try_clone(), conn.try_clone()) else {
+        return 3;
+    };
+    match std::process::Command::new("/bin/sh")
+        .args(["-c", line.trim_end()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(out)))
+        .stderr(std::process::Stdio::from(std::os::fd::OwnedFd::from(err)))
+        .status()
+    {
+        Ok(status) => status.code().unwrap_or(128),
+        Err(e) => 100 + e.raw_os_error().unwrap_or(0),
+    }
 }
