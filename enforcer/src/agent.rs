@@ -139,21 +139,24 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let clock = BootClock::now();
     let mut graph = GraphCapture::open(&config.state_dir, clock)?;
     let metrics = Arc::new(Metrics::default());
-    let agent_state = Arc::new(AgentState::new(capabilities));
-    let api_state = Arc::new(ApiState::new(
-        graph.store(),
-        Arc::clone(&agent_state),
-        Arc::clone(&metrics),
-        graph.boot_id(),
-        config.cgroup_root.clone(),
-    ));
-    let live = api_state.live.clone();
-    let server = listeners.serve(api_state);
-    tracing::info!(socket = %server.socket().display(), "API listening");
     let mut notifier = match &config.notify {
         Some(path) => Some(Notifier::start(path, &config.state_dir)?),
         None => None,
     };
+    let agent_state = Arc::new(AgentState::new(capabilities));
+    let api_state = Arc::new(
+        ApiState::new(
+            graph.store(),
+            Arc::clone(&agent_state),
+            Arc::clone(&metrics),
+            graph.boot_id(),
+            config.cgroup_root.clone(),
+        )
+        .with_outbox(notifier.as_ref().map(|n| n.outbox().clone())),
+    );
+    let live = api_state.live.clone();
+    let server = listeners.serve(api_state);
+    tracing::info!(socket = %server.socket().display(), "API listening");
     let notice_context =
         NoticeContext::new(bundle.hash().to_string(), bundle.meta.source_commit.clone());
 

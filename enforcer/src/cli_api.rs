@@ -26,7 +26,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, ExitCode> {
     }
 }
 
-fn get(
+pub fn get(
     socket: &Path,
     method: Method,
     path: &str,

@@ -302,6 +302,9 @@ enum NotificationsAction {
         json: bool,
         #[command(flatten)]
         state: StateDirArg,
+        /// The running agent's API socket, asked when the agent holds the outbox.
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        socket: PathBuf,
     },
     /// Send dead letters again: back to pending with a fresh attempt budget and the
     /// same idempotency key; the agent delivers them (at once if it runs, else when it
@@ -319,6 +322,9 @@ enum NotificationsAction {
         all: bool,
         #[command(flatten)]
         state: StateDirArg,
+        /// The running agent's API socket, asked when the agent holds the outbox.
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        socket: PathBuf,
     },
 }
 
@@ -586,9 +592,10 @@ fn main() -> ExitCode {
 }
 
 fn notifications_cli(action: NotificationsAction) -> ExitCode {
-    let state_dir = match &action {
-        NotificationsAction::List { state, .. } | NotificationsAction::Retry { state, .. } => {
-            state.state_dir.clone()
+    let (state_dir, socket) = match &action {
+        NotificationsAction::List { state, socket, .. }
+        | NotificationsAction::Retry { state, socket, .. } => {
+            (state.state_dir.clone(), socket.clone())
         }
     };
     let fail = |e: notifications::NotifyError| {
@@ -597,6 +604,10 @@ fn notifications_cli(action: NotificationsAction) -> ExitCode {
     };
     let outbox = match notifications::open_offline(&state_dir) {
         Ok(o) => o,
+        // The running agent holds the outbox: ask it.
+        Err(notifications::NotifyError::AgentRunning { .. }) => {
+            return notifications_via_api(action, &socket);
+        }
         Err(e) => return fail(e),
     };
     match action {
@@ -615,19 +626,68 @@ fn notifications_cli(action: NotificationsAction) -> ExitCode {
             );
             match notifications::retry(&outbox, which) {
                 Ok(report) => {
-                    match report.pending_id {
-                        Some(p) => println!(
-                            "dead letter {} is pending again as {p}; the agent delivers it",
-                            id.unwrap_or_default()
-                        ),
-                        None => println!(
-                            "{} dead letter(s) pending again; the agent delivers them",
-                            report.retried
-                        ),
-                    }
+                    print_retry(id, &report);
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn print_retry(id: Option<u64>, report: &notifications::RetryReport) {
+    match report.pending_id {
+        Some(p) => println!(
+            "dead letter {} is pending again as {p}; the agent delivers it",
+            id.unwrap_or_default()
+        ),
+        None => println!(
+            "{} dead letter(s) pending again; the agent delivers them",
+            report.retried
+        ),
+    }
+}
+
+/// `notifications list|retry` through the running agent's API.
+fn notifications_via_api(action: NotificationsAction, socket: &Path) -> ExitCode {
+    match action {
+        NotificationsAction::List { output, json, .. } => {
+            let bytes = match cli_api::get(socket, hyper::Method::GET, "/v1/notifications", None) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            if json || matches!(output, OutputFormat::Json) {
+                println!("{}", String::from_utf8_lossy(&bytes));
+                return ExitCode::SUCCESS;
+            }
+            match serde_json::from_slice::<notifications::NotificationList>(&bytes) {
+                Ok(list) => {
+                    print!("{list}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("driftwall: error: the agent's answer does not parse: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        NotificationsAction::Retry { id, .. } => {
+            let path = id.map_or("/v1/notifications/retry".to_string(), |id| {
+                format!("/v1/notifications/{id}/retry")
+            });
+            let bytes = match cli_api::get(socket, hyper::Method::POST, &path, None) {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            match serde_json::from_slice::<notifications::RetryReport>(&bytes) {
+                Ok(report) => {
+                    print_retry(id, &report);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("driftwall: error: the agent's answer does not parse: {e}");
+                    ExitCode::from(1)
+                }
             }
         }
     }

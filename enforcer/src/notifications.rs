@@ -394,7 +394,7 @@ pub fn open_offline(state_dir: &Path) -> Result<Outbox, NotifyError> {
 }
 
 /// Whether a listed delivery is still being tried or was given up on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -402,7 +402,7 @@ pub enum DeliveryState {
 }
 
 /// One delivery as `driftwall notifications list` and `GET /v1/notifications` show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DeliveryEntry {
     /// Its id in its table (pending and dead letters are numbered apart).
     pub id: u64,
@@ -421,7 +421,7 @@ pub struct DeliveryEntry {
 }
 
 /// Every pending delivery and dead letter.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NotificationList {
     pub pending: Vec<DeliveryEntry>,
     pub dead_letters: Vec<DeliveryEntry>,
@@ -474,7 +474,7 @@ pub enum RetrySelection {
 }
 
 /// What a retry did: (dead-letter id, new pending id) for one; the count for all.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RetryReport {
     pub retried: usize,
     /// The new pending id, when one dead letter was named.

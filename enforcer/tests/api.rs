@@ -646,3 +646,58 @@ async fn no_agent_is_a_clear_error() {
         )
     );
 }
+
+#[tokio::test]
+async fn notifications_are_listed_and_retried_through_the_api() {
+    // Without notifications configured the endpoints say so.
+    let f = fixture();
+    let (code, message) = refused(&f.socket, Method::GET, "/v1/notifications", None).await;
+    assert_eq!(code, 404, "{message}");
+    assert!(message.contains("no notifications"), "{message}");
+    drop(f);
+
+    // With a real outbox: empty at first, and retries are checked.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s.secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = driftwall_notify::NotifyConfig::parse(
+        &dir.path().join("notify.yaml"),
+        "apiVersion: driftwall.dev/v1alpha1\nkind: NotifyConfig\ntargets:\n  - name: soc\n    url: http://127.0.0.1:9/x\n    secret_file: s.secret\n    template: json\n",
+    )
+    .unwrap();
+    let outbox = driftwall_notify::Outbox::open(&dir.path().join("outbox.redb"), &config).unwrap();
+    let f = fixture();
+    let state = Arc::new(
+        ApiState::new(
+            Arc::clone(&f.state.store),
+            Arc::clone(&f.state.agent),
+            Arc::clone(&f.state.metrics),
+            BOOT,
+            dir.path().join("cgroup"),
+        )
+        .with_outbox(Some(outbox)),
+    );
+    let socket = dir.path().join("api.sock");
+    let server = Listeners::bind(&ApiConfig {
+        socket: socket.clone(),
+        tcp: None,
+    })
+    .unwrap()
+    .serve(state);
+    let list = get_json(&socket, "/v1/notifications").await;
+    assert_eq!(list["pending"], serde_json::json!([]));
+    assert_eq!(list["dead_letters"], serde_json::json!([]));
+    let (code, message) = refused(&socket, Method::POST, "/v1/notifications/7/retry", None).await;
+    assert_eq!((code, message.as_str()), (404, "no dead letter 7"));
+    let (code, _) = refused(&socket, Method::POST, "/v1/notifications/x/retry", None).await;
+    assert_eq!(code, 400);
+    let (code, _) = refused(&socket, Method::GET, "/v1/notifications/retry", None).await;
+    assert_eq!(code, 405);
+    let all = request(&socket, Method::POST, "/v1/notifications/retry", None)
+        .await
+        .unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&all).unwrap();
+    assert_eq!(all["retried"], 0);
+    drop(server);
+}

@@ -315,3 +315,45 @@ pub async fn metrics(state: &Arc<ApiState>, q: Option<&str>) -> Result<Response<
         text,
     ))
 }
+
+/// The outbox, or 404 when this agent sends no notifications.
+fn outbox(state: &ApiState) -> Result<driftwall_notify::Outbox, ApiError> {
+    state.outbox.clone().ok_or_else(|| {
+        ApiError::NotFound("this agent sends no notifications (no notify.yaml)".into())
+    })
+}
+
+/// `GET /v1/notifications`: pending deliveries and dead letters.
+pub async fn notifications(
+    state: &Arc<ApiState>,
+    q: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    params(q, &[])?;
+    let outbox = outbox(state)?;
+    let list = blocking(move || {
+        crate::notifications::list(&outbox).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await?;
+    json(StatusCode::OK, &list)
+}
+
+/// `POST /v1/notifications/{id}/retry` (`which` is one dead letter) or
+/// `POST /v1/notifications/retry` (every dead letter).
+pub async fn retry_notifications(
+    state: &Arc<ApiState>,
+    q: Option<&str>,
+    which: crate::notifications::RetrySelection,
+) -> Result<Response<Body>, ApiError> {
+    params(q, &[])?;
+    let outbox = outbox(state)?;
+    let report = blocking(move || {
+        crate::notifications::retry(&outbox, which).map_err(|e| match e {
+            crate::notifications::NotifyError::Outbox(
+                driftwall_notify::OutboxError::NoSuchDeadLetter(id),
+            ) => ApiError::NotFound(format!("no dead letter {id}")),
+            e => ApiError::Internal(e.to_string()),
+        })
+    })
+    .await?;
+    json(StatusCode::OK, &report)
+}

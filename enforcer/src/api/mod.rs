@@ -9,6 +9,8 @@
 //! | `GET /v1/processes/{id}` | a process of the context graph with its children and flags |
 //! | `GET /v1/events` | newline-delimited JSON: stored events from `since`, then live decisions and alerts |
 //! | `POST /v1/alerts` | a third-party alert, stored as a flag on the process it maps to |
+//! | `GET /v1/notifications` | the notification outbox: pending deliveries, dead letters |
+//! | `POST /v1/notifications/{id}/retry`, `/v1/notifications/retry` | dead letters sent again |
 //! | `GET /metrics` | Prometheus text: decisions, events lost, bundle generation, program run time |
 //!
 //! The server needs no kernel: [`ApiState`] is the context graph store, the agent's
@@ -51,6 +53,9 @@ pub struct ApiState {
     pub boot_id: u128,
     /// The cgroup v2 mount (cgroup paths and container ids are looked up under it).
     pub cgroup_root: PathBuf,
+    /// The notification outbox, when the agent sends notifications
+    /// (`/v1/notifications`).
+    pub outbox: Option<driftwall_notify::Outbox>,
 }
 
 impl ApiState {
@@ -69,6 +74,13 @@ impl ApiState {
             live: broadcast::channel(LIVE_CAPACITY).0,
             boot_id,
             cgroup_root,
+            outbox: None,
         }
+    }
+
+    /// Serves the notification outbox too.
+    pub fn with_outbox(mut self, outbox: Option<driftwall_notify::Outbox>) -> Self {
+        self.outbox = outbox;
+        self
     }
 }

@@ -286,6 +286,8 @@ async fn respond(
     }
 }
 
+use crate::notifications::RetrySelection;
+
 async fn route(req: Request<Incoming>, state: &Arc<ApiState>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -320,14 +322,35 @@ async fn route(req: Request<Incoming>, state: &Arc<ApiState>) -> Result<Response
             expect(Method::GET)?;
             handlers::metrics(state, q).await
         }
-        p => match p.strip_prefix("/v1/processes/") {
-            Some(id) if !id.is_empty() && !id.contains('/') => {
+        "/v1/notifications" => {
+            expect(Method::GET)?;
+            handlers::notifications(state, q).await
+        }
+        "/v1/notifications/retry" => {
+            expect(Method::POST)?;
+            handlers::retry_notifications(state, q, RetrySelection::All).await
+        }
+        p => {
+            if let Some(id) = p.strip_prefix("/v1/processes/")
+                && !id.is_empty()
+                && !id.contains('/')
+            {
                 expect(Method::GET)?;
                 let id = percent_decode(id)?;
-                handlers::process(state, q, &id).await
+                return handlers::process(state, q, &id).await;
             }
-            _ => Err(ApiError::NotFound(format!("no endpoint {p}"))),
-        },
+            if let Some(id) = p
+                .strip_prefix("/v1/notifications/")
+                .and_then(|rest| rest.strip_suffix("/retry"))
+            {
+                expect(Method::POST)?;
+                let id: u64 = id
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a dead-letter id")))?;
+                return handlers::retry_notifications(state, q, RetrySelection::One(id)).await;
+            }
+            Err(ApiError::NotFound(format!("no endpoint {p}")))
+        }
     }
 }
 
