@@ -15,6 +15,7 @@
 //! * [`kernel`]: reads kernel structures at offsets taken from the running kernel's
 //!   BTF by user space (no CO-RE in Rust eBPF).
 //! * [`maps`]: the maps and read-only globals.
+//! * [`floor`]: LSM programs that decide nothing, the floor of the overhead benchmark.
 //!
 //! Built for `bpfel-unknown-none` by `enforcer/build.rs`; on the host this crate is an
 //! empty binary so that `cargo clippy --workspace` can check it.
@@ -25,6 +26,8 @@
 mod connections;
 #[cfg(target_arch = "bpf")]
 mod exec;
+#[cfg(target_arch = "bpf")]
+mod floor;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]

@@ -176,7 +176,25 @@ pub const LSM_PROGRAMS: [(&str, &str); 4] = [
 /// (verified) before any is attached, so a kernel that refuses one leaves nothing half
 /// in force. From the last attach on, every hooked operation is decided.
 pub fn attach_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
-    for (name, hook) in LSM_PROGRAMS {
+    attach_lsm(ebpf, btf, &LSM_PROGRAMS)
+}
+
+/// LSM programs that decide nothing, on the hooks the enforcer decides: the floor any
+/// BPF-LSM enforcer pays, for the overhead benchmark. The agent never attaches them.
+pub const FLOOR_PROGRAMS: [(&str, &str); 3] = [
+    ("floor_bprm_check_security", "bprm_check_security"),
+    ("floor_socket_connect", "socket_connect"),
+    ("floor_file_open", "file_open"),
+];
+
+/// Loads every program of `programs`, then attaches them: nothing is attached until all
+/// have passed the verifier.
+pub fn attach_lsm(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    programs: &[(&'static str, &'static str)],
+) -> Result<(), ProgramsError> {
+    for &(name, hook) in programs {
         let prog: &mut Lsm = ebpf
             .program_mut(name)
             .ok_or(ProgramsError::Missing("an LSM program"))?
@@ -185,7 +203,7 @@ pub fn attach_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsErro
         prog.load(hook, btf)
             .map_err(|source| ProgramsError::Program { name, source })?;
     }
-    for (name, _) in LSM_PROGRAMS {
+    for &(name, _) in programs {
         let prog: &mut Lsm = ebpf
             .program_mut(name)
             .ok_or(ProgramsError::Missing("an LSM program"))?

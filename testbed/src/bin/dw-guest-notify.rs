@@ -408,7 +408,7 @@ fn list_json(state_dir: &str) -> Result<Value, String> {
 /// A shell in the web workload runs the denied binary: the agent notifies both
 /// targets; `webhook` verifies the right secret's signature and records the body, and
 /// refuses the wrong secret's (500) until the delivery is a dead letter, which the CLI
-/// lists (and says the agent holds the outbox while it runs).
+/// lists — through the running agent's API, and from the outbox file once it stopped.
 fn signed_notice_is_verified_by_debian_webhook() -> Res {
     let hook = Webhook::start(9100, "/run/recv-a")?;
     let state = "/var/lib/dw-a";
@@ -480,10 +480,12 @@ fn signed_notice_is_verified_by_debian_webhook() -> Res {
     agent.log_record("attempts spent: dead letter", |r| {
         r["fields"]["target"] == "forged"
     })?;
-    let (code, _, err) = notifications_cli(&["list"], state)?;
-    if code == 0 || !err.contains("the agent is running") {
+    // While the agent holds the outbox the CLI asks it through its API.
+    let live = list_json(state).map_err(|e| format!("listing while the agent runs: {e}"))?;
+    let live_dead = live["dead_letters"].as_array().ok_or("no dead_letters")?;
+    if !live_dead.iter().any(|d| d["target"] == "forged") {
         return Err(format!(
-            "listing while the agent runs: exit {code}, stderr {err:?}; expected a clear refusal"
+            "the running agent's list has no dead letter for `forged`: {live}"
         ));
     }
     agent.stop()?;
