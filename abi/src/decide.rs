@@ -14,11 +14,21 @@
 //! 4. otherwise the profile's allowlist allows, or the workload's mode decides: `enforce`
 //!    refuses (`EPERM`), `audit` lets it through and reports it.
 //!
+//! Which classes a profile polices: executables always; `connect`, `bind`/`listen` and
+//! file opens when it has rules for them ([`WorkloadBinding::police`]); privileged
+//! operations (`ptrace`, module loads, `mount`, `setuid`) always — a profile allows
+//! those it names and no other.
+//!
+//! Before all of that, [`agent_protection`] refuses a policed process's attempts on
+//! the agent itself (signals, `ptrace`, `bpf(2)`, its files), whatever the mode and
+//! whatever a rule permits.
+//!
 //! Everything here is `#[inline(always)]` and bounded, as the verifier requires.
 use crate::{
     Decision, EXEC_NOT_LISTED, EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey,
-    FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
-    rules::{FAMILY_V4, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
+    FILE_READ, FILE_WRITE, FileId, MAX_CGROUP_DEPTH, Mode, PRIV_LOAD_MODULE, PRIV_MOUNT,
+    PRIV_PTRACE, PRIV_SETUID_ANY, SetuidKey, WorkloadBinding, WorkloadId,
+    rules::{FAMILY_V4, Hook, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
 };
 
 /// What every decision needs to know about the world.
@@ -38,6 +48,17 @@ pub trait PolicyLookups {
     fn rules(&self) -> Option<&RuleSet>;
     /// The longest `NET_ALLOW` match for `key` looked up with `prefix_bits` bits.
     fn port_set(&self, key: &NetAllowKey, prefix_bits: u32) -> Option<&PortSet>;
+    /// Whether `SETUID_ALLOW` holds `key`.
+    fn setuid_allowed(&self, key: &SetuidKey) -> bool;
+}
+
+/// The file look-up of one open: what the `FILE_ALLOW` trie grants a workload on the
+/// path being opened. Separate from [`PolicyLookups`] because the path belongs to the
+/// request (the kernel keeps it in per-CPU scratch memory, the reference in a string).
+pub trait FileLookups {
+    /// The [`FILE_READ`]/[`FILE_WRITE`] bits of the longest `FILE_ALLOW` match for
+    /// `(workload, path)`; 0 when no rule covers the path or it is unknown.
+    fn file_access(&self, workload: WorkloadId) -> u8;
 }
 
 /// Why an operation was refused or reported.
@@ -54,6 +75,9 @@ pub enum Reason {
     /// The executable is in the profile, but not for the caller's effective user (its
     /// `users`).
     UserNotInProfile = 4,
+    /// An attempt on the agent itself (signal, trace, `bpf(2)`, its files) by a policed
+    /// process: refused whatever the mode and the rules.
+    AgentProtected = 5,
 }
 
 impl Reason {
@@ -63,6 +87,7 @@ impl Reason {
             2 => Some(Reason::CedarForbid),
             3 => Some(Reason::ParentNotInProfile),
             4 => Some(Reason::UserNotInProfile),
+            5 => Some(Reason::AgentProtected),
             _ => None,
         }
     }
@@ -131,8 +156,28 @@ pub const UNBOUND: WorkloadBinding = WorkloadBinding {
     workload: 0,
     mode: 0,
     police: 0,
-    _pad: [0; 2],
+    privileges: 0,
+    _pad: 0,
 };
+
+/// The decision on an attempt on the agent (signalling or tracing its process,
+/// `bpf(2)`, writing, renaming or unlinking its files): refused (`Deny`, whatever the
+/// workload's mode) for a process in any bound workload, [`Verdict::Unpoliced`] for
+/// one no profile selects. No Cedar rule or profile entry can allow it: a workload
+/// must not be able to switch off the agent that polices it.
+#[inline(always)]
+pub fn agent_protection(binding: &WorkloadBinding) -> Verdict {
+    if binding.workload == 0 {
+        Verdict::Unpoliced
+    } else {
+        Verdict::Refused {
+            workload: binding.workload,
+            decision: Decision::Deny,
+            reason: Reason::AgentProtected,
+            rule: NO_RULE,
+        }
+    }
+}
 
 /// Combines the rules' verdict with the profile: see the module documentation.
 /// `profile_polices` says whether the workload's profile polices this class of
@@ -236,6 +281,49 @@ pub fn exec_profile_check<L: PolicyLookups>(
         }
     }
     ProfileCheck::Allows
+}
+
+/// The profile half of a file decision: the workload's file rules grant `hook`'s
+/// access ([`Hook::OpenRead`]: [`FILE_READ`], [`Hook::OpenWrite`]: [`FILE_WRITE`]) on
+/// the path being opened.
+#[inline(always)]
+pub fn file_profile_allows<F: FileLookups>(
+    files: &F,
+    binding: &WorkloadBinding,
+    hook: Hook,
+) -> bool {
+    let need = if hook as u8 == Hook::OpenWrite as u8 {
+        FILE_WRITE
+    } else {
+        FILE_READ
+    };
+    files.file_access(binding.workload) & need != 0
+}
+
+/// The profile half of a privileged operation's decision: the profile names the
+/// operation (`ptrace`, `mount`, `load_module` in [`WorkloadBinding::privileges`]) or,
+/// for `setuid`, the user `uid` the process asks to become.
+#[inline(always)]
+pub fn privileged_profile_allows<L: PolicyLookups>(
+    lookups: &L,
+    binding: &WorkloadBinding,
+    hook: Hook,
+    uid: u32,
+) -> bool {
+    let bit = match hook {
+        Hook::Ptrace => PRIV_PTRACE,
+        Hook::Mount => PRIV_MOUNT,
+        Hook::LoadModule => PRIV_LOAD_MODULE,
+        Hook::Setuid => {
+            return binding.privileges & PRIV_SETUID_ANY != 0
+                || lookups.setuid_allowed(&SetuidKey {
+                    workload: binding.workload,
+                    uid,
+                });
+        }
+        _ => return false,
+    };
+    binding.privileges & bit != 0
 }
 
 /// The profile half of a network decision: the workload's allowlist for `direction`

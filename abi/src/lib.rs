@@ -20,6 +20,17 @@
 //!   ([`EXEC_USERS_LISTED`]), `EXEC_CONSTRAINTS` holds the caller's executable and
 //!   effective uid for it ([`ExecConstraintKey`]); otherwise the workload's [`Mode`] decides: `Enforce` refuses it with `EPERM`,
 //!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
+//! * A file open by a workload whose profile has file rules ([`POLICE_FILES`]) is
+//!   allowed when the longest match of `(workload, path)` in the `FILE_ALLOW` trie
+//!   ([`file_allow_key`]) grants its access ([`FILE_READ`], [`FILE_WRITE`]); reported as
+//!   a [`FileEvent`].
+//! * Privileged operations (`ptrace`, module loads, `mount`, `setuid`) are policed by
+//!   every profile: allowed when the binding's [`WorkloadBinding::privileges`] names
+//!   them (`setuid`: when `SETUID_ALLOW` holds [`SetuidKey`] for the new uid); reported
+//!   as a [`PrivilegedEvent`].
+//! * **Self-protection**: processes in any bound workload may not signal or trace the
+//!   agent (its tgid is in [`NodeState`]), use `bpf(2)`, or write, rename or unlink the
+//!   files whose identities are in `PROTECTED_FILES`.
 //! * **Cedar rules** are lowered to the atoms and clauses of [`rules::RuleSet`] and
 //!   decided by [`rules::evaluate`]; [`decide::combine`] joins them with the profile.
 #![no_std]
@@ -28,7 +39,7 @@ pub mod decide;
 pub mod rules;
 
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
@@ -39,6 +50,13 @@ pub const MAX_EXEC_RULES: u32 = 65_536;
 /// Capacity of the `EXEC_CONSTRAINTS` map (allowed parents and users of executables,
 /// summed over workloads).
 pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
+/// Capacity of the `FILE_ALLOW` trie (profile file rules, with the runtime defaults,
+/// summed over workloads).
+pub const MAX_FILE_RULES: u32 = 16_384;
+/// Capacity of the `SETUID_ALLOW` map (users workloads may become, summed).
+pub const MAX_SETUID_RULES: u32 = 4096;
+/// Capacity of the `PROTECTED_FILES` map (the agent's own files).
+pub const MAX_PROTECTED_FILES: u32 = 1024;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 /// Indexes of the per-CPU `LOST_RECORDS` counters: records a program could not put in
@@ -69,6 +87,10 @@ pub mod names {
     pub const PATH_SUFFIX_ATOMS: &str = "PATH_SUFFIX_ATOMS";
     pub const IP_ATOMS: &str = "IP_ATOMS";
     pub const NET_ALLOW: &str = "NET_ALLOW";
+    pub const FILE_ALLOW: &str = "FILE_ALLOW";
+    pub const SETUID_ALLOW: &str = "SETUID_ALLOW";
+    pub const PROTECTED_FILES: &str = "PROTECTED_FILES";
+    pub const NODE_STATE: &str = "NODE_STATE";
     pub const LOST_RECORDS: &str = "LOST_RECORDS";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
@@ -76,6 +98,23 @@ pub mod names {
     pub const PROG_CONNECT: &str = "socket_connect";
     pub const PROG_BIND: &str = "socket_bind";
     pub const PROG_LISTEN: &str = "socket_listen";
+    /// `socket_sendmsg`: a UDP datagram (or a TCP Fast Open) to an address, decided
+    /// as `connect`.
+    pub const PROG_SENDMSG: &str = "socket_sendmsg";
+    /// LSM program deciding file opens.
+    pub const PROG_FILE_OPEN: &str = "file_open";
+    /// LSM programs deciding privileged operations.
+    pub const PROG_PTRACE: &str = "ptrace_access_check";
+    pub const PROG_KERNEL_READ_FILE: &str = "kernel_read_file";
+    pub const PROG_KERNEL_LOAD_DATA: &str = "kernel_load_data";
+    pub const PROG_SB_MOUNT: &str = "sb_mount";
+    pub const PROG_SETUID: &str = "task_fix_setuid";
+    /// LSM programs protecting the agent from policed workloads.
+    pub const PROG_TASK_KILL: &str = "task_kill";
+    pub const PROG_BPF: &str = "bpf";
+    pub const PROG_INODE_UNLINK: &str = "inode_unlink";
+    pub const PROG_INODE_RENAME: &str = "inode_rename";
+    pub const PROG_UNIX_CONNECT: &str = "unix_stream_connect";
     /// `tp_btf` programs reporting process lifecycle (they need no BPF LSM, so they also
     /// prove the offset logic on kernels without it).
     pub const PROG_FORK: &str = "sched_process_fork";
@@ -136,17 +175,109 @@ pub struct WorkloadBinding {
     pub workload: WorkloadId,
     /// A [`Mode`] as `u8`.
     pub mode: u8,
-    /// Which classes of operation the workload's profile polices beyond execs
-    /// ([`POLICE_EGRESS`], [`POLICE_INGRESS`]): a class it does not police is decided by
-    /// the Cedar rules alone.
+    /// Which classes of operation the workload's profile polices beyond execs and
+    /// privileged operations ([`POLICE_EGRESS`], [`POLICE_INGRESS`], [`POLICE_FILES`]):
+    /// a class it does not police is decided by the Cedar rules alone.
     pub police: u8,
-    pub _pad: [u8; 2],
+    /// The privileged operations the profile allows ([`PRIV_PTRACE`], [`PRIV_MOUNT`],
+    /// [`PRIV_LOAD_MODULE`], [`PRIV_SETUID_ANY`]); every profile polices them, so any
+    /// other is refused.
+    pub privileges: u8,
+    pub _pad: u8,
 }
 
 /// [`WorkloadBinding::police`]: the profile holds an egress allowlist (`connect`).
 pub const POLICE_EGRESS: u8 = 1;
 /// [`WorkloadBinding::police`]: the profile holds an ingress allowlist (`bind`, `listen`).
 pub const POLICE_INGRESS: u8 = 2;
+/// [`WorkloadBinding::police`]: the profile holds file rules (`open_read`, `open_write`).
+pub const POLICE_FILES: u8 = 4;
+
+/// [`WorkloadBinding::privileges`]: the workload may trace and inspect other processes.
+pub const PRIV_PTRACE: u8 = 1;
+/// [`WorkloadBinding::privileges`]: the workload may mount file systems.
+pub const PRIV_MOUNT: u8 = 2;
+/// [`WorkloadBinding::privileges`]: the workload may load kernel modules.
+pub const PRIV_LOAD_MODULE: u8 = 4;
+/// [`WorkloadBinding::privileges`]: the workload may become any user (`setuid: "*"`);
+/// without it, only the users `SETUID_ALLOW` lists for it.
+pub const PRIV_SETUID_ANY: u8 = 8;
+/// Every [`WorkloadBinding::privileges`] bit.
+pub const PRIV_ALL: u8 = PRIV_PTRACE | PRIV_MOUNT | PRIV_LOAD_MODULE | PRIV_SETUID_ANY;
+
+/// Key of `SETUID_ALLOW` (value `u8`, 1): processes of `workload` may become `uid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SetuidKey {
+    pub workload: WorkloadId,
+    pub uid: u32,
+}
+
+/// Bytes of the key data of the `FILE_ALLOW` trie: the workload id (4 bytes,
+/// big-endian), then the path.
+pub const FILE_KEY_BYTES: usize = 256;
+/// Bytes of a path in a [`FileAllowKey`]: a prefix rule's path (with its `/`) or an
+/// exact rule's path and its NUL must fit.
+pub const FILE_PATH_BYTES: usize = FILE_KEY_BYTES - 4;
+
+/// Key data of the `FILE_ALLOW` LPM trie: bytes 0..4 the workload id (big-endian),
+/// then the path — a directory prefix with its trailing `/`, or an exact path followed
+/// by its NUL (as `PATH_ATOMS`). The trie's prefix length is 32 + 8 × the path bytes,
+/// so the workload always matches exactly. Each entry's value is the union of the
+/// [`FILE_READ`]/[`FILE_WRITE`] bits of every rule whose key is a prefix of its own,
+/// so the longest match alone answers.
+pub type FileAllowKey = [u8; FILE_KEY_BYTES];
+
+/// `FILE_ALLOW` value bit: the path may be opened for reading.
+pub const FILE_READ: u8 = 1;
+/// `FILE_ALLOW` value bit: the path may be opened for writing (or appending,
+/// truncating).
+pub const FILE_WRITE: u8 = 2;
+
+/// Writes the workload part of a [`FileAllowKey`].
+#[inline(always)]
+pub fn file_allow_key_workload(key: &mut FileAllowKey, workload: WorkloadId) {
+    let w = workload.to_be_bytes();
+    key[0] = w[0];
+    key[1] = w[1];
+    key[2] = w[2];
+    key[3] = w[3];
+}
+
+/// The [`FileAllowKey`] of `path` (already with its `/` or NUL) in `workload`, and its
+/// prefix length in bits; `None` when the path does not fit.
+pub fn file_allow_key(workload: WorkloadId, path: &[u8]) -> Option<(u32, FileAllowKey)> {
+    if path.len() > FILE_PATH_BYTES {
+        return None;
+    }
+    let mut key = [0u8; FILE_KEY_BYTES];
+    file_allow_key_workload(&mut key, workload);
+    let mut i = 0;
+    while i < path.len() {
+        key[4 + i] = path[i];
+        i += 1;
+    }
+    Some((32 + 8 * path.len() as u32, key))
+}
+
+/// The one value of the `NODE_STATE` array: facts of this node that every hook may
+/// need, written by the agent at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeState {
+    /// The agent's thread group: policed processes may not signal or trace it.
+    pub agent_tgid: u32,
+    /// The union of every binding's [`WorkloadBinding::police`]: a class no workload
+    /// polices lets its hook leave early (file opens, mostly).
+    pub police_any: u8,
+    /// [`NODE_PROTECTS_FILES`]: `PROTECTED_FILES` holds something.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// [`NodeState::flags`]: the agent protects files, so writes by policed processes are
+/// checked against `PROTECTED_FILES`.
+pub const NODE_PROTECTS_FILES: u8 = 1;
 
 /// Identity of a file as the kernel knows it: `super_block.s_dev` (the kernel's
 /// internal `MKDEV(major, minor)` encoding, `major << 20 | minor`) and `inode.i_ino`.
@@ -253,6 +384,10 @@ pub enum EventKind {
     Lifecycle = 2,
     /// A [`NetEvent`].
     NetDecision = 3,
+    /// A [`FileEvent`].
+    FileDecision = 4,
+    /// A [`PrivilegedEvent`].
+    PrivilegedDecision = 5,
     /// A [`SocketEvent`] on the `LIFECYCLE` ring (context-graph capture).
     Socket = 10,
     /// A [`CredEvent`] on the `LIFECYCLE` ring (context-graph capture).
@@ -265,6 +400,8 @@ impl EventKind {
             1 => Some(EventKind::ExecDecision),
             2 => Some(EventKind::Lifecycle),
             3 => Some(EventKind::NetDecision),
+            4 => Some(EventKind::FileDecision),
+            5 => Some(EventKind::PrivilegedDecision),
             10 => Some(EventKind::Socket),
             11 => Some(EventKind::Credentials),
             _ => None,
@@ -349,9 +486,155 @@ pub struct NetEvent {
     pub port: u16,
     /// IP protocol: [`rules::IPPROTO_TCP`] or [`rules::IPPROTO_UDP`] (as `u8`).
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// [`NET_EVENT_SENDMSG`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
     /// The address (IPv4 in the first 4 bytes), network byte order.
     pub addr: [u8; 16],
+}
+
+/// [`NetEvent::flags`]: the `connect` was a `sendmsg`/`sendto` naming its destination
+/// (a UDP datagram, or a TCP Fast Open), not a `connect(2)`.
+pub const NET_EVENT_SENDMSG: u8 = 1;
+
+/// A deny or audit decision on a file open (or, for the agent's self-protection, an
+/// unlink or rename of one of its files), sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    /// [`EventKind::FileDecision`].
+    pub kind: u32,
+    /// [`rules::Hook::OpenRead`] or [`rules::Hook::OpenWrite`] as `u8`: the access
+    /// refused (an open for reading and writing is refused for the first of write,
+    /// read that is).
+    pub hook: u8,
+    /// A [`Decision`] as `u8`.
+    pub decision: u8,
+    /// A [`decide::Reason`] as `u8`.
+    pub reason: u8,
+    /// [`FILE_OP_OPEN`], [`FILE_OP_UNLINK`] or [`FILE_OP_RENAME`].
+    pub op: u8,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub workload: WorkloadId,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
+    pub rule: u16,
+    /// Bytes of `path` that hold the path (without the NUL); 0 when unknown.
+    pub path_len: u16,
+    /// The open's `file->f_mode` (0 for an unlink, rename or connect).
+    pub f_mode: u32,
+    /// The file's identity.
+    pub file: FileId,
+    /// The file's path as the kernel resolves it (`d_path`), NUL-terminated, cut at
+    /// [`PATH_CAPACITY`].
+    pub path: [u8; PATH_CAPACITY],
+}
+
+/// [`FileEvent::op`]: an open (`hook` names the access refused).
+pub const FILE_OP_OPEN: u8 = 0;
+/// [`FileEvent::op`]: an unlink of one of the agent's files (self-protection; no path:
+/// the agent knows its files by identity).
+pub const FILE_OP_UNLINK: u8 = 1;
+/// [`FileEvent::op`]: a rename of, or over, one of the agent's files.
+pub const FILE_OP_RENAME: u8 = 2;
+/// [`FileEvent::op`]: a connect to a unix socket that is one of the agent's files (its
+/// API socket).
+pub const FILE_OP_CONNECT: u8 = 3;
+
+/// The privileged operations a [`PrivilegedEvent`] reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrivilegedOp {
+    /// `ptrace_access_check`: `target_*` is the traced process, `arg` the mode.
+    Ptrace = 1,
+    /// `kernel_read_file` (a module file: `path`, `arg` 0) or `kernel_load_data` (a
+    /// module from memory, `arg` 1).
+    LoadModule = 2,
+    /// `sb_mount`: `path` is the mount point, `arg` the mount flags (low 32 bits).
+    Mount = 3,
+    /// `task_fix_setuid`: `target_uid` is the uid the process asked to become.
+    Setuid = 4,
+    /// `task_kill` of the agent: `target_*` is the agent, `arg` the signal.
+    Signal = 5,
+    /// `bpf(2)` from a policed process: `arg` is the command.
+    Bpf = 6,
+}
+
+impl PrivilegedOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(PrivilegedOp::Ptrace),
+            2 => Some(PrivilegedOp::LoadModule),
+            3 => Some(PrivilegedOp::Mount),
+            4 => Some(PrivilegedOp::Setuid),
+            5 => Some(PrivilegedOp::Signal),
+            6 => Some(PrivilegedOp::Bpf),
+            _ => None,
+        }
+    }
+
+    /// The Cedar hook that decides it; `None` for the agent's self-protection
+    /// (signals, `bpf`), which no rule decides.
+    pub fn hook(self) -> Option<rules::Hook> {
+        match self {
+            PrivilegedOp::Ptrace => Some(rules::Hook::Ptrace),
+            PrivilegedOp::LoadModule => Some(rules::Hook::LoadModule),
+            PrivilegedOp::Mount => Some(rules::Hook::Mount),
+            PrivilegedOp::Setuid => Some(rules::Hook::Setuid),
+            PrivilegedOp::Signal | PrivilegedOp::Bpf => None,
+        }
+    }
+}
+
+/// [`PrivilegedEvent::arg`] of a [`PrivilegedOp::LoadModule`] from memory
+/// (`init_module`), which has no file.
+pub const LOAD_MODULE_FROM_MEMORY: u32 = 1;
+
+/// A deny or audit decision on a privileged operation or an attempt on the agent,
+/// sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PrivilegedEvent {
+    /// [`EventKind::PrivilegedDecision`].
+    pub kind: u32,
+    /// A [`PrivilegedOp`] as `u8`.
+    pub op: u8,
+    /// A [`Decision`] as `u8`.
+    pub decision: u8,
+    /// A [`decide::Reason`] as `u8`.
+    pub reason: u8,
+    pub _pad: u8,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub workload: WorkloadId,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
+    pub rule: u16,
+    /// Bytes of `path` that hold the path (without the NUL); 0 when there is none.
+    pub path_len: u16,
+    /// The target process's thread group (ptrace, signal); 0 otherwise.
+    pub target_tgid: u32,
+    /// The target process's `start_boottime` (ptrace, signal); 0 otherwise.
+    pub target_start_ns: u64,
+    /// The uid asked for (setuid) or the target's real uid (ptrace); 0 otherwise.
+    pub target_uid: u32,
+    /// What the operation was asked with: see [`PrivilegedOp`].
+    pub arg: u32,
+    /// The mount point or the module file (`d_path`), NUL-terminated.
+    pub path: [u8; PATH_CAPACITY],
 }
 
 /// What happened to a process, in a [`LifecycleEvent`].
@@ -519,9 +802,10 @@ pub mod syscalls {
     pub const ACCEPT4: u64 = 288;
 }
 
-/// Byte offsets of the kernel-structure fields the programs read, taken from the
-/// running kernel's BTF by user space and handed to the programs as a read-only global.
-/// There is no CO-RE in Rust eBPF: nothing here may be fixed at build time.
+/// Byte offsets of the kernel-structure fields the programs read (and two enum
+/// constants of the kernel's BTF), taken from the running kernel's BTF by user space and handed to the
+/// programs as a read-only global. There is no CO-RE in Rust eBPF: nothing here may be
+/// fixed at build time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct KernelOffsets {
@@ -603,6 +887,36 @@ pub struct KernelOffsets {
     pub pt_regs_di: u32,
     /// `pt_regs.cs` (the user code segment: 64-bit or 32-bit syscall)
     pub pt_regs_cs: u32,
+    /// `file.f_mode`
+    pub file_f_mode: u32,
+    /// `task_struct.real_cred` (the objective credentials)
+    pub task_struct_real_cred: u32,
+    /// `cred.uid`
+    pub cred_uid: u32,
+    /// `cred.gid`
+    pub cred_gid: u32,
+    /// `cred.suid`
+    pub cred_suid: u32,
+    /// `cred.fsuid`
+    pub cred_fsuid: u32,
+    /// `msghdr.msg_name`
+    pub msghdr_msg_name: u32,
+    /// `msghdr.msg_namelen`
+    pub msghdr_msg_namelen: u32,
+    /// `msghdr.msg_flags`
+    pub msghdr_msg_flags: u32,
+    /// `dentry.d_inode`
+    pub dentry_d_inode: u32,
+    /// The value of `enum kernel_read_file_id`'s `READING_MODULE` (not an offset).
+    pub reading_module: u32,
+    /// The value of `enum kernel_load_data_id`'s `LOADING_MODULE` (not an offset).
+    pub loading_module: u32,
+    /// `unix_sock.path` (the bound socket file)
+    pub unix_sock_path: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `file.f_flags`
+    pub file_f_flags: u32,
 }
 
 impl KernelOffsets {
@@ -648,6 +962,21 @@ impl KernelOffsets {
         pt_regs_orig_ax: 0,
         pt_regs_di: 0,
         pt_regs_cs: 0,
+        file_f_mode: 0,
+        task_struct_real_cred: 0,
+        cred_uid: 0,
+        cred_gid: 0,
+        cred_suid: 0,
+        cred_fsuid: 0,
+        msghdr_msg_name: 0,
+        msghdr_msg_namelen: 0,
+        msghdr_msg_flags: 0,
+        dentry_d_inode: 0,
+        reading_module: 0,
+        loading_module: 0,
+        unix_sock_path: 0,
+        path_dentry: 0,
+        file_f_flags: 0,
     };
 }
 
@@ -659,6 +988,8 @@ mod pod {
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::ExecConstraintKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SetuidKey {}
+    unsafe impl aya::Pod for super::NodeState {}
     unsafe impl aya::Pod for super::rules::RuleSet {}
     unsafe impl aya::Pod for super::rules::PortSet {}
 }
@@ -674,6 +1005,9 @@ mod tests {
             (size_of::<WorkloadBinding>(), align_of::<WorkloadBinding>()),
             (8, 4)
         );
+        assert_eq!(offset_of!(WorkloadBinding, privileges), 6);
+        assert_eq!((size_of::<SetuidKey>(), align_of::<SetuidKey>()), (8, 4));
+        assert_eq!((size_of::<NodeState>(), align_of::<NodeState>()), (8, 4));
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
         assert_eq!(
@@ -684,7 +1018,7 @@ mod tests {
             (40, 8)
         );
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 156);
+        assert_eq!(size_of::<KernelOffsets>(), 156 + 4 * 15);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
         assert_eq!(size_of::<rules::PortSet>(), 8 + 8 * rules::MAX_PORT_RANGES);
@@ -711,6 +1045,19 @@ mod tests {
         assert_eq!(offset_of!(NetEvent, cgroup_id), 32);
         assert_eq!(offset_of!(NetEvent, rule), 56);
         assert_eq!(offset_of!(NetEvent, addr), 64);
+        assert_eq!(offset_of!(NetEvent, flags), 61);
+        assert_eq!(size_of::<FileEvent>(), 80 + PATH_CAPACITY);
+        assert_eq!(align_of::<FileEvent>(), 8);
+        assert_eq!(offset_of!(FileEvent, cgroup_id), 32);
+        assert_eq!(offset_of!(FileEvent, rule), 56);
+        assert_eq!(offset_of!(FileEvent, file), 64);
+        assert_eq!(offset_of!(FileEvent, path), 80);
+        assert_eq!(size_of::<PrivilegedEvent>(), 80 + PATH_CAPACITY);
+        assert_eq!(offset_of!(PrivilegedEvent, rule), 56);
+        assert_eq!(offset_of!(PrivilegedEvent, target_tgid), 60);
+        assert_eq!(offset_of!(PrivilegedEvent, target_start_ns), 64);
+        assert_eq!(offset_of!(PrivilegedEvent, arg), 76);
+        assert_eq!(offset_of!(PrivilegedEvent, path), 80);
         assert_eq!(
             size_of::<LifecycleEvent>(),
             80 + PATH_CAPACITY + ARGS_CAPACITY
@@ -754,5 +1101,22 @@ mod tests {
         assert_eq!(SocketOp::from_u8(4), None);
         assert_eq!(EventKind::from_u32(10), Some(EventKind::Socket));
         assert_eq!(EventKind::from_u32(11), Some(EventKind::Credentials));
+        assert_eq!(EventKind::from_u32(5), Some(EventKind::PrivilegedDecision));
+        assert_eq!(PrivilegedOp::from_u8(7), None);
+        assert_eq!(
+            PrivilegedOp::from_u8(4).and_then(PrivilegedOp::hook),
+            Some(rules::Hook::Setuid)
+        );
+        assert_eq!(PrivilegedOp::Bpf.hook(), None);
+    }
+
+    #[test]
+    fn file_keys_hold_the_workload_then_the_path() {
+        let (bits, k) = file_allow_key(0x0102_0304, b"/etc/\0").unwrap();
+        assert_eq!(bits, 32 + 8 * 6);
+        assert_eq!(&k[..10], &[1, 2, 3, 4, b'/', b'e', b't', b'c', b'/', 0]);
+        let long = [b'a'; FILE_PATH_BYTES + 1];
+        assert!(file_allow_key(1, &long).is_none());
+        assert!(file_allow_key(1, &long[..FILE_PATH_BYTES]).is_some());
     }
 }

@@ -12,8 +12,9 @@
 //!   holds;
 //! * address atoms (`resource.ip.isInRange(…)`) by one look-up in the `IP_ATOMS` LPM
 //!   trie ([`IpAtomKey`]), closed the same way;
-//! * numeric atoms (workload, user and group ids, port comparisons, protocol) by a loop
-//!   over at most [`MAX_NUM_ATOMS`] entries of the [`RuleSet`].
+//! * numeric atoms (workload, user and group ids of the caller and of the resource,
+//!   port comparisons, protocol) by a loop over at most [`MAX_NUM_ATOMS`] entries of
+//!   the [`RuleSet`].
 //!
 //! Then [`evaluate`] walks at most [`MAX_CLAUSES`] clauses: a clause matches when its
 //! action bit is set, every `pos` atom holds and no `neg` atom does. A matching forbid
@@ -72,7 +73,7 @@ impl Hook {
     /// The hooks this version of the kernel programs attaches and decides. A rule for
     /// any other hook is refused by the compiler's table builder or reported as not
     /// enforced — never silently dropped.
-    pub const ENFORCED: [Hook; 4] = [Hook::Exec, Hook::Connect, Hook::Bind, Hook::Listen];
+    pub const ENFORCED: [Hook; 10] = Hook::ALL;
 
     /// Its bit in an action mask.
     #[inline(always)]
@@ -109,6 +110,13 @@ pub enum NumField {
     Port = 5,
     /// IP protocol number of the endpoint: 6 (TCP) or 17 (UDP) (network hooks only).
     Protocol = 6,
+    /// `resource.uid`: the uid a `setuid` asks for, or the real uid of a `ptrace`
+    /// target (those hooks only; false elsewhere).
+    ResourceUid = 7,
+    /// `resource.euid`: the effective uid of a `ptrace` target.
+    ResourceEuid = 8,
+    /// `resource.gid`: the real gid of a `ptrace` target.
+    ResourceGid = 9,
 }
 
 impl NumField {
@@ -120,6 +128,9 @@ impl NumField {
             4 => Some(NumField::Gid),
             5 => Some(NumField::Port),
             6 => Some(NumField::Protocol),
+            7 => Some(NumField::ResourceUid),
+            8 => Some(NumField::ResourceEuid),
+            9 => Some(NumField::ResourceGid),
             _ => None,
         }
     }
@@ -362,6 +373,12 @@ pub struct RuleFacts {
     pub endpoint: bool,
     pub port: u32,
     pub protocol: u32,
+    /// Whether the resource has user ids (a `setuid` user, a `ptrace` target): then
+    /// `resource_uid` (and for a target `resource_euid`, `resource_gid`) hold.
+    pub resource_ids: bool,
+    pub resource_uid: u32,
+    pub resource_euid: u32,
+    pub resource_gid: u32,
     /// Atom bits from the path-atom tries (0 when the hook has no path).
     pub path_bits: u64,
     /// Atom bits from the address-atom trie (0 when the hook has no address).
@@ -389,6 +406,9 @@ fn num_atom_holds(a: &NumAtom, f: &RuleFacts) -> bool {
         Some(NumField::Gid) => f.gid as i64,
         Some(NumField::Port) if f.endpoint => f.port as i64,
         Some(NumField::Protocol) if f.endpoint => f.protocol as i64,
+        Some(NumField::ResourceUid) if f.resource_ids => f.resource_uid as i64,
+        Some(NumField::ResourceEuid) if f.resource_ids => f.resource_euid as i64,
+        Some(NumField::ResourceGid) if f.resource_ids => f.resource_gid as i64,
         _ => return false,
     };
     match NumOp::from_u8(a.op) {
@@ -542,6 +562,36 @@ mod tests {
                 ..clause(1, 0, EFFECT_FORBID, 0)
             }],
         );
+        let exec = RuleFacts {
+            hook: Hook::Exec as u8,
+            ..RuleFacts::default()
+        };
+        assert_eq!(evaluate(&s, &exec), RuleVerdict::NoMatch);
+    }
+
+    #[test]
+    fn resource_ids_hold_only_for_resources_with_ids() {
+        let s = set(
+            &[NumAtom {
+                field: NumField::ResourceUid as u8,
+                op: NumOp::Eq as u8,
+                bit: 2,
+                value: 0,
+                ..NumAtom::default()
+            }],
+            &[Clause {
+                actions: Hook::Setuid.bit() | Hook::Exec.bit(),
+                ..clause(1 << 2, 0, EFFECT_FORBID, 1)
+            }],
+        );
+        let mut f = RuleFacts {
+            hook: Hook::Setuid as u8,
+            resource_ids: true,
+            ..RuleFacts::default()
+        };
+        assert_eq!(evaluate(&s, &f), RuleVerdict::Forbid { rule: 1 });
+        f.resource_uid = 1000;
+        assert_eq!(evaluate(&s, &f), RuleVerdict::NoMatch);
         let exec = RuleFacts {
             hook: Hook::Exec as u8,
             ..RuleFacts::default()

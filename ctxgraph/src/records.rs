@@ -214,6 +214,10 @@ pub(crate) struct JournalBatch {
 pub(crate) enum StoredTarget {
     Path(StrId),
     Endpoint(SocketAddr),
+    // Added after schema 3's first release; appended, so older records still decode.
+    Process(crate::event::ProcessKey),
+    User(u32),
+    Kernel(StrId),
 }
 
 /// A gap, keyed by `(from_ns, sequence)`.

@@ -1383,6 +1383,9 @@ impl Writer {
                 target: match &d.target {
                     Target::Path(p) => StoredTarget::Path(self.intern(t, p)?),
                     Target::Endpoint(a) => StoredTarget::Endpoint(*a),
+                    Target::Process(k) => StoredTarget::Process(*k),
+                    Target::User(uid) => StoredTarget::User(*uid),
+                    Target::Kernel(w) => StoredTarget::Kernel(self.intern(t, w)?),
                 },
                 rule: self.intern(t, &d.rule)?,
             },
@@ -2057,6 +2060,9 @@ impl Reader {
                 target: match target {
                     StoredTarget::Path(p) => Target::Path(self.string(p)?),
                     StoredTarget::Endpoint(a) => Target::Endpoint(a),
+                    StoredTarget::Process(k) => Target::Process(k),
+                    StoredTarget::User(uid) => Target::User(uid),
+                    StoredTarget::Kernel(w) => Target::Kernel(self.string(w)?),
                 },
                 rule: self.string(rule)?,
             }),

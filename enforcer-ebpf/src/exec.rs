@@ -25,11 +25,9 @@ use driftwall_abi::{
 use crate::{
     kernel,
     maps::{self, EVENTS, offsets},
-    rules,
+    rules, verdict,
     workload::KernelLookups,
 };
-
-const EPERM: i32 = 1;
 
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
@@ -98,10 +96,7 @@ fn decide_exec(ctx: &LsmContext) -> i32 {
                 identity = read_identity(bprm, &off);
             }
             report_exec(&off, bprm, workload, identity, decision, reason, rule);
-            match decision {
-                Decision::Deny => -EPERM,
-                Decision::Audit => 0,
-            }
+            verdict::errno(decision)
         }
     }
 }

@@ -4,8 +4,15 @@
 //! `driftwall-abi`.
 //!
 //! * [`exec`]: `lsm/bprm_check_security` decides every exec of a policed process.
-//! * [`net`]: `lsm/socket_connect`, `socket_bind`, `socket_listen` decide network
-//!   operations.
+//! * [`net`]: `lsm/socket_connect`, `socket_bind`, `socket_listen`, `socket_sendmsg`
+//!   decide network operations.
+//! * [`file`]: `lsm/file_open` decides file opens (profile file rules, Cedar
+//!   `open_read`/`open_write`).
+//! * [`privileged`]: `lsm/ptrace_access_check`, `kernel_read_file`, `kernel_load_data`,
+//!   `sb_mount`, `task_fix_setuid` decide privileged operations.
+//! * [`protect`]: `lsm/task_kill`, `bpf`, `inode_unlink`, `inode_rename` protect the
+//!   agent from the workloads it polices.
+//! * [`verdict`]: the one place a refusal becomes a return value (`-EPERM` or 0).
 //! * [`rules`]: the Cedar rule look-ups (ids, path and address tries).
 //! * [`lifecycle`]: `tp_btf` programs report forks, execs and exits for the context
 //!   graph (they need no BPF LSM, so they also prove the offset logic on any kernel).
@@ -27,6 +34,8 @@ mod connections;
 #[cfg(target_arch = "bpf")]
 mod exec;
 #[cfg(target_arch = "bpf")]
+mod file;
+#[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
 mod kernel;
@@ -37,7 +46,13 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod net;
 #[cfg(target_arch = "bpf")]
+mod privileged;
+#[cfg(target_arch = "bpf")]
+mod protect;
+#[cfg(target_arch = "bpf")]
 mod rules;
+#[cfg(target_arch = "bpf")]
+mod verdict;
 #[cfg(target_arch = "bpf")]
 mod workload;
 

@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use driftwall_abi::{
-    DEFAULT_RING_BYTES, ExecConstraintKey, ExecKey, KernelOffsets, MAX_BINDINGS,
-    MAX_EXEC_CONSTRAINTS, MAX_EXEC_RULES, WorkloadBinding,
+    DEFAULT_RING_BYTES, ExecConstraintKey, ExecKey, FILE_KEY_BYTES, FileAllowKey, FileId,
+    KernelOffsets, MAX_BINDINGS, MAX_EXEC_CONSTRAINTS, MAX_EXEC_RULES, MAX_FILE_RULES,
+    MAX_PROTECTED_FILES, MAX_SETUID_RULES, NodeState, SetuidKey, WorkloadBinding,
     rules::{
         IpAtomKey, MAX_IP_ATOM_ENTRIES, MAX_NET_ALLOW_ENTRIES, MAX_PATH_ATOM_ENTRIES, NetAllowKey,
         PATH_KEY_BYTES, PortSet, RuleSet,
@@ -52,6 +53,32 @@ pub static IP_ATOMS: LpmTrie<IpAtomKey, u64> = LpmTrie::with_max_entries(MAX_IP_
 pub static NET_ALLOW: LpmTrie<NetAllowKey, PortSet> =
     LpmTrie::with_max_entries(MAX_NET_ALLOW_ENTRIES, 0);
 
+/// Profile file rules: (workload, path prefix or exact path) → `FILE_READ` |
+/// `FILE_WRITE`, closed so that the longest match answers.
+#[map]
+pub static FILE_ALLOW: LpmTrie<FileAllowKey, u8> = LpmTrie::with_max_entries(MAX_FILE_RULES, 0);
+
+/// (workload, uid) pairs: the workload may become the user. The value is always 1.
+#[map]
+pub static SETUID_ALLOW: HashMap<SetuidKey, u8> = HashMap::with_max_entries(MAX_SETUID_RULES, 0);
+
+/// The agent's own files (config, bundle, state, binary): policed processes may not
+/// write, rename or unlink them. The value is always 1.
+#[map]
+pub static PROTECTED_FILES: HashMap<FileId, u8> = HashMap::with_max_entries(MAX_PROTECTED_FILES, 0);
+
+/// Facts of this node (the agent's tgid, which classes some workload polices): one
+/// entry, written by the agent at start-up.
+#[map]
+pub static NODE_STATE: Array<NodeState> = Array::with_max_entries(1, 0);
+
+/// The node's facts; all zeros (nothing policed, no agent known) before user space
+/// has written them.
+#[inline(always)]
+pub fn node_state() -> NodeState {
+    NODE_STATE.get(0).copied().unwrap_or_default()
+}
+
 /// Bytes `bpf_d_path` may write: `PATH_MAX`.
 pub const D_PATH_BYTES: usize = 4096;
 
@@ -61,10 +88,37 @@ pub struct PathScratch {
     pub path: [u8; D_PATH_BYTES],
     pub forward: Key<[u8; PATH_KEY_BYTES]>,
     pub reversed: Key<[u8; PATH_KEY_BYTES]>,
+    /// The `FILE_ALLOW` key of the path being opened.
+    pub file: Key<[u8; FILE_KEY_BYTES]>,
 }
 
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A refusal held between the decisions of one operation's accesses (an open for
+/// reading and writing) and its report. Kept in a map, not in registers, so that the
+/// verifier sees the later code once, whatever each access decided: read back, its
+/// fields are plain numbers to it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Refusal {
+    /// 1 when an access was refused.
+    pub refused: u8,
+    /// The `Hook` refused.
+    pub hook: u8,
+    /// A `Decision` as `u8`.
+    pub decision: u8,
+    /// A `decide::Reason` as `u8`.
+    pub reason: u8,
+    pub workload: u32,
+    pub rule: u16,
+    pub _pad: u16,
+    /// The length of the path in `PATH_SCRATCH`, or `u32::MAX` when it was not resolved.
+    pub path_len: u32,
+}
+
+#[map]
+pub static REFUSAL_SCRATCH: PerCpuArray<Refusal> = PerCpuArray::with_max_entries(1, 0);
 
 /// Decision events for user space.
 #[map]

@@ -1,17 +1,18 @@
 //! The kernel's side of the Cedar rule look-ups that `driftwall_abi::rules::evaluate`
 //! combines: the facts of the current task (ids, workload) and the LPM tries that turn
-//! a path or an address into the bits of the atoms that hold for it.
+//! a path or an address into the bits of the atoms that hold for it — and, sharing the
+//! one resolved path, the `FILE_ALLOW` look-up of profile file rules.
 use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_probe_read_kernel_buf, generated::bpf_d_path,
 };
 use driftwall_abi::{
-    KernelOffsets, WorkloadBinding,
+    FILE_PATH_BYTES, KernelOffsets, PATH_CAPACITY, WorkloadBinding,
     rules::{self, FAMILY_V4, Hook, PATH_KEY_BYTES, RuleFacts, RuleSet, RuleVerdict},
 };
 
 use crate::{
     kernel,
-    maps::{D_PATH_BYTES, IP_ATOMS, PATH_ATOMS, PATH_SCRATCH, PATH_SUFFIX_ATOMS},
+    maps::{D_PATH_BYTES, FILE_ALLOW, IP_ATOMS, PATH_ATOMS, PATH_SCRATCH, PATH_SUFFIX_ATOMS},
 };
 
 /// The facts every hook shares: the hook, the workload, the caller's ids.
@@ -59,18 +60,40 @@ pub fn needs_path(set: Option<&RuleSet>, hook: Hook) -> bool {
 /// and reversed, each cut at [`PATH_KEY_BYTES`]. 0 when the path cannot be resolved.
 #[inline(always)]
 pub unsafe fn path_bits(path: *const u8) -> u64 {
-    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
+    match unsafe { resolve_path(path) } {
+        Some(len) => unsafe { resolved_path_bits(len) },
+        None => 0,
+    }
+}
+
+/// Resolves the file at `path` (a `struct path *` the verifier knows as one) with
+/// `bpf_d_path` into the per-CPU scratch; its length without the NUL, or `None` when it
+/// cannot be resolved. [`resolved_path_bits`] and [`resolved_file_key`] then read it.
+#[inline(always)]
+pub unsafe fn resolve_path(path: *const u8) -> Option<usize> {
+    let scratch = PATH_SCRATCH.get_ptr_mut(0)?;
     unsafe {
         let buf = &raw mut (*scratch).path;
         let n = bpf_d_path(path as *mut _, buf as *mut _, D_PATH_BYTES as u32);
         if n <= 0 || n as usize > D_PATH_BYTES {
-            return 0;
+            return None;
         }
         // n counts the NUL.
-        let with_nul = n as usize;
-        let len = with_nul - 1;
+        Some(n as usize - 1)
+    }
+}
+
+/// The path-atom bits of the path [`resolve_path`] left in the scratch (`len` bytes).
+#[inline(always)]
+pub unsafe fn resolved_path_bits(len: usize) -> u64 {
+    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    if len >= D_PATH_BYTES {
+        return 0;
+    }
+    unsafe {
+        let with_nul = len + 1;
         let fwd_len = if with_nul < PATH_KEY_BYTES {
             with_nul
         } else {
@@ -103,6 +126,67 @@ pub unsafe fn path_bits(path: *const u8) -> u64 {
             .unwrap_or(0);
         f | r
     }
+}
+
+/// Builds the `FILE_ALLOW` key of the path [`resolve_path`] left in the scratch
+/// (`len` bytes): the workload is filled in per look-up ([`file_access`]); the path
+/// and its NUL are cut at `FILE_PATH_BYTES`, as the compiler's reference cuts them.
+/// `false` when the copy fails.
+#[inline(always)]
+pub unsafe fn resolved_file_key(len: usize) -> bool {
+    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    if len >= D_PATH_BYTES {
+        return false;
+    }
+    unsafe {
+        let with_nul = len + 1;
+        let key_len = if with_nul < FILE_PATH_BYTES {
+            with_nul
+        } else {
+            FILE_PATH_BYTES
+        };
+        (*scratch).file.prefix_len = (32 + 8 * key_len) as u32;
+        let data = &raw mut (*scratch).file.data;
+        let dst = &mut (&mut *data)[4..];
+        bpf_probe_read_kernel_buf((*scratch).path.as_ptr(), dst).is_ok()
+    }
+}
+
+/// The `FILE_ALLOW` bits for `workload` on the key [`resolved_file_key`] built.
+#[inline(always)]
+pub fn file_access(workload: u32) -> u8 {
+    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, written and read by this program alone on this CPU.
+    unsafe {
+        let data = &raw mut (*scratch).file.data;
+        driftwall_abi::file_allow_key_workload(&mut *data, workload);
+        FILE_ALLOW.get(&(*scratch).file).copied().unwrap_or(0)
+    }
+}
+
+/// Copies the path [`resolve_path`] left in the scratch into a report's buffer, cut
+/// and NUL-terminated; the bytes it holds (without the NUL).
+#[inline(always)]
+pub unsafe fn copy_resolved_path(len: usize, out: &mut [u8; PATH_CAPACITY]) -> u16 {
+    let Some(scratch) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    unsafe {
+        if bpf_probe_read_kernel_buf((*scratch).path.as_ptr(), out).is_err() {
+            return 0;
+        }
+    }
+    let n = if len < PATH_CAPACITY - 1 {
+        len
+    } else {
+        PATH_CAPACITY - 1
+    };
+    out[n] = 0;
+    n as u16
 }
 
 /// The address-atom bits for an address (`family` 4 or 6, IPv4 in the first four

@@ -1,17 +1,19 @@
-//! The kernel's side of the exec look-ups that `driftwall_abi::decide` combines: the
+//! The kernel's side of the look-ups that `driftwall_abi::decide` combines: the
 //! current task's ancestor cgroups (`bpf_get_current_ancestor_cgroup_id`), the
-//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW`, `EXEC_CONSTRAINTS`, `RULES` and `NET_ALLOW`
-//! maps. Walking ancestors means a cgroup created
+//! `WORKLOAD_BINDINGS`, `EXEC_ALLOW`, `EXEC_CONSTRAINTS`, `RULES`, `NET_ALLOW` and
+//! `SETUID_ALLOW` maps. Walking ancestors means a cgroup created
 //! below a bound one is policed from its first instant, before user space has seen it.
 use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use aya_ebpf::maps::lpm_trie::Key;
 use driftwall_abi::{
-    EXEC_NOT_LISTED, ExecConstraintKey, ExecKey, WorkloadBinding,
+    EXEC_NOT_LISTED, ExecConstraintKey, ExecKey, SetuidKey, WorkloadBinding,
     decide::{self, PolicyLookups},
     rules::{NetAllowKey, PortSet, RuleSet},
 };
 
-use crate::maps::{EXEC_ALLOW, EXEC_CONSTRAINTS, NET_ALLOW, RULES, WORKLOAD_BINDINGS};
+use crate::maps::{
+    EXEC_ALLOW, EXEC_CONSTRAINTS, NET_ALLOW, RULES, SETUID_ALLOW, WORKLOAD_BINDINGS,
+};
 
 /// Look-ups against the live maps, for the current task.
 pub struct KernelLookups;
@@ -53,5 +55,11 @@ impl PolicyLookups for KernelLookups {
     #[inline(always)]
     fn port_set(&self, key: &NetAllowKey, prefix_bits: u32) -> Option<&PortSet> {
         NET_ALLOW.get(Key::new(prefix_bits, *key))
+    }
+
+    #[inline(always)]
+    fn setuid_allowed(&self, key: &SetuidKey) -> bool {
+        // SAFETY: only presence is tested.
+        unsafe { SETUID_ALLOW.get(key) }.is_some()
     }
 }

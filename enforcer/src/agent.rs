@@ -43,8 +43,13 @@ use crate::{
     kernel_offsets,
     loss::LossMonitor,
     notifications::{NoticeContext, Notifier, NotifyError},
-    output::{ExecDecision, FlashbackLine, GapLine, NetDecision, OutputFormat, Ready},
-    programs, resolve,
+    output::{
+        ExecDecision, FileDecision, FlashbackLine, GapLine, NetDecision, OutputFormat,
+        PrivilegedDecision, Ready,
+    },
+    programs,
+    protection::{AgentFiles, AgentPaths},
+    resolve,
     source::{PolicySource, SourceError},
 };
 
@@ -163,6 +168,20 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut ebpf = programs::open(&offsets, config.ring_bytes)?;
     let mut losses = LossMonitor::new(&mut ebpf)?;
     programs::write_tables(&mut ebpf, &tables)?;
+    // The graph, the outbox and the API socket exist by now: protect them with the rest.
+    let own_files = AgentFiles::collect(&AgentPaths {
+        source: &config.source,
+        notify: config.notify.as_deref(),
+        state_dir: &config.state_dir,
+        api_socket: server.socket(),
+        api_token: config.api.tcp.as_ref().map(|(_, token)| token.as_path()),
+        cgroup_root: &config.cgroup_root,
+    });
+    programs::protect_agent(&mut ebpf, std::process::id(), &own_files.ids())?;
+    tracing::info!(
+        files = own_files.len(),
+        "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
+    );
     let mut decisions = ring(&mut ebpf, names::EVENTS)?;
     let mut lifecycle = ring(&mut ebpf, names::LIFECYCLE)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
@@ -186,7 +205,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         workloads = policy.workloads.len(),
         exec_rules = tables.exec_allow.len(),
         cedar_rules = tables.rules.rules.len(),
-        "enforcement attached (exec, connect, bind, listen)"
+        "enforcement attached (exec, connect, bind, listen, sendmsg, file open, ptrace, module loads, mount, setuid, self-protection)"
     );
 
     let mut counters = Counters {
@@ -252,6 +271,43 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                             let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
                             if notifier.is_some() {
                                 notices.push(notice_context.notice(&facts, rec.uid, Some(rec.protocol), &clock, story.as_ref()));
+                            }
+                        }
+                        Ok(Record::File(rec)) => {
+                            let known = own_files.path_of(&rec.file).map(|p| p.display().to_string());
+                            let line = FileDecision::new(&rec, &policy, &clock, known.as_deref());
+                            sink.emit(&line.render(config.output));
+                            let facts = DecisionFacts {
+                                boot_ns: rec.boot_ns,
+                                tgid: rec.tgid,
+                                start_ns: rec.start_ns,
+                                decision: rec.decision,
+                                hook: line.hook,
+                                workload: line.workload.map(str::to_string),
+                                target: Target::Path(line.file.path.clone().unwrap_or_default()),
+                                rule: line.rule.clone(),
+                            };
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            if notifier.is_some() {
+                                notices.push(notice_context.notice(&facts, rec.uid, None, &clock, story.as_ref()));
+                            }
+                        }
+                        Ok(Record::Privileged(rec)) => {
+                            let line = PrivilegedDecision::new(&rec, &policy, &clock);
+                            sink.emit(&line.render(config.output));
+                            let facts = DecisionFacts {
+                                boot_ns: rec.boot_ns,
+                                tgid: rec.tgid,
+                                start_ns: rec.start_ns,
+                                decision: rec.decision,
+                                hook: line.hook,
+                                workload: line.workload.map(str::to_string),
+                                target: privileged_target(&rec, &line, &graph),
+                                rule: line.rule.clone(),
+                            };
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            if notifier.is_some() {
+                                notices.push(notice_context.notice(&facts, rec.uid, None, &clock, story.as_ref()));
                             }
                         }
                         Ok(Record::Lifecycle(_) | Record::Socket(_) | Record::Credentials(_)) => {
@@ -324,6 +380,24 @@ fn report_gaps<W: Write>(
             }
         }
         Err(e) => tracing::error!(error = %e, "reading the lost-record counters"),
+    }
+}
+
+/// What a privileged decision was aimed at, for the graph: the traced or signalled
+/// process, the user asked for, the mount point or module file, or the kernel facility.
+fn privileged_target(
+    rec: &events::PrivilegedDecisionRecord,
+    line: &PrivilegedDecision<'_>,
+    graph: &GraphCapture,
+) -> Target {
+    use driftwall_abi::PrivilegedOp;
+    match (rec.op, rec.target, &rec.path) {
+        (PrivilegedOp::Ptrace | PrivilegedOp::Signal, Some((tgid, start)), _) => {
+            Target::Process(graph.key(tgid, start))
+        }
+        (PrivilegedOp::Setuid, _, _) => Target::User(rec.target_uid),
+        (_, _, Some(path)) => Target::Path(path.clone()),
+        _ => Target::Kernel(line.detail.clone()),
     }
 }
 
@@ -432,7 +506,9 @@ fn drain_lifecycle(
                 let result = graph.credentials(&rec);
                 counters.graph(result);
             }
-            Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed(),
+            Ok(Record::Exec(_) | Record::Net(_) | Record::File(_) | Record::Privileged(_)) => {
+                counters.malformed()
+            }
             Err(e) => {
                 counters.malformed();
                 tracing::error!(error = %e, "dropping a malformed lifecycle record");

@@ -7,6 +7,8 @@
 //! * [`resolve`] turns a bundle into this node's facts: cgroup ids and executable file
 //!   identities, i.e. the kernel tables.
 //! * [`programs`] loads the embedded eBPF object, fills its maps and attaches it.
+//! * [`protection`] finds the agent's own files (policy, state, socket, binary) that
+//!   the kernel keeps the policed workloads away from.
 //! * [`events`] decodes and validates ring-buffer records; [`loss`] counts the ones
 //!   the kernel could not deliver (full ring buffers) and reports them as gaps.
 //! * [`capture`] writes lifecycle and decision records into the context graph and
@@ -34,5 +36,6 @@ pub mod notifications;
 pub mod output;
 pub mod procscan;
 pub mod programs;
+pub mod protection;
 pub mod resolve;
 pub mod source;

@@ -371,6 +371,30 @@ struct RequestArgs {
     /// A listen on IP:PORT.
     #[arg(long, value_name = "IP:PORT", group = "operation")]
     listen: Option<String>,
+    /// An open of this absolute path for reading.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    open_read: Option<String>,
+    /// An open of this absolute path for writing.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    open_write: Option<String>,
+    /// A ptrace of a process running as this (real) uid.
+    #[arg(long, value_name = "UID", group = "operation")]
+    ptrace: Option<u32>,
+    /// Ptrace only: the traced process's effective uid [default: its uid].
+    #[arg(long, value_name = "N", requires = "ptrace")]
+    target_euid: Option<u32>,
+    /// Ptrace only: the traced process's real gid [default: its uid].
+    #[arg(long, value_name = "N", requires = "ptrace")]
+    target_gid: Option<u32>,
+    /// A kernel module load from this file (`-`: from memory).
+    #[arg(long, value_name = "PATH", group = "operation")]
+    load_module: Option<String>,
+    /// A mount on this mount point.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    mount: Option<String>,
+    /// A change to this user (uid or a name a profile names).
+    #[arg(long, value_name = "USER", group = "operation")]
+    setuid: Option<String>,
     /// UDP instead of TCP (network operations).
     #[arg(long)]
     udp: bool,
@@ -396,7 +420,7 @@ struct RequestArgs {
     #[arg(
         long,
         value_name = "JSON",
-        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "udp", "uid", "euid", "gid", "parent", "euser"]
+        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "open_read", "open_write", "ptrace", "target_euid", "target_gid", "load_module", "mount", "setuid", "udp", "uid", "euid", "gid", "parent", "euser"]
     )]
     request_json: Option<String>,
 }
@@ -412,6 +436,14 @@ impl RequestArgs {
             connect: self.connect,
             bind: self.bind,
             listen: self.listen,
+            open_read: self.open_read,
+            open_write: self.open_write,
+            ptrace: self.ptrace,
+            target_euid: self.target_euid,
+            target_gid: self.target_gid,
+            load_module: self.load_module,
+            mount: self.mount,
+            setuid: self.setuid,
             udp: self.udp,
             uid: self.uid,
             euid: self.euid,

@@ -13,7 +13,7 @@ use aya::{
     programs::{BtfTracePoint, Lsm},
 };
 use driftwall_abi::{
-    KernelOffsets, names,
+    FileAllowKey, FileId, KernelOffsets, NODE_PROTECTS_FILES, NodeState, SetuidKey, names,
     rules::{IpAtomKey, NetAllowKey, PATH_KEY_BYTES, PortSet, RuleSet},
 };
 use driftwall_compiler::cedar::tables::RuleTables;
@@ -137,10 +137,78 @@ fn write_rules(ebpf: &mut Ebpf, rules: &RuleTables) -> Result<(), ProgramsError>
     Ok(())
 }
 
+/// Reads, changes and writes back the one `NODE_STATE` value.
+fn update_node_state(
+    ebpf: &mut Ebpf,
+    change: impl FnOnce(&mut NodeState),
+) -> Result<(), ProgramsError> {
+    let name = names::NODE_STATE;
+    let mut map: Array<&mut MapData, NodeState> = Array::try_from(
+        ebpf.map_mut(name)
+            .ok_or(ProgramsError::Missing("NODE_STATE map"))?,
+    )
+    .map_err(map_err(name))?;
+    let mut state = map.get(&0, 0).map_err(map_err(name))?;
+    change(&mut state);
+    map.set(0, state, 0).map_err(map_err(name))
+}
+
+/// Writes the profiles' file rules (`FILE_ALLOW`), the users workloads may become
+/// (`SETUID_ALLOW`) and which classes some workload polices (`NODE_STATE`, which lets
+/// a hook no workload needs leave early).
+fn write_file_and_privilege_tables(
+    ebpf: &mut Ebpf,
+    tables: &KernelTables,
+) -> Result<(), ProgramsError> {
+    {
+        let name = names::FILE_ALLOW;
+        let mut trie: LpmTrie<&mut MapData, FileAllowKey, u8> = LpmTrie::try_from(
+            ebpf.map_mut(name)
+                .ok_or(ProgramsError::Missing("FILE_ALLOW map"))?,
+        )
+        .map_err(map_err(name))?;
+        for (key, bits) in &tables.file_allow {
+            // Keys that do not fit were refused when the bundle was compiled and read.
+            if let Some((prefix, data)) = driftwall_compiler::files::trie_key(key) {
+                trie.insert(&Key::new(prefix, data), *bits, 0)
+                    .map_err(map_err(name))?;
+            }
+        }
+    }
+    fill_hash::<SetuidKey, u8>(
+        ebpf,
+        names::SETUID_ALLOW,
+        tables.setuid_allow.iter().map(|k| (k, &1u8)),
+    )?;
+    let police_any = tables.bindings.values().fold(0, |p, b| p | b.police);
+    update_node_state(ebpf, |s| s.police_any = police_any)
+}
+
+/// Protects the agent from the workloads it polices: its thread group (`tgid`) may not
+/// be signalled or traced by them, and the files `files` (its config, bundle, state,
+/// binary, by identity) may not be opened for writing, renamed or unlinked by them.
+/// Call before [`attach_enforcement`].
+pub fn protect_agent(ebpf: &mut Ebpf, tgid: u32, files: &[FileId]) -> Result<(), ProgramsError> {
+    fill_hash::<FileId, u8>(
+        ebpf,
+        names::PROTECTED_FILES,
+        files.iter().map(|f| (f, &1u8)),
+    )?;
+    update_node_state(ebpf, |s| {
+        s.agent_tgid = tgid;
+        s.flags = if files.is_empty() {
+            s.flags & !NODE_PROTECTS_FILES
+        } else {
+            s.flags | NODE_PROTECTS_FILES
+        };
+    })
+}
+
 /// Writes the tables into the maps: Cedar rules and allowlists first, then bindings,
 /// so that a workload is never bound before what it may do is in place.
 pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), ProgramsError> {
     write_rules(ebpf, &tables.rules)?;
+    write_file_and_privilege_tables(ebpf, tables)?;
     {
         let name = names::NET_ALLOW;
         let mut trie: LpmTrie<&mut MapData, NetAllowKey, PortSet> = LpmTrie::try_from(
@@ -165,16 +233,29 @@ pub fn write_tables(ebpf: &mut Ebpf, tables: &KernelTables) -> Result<(), Progra
 }
 
 /// The LSM programs and the hooks they attach to.
-pub const LSM_PROGRAMS: [(&str, &str); 4] = [
+pub const LSM_PROGRAMS: [(&str, &str); 16] = [
     (names::PROG_EXEC, "bprm_check_security"),
     (names::PROG_CONNECT, "socket_connect"),
     (names::PROG_BIND, "socket_bind"),
     (names::PROG_LISTEN, "socket_listen"),
+    (names::PROG_SENDMSG, "socket_sendmsg"),
+    (names::PROG_FILE_OPEN, "file_open"),
+    (names::PROG_PTRACE, "ptrace_access_check"),
+    (names::PROG_KERNEL_READ_FILE, "kernel_read_file"),
+    (names::PROG_KERNEL_LOAD_DATA, "kernel_load_data"),
+    (names::PROG_SB_MOUNT, "sb_mount"),
+    (names::PROG_SETUID, "task_fix_setuid"),
+    (names::PROG_TASK_KILL, "task_kill"),
+    (names::PROG_BPF, "bpf"),
+    (names::PROG_INODE_UNLINK, "inode_unlink"),
+    (names::PROG_INODE_RENAME, "inode_rename"),
+    (names::PROG_UNIX_CONNECT, "unix_stream_connect"),
 ];
 
-/// Loads and attaches the LSM programs (exec, connect, bind, listen). All are loaded
-/// (verified) before any is attached, so a kernel that refuses one leaves nothing half
-/// in force. From the last attach on, every hooked operation is decided.
+/// Loads and attaches the LSM programs (exec, network, file, privileged operations,
+/// self-protection). All are loaded (verified) before any is attached, so a kernel that
+/// refuses one leaves nothing half in force. From the last attach on, every hooked
+/// operation is decided.
 pub fn attach_enforcement(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProgramsError> {
     attach_lsm(ebpf, btf, &LSM_PROGRAMS)
 }
@@ -200,8 +281,18 @@ pub fn attach_lsm(
             .ok_or(ProgramsError::Missing("an LSM program"))?
             .try_into()
             .map_err(|source| ProgramsError::Program { name, source })?;
+        let started = std::time::Instant::now();
         prog.load(hook, btf)
             .map_err(|source| ProgramsError::Program { name, source })?;
+        tracing::debug!(
+            program = name,
+            verified_instructions = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count()),
+            load_ms = started.elapsed().as_millis() as u64,
+            "LSM program verified"
+        );
     }
     for &(name, _) in programs {
         let prog: &mut Lsm = ebpf
