@@ -599,6 +599,7 @@ mod example_repository {
         assert_eq!(
             exes,
             [
+                Path::new("/bin/sh"),
                 Path::new("/opt/demo/bin/healthcheck"),
                 Path::new("/opt/demo/bin/web-server")
             ]
