@@ -114,7 +114,9 @@ fn setup() -> Result<(), String> {
     .map_err(e("schema"))?;
     for w in 0..WORKLOADS {
         std::fs::create_dir_all(Path::new(CG).join(format!("bench/w{w}"))).map_err(e("cgroup"))?;
-        let mut exes: Vec<String> = (0..EXECUTABLES).map(|i| format!("/opt/bench/exe{i}")).collect();
+        let mut exes: Vec<String> = (0..EXECUTABLES)
+            .map(|i| format!("/opt/bench/exe{i}"))
+            .collect();
         if w == 0 {
             exes[0] = TRUE.to_string();
         }
