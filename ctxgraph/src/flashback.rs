@@ -265,7 +265,7 @@ fn locate(reader: &Reader, locator: &Locator) -> Result<Option<(ProcId, u64, Opt
 /// How many children forked before the anchor (by arrival order) a Flashback
 /// examines per process for ones still alive at the anchor (their `children`
 /// entries say when they exited: no record is read for one that had).
-const OLDER_CHILDREN: usize = 4096;
+const OLDER_CHILDREN: usize = 1024;
 
 /// The tree of process `id` (whose record the caller has read) from the anchor on.
 /// The record's hints spare the look-ups of a leaf: a process that never had an
@@ -316,10 +316,10 @@ fn tree(
     } else {
         (Vec::new(), Vec::new())
     };
-    for child in older.into_iter().rev().chain(newer) {
-        let Some(record) = reader.record(child)? else {
-            continue;
-        };
+    let mut ids: Vec<ProcId> = older.into_iter().chain(newer).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for (child, record) in reader.records(&ids)? {
         if record.exit.is_some_and(|(t, _)| t < anchor) {
             continue;
         }

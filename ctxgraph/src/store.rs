@@ -52,8 +52,9 @@
 //!
 //! # Memory
 //!
-//! redb's page cache ([`Config::cache_bytes`]) plus two bounded memos in the writer
-//! (process ids, string ids). Nothing grows with history.
+//! redb's page cache ([`Config::cache_bytes`]) plus bounded memos in the writer
+//! (process ids, string ids, peer-index entries, command lines seen, edge hints).
+//! Nothing grows with history.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -1770,7 +1771,6 @@ pub(crate) struct Reader {
     /// Process keys this snapshot has looked up (bounded by [`READER_KEY_MEMO`]): the
     /// thousand children of a shell name the same parent.
     key_memo: RefCell<HashMap<ProcId, ProcessKey>>,
-    boots: ReadOnlyTable<u32, u128>,
     strings: ReadOnlyTable<u64, &'static str>,
     string_ids: ReadOnlyTable<&'static str, u64>,
     proc_ids: ReadOnlyTable<(u32, u64, u32), u64>,
@@ -1799,7 +1799,6 @@ impl Reader {
             boot_list,
             string_memo: RefCell::new(HashMap::new()),
             key_memo: RefCell::new(HashMap::new()),
-            boots: txn.open_table(BOOTS)?,
             strings: txn.open_table(STRINGS)?,
             string_ids: txn.open_table(STRING_IDS)?,
             proc_ids: txn.open_table(PROC_IDS)?,
@@ -1835,11 +1834,44 @@ impl Reader {
         }
     }
 
+    /// The records of `ids` (ascending) that exist, in that order. Close ids — the
+    /// children of a busy parent are nearly consecutive, ids growing in arrival
+    /// order — are read in one range scan instead of one descent of the tree each;
+    /// entries between them are skipped without being decoded.
+    pub(crate) fn records(&self, ids: &[ProcId]) -> Result<Vec<(ProcId, ProcRecord)>> {
+        /// The widest hole a scan steps over rather than starting a new one.
+        const GAP: u64 = 64;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut i = 0;
+        while i < ids.len() {
+            let mut end = i + 1;
+            while end < ids.len() && ids[end].saturating_sub(ids[end - 1]) <= GAP {
+                end += 1;
+            }
+            let run = &ids[i..end];
+            let mut want = run.iter().peekable();
+            for entry in self.procs.range(run[0]..=run[run.len() - 1])? {
+                let (k, v) = entry?;
+                let id = k.value();
+                while want.next_if(|w| **w < id).is_some() {}
+                if want.next_if_eq(&&id).is_some() {
+                    out.push((id, decode("process", v.value())?));
+                }
+                if want.peek().is_none() {
+                    break;
+                }
+            }
+            i = end;
+        }
+        Ok(out)
+    }
+
     fn key_of(&self, record: &ProcRecord) -> Result<ProcessKey> {
+        // Boot indexes are dense from 0: the list read at the start is the table.
         let boot_id = self
-            .boots
-            .get(record.boot)?
-            .map(|v| v.value())
+            .boot_list
+            .get(record.boot as usize)
+            .copied()
             .ok_or_else(|| Error::Dangling(format!("boot index {}", record.boot)))?;
         Ok(ProcessKey {
             boot_id,

@@ -642,7 +642,7 @@ fn repeated_command_lines_are_stored_once_and_read_back_whole() {
 }
 
 /// A busy parent's Flashback lists the child it forked long before the anchor that is
-/// still alive — behind three thousand children that came and went, which it skips by
+/// still alive — behind a thousand children that came and went, which it skips by
 /// their exit times without reading them — and drops it once a later batch says it
 /// exited before the anchor.
 #[test]
@@ -658,7 +658,7 @@ fn a_long_lived_child_of_a_busy_parent_is_in_its_story_until_it_exits() {
         Event::fork(T0 + 1, cron, daemon),
         exec(T0 + 2, daemon, "/usr/bin/backupd", &["backupd"], 0),
     ];
-    for i in 0..3000u32 {
+    for i in 0..1000u32 {
         let t = T0 + SEC + u64::from(i) * 1_000_000;
         let job = key(10_000 + i, t);
         events.push(Event::fork(t, cron, job));
@@ -686,6 +686,25 @@ fn a_long_lived_child_of_a_busy_parent_is_in_its_story_until_it_exits() {
     };
     let fb = story(&store);
     assert_eq!(children(&fb), vec![daemon, late_job], "{:#?}", fb.since);
+
+    // From before the jobs, everything forked since is in the story, in fork order,
+    // up to the bound.
+    let from_start = store
+        .flashback(
+            &Subject::Locator(Locator::Pid {
+                tgid: cron.tgid,
+                time_ns: T0 + 3,
+            }),
+            &FlashbackOptions::default(),
+        )
+        .expect("flashback");
+    let listed = children(&from_start);
+    assert!(from_start.truncated);
+    assert_eq!(listed.len(), FlashbackOptions::default().max_descendants);
+    assert_eq!(listed[0], daemon);
+    for (i, job) in listed[1..].iter().enumerate() {
+        assert_eq!(job.tgid, 10_000 + i as u32, "job {i} in fork order");
+    }
 
     // The exit arrives in a later batch: before the anchor, so it leaves the story.
     store
