@@ -3,7 +3,9 @@
 //! to be measured — ingest rate (wall clock, and per CPU-second of this process,
 //! which is the per-core figure on a shared machine), bytes on disk per event,
 //! resident memory as history grows, and Flashback latency p50/p99/max by (pid,
-//! time), by process key (daemons and the busy shell) and by (IP, time).
+//! time), by process key (daemons and the busy shell) and by (IP, time) — by wall
+//! clock and on CPU (the thread's CPU time: on a shared machine the difference is
+//! time the scheduler gave to someone else).
 //!
 //! ```sh
 //! cargo run --release -p driftwall-ctxgraph --example scale -- --events 10000000
@@ -83,20 +85,59 @@ fn cpu_time() -> Duration {
     Duration::from_millis(total * 10)
 }
 
-fn percentiles(name: &str, mut latencies: Vec<Duration>) {
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len().saturating_sub(1)) as f64 * p) as usize)
-            .copied()
-            .unwrap_or_default()
+/// The CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`). On a shared
+/// machine a query's wall time is its CPU time plus the time the scheduler gave the
+/// CPU to someone else.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// Wall-clock and on-CPU time of one query.
+struct Timing {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Runs `query` and times it.
+fn timed<T>(query: impl FnOnce() -> T) -> (T, Timing) {
+    let cpu = thread_cpu();
+    let t = Instant::now();
+    let out = query();
+    let wall = t.elapsed();
+    (
+        out,
+        Timing {
+            wall,
+            cpu: thread_cpu().saturating_sub(cpu),
+        },
+    )
+}
+
+fn percentiles(name: &str, timings: Vec<Timing>) {
+    let summary = |mut values: Vec<Duration>| {
+        values.sort();
+        let pct = |p: f64| {
+            values
+                .get(((values.len().saturating_sub(1)) as f64 * p) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        format!(
+            "p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+            pct(0.5),
+            pct(0.99),
+            values.last().copied().unwrap_or_default()
+        )
     };
     println!(
-        "flashback {name}: {} queries, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
-        latencies.len(),
-        pct(0.5),
-        pct(0.99),
-        latencies.last().copied().unwrap_or_default()
+        "flashback {name}: {} queries, wall {}; on CPU {}",
+        timings.len(),
+        summary(timings.iter().map(|t| t.wall).collect()),
+        summary(timings.iter().map(|t| t.cpu).collect()),
     );
 }
 
@@ -171,9 +212,10 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
     let options = FlashbackOptions::default();
     let mut by_pid = Vec::new();
     for &(tgid, time_ns) in &node.samples {
-        let t = Instant::now();
-        let fb = store.flashback(&Subject::Locator(Locator::Pid { tgid, time_ns }), &options)?;
-        by_pid.push(t.elapsed());
+        let (fb, timing) =
+            timed(|| store.flashback(&Subject::Locator(Locator::Pid { tgid, time_ns }), &options));
+        let fb = fb?;
+        by_pid.push(timing);
         if fb.process().map(|k| k.tgid) != Some(tgid) {
             return Err(driftwall_ctxgraph::Error::NotFound(format!(
                 "pid {tgid} at {time_ns} found {:?}",
@@ -192,25 +234,26 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
             node.daemons[i % node.daemons.len()]
         };
         // A Flashback of a daemon or of the busy shell at a moment of its life.
-        let t = Instant::now();
-        let fb = store.flashback(
-            &Subject::Locator(Locator::Pid {
-                tgid: key.tgid,
-                time_ns,
-            }),
-            &options,
-        )?;
-        by_key.push(t.elapsed());
-        std::hint::black_box(fb);
+        let (fb, timing) = timed(|| {
+            store.flashback(
+                &Subject::Locator(Locator::Pid {
+                    tgid: key.tgid,
+                    time_ns,
+                }),
+                &options,
+            )
+        });
+        by_key.push(timing);
+        std::hint::black_box(fb?);
     }
     percentiles("of daemons and the shell (pid, time)", by_key);
 
     let mut by_ip = Vec::new();
     for (i, &(_, time_ns)) in node.samples.iter().enumerate().take(1000) {
         let addr = IpAddr::V4(Ipv4Addr::from(0xc000_0200 + (i as u32 * 7) % 2000));
-        let t = Instant::now();
-        let fb = store.flashback(&Subject::Locator(Locator::Ip { addr, time_ns }), &options);
-        by_ip.push(t.elapsed());
+        let (fb, timing) =
+            timed(|| store.flashback(&Subject::Locator(Locator::Ip { addr, time_ns }), &options));
+        by_ip.push(timing);
         std::hint::black_box(fb.ok());
     }
     percentiles("by (IP, time)", by_ip);

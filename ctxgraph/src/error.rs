@@ -8,7 +8,8 @@ pub enum Error {
     /// The store file was written by a different schema version of this crate.
     #[error(
         "context graph store {path} has schema version {found:?}, this build reads version {expected}; \
-         move it aside or migrate it"
+         there is no migration: set it aside (Store::set_aside) to start a fresh store, or read it \
+         with the build that wrote it"
     )]
     SchemaMismatch {
         /// The store file.
@@ -17,6 +18,14 @@ pub enum Error {
         found: Option<u64>,
         /// The version this build reads and writes.
         expected: u64,
+    },
+    /// A store could not be moved aside ([`Store::set_aside`](crate::Store::set_aside)).
+    #[error("moving context graph store {path} aside: {source}")]
+    SetAside {
+        /// The file that could not be moved.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The embedded database (redb) failed: I/O, corruption, a full disk.
     #[error("context graph store: {0}")]

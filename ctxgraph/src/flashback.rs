@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{AlertEvent, Event, GapEvent, Locator, ProcessEvent, ProcessKey};
 use crate::model::{InboundLink, ProcessView};
-use crate::records::ProcId;
+use crate::records::{ProcId, ProcRecord};
 use crate::store::{Reader, Store};
 
 /// What a Flashback is about.
@@ -117,24 +117,29 @@ impl Store {
         let (id, anchor, trigger) = resolve(&reader, subject)?;
         let mut truncated = false;
 
-        // The chain, subject's process last.
-        let mut chain_ids = vec![id];
+        // The chain, subject's process last; each record is read once.
+        let record = reader
+            .record(id)?
+            .ok_or_else(|| Error::NotFound(format!("process id {id}")))?;
+        let mut chain_records = vec![(id, record.clone())];
         let mut chain_complete = true;
-        while let Some(parent) = reader.parent(chain_ids[chain_ids.len() - 1])? {
-            if chain_ids.len() >= options.max_depth || chain_ids.contains(&parent) {
-                truncated |= chain_ids.len() >= options.max_depth;
+        while let Some(parent) = chain_records[chain_records.len() - 1].1.parent {
+            if chain_records.len() >= options.max_depth
+                || chain_records.iter().any(|(p, _)| *p == parent)
+            {
+                truncated |= chain_records.len() >= options.max_depth;
                 chain_complete = false;
                 break;
             }
-            if reader.record(parent)?.is_none() {
+            let Some(parent_record) = reader.record(parent)? else {
                 break;
-            }
-            chain_ids.push(parent);
+            };
+            chain_records.push((parent, parent_record));
         }
-        chain_ids.reverse();
-        let mut chain = Vec::with_capacity(chain_ids.len());
-        for &pid in &chain_ids {
-            chain.extend(reader.view(pid)?);
+        chain_records.reverse();
+        let mut chain = Vec::with_capacity(chain_records.len());
+        for (pid, rec) in &chain_records {
+            chain.push(reader.view_of(*pid, rec)?);
         }
         // A root with a recorded parent lost it to retention; a placeholder root is
         // known only as someone's parent, so its own parent is unknown.
@@ -149,12 +154,14 @@ impl Store {
         // forked the next process on the way down.
         let mut inbound = None;
         let mut until = anchor;
-        for (i, &pid) in chain_ids.iter().enumerate().rev() {
-            if let Some(link) = reader.last_accept(pid, until)? {
+        for (pid, rec) in chain_records.iter().rev() {
+            if rec.has_edges
+                && let Some(link) = reader.last_accept(*pid, until)?
+            {
                 inbound = Some(link);
                 break;
             }
-            match chain.get(i).and_then(|p| p.forked_ns) {
+            match rec.forked_ns {
                 Some(forked) => until = forked,
                 None => break,
             }
@@ -163,8 +170,11 @@ impl Store {
         // Flags on the chain in the window before the anchor.
         let from = anchor.saturating_sub(options.window_before_ns);
         let mut flagged = Vec::new();
-        for (&pid, view) in chain_ids.iter().zip(&chain) {
-            let flags = reader.flags_of(pid, from, anchor, options.max_events_per_process)?;
+        for ((pid, rec), view) in chain_records.iter().zip(&chain) {
+            if !rec.has_edges {
+                continue;
+            }
+            let flags = reader.flags_of(*pid, from, anchor, options.max_events_per_process)?;
             truncated |= flags.len() >= options.max_events_per_process;
             flagged.extend(
                 flags
@@ -182,6 +192,7 @@ impl Store {
         let since = tree(
             &reader,
             id,
+            &record,
             anchor,
             trigger.as_ref(),
             options,
@@ -190,8 +201,7 @@ impl Store {
             &mut truncated,
             // Where processes first seen at the anchor start, in id order.
             reader.first_id_seen_from(anchor)?,
-        )?
-        .ok_or_else(|| Error::NotFound(format!("process id {id}")))?;
+        )?;
 
         // Gaps over the span the story covers: from the start of the chain below the
         // root (or the window) to the last thing it shows.
@@ -253,13 +263,18 @@ fn locate(reader: &Reader, locator: &Locator) -> Result<Option<(ProcId, u64, Opt
 }
 
 /// How many children forked before the anchor (by arrival order) a Flashback
-/// examines per process for ones still alive at the anchor.
-const OLDER_CHILDREN: usize = 512;
+/// examines per process for ones still alive at the anchor (their `children`
+/// entries say when they exited: no record is read for one that had).
+const OLDER_CHILDREN: usize = 1024;
 
+/// The tree of process `id` (whose record the caller has read) from the anchor on.
+/// The record's hints spare the look-ups of a leaf: a process that never had an
+/// event or a child costs one record read.
 #[allow(clippy::too_many_arguments)]
 fn tree(
     reader: &Reader,
     id: ProcId,
+    record: &ProcRecord,
     anchor: u64,
     trigger: Option<&Event>,
     options: &FlashbackOptions,
@@ -267,12 +282,14 @@ fn tree(
     latest: &mut u64,
     truncated: &mut bool,
     split: ProcId,
-) -> Result<Option<ProcessTree>> {
-    let Some(process) = reader.view(id)? else {
-        return Ok(None);
-    };
+) -> Result<ProcessTree> {
+    let process = reader.view_of(id, record)?;
     let limit = options.max_events_per_process;
-    let mut events = reader.events(id, anchor, u64::MAX, limit + 1)?;
+    let mut events = if record.has_edges {
+        reader.events(id, anchor, u64::MAX, limit + 1)?
+    } else {
+        Vec::new()
+    };
     *truncated |= events.len() > limit;
     events.truncate(limit);
     events.retain(|e| Some(e) != trigger);
@@ -289,13 +306,20 @@ fn tree(
     // gone at the anchor. Process ids grow in arrival order, which is time order but
     // for stragglers: start at the first process seen at the anchor, and look back
     // from there at no more than OLDER_CHILDREN for long-lived ones.
-    let older = reader.children_before(id, split, OLDER_CHILDREN + 1)?;
-    *truncated |= older.len() > OLDER_CHILDREN;
-    let newer = reader.children_from(id, split, options.max_descendants + 1)?;
-    for child in older.into_iter().take(OLDER_CHILDREN).rev().chain(newer) {
-        let Some(record) = reader.record(child)? else {
-            continue;
-        };
+    let (older, newer) = if record.has_children {
+        let (older, cut) = reader.children_before(id, split, anchor, OLDER_CHILDREN)?;
+        *truncated |= cut;
+        (
+            older,
+            reader.children_from(id, split, options.max_descendants + 1)?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut ids: Vec<ProcId> = older.into_iter().chain(newer).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for (child, record) in reader.records(&ids)? {
         if record.exit.is_some_and(|(t, _)| t < anchor) {
             continue;
         }
@@ -305,15 +329,15 @@ fn tree(
         }
         *budget -= 1;
         *latest = (*latest).max(record.first_seen_ns);
-        children.extend(tree(
-            reader, child, anchor, trigger, options, budget, latest, truncated, split,
+        children.push(tree(
+            reader, child, &record, anchor, trigger, options, budget, latest, truncated, split,
         )?);
     }
-    Ok(Some(ProcessTree {
+    Ok(ProcessTree {
         process,
         events,
         children,
-    }))
+    })
 }
 
 /// The key of the subject's process, for renderers.

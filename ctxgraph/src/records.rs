@@ -29,7 +29,10 @@ pub(crate) type StrId = u64;
 pub(crate) type ProcId = u64;
 
 /// One process instance.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// On disk (see [`ProcWire`]) the times after `first_seen_ns` are deltas from it, so a
+/// short process's fork, exec and exit take a few bytes each instead of nine.
+#[derive(Clone, Debug)]
 pub(crate) struct ProcRecord {
     pub boot: u32,
     pub tgid: u32,
@@ -39,6 +42,11 @@ pub(crate) struct ProcRecord {
     pub forked_ns: Option<u64>,
     pub execs: Vec<ExecRecord>,
     pub exit: Option<(u64, i32)>,
+    /// It may have children in `children` (false: certainly none), so a Flashback
+    /// does not look for the children of the leaves of its tree.
+    pub has_children: bool,
+    /// It may have chunks in `proc_events` (false: certainly none).
+    pub has_edges: bool,
 }
 
 /// One exec of a process.
@@ -48,13 +56,143 @@ pub(crate) struct ExecRecord {
     pub path: StrId,
     pub dev: u64,
     pub ino: u64,
-    pub argv: Vec<String>,
+    pub argv: Argv,
     pub cwd: StrId,
     pub uid: u32,
     pub euid: u32,
     pub gid: u32,
     pub cgroup_id: u64,
     pub workload: Option<StrId>,
+}
+
+/// An argument vector: inline the first time the writer sees it, interned (its
+/// arguments joined by NUL, which no C string holds) once it repeats — the same
+/// health check, cron job or shell pipeline runs thousands of times, a command line
+/// with a unique argument once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Argv {
+    Inline(Vec<String>),
+    Interned(StrId),
+}
+
+/// Flag bits of [`ProcWire::hints`].
+const HINT_CHILDREN: u8 = 1;
+const HINT_EDGES: u8 = 2;
+
+/// [`ProcRecord`] as stored: times relative to `first_seen_ns`.
+#[derive(Serialize, Deserialize)]
+struct ProcWire<E> {
+    boot: u32,
+    tgid: u32,
+    start_time_ns: u64,
+    first_seen_ns: u64,
+    parent: Option<ProcId>,
+    forked: Option<i64>,
+    execs: E,
+    exit: Option<(i64, i32)>,
+    hints: u8,
+}
+
+/// [`ExecRecord`] as stored: its time relative to the process's `first_seen_ns`.
+#[derive(Serialize, Deserialize)]
+struct ExecWire<A> {
+    dt: i64,
+    path: StrId,
+    dev: u64,
+    ino: u64,
+    argv: A,
+    cwd: StrId,
+    uid: u32,
+    euid: u32,
+    gid: u32,
+    cgroup_id: u64,
+    workload: Option<StrId>,
+}
+
+/// `time - base` as a signed delta (times before `first_seen_ns` cannot happen, but
+/// a wrong clock must not make a record unwritable).
+fn delta(time: u64, base: u64) -> i64 {
+    time.wrapping_sub(base) as i64
+}
+
+fn undelta(d: i64, base: u64) -> u64 {
+    base.wrapping_add(d as u64)
+}
+
+/// The execs of a record, serialised with deltas without copying them.
+struct ExecsRef<'a>(u64, &'a [ExecRecord]);
+
+impl Serialize for ExecsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let base = self.0;
+        s.collect_seq(self.1.iter().map(|e| ExecWire {
+            dt: delta(e.time_ns, base),
+            path: e.path,
+            dev: e.dev,
+            ino: e.ino,
+            argv: &e.argv,
+            cwd: e.cwd,
+            uid: e.uid,
+            euid: e.euid,
+            gid: e.gid,
+            cgroup_id: e.cgroup_id,
+            workload: e.workload,
+        }))
+    }
+}
+
+impl Serialize for ProcRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let base = self.first_seen_ns;
+        ProcWire {
+            boot: self.boot,
+            tgid: self.tgid,
+            start_time_ns: self.start_time_ns,
+            first_seen_ns: base,
+            parent: self.parent,
+            forked: self.forked_ns.map(|t| delta(t, base)),
+            execs: ExecsRef(base, &self.execs),
+            exit: self.exit.map(|(t, code)| (delta(t, base), code)),
+            hints: if self.has_children { HINT_CHILDREN } else { 0 }
+                | if self.has_edges { HINT_EDGES } else { 0 },
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProcRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = ProcWire::<Vec<ExecWire<Argv>>>::deserialize(d)?;
+        let base = w.first_seen_ns;
+        Ok(ProcRecord {
+            boot: w.boot,
+            tgid: w.tgid,
+            start_time_ns: w.start_time_ns,
+            first_seen_ns: base,
+            parent: w.parent,
+            forked_ns: w.forked.map(|dt| undelta(dt, base)),
+            execs: w
+                .execs
+                .into_iter()
+                .map(|e| ExecRecord {
+                    time_ns: undelta(e.dt, base),
+                    path: e.path,
+                    dev: e.dev,
+                    ino: e.ino,
+                    argv: e.argv,
+                    cwd: e.cwd,
+                    uid: e.uid,
+                    euid: e.euid,
+                    gid: e.gid,
+                    cgroup_id: e.cgroup_id,
+                    workload: e.workload,
+                })
+                .collect(),
+            exit: w.exit.map(|(dt, code)| (undelta(dt, base), code)),
+            has_children: w.hints & HINT_CHILDREN != 0,
+            has_edges: w.hints & HINT_EDGES != 0,
+        })
+    }
 }
 
 /// Every non-lifecycle event of a process.
@@ -123,30 +261,31 @@ pub(crate) struct ChunkEntry {
 pub(crate) const KIND_ACCEPT: u8 = 1;
 /// The chunk holds a decision or an alert.
 pub(crate) const KIND_FLAG: u8 = 2;
-/// The chunk holds a connection (connect, accept, UDP peer): it is in `ip_time`.
+/// The chunk holds a connection (connect, accept, UDP peer): it is in `peer_time`.
 pub(crate) const KIND_PEER: u8 = 4;
 /// Anything else.
 pub(crate) const KIND_OTHER: u8 = 8;
 
-/// log2 of the time window of chunks and of the (IP, time) index: 2^30 ns ≈ 1.07 s.
-/// A batch of a busy node covers well under a window, so a process gets about one
-/// chunk per batch; a time-range query, and an (IP, time) look-up, decode only the
-/// chunks of the windows they overlap — at most about a second of one process.
-pub(crate) const WINDOW_SHIFT: u32 = 30;
+/// log2 of the time window of chunks and of the time-major peer index: 2^27 ns ≈
+/// 134 ms. A batch of a busy node covers about one window, so a process gets about
+/// one chunk per batch; a time-range query, and an (IP, time) look-up, decode only
+/// the chunks of the windows they overlap — a tenth of a second of one process.
+pub(crate) const WINDOW_SHIFT: u32 = 27;
 
-/// log2 of the time window of the (IP, time) index: 2^27 ns ≈ 134 ms, finer than
-/// chunks, so that an (IP, time) look-up finds the one or two processes that talked
-/// to the address in the moment before, and decodes only their chunks.
-pub(crate) const PEER_WINDOW_SHIFT: u32 = 27;
+/// log2 of the span of the `peer_spans` index: 2^33 ns ≈ 8.6 s, 64 windows. One entry
+/// per address and span says in which spans an address was a peer at all, so that an
+/// (IP, time) look-up of an address last seen long ago skips the spans without it.
+pub(crate) const SPAN_SHIFT: u32 = 33;
 
-/// The (IP, time) index window a time falls in.
-pub(crate) const fn peer_window_of(time_ns: u64) -> u64 {
-    time_ns >> PEER_WINDOW_SHIFT
+/// The span a window falls in.
+pub(crate) const fn span_of_window(window: u64) -> u64 {
+    window >> (SPAN_SHIFT - WINDOW_SHIFT)
 }
 
-/// The chunk window holding a peer window.
-pub(crate) const fn window_of_peer_window(peer_window: u64) -> u64 {
-    peer_window >> (WINDOW_SHIFT - PEER_WINDOW_SHIFT)
+/// The windows of a span.
+pub(crate) const fn windows_of_span(span: u64) -> std::ops::Range<u64> {
+    let first = span << (SPAN_SHIFT - WINDOW_SHIFT);
+    first..first + (1 << (SPAN_SHIFT - WINDOW_SHIFT))
 }
 
 /// The window a time falls in.

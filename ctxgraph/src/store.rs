@@ -28,12 +28,13 @@
 //! | `proc_ids` | (boot index, start time, tgid) → process id | [`ProcessKey`] look-up (appends) |
 //! | `procs` | process id → process record | the process node |
 //! | `pid_time` | (tgid, first seen, process id) → () | (pid, time) → process, pid reuse |
-//! | `children` | (parent id, child id) → () | descendants |
+//! | `children` | (parent id, child id) → the child's exit time (`u64::MAX`: none yet) | descendants, alive ones without reading their records |
 //! | `cgroup_time`, `workload_time` | (cgroup or workload, exec time, process id) → () | containers |
 //! | `proc_events` | (process id, window, first seq) → chunk | everything else a process did, one entry per batch and window |
 //! | `proc_flags` | (process id, time, seq) → () | decisions and alerts of a process |
 //! | `flags` | (time, seq) → process id | decisions and alerts by time |
-//! | `ip_time` | (peer IP, window, process id) → () | (IP, time) → connection |
+//! | `peer_time` | (window, peer IP, process id) → () | (IP, time) → connection; appends in time order |
+//! | `peer_spans` | (peer IP, span) → () | the ≈ 8.6 s spans an address was a peer in |
 //! | `gaps` | (from, seq) → gap | lost events |
 //! | `journal` | batch number → where each event went | ingest order (`journal.rs`) |
 //!
@@ -51,8 +52,9 @@
 //!
 //! # Memory
 //!
-//! redb's page cache ([`Config::cache_bytes`]) plus two bounded memos in the writer
-//! (process ids, string ids). Nothing grows with history.
+//! redb's page cache ([`Config::cache_bytes`]) plus bounded memos in the writer
+//! (process ids, string ids, peer-index entries, command lines seen, edge hints).
+//! Nothing grows with history.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -66,7 +68,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cache::BoundedCache;
+use crate::cache::{BoundedCache, FastMap};
 use crate::error::{Error, Result};
 use crate::event::{
     AlertEvent, Credentials, Decision, Event, Executable, GapEvent, Locator, ProcessEvent,
@@ -74,14 +76,14 @@ use crate::event::{
 };
 use crate::model::{ExecView, ExitView, InboundLink, ProcessDetails, ProcessView};
 use crate::records::{
-    ChunkEntry, EventChunk, ExecRecord, GapRecord, JournalBatch, JournalRef, KIND_ACCEPT,
-    KIND_PEER, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode, peer_window_of,
-    window_of, window_of_peer_window, window_start,
+    Argv, ChunkEntry, EventChunk, ExecRecord, GapRecord, JournalBatch, JournalRef, KIND_ACCEPT,
+    KIND_PEER, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId, decode, encode, span_of_window,
+    window_of, window_start, windows_of_span,
 };
 use crate::wal::{Wal, log_path};
 
 /// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BOOTS: TableDefinition<u32, u128> = TableDefinition::new("boots");
@@ -90,13 +92,14 @@ const STRING_IDS: TableDefinition<&str, u64> = TableDefinition::new("string_ids"
 const PROC_IDS: TableDefinition<(u32, u64, u32), u64> = TableDefinition::new("proc_ids");
 const PROCS: TableDefinition<u64, &[u8]> = TableDefinition::new("procs");
 const PID_TIME: TableDefinition<(u32, u64, u64), ()> = TableDefinition::new("pid_time");
-const CHILDREN: TableDefinition<(u64, u64), ()> = TableDefinition::new("children");
+const CHILDREN: TableDefinition<(u64, u64), u64> = TableDefinition::new("children");
 const CGROUP_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("cgroup_time");
 const WORKLOAD_TIME: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("workload_time");
 const PROC_EVENTS: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("proc_events");
 const PROC_FLAGS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("proc_flags");
 const FLAGS: TableDefinition<(u64, u64), u64> = TableDefinition::new("flags");
-const IP_TIME: TableDefinition<(u128, u64, u64), ()> = TableDefinition::new("ip_time");
+const PEER_TIME: TableDefinition<(u64, u128, u64), ()> = TableDefinition::new("peer_time");
+const PEER_SPANS: TableDefinition<(u128, u64), ()> = TableDefinition::new("peer_spans");
 const GAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("gaps");
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
@@ -112,6 +115,10 @@ const APPLIED_BATCH: &str = "applied_batch";
 const UNATTRIBUTED: ProcId = 0;
 /// How many candidates a (pid | cgroup | workload, time) look-up examines.
 const LOCATE_SCAN: usize = 256;
+/// How many spans with the address an (IP, time) look-up examines each way.
+const LOCATE_SPANS: usize = 16;
+/// How many process keys one query remembers.
+const READER_KEY_MEMO: usize = 4096;
 /// How many strings one query remembers.
 const READER_STRING_MEMO: usize = 4096;
 /// How many processes a retention pass rewrites per transaction.
@@ -256,6 +263,9 @@ impl Store {
             procs: BoundedCache::new(config.process_cache_entries),
             strings: BoundedCache::new(config.string_cache_entries),
             peers: BoundedCache::new(config.process_cache_entries),
+            spans: BoundedCache::new(config.string_cache_entries),
+            argv_seen: BoundedCache::new(config.string_cache_entries),
+            edged: BoundedCache::new(config.process_cache_entries),
         };
         // Batches acknowledged after redb's last durable commit are in the log.
         let mut replayed = false;
@@ -276,6 +286,45 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Moves the store at `path` and its ingest log aside, to
+    /// `<path>.aside-<unix seconds>` (and `….log`), so that the next [`Store::open`]
+    /// starts a fresh store; returns where the store went. For a store refused with
+    /// [`Error::SchemaMismatch`]: there is no migration between schema versions, and
+    /// history is evidence, so the caller decides (the agent does it only when asked,
+    /// and logs where the old file went). Nothing is deleted.
+    pub fn set_aside(path: impl AsRef<Path>) -> Result<PathBuf> {
+        let path = path.as_ref();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let named = |n: u32| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".aside-{stamp}"));
+            if n > 0 {
+                name.push(format!(".{n}"));
+            }
+            PathBuf::from(name)
+        };
+        let mut n = 0;
+        let mut aside = named(n);
+        while aside.exists() || log_path(&aside).exists() {
+            n += 1;
+            aside = named(n);
+        }
+        let moved = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).map_err(|source| Error::SetAside {
+                path: from.to_path_buf(),
+                source,
+            })
+        };
+        moved(path, &aside)?;
+        let log = log_path(path);
+        if log.exists() {
+            moved(&log, &log_path(&aside))?;
+        }
+        Ok(aside)
     }
 
     /// The file the store lives in.
@@ -537,11 +586,11 @@ impl Store {
                 problem(&mut c, format!("process {id} missing from pid_time"));
             }
             if let Some(parent) = rec.parent
-                && reader.children.get((parent, id))?.is_none()
+                && reader.children.get((parent, id))?.map(|v| v.value()) != Some(exit_mark(&rec))
             {
                 problem(
                     &mut c,
-                    format!("process {id} missing from children of {parent}"),
+                    format!("process {id} missing from children of {parent} (or its exit)"),
                 );
             }
         }
@@ -577,15 +626,18 @@ impl Store {
                 let time = window_start(window) + e.offset_ns;
                 if let Some(peer) = e.edge.peer()
                     && reader
-                        .ip_time
-                        .get((ip_bits(peer.ip()), peer_window_of(time), id))?
+                        .peer_time
+                        .get((window_of(time), ip_bits(peer.ip()), id))?
                         .is_none()
                 {
-                    problem(&mut c, format!("connection {seq} missing from ip_time"));
+                    problem(&mut c, format!("connection {seq} missing from peer_time"));
                 }
             }
             if id != UNATTRIBUTED && !exists(id)? {
                 problem(&mut c, format!("event {first_seq} of missing process {id}"));
+            }
+            if id != UNATTRIBUTED && reader.record(id)?.is_some_and(|r| !r.has_edges) {
+                problem(&mut c, format!("process {id} has events but no edge hint"));
             }
         }
         for entry in reader.proc_flags.iter()? {
@@ -601,13 +653,29 @@ impl Store {
                 problem(&mut c, format!("flag {seq} dangles"));
             }
         }
-        for entry in reader.ip_time.iter()? {
-            let (ip, window, id) = entry?.0.value();
+        for entry in reader.peer_time.iter()? {
+            let (window, ip, id) = entry?.0.value();
             let addr = IpAddr::V6(std::net::Ipv6Addr::from_bits(ip)).to_canonical();
             if connections(&reader.proc_events, id, window, addr)?.is_empty() {
                 problem(
                     &mut c,
-                    format!("ip_time ({addr}, {window}, {id}) names no connection"),
+                    format!("peer_time ({window}, {addr}, {id}) names no connection"),
+                );
+            }
+            if reader
+                .peer_spans
+                .get((ip, span_of_window(window)))?
+                .is_none()
+            {
+                problem(&mut c, format!("peer_time ({window}, {addr}) has no span"));
+            }
+        }
+        for entry in reader.peer_spans.iter()? {
+            let (ip, span) = entry?.0.value();
+            if !span_has_peer(&reader.peer_time, ip, span)? {
+                problem(
+                    &mut c,
+                    format!("peer_spans ({ip:x}, {span}) names no window"),
                 );
             }
         }
@@ -796,17 +864,24 @@ fn unindex(t: &mut WriteTables<'_>, id: ProcId, removed: &mut Vec<TimedEdge>) ->
     for (time, seq, edge) in removed.drain(..) {
         count += 1;
         if let Some(peer) = edge.peer() {
-            peers.insert((peer.ip(), peer_window_of(time)));
+            peers.insert((peer.ip(), window_of(time)));
         }
         if matches!(edge, StoredEdge::Decision { .. } | StoredEdge::Alert { .. }) {
             t.proc_flags.remove((id, time, seq))?;
             t.flags.remove((time, seq))?;
         }
     }
+    let mut spans = HashSet::new();
     for (ip, window) in peers {
         // Other events of the window may still name the peer: keep the entry then.
         if connections(&t.proc_events, id, window, ip)?.is_empty() {
-            t.ip_time.remove((ip_bits(ip), window, id))?;
+            t.peer_time.remove((window, ip_bits(ip), id))?;
+            spans.insert((ip_bits(ip), span_of_window(window)));
+        }
+    }
+    for (ip, span) in spans {
+        if !span_has_peer(&t.peer_time, ip, span)? {
+            t.peer_spans.remove((ip, span))?;
         }
     }
     Ok(count)
@@ -849,13 +924,14 @@ struct WriteTables<'txn> {
     proc_ids: Table<'txn, (u32, u64, u32), u64>,
     procs: Table<'txn, u64, &'static [u8]>,
     pid_time: Table<'txn, (u32, u64, u64), ()>,
-    children: Table<'txn, (u64, u64), ()>,
+    children: Table<'txn, (u64, u64), u64>,
     cgroup_time: Table<'txn, (u64, u64, u64), ()>,
     workload_time: Table<'txn, (u64, u64, u64), ()>,
     proc_events: Table<'txn, (u64, u64, u64), &'static [u8]>,
     proc_flags: Table<'txn, (u64, u64, u64), ()>,
     flags: Table<'txn, (u64, u64), u64>,
-    ip_time: Table<'txn, (u128, u64, u64), ()>,
+    peer_time: Table<'txn, (u64, u128, u64), ()>,
+    peer_spans: Table<'txn, (u128, u64), ()>,
     gaps: Table<'txn, (u64, u64), &'static [u8]>,
     journal: Table<'txn, u64, &'static [u8]>,
 }
@@ -876,7 +952,8 @@ impl<'txn> WriteTables<'txn> {
             proc_events: txn.open_table(PROC_EVENTS)?,
             proc_flags: txn.open_table(PROC_FLAGS)?,
             flags: txn.open_table(FLAGS)?,
-            ip_time: txn.open_table(IP_TIME)?,
+            peer_time: txn.open_table(PEER_TIME)?,
+            peer_spans: txn.open_table(PEER_SPANS)?,
             gaps: txn.open_table(GAPS)?,
             journal: txn.open_table(JOURNAL)?,
         })
@@ -997,17 +1074,23 @@ struct Writer {
     boots: Vec<u128>,
     procs: BoundedCache<ProcessKey, (ProcId, u64)>,
     strings: BoundedCache<String, StrId>,
-    /// `ip_time` entries known to be on disk: a busy daemon talks to the same peers
-    /// all the time, and one entry per (peer, window, process) is enough.
-    peers: BoundedCache<(u128, u64, ProcId), ()>,
+    /// `peer_time` entries known to be on disk: a busy daemon talks to the same peers
+    /// all the time, and one entry per (window, peer, process) is enough.
+    peers: BoundedCache<(u64, u128, ProcId), ()>,
+    /// `peer_spans` entries known to be on disk.
+    spans: BoundedCache<(u128, u64), ()>,
+    /// Hashes of argument vectors seen once: the second sighting interns it.
+    argv_seen: BoundedCache<u64, ()>,
+    /// Processes whose record is known to carry the `has_edges` hint.
+    edged: BoundedCache<ProcId, ()>,
 }
 
 /// What one ingest call has changed but not written yet: each touched process record
 /// is written once, and each (process, window) gets one chunk, at [`Writer::flush`].
 #[derive(Default)]
 struct Staging {
-    procs: HashMap<ProcId, StagedProc>,
-    chunks: HashMap<(ProcId, u64), Vec<TimedEdge>>,
+    procs: FastMap<ProcId, StagedProc>,
+    chunks: FastMap<(ProcId, u64), Vec<TimedEdge>>,
 }
 
 /// An edge event with its time and sequence number.
@@ -1018,6 +1101,16 @@ struct StagedProc {
     /// The `first_seen_ns` under which `pid_time` indexes the process on disk (`None`:
     /// a new process, not indexed yet).
     indexed_first_seen: Option<u64>,
+    /// The record changed in this batch (a record loaded only to be read is not
+    /// written back).
+    dirty: bool,
+    /// The `children` entry of the process on disk: (parent, [`exit_mark`]).
+    indexed_child: Option<(ProcId, u64)>,
+}
+
+/// The value of a process's `children` entry: its exit time, `u64::MAX` before it.
+pub(crate) fn exit_mark(record: &ProcRecord) -> u64 {
+    record.exit.map_or(u64::MAX, |(time, _)| time)
 }
 
 impl Writer {
@@ -1027,6 +1120,9 @@ impl Writer {
         self.procs.clear();
         self.strings.clear();
         self.peers.clear();
+        self.spans.clear();
+        self.argv_seen.clear();
+        self.edged.clear();
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let get = |name| -> Result<u64> { Ok(meta.get(name)?.map_or(0, |v| v.value())) };
@@ -1108,6 +1204,30 @@ impl Writer {
         Ok(id)
     }
 
+    /// An argument vector as stored: inline the first time, interned once it repeats
+    /// (see [`Argv`]).
+    fn argv(&mut self, t: &mut WriteTables<'_>, argv: &[String]) -> Result<Argv> {
+        if argv.is_empty() || argv.iter().any(|a| a.contains('\0')) {
+            return Ok(Argv::Inline(argv.to_vec()));
+        }
+        let joined = argv.join("\0");
+        if let Some(id) = self.strings.get(joined.as_str()) {
+            return Ok(Argv::Interned(id));
+        }
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            joined.hash(&mut h);
+            h.finish()
+        };
+        if self.argv_seen.get(&hash).is_some() {
+            Ok(Argv::Interned(self.intern(t, &joined)?))
+        } else {
+            self.argv_seen.insert(hash, ());
+            Ok(Argv::Inline(argv.to_vec()))
+        }
+    }
+
     fn seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -1126,7 +1246,9 @@ impl Writer {
                 let record = load(&t.procs, id)?;
                 Ok(e.insert(StagedProc {
                     indexed_first_seen: Some(record.first_seen_ns),
+                    indexed_child: record.parent.map(|p| (p, exit_mark(&record))),
                     record,
+                    dirty: false,
                 }))
             }
         }
@@ -1167,6 +1289,8 @@ impl Writer {
                     forked_ns: None,
                     execs: Vec::new(),
                     exit: None,
+                    has_children: false,
+                    has_edges: false,
                 };
                 // Keyed by start time, so new processes append to the tree.
                 t.proc_ids.insert((boot, key.start_time_ns, key.tgid), id)?;
@@ -1175,6 +1299,8 @@ impl Writer {
                     StagedProc {
                         record,
                         indexed_first_seen: None,
+                        dirty: true,
+                        indexed_child: None,
                     },
                 );
                 (id, time_ns)
@@ -1183,7 +1309,9 @@ impl Writer {
         if time_ns < first_seen {
             // It existed earlier than we thought (out-of-order arrival): `flush`
             // re-indexes it in `pid_time`.
-            Self::staged(t, staging, id)?.record.first_seen_ns = time_ns;
+            let staged = Self::staged(t, staging, id)?;
+            staged.record.first_seen_ns = time_ns;
+            staged.dirty = true;
         }
         self.procs.insert(*key, (id, first_seen.min(time_ns)));
         Ok(id)
@@ -1192,6 +1320,9 @@ impl Writer {
     /// Writes what `staging` holds: each process record once, each chunk as one entry.
     fn flush(&mut self, t: &mut WriteTables<'_>, staging: &mut Staging) -> Result<()> {
         for (id, staged) in staging.procs.drain() {
+            if !staged.dirty {
+                continue;
+            }
             let rec = &staged.record;
             match staged.indexed_first_seen {
                 Some(old) if old == rec.first_seen_ns => {}
@@ -1201,6 +1332,17 @@ impl Writer {
                 }
                 None => {
                     t.pid_time.insert((rec.tgid, rec.first_seen_ns, id), ())?;
+                }
+            }
+            let child = rec.parent.map(|p| (p, exit_mark(rec)));
+            if child != staged.indexed_child {
+                if let Some((old, _)) = staged.indexed_child
+                    && Some(old) != rec.parent
+                {
+                    t.children.remove((old, id))?;
+                }
+                if let Some((parent, mark)) = child {
+                    t.children.insert((parent, id), mark)?;
                 }
             }
             store(&mut t.procs, id, rec)?;
@@ -1217,10 +1359,16 @@ impl Writer {
             for (time, seq, edge) in entries {
                 chunk.kinds |= edge.kind_bit();
                 if let Some(peer) = edge.peer() {
-                    let entry = (ip_bits(peer.ip()), peer_window_of(time), id);
+                    let ip = ip_bits(peer.ip());
+                    let entry = (window, ip, id);
                     if self.peers.get(&entry).is_none() {
-                        t.ip_time.insert(entry, ())?;
+                        t.peer_time.insert(entry, ())?;
                         self.peers.insert(entry, ());
+                    }
+                    let span = (ip, span_of_window(window));
+                    if self.spans.get(&span).is_none() {
+                        t.peer_spans.insert(span, ())?;
+                        self.spans.insert(span, ());
                     }
                 }
                 chunk.entries.push(ChunkEntry {
@@ -1287,6 +1435,14 @@ impl Writer {
                 t.proc_flags.insert((id, time, seq), ())?;
             }
         }
+        if id != UNATTRIBUTED && self.edged.get(&id).is_none() {
+            let staged = Self::staged(t, staging, id)?;
+            if !staged.record.has_edges {
+                staged.record.has_edges = true;
+                staged.dirty = true;
+            }
+            self.edged.insert(id, ());
+        }
         staging
             .chunks
             .entry((id, window_of(time)))
@@ -1306,17 +1462,16 @@ impl Writer {
         let edge = match &e.kind {
             ProcessEventKind::Fork { parent } => {
                 let parent_id = self.resolve(t, staging, parent, time)?;
-                let record = &mut Self::staged(t, staging, id)?.record;
-                let old = record.parent.replace(parent_id);
-                record.forked_ns = Some(time);
-                if let Some(old) = old
-                    && old != parent_id
-                {
-                    t.children.remove((old, id))?;
+                let parent_staged = Self::staged(t, staging, parent_id)?;
+                if !parent_staged.record.has_children {
+                    parent_staged.record.has_children = true;
+                    parent_staged.dirty = true;
                 }
-                if old != Some(parent_id) {
-                    t.children.insert((parent_id, id), ())?;
-                }
+                // `flush` moves the `children` entry.
+                let staged = Self::staged(t, staging, id)?;
+                staged.dirty = true;
+                staged.record.parent = Some(parent_id);
+                staged.record.forked_ns = Some(time);
                 return Ok(Applied::Fork(id, time));
             }
             ProcessEventKind::Exec(exec) => {
@@ -1329,7 +1484,7 @@ impl Writer {
                     path: self.intern(t, &exec.executable.path)?,
                     dev: exec.executable.dev,
                     ino: exec.executable.ino,
-                    argv: exec.argv.clone(),
+                    argv: self.argv(t, &exec.argv)?,
                     cwd: self.intern(t, &exec.cwd)?,
                     uid: exec.credentials.uid,
                     euid: exec.credentials.euid,
@@ -1337,7 +1492,9 @@ impl Writer {
                     cgroup_id: exec.cgroup_id,
                     workload,
                 };
-                let record = &mut Self::staged(t, staging, id)?.record;
+                let staged = Self::staged(t, staging, id)?;
+                staged.dirty = true;
+                let record = &mut staged.record;
                 let at = record.execs.partition_point(|x| x.time_ns <= time);
                 record.execs.insert(at, stored);
                 t.cgroup_time.insert((exec.cgroup_id, time, id), ())?;
@@ -1347,7 +1504,9 @@ impl Writer {
                 return Ok(Applied::Exec(id, time));
             }
             ProcessEventKind::Exit { code } => {
-                Self::staged(t, staging, id)?.record.exit = Some((time, *code));
+                let staged = Self::staged(t, staging, id)?;
+                staged.dirty = true;
+                staged.record.exit = Some((time, *code));
                 return Ok(Applied::Exit(id, time));
             }
             ProcessEventKind::Credentials(c) => StoredEdge::Credentials {
@@ -1415,7 +1574,7 @@ impl Writer {
                 None => UNATTRIBUTED,
             },
             Locator::Ip { addr, time_ns } => {
-                locate_ip(&t.ip_time, &t.proc_events, *addr, *time_ns)?
+                locate_ip(&t.peer_time, &t.peer_spans, &t.proc_events, *addr, *time_ns)?
                     .map_or(UNATTRIBUTED, |(id, _, _)| id)
             }
         };
@@ -1486,78 +1645,107 @@ fn locate_in(
 }
 
 /// The connection with peer `addr` at or last before `time_ns` (or, failing that, the
-/// first after it): (process id, time, seq). `ip_time` names the (window, process)
-/// pairs that talked to the address; their chunks give the exact connection.
+/// first after it): (process id, time, seq). `peer_spans` names the spans in which
+/// the address was a peer, newest first from the one holding `time_ns`; in each, the
+/// windows of `peer_time` name the processes that talked to it, newest first; their
+/// chunks give the exact connection. The first window with a match ends the search.
 fn locate_ip(
-    ip_time: &impl ReadableTable<(u128, u64, u64), ()>,
+    peer_time: &impl ReadableTable<(u64, u128, u64), ()>,
+    peer_spans: &impl ReadableTable<(u128, u64), ()>,
     proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
     addr: IpAddr,
     time_ns: u64,
 ) -> Result<Option<(ProcId, u64, u64)>> {
     let ip = ip_bits(addr);
-    let target = peer_window_of(time_ns);
-    let before = nearest_connection(
-        ip_time.range((ip, 0, 0)..=(ip, target, u64::MAX))?.rev(),
-        proc_events,
-        addr,
-        |found, best| found.0 <= time_ns && best.is_none_or(|b| found > b),
-    )?;
-    let found = match before {
-        Some(hit) => Some(hit),
-        None => nearest_connection(
-            ip_time.range((ip, target, 0)..=(ip, u64::MAX, u64::MAX))?,
-            proc_events,
-            addr,
-            |found, best| found.0 > time_ns && best.is_none_or(|b| found < b),
-        )?,
-    };
-    Ok(found.map(|(time, seq, id)| (id, time, seq)))
+    let target = window_of(time_ns);
+    let target_span = span_of_window(target);
+    for entry in peer_spans
+        .range((ip, 0)..=(ip, target_span))?
+        .rev()
+        .take(LOCATE_SPANS)
+    {
+        let span = entry?.0.value().1;
+        let windows = windows_of_span(span);
+        for window in (windows.start..windows.end.min(target + 1)).rev() {
+            let found = nearest_in_window(peer_time, proc_events, window, addr, |found, best| {
+                found.0 <= time_ns && best.is_none_or(|b| found > b)
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+    }
+    for entry in peer_spans
+        .range((ip, target_span)..=(ip, u64::MAX))?
+        .take(LOCATE_SPANS)
+    {
+        let span = entry?.0.value().1;
+        let windows = windows_of_span(span);
+        for window in windows.start.max(target)..windows.end {
+            let found = nearest_in_window(peer_time, proc_events, window, addr, |found, best| {
+                found.0 > time_ns && best.is_none_or(|b| found < b)
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+    }
+    Ok(None)
 }
 
-/// The best (by `better`) connection with `addr` among the `ip_time` entries
-/// `entries` yields, looking no further than the first window with a match (and at
-/// most [`LOCATE_SCAN`] entries): (time, seq, process id).
-fn nearest_connection<'a>(
-    entries: impl Iterator<
-        Item = std::result::Result<
-            (
-                redb::AccessGuard<'a, (u128, u64, u64)>,
-                redb::AccessGuard<'a, ()>,
-            ),
-            redb::StorageError,
-        >,
-    >,
+/// The best (by `better`) connection with `addr` in `window` among the processes
+/// `peer_time` names for it (at most [`LOCATE_SCAN`]): (process id, time, seq).
+fn nearest_in_window(
+    peer_time: &impl ReadableTable<(u64, u128, u64), ()>,
     proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
+    window: u64,
     addr: IpAddr,
     better: impl Fn((u64, u64), Option<(u64, u64)>) -> bool,
-) -> Result<Option<(u64, u64, ProcId)>> {
+) -> Result<Option<(ProcId, u64, u64)>> {
+    let ip = ip_bits(addr);
     let mut best: Option<(u64, u64, ProcId)> = None;
-    let mut window = None;
-    for (scanned, entry) in entries.enumerate() {
-        let (_, w, id) = entry?.0.value();
-        if (best.is_some() && window != Some(w)) || scanned >= LOCATE_SCAN {
-            break;
-        }
-        window = Some(w);
-        for found in connections(proc_events, id, w, addr)? {
+    for entry in peer_time
+        .range((window, ip, 0)..=(window, ip, u64::MAX))?
+        .take(LOCATE_SCAN)
+    {
+        let id = entry?.0.value().2;
+        for found in connections(proc_events, id, window, addr)? {
             if better(found, best.map(|b| (b.0, b.1))) {
                 best = Some((found.0, found.1, id));
             }
         }
     }
-    Ok(best)
+    Ok(best.map(|(time, seq, id)| (id, time, seq)))
 }
 
-/// (time, seq) of the connections of process `id` with `addr` in `peer_window` (an
-/// `ip_time` window). Chunks without connections are skipped by their kinds byte.
+/// Whether `peer_time` names address `ip` in any window of `span`.
+fn span_has_peer(
+    peer_time: &impl ReadableTable<(u64, u128, u64), ()>,
+    ip: u128,
+    span: u64,
+) -> Result<bool> {
+    for window in windows_of_span(span) {
+        if peer_time
+            .range((window, ip, 0)..=(window, ip, u64::MAX))?
+            .next()
+            .transpose()?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// (time, seq) of the connections of process `id` with `addr` in `window`. Chunks
+/// without connections are skipped by their kinds byte.
 fn connections(
     proc_events: &impl ReadableTable<(u64, u64, u64), &'static [u8]>,
     id: ProcId,
-    peer_window: u64,
+    window: u64,
     addr: IpAddr,
 ) -> Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
-    let window = window_of_peer_window(peer_window);
     for entry in proc_events.range((id, window, 0)..=(id, window, u64::MAX))? {
         let (k, v) = entry?;
         if v.value().first().is_none_or(|kinds| kinds & KIND_PEER == 0) {
@@ -1566,13 +1754,11 @@ fn connections(
         let first_seq = k.value().2;
         let chunk: EventChunk = decode("event chunk", v.value())?;
         for e in &chunk.entries {
-            let time = window_start(window) + e.offset_ns;
-            if peer_window_of(time) == peer_window
-                && e.edge
-                    .peer()
-                    .is_some_and(|p| ip_bits(p.ip()) == ip_bits(addr))
+            if e.edge
+                .peer()
+                .is_some_and(|p| ip_bits(p.ip()) == ip_bits(addr))
             {
-                out.push((time, first_seq + e.seq_delta));
+                out.push((window_start(window) + e.offset_ns, first_seq + e.seq_delta));
             }
         }
     }
@@ -1585,19 +1771,22 @@ pub(crate) struct Reader {
     boot_list: Vec<u128>,
     /// Strings this snapshot has looked up (bounded by [`READER_STRING_MEMO`]).
     string_memo: RefCell<HashMap<StrId, String>>,
-    boots: ReadOnlyTable<u32, u128>,
+    /// Process keys this snapshot has looked up (bounded by [`READER_KEY_MEMO`]): the
+    /// thousand children of a shell name the same parent.
+    key_memo: RefCell<HashMap<ProcId, ProcessKey>>,
     strings: ReadOnlyTable<u64, &'static str>,
     string_ids: ReadOnlyTable<&'static str, u64>,
     proc_ids: ReadOnlyTable<(u32, u64, u32), u64>,
     procs: ReadOnlyTable<u64, &'static [u8]>,
     pid_time: ReadOnlyTable<(u32, u64, u64), ()>,
-    children: ReadOnlyTable<(u64, u64), ()>,
+    children: ReadOnlyTable<(u64, u64), u64>,
     cgroup_time: ReadOnlyTable<(u64, u64, u64), ()>,
     workload_time: ReadOnlyTable<(u64, u64, u64), ()>,
     proc_events: ReadOnlyTable<(u64, u64, u64), &'static [u8]>,
     proc_flags: ReadOnlyTable<(u64, u64, u64), ()>,
     flags: ReadOnlyTable<(u64, u64), u64>,
-    ip_time: ReadOnlyTable<(u128, u64, u64), ()>,
+    peer_time: ReadOnlyTable<(u64, u128, u64), ()>,
+    peer_spans: ReadOnlyTable<(u128, u64), ()>,
     gaps: ReadOnlyTable<(u64, u64), &'static [u8]>,
     pub(crate) journal: ReadOnlyTable<u64, &'static [u8]>,
 }
@@ -1612,7 +1801,7 @@ impl Reader {
         Ok(Reader {
             boot_list,
             string_memo: RefCell::new(HashMap::new()),
-            boots: txn.open_table(BOOTS)?,
+            key_memo: RefCell::new(HashMap::new()),
             strings: txn.open_table(STRINGS)?,
             string_ids: txn.open_table(STRING_IDS)?,
             proc_ids: txn.open_table(PROC_IDS)?,
@@ -1624,7 +1813,8 @@ impl Reader {
             proc_events: txn.open_table(PROC_EVENTS)?,
             proc_flags: txn.open_table(PROC_FLAGS)?,
             flags: txn.open_table(FLAGS)?,
-            ip_time: txn.open_table(IP_TIME)?,
+            peer_time: txn.open_table(PEER_TIME)?,
+            peer_spans: txn.open_table(PEER_SPANS)?,
             gaps: txn.open_table(GAPS)?,
             journal: txn.open_table(JOURNAL)?,
         })
@@ -1647,11 +1837,44 @@ impl Reader {
         }
     }
 
+    /// The records of `ids` (ascending) that exist, in that order. Close ids — the
+    /// children of a busy parent are nearly consecutive, ids growing in arrival
+    /// order — are read in one range scan instead of one descent of the tree each;
+    /// entries between them are skipped without being decoded.
+    pub(crate) fn records(&self, ids: &[ProcId]) -> Result<Vec<(ProcId, ProcRecord)>> {
+        /// The widest hole a scan steps over rather than starting a new one.
+        const GAP: u64 = 64;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut i = 0;
+        while i < ids.len() {
+            let mut end = i + 1;
+            while end < ids.len() && ids[end].saturating_sub(ids[end - 1]) <= GAP {
+                end += 1;
+            }
+            let run = &ids[i..end];
+            let mut want = run.iter().peekable();
+            for entry in self.procs.range(run[0]..=run[run.len() - 1])? {
+                let (k, v) = entry?;
+                let id = k.value();
+                while want.next_if(|w| **w < id).is_some() {}
+                if want.next_if_eq(&&id).is_some() {
+                    out.push((id, decode("process", v.value())?));
+                }
+                if want.peek().is_none() {
+                    break;
+                }
+            }
+            i = end;
+        }
+        Ok(out)
+    }
+
     fn key_of(&self, record: &ProcRecord) -> Result<ProcessKey> {
+        // Boot indexes are dense from 0: the list read at the start is the table.
         let boot_id = self
-            .boots
-            .get(record.boot)?
-            .map(|v| v.value())
+            .boot_list
+            .get(record.boot as usize)
+            .copied()
             .ok_or_else(|| Error::Dangling(format!("boot index {}", record.boot)))?;
         Ok(ProcessKey {
             boot_id,
@@ -1661,9 +1884,21 @@ impl Reader {
     }
 
     pub(crate) fn key(&self, id: ProcId) -> Result<Option<ProcessKey>> {
-        match self.record(id)? {
-            Some(r) => Ok(Some(self.key_of(&r)?)),
-            None => Ok(None),
+        if let Some(key) = self.key_memo.borrow().get(&id) {
+            return Ok(Some(*key));
+        }
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        let key = self.key_of(&record)?;
+        self.remember_key(id, key);
+        Ok(Some(key))
+    }
+
+    fn remember_key(&self, id: ProcId, key: ProcessKey) {
+        let mut memo = self.key_memo.borrow_mut();
+        if memo.len() < READER_KEY_MEMO {
+            memo.insert(id, key);
         }
     }
 
@@ -1685,9 +1920,16 @@ impl Reader {
     }
 
     pub(crate) fn view(&self, id: ProcId) -> Result<Option<ProcessView>> {
-        let Some(record) = self.record(id)? else {
-            return Ok(None);
-        };
+        match self.record(id)? {
+            Some(record) => Ok(Some(self.view_of(id, &record)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The view of process `id` whose record the caller has read already.
+    pub(crate) fn view_of(&self, id: ProcId, record: &ProcRecord) -> Result<ProcessView> {
+        let key = self.key_of(record)?;
+        self.remember_key(id, key);
         let parent = match record.parent {
             Some(p) => self.key(p)?,
             None => None,
@@ -1701,7 +1943,14 @@ impl Reader {
                     dev: e.dev,
                     ino: e.ino,
                 },
-                argv: e.argv.clone(),
+                argv: match &e.argv {
+                    Argv::Inline(argv) => argv.clone(),
+                    Argv::Interned(joined) => self
+                        .string(*joined)?
+                        .split('\0')
+                        .map(str::to_owned)
+                        .collect(),
+                },
                 cwd: self.string(e.cwd)?,
                 credentials: Credentials {
                     uid: e.uid,
@@ -1715,8 +1964,8 @@ impl Reader {
                 },
             });
         }
-        Ok(Some(ProcessView {
-            key: self.key_of(&record)?,
+        Ok(ProcessView {
+            key,
             parent,
             placeholder: record.forked_ns.is_none() && record.execs.is_empty(),
             first_seen_ns: record.first_seen_ns,
@@ -1725,12 +1974,7 @@ impl Reader {
             exit: record
                 .exit
                 .map(|(time_ns, code)| ExitView { time_ns, code }),
-        }))
-    }
-
-    /// The parent id recorded for `id`.
-    pub(crate) fn parent(&self, id: ProcId) -> Result<Option<ProcId>> {
-        Ok(self.record(id)?.and_then(|r| r.parent))
+        })
     }
 
     pub(crate) fn children(&self, id: ProcId, limit: usize) -> Result<Vec<ProcId>> {
@@ -1762,18 +2006,27 @@ impl Reader {
         Ok(lo)
     }
 
-    /// Children of `id` with ids below `split`, newest first, at most `limit`.
+    /// Children of `id` with ids below `split` that had not exited by `alive_at`,
+    /// newest first, at most `limit`; and whether more children than `scan` had to be
+    /// looked at (the `children` entries say when each exited).
     pub(crate) fn children_before(
         &self,
         id: ProcId,
         split: ProcId,
-        limit: usize,
-    ) -> Result<Vec<ProcId>> {
+        alive_at: u64,
+        scan: usize,
+    ) -> Result<(Vec<ProcId>, bool)> {
         let mut out = Vec::new();
-        for entry in self.children.range((id, 0)..(id, split))?.rev().take(limit) {
-            out.push(entry?.0.value().1);
+        for (n, entry) in self.children.range((id, 0)..(id, split))?.rev().enumerate() {
+            if n >= scan {
+                return Ok((out, true));
+            }
+            let (k, exit) = entry?;
+            if exit.value() >= alive_at {
+                out.push(k.value().1);
+            }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Children of `id` with ids at or above `split`, oldest first, at most `limit`.
@@ -1970,7 +2223,13 @@ impl Reader {
 
     /// The connection with peer `addr` nearest `time_ns`: (process id, the event).
     pub(crate) fn locate_ip(&self, addr: IpAddr, time_ns: u64) -> Result<Option<(ProcId, Event)>> {
-        let Some((id, time, seq)) = locate_ip(&self.ip_time, &self.proc_events, addr, time_ns)?
+        let Some((id, time, seq)) = locate_ip(
+            &self.peer_time,
+            &self.peer_spans,
+            &self.proc_events,
+            addr,
+            time_ns,
+        )?
         else {
             return Ok(None);
         };

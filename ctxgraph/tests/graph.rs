@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use driftwall_ctxgraph::{
-    AlertEvent, Config, Error, Event, FlashbackOptions, GapEvent, Locator, ProcessEventKind,
-    SCHEMA_VERSION, Severity, Store, Subject,
+    AlertEvent, Config, Error, Event, EventCursor, FlashbackOptions, GapEvent, Locator,
+    ProcessEventKind, ProcessKey, SCHEMA_VERSION, Severity, Store, Subject,
 };
 
 fn open(dir: &tempfile::TempDir) -> Store {
@@ -467,26 +467,30 @@ fn third_party_alerts_map_onto_the_graph() {
     ));
 }
 
-/// A store of a newer version, or of version 2 (before gaps named their ring), is
-/// refused with an error that names both versions, not misread.
+/// Writes `version` as the schema version of the store at `path`.
+fn stamp_schema_version(path: &std::path::Path, version: u64) {
+    let db = redb::Database::open(path).expect("redb");
+    let txn = db.begin_write().expect("txn");
+    {
+        let mut meta = txn
+            .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .expect("meta");
+        meta.insert("schema_version", version).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+/// A store of a newer version, or of version 3 (before the peer index was time-major
+/// and records carried deltas), is refused with an error that names both versions and
+/// what to do, not misread.
 #[test]
 fn a_store_of_another_schema_version_is_refused() {
-    assert_eq!(SCHEMA_VERSION, 3);
-    for version in [SCHEMA_VERSION + 1, 2] {
+    assert_eq!(SCHEMA_VERSION, 4);
+    for version in [SCHEMA_VERSION + 1, 3, 2] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("graph.redb");
         drop(Store::open(&path, Config::default()).expect("create"));
-        {
-            let db = redb::Database::open(&path).expect("redb");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut meta = txn
-                    .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
-                    .expect("meta");
-                meta.insert("schema_version", version).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
+        stamp_schema_version(&path, version);
         match Store::open(&path, Config::default()) {
             Err(
                 e @ Error::SchemaMismatch {
@@ -498,7 +502,8 @@ fn a_store_of_another_schema_version_is_refused() {
                 let text = e.to_string();
                 assert!(
                     text.contains(&format!("schema version Some({version})"))
-                        && text.contains("reads version 3"),
+                        && text.contains("reads version 4")
+                        && text.contains("set it aside"),
                     "{text}"
                 );
             }
@@ -506,6 +511,52 @@ fn a_store_of_another_schema_version_is_refused() {
             Ok(_) => panic!("a store of schema version {version} was opened"),
         }
     }
+}
+
+/// `Store::set_aside` moves a refused store and its log out of the way, intact: the
+/// next open starts a fresh store, and the old file still holds its history.
+#[test]
+fn a_refused_store_set_aside_makes_room_for_a_fresh_one() {
+    let story = web_server_story();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("graph.redb");
+    {
+        let store = Store::open(&path, Config::default()).expect("create");
+        store.ingest(&story.events).expect("ingest");
+    }
+    stamp_schema_version(&path, 3);
+    // A log left beside it (a crash of the old build) goes with it.
+    std::fs::write(dir.path().join("graph.redb.log"), b"old frames").expect("log");
+    assert!(matches!(
+        Store::open(&path, Config::default()),
+        Err(Error::SchemaMismatch { found: Some(3), .. })
+    ));
+
+    let aside = Store::set_aside(&path).expect("set aside");
+    assert!(!path.exists(), "the refused file is gone from its place");
+    assert!(aside.exists(), "{} holds the old store", aside.display());
+    let aside_name = aside.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    assert!(aside_name.starts_with("graph.redb.aside-"), "{aside_name}");
+    let mut aside_log = aside.clone().into_os_string();
+    aside_log.push(".log");
+    assert_eq!(
+        std::fs::read(&aside_log).expect("the log moved too"),
+        b"old frames"
+    );
+    // Setting aside again does not overwrite the first one.
+    drop(Store::open(&path, Config::default()).expect("fresh"));
+    let second = Store::set_aside(&path).expect("set aside again");
+    assert_ne!(second, aside);
+    assert!(aside.exists() && second.exists());
+
+    let fresh = Store::open(&path, Config::default()).expect("a fresh store opens");
+    assert_eq!(fresh.stats().expect("stats").processes, 0);
+    assert!(fresh.process(&story.shell).expect("query").is_none());
+    // The old history is still in the file set aside.
+    stamp_schema_version(&aside, SCHEMA_VERSION);
+    std::fs::remove_file(&aside_log).expect("drop the fake log");
+    let old = Store::open(&aside, Config::default()).expect("the old file is intact");
+    assert!(old.process(&story.shell).expect("query").is_some());
 }
 
 #[test]
@@ -517,5 +568,153 @@ fn events_round_trip_through_json() {
     assert!(
         json.contains("3f2a9c1e00004b7da1b2c3d4e5f60718"),
         "boot ids are hex in JSON"
+    );
+}
+
+/// Command lines are read back exactly as they came, whether stored inline (the
+/// first time, a unique one, one with a NUL in an argument, an empty one) or interned
+/// (once a command line repeats), across a reopen; and a repeated command line costs
+/// far less to store than as many unique ones.
+#[test]
+fn repeated_command_lines_are_stored_once_and_read_back_whole() {
+    let long = "/usr/lib/nagios/plugins/check_disk -w 10% -c 5% -p / -p /var -p /srv";
+    let argv_of = |i: u32| -> Vec<String> {
+        match i {
+            0 => Vec::new(),
+            1 => vec!["printf".into(), "a\0b".into()],
+            i if i % 10 == 7 => vec!["sh".into(), "-c".into(), format!("{long} #{i}")],
+            _ => vec!["sh".into(), "-c".into(), long.into()],
+        }
+    };
+    let keys: Vec<ProcessKey> = (0..200)
+        .map(|i| key(5000 + i, 100 + u64::from(i)))
+        .collect();
+    let mut events = vec![exec(T0, key(1, 1), "/sbin/init", &["init"], 0)];
+    for (i, k) in keys.iter().enumerate() {
+        let t = T0 + SEC + i as u64 * 1000;
+        events.push(Event::fork(t, key(1, 1), *k));
+        let argv: Vec<String> = argv_of(i as u32);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        events.push(exec(t + 1, *k, "/bin/sh", &argv, 1000));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("graph.redb");
+    for reopen in [false, true] {
+        let store = Store::open(&path, Config::default()).expect("open");
+        if !reopen {
+            // In two batches: the memo of the second starts from what the first taught.
+            let (a, b) = events.split_at(101);
+            store.ingest(a).expect("ingest");
+            store.ingest(b).expect("ingest");
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let view = store.process(k).expect("query").expect("process");
+            assert_eq!(view.execs[0].argv, argv_of(i as u32), "process {i}");
+        }
+        let streamed = store
+            .events_since(EventCursor::default(), usize::MAX)
+            .expect("events");
+        assert_eq!(streamed.events, events, "the stream rebuilds every exec");
+    }
+
+    // 200 runs of one command line against 200 distinct ones of the same length.
+    let stored = |unique: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("graph.redb"), Config::default()).expect("open");
+        let mut events = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let t = T0 + i as u64 * 1000;
+            let arg = if unique {
+                format!("{long} #{i:03}")
+            } else {
+                format!("{long} #000")
+            };
+            events.push(exec(t, *k, "/bin/sh", &["sh", "-c", &arg], 1000));
+        }
+        store.ingest(&events).expect("ingest");
+        store.stats().expect("stats").stored_bytes
+    };
+    let (repeated, unique) = (stored(false), stored(true));
+    assert!(
+        repeated + 150 * long.len() as u64 <= unique,
+        "repeated {repeated} B, unique {unique} B"
+    );
+}
+
+/// A busy parent's Flashback lists the child it forked long before the anchor that is
+/// still alive — behind a thousand children that came and went, which it skips by
+/// their exit times without reading them — and drops it once a later batch says it
+/// exited before the anchor.
+#[test]
+fn a_long_lived_child_of_a_busy_parent_is_in_its_story_until_it_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("graph.redb"), Config::default()).expect("open");
+    let (init, cron) = (key(1, 1), key(2, 2));
+    let daemon = key(3, 3);
+    let mut events = vec![
+        exec(T0, init, "/sbin/init", &["init"], 0),
+        Event::fork(T0, init, cron),
+        exec(T0, cron, "/usr/sbin/cron", &["cron"], 0),
+        Event::fork(T0 + 1, cron, daemon),
+        exec(T0 + 2, daemon, "/usr/bin/backupd", &["backupd"], 0),
+    ];
+    for i in 0..1000u32 {
+        let t = T0 + SEC + u64::from(i) * 1_000_000;
+        let job = key(10_000 + i, t);
+        events.push(Event::fork(t, cron, job));
+        events.push(Event::exit(t + 500_000, job, 0));
+    }
+    store.ingest(&events).expect("ingest");
+    let anchor = T0 + 10 * SEC;
+    let late_job = key(20_000, anchor + SEC);
+    store
+        .ingest(&[Event::fork(anchor + SEC, cron, late_job)])
+        .expect("ingest");
+    let story = |store: &Store| {
+        store
+            .flashback(
+                &Subject::Locator(Locator::Pid {
+                    tgid: cron.tgid,
+                    time_ns: anchor,
+                }),
+                &FlashbackOptions::default(),
+            )
+            .expect("flashback")
+    };
+    let children = |fb: &driftwall_ctxgraph::Flashback| -> Vec<ProcessKey> {
+        fb.since.children.iter().map(|c| c.process.key).collect()
+    };
+    let fb = story(&store);
+    assert_eq!(children(&fb), vec![daemon, late_job], "{:#?}", fb.since);
+
+    // From before the jobs, everything forked since is in the story, in fork order,
+    // up to the bound.
+    let from_start = store
+        .flashback(
+            &Subject::Locator(Locator::Pid {
+                tgid: cron.tgid,
+                time_ns: T0 + 3,
+            }),
+            &FlashbackOptions::default(),
+        )
+        .expect("flashback");
+    let listed = children(&from_start);
+    assert!(from_start.truncated);
+    assert_eq!(listed.len(), FlashbackOptions::default().max_descendants);
+    assert_eq!(listed[0], daemon);
+    for (i, job) in listed[1..].iter().enumerate() {
+        assert_eq!(job.tgid, 10_000 + i as u32, "job {i} in fork order");
+    }
+
+    // The exit arrives in a later batch: before the anchor, so it leaves the story.
+    store
+        .ingest(&[Event::exit(anchor - SEC, daemon, 0)])
+        .expect("ingest");
+    assert_eq!(children(&story(&store)), vec![late_job]);
+    let consistency = store.check().expect("check");
+    assert!(
+        consistency.problems.is_empty(),
+        "{:?}",
+        consistency.problems
     );
 }

@@ -286,3 +286,98 @@ fn gaps_name_their_ring_survive_reopen_and_show_in_flashback() {
             .expect("a gap without ring");
     assert_eq!(bare.ring, None);
 }
+
+fn connect(t: u64, who: driftwall_ctxgraph::ProcessKey, remote: &str) -> Event {
+    Event::process_event(
+        t,
+        who,
+        ProcessEventKind::Connect {
+            local: addr("10.0.0.5:40000"),
+            remote: addr(remote),
+        },
+    )
+}
+
+/// Where an (IP, time) look-up lands, as (process, connection time).
+fn by_ip(store: &Store, ip: &str, time_ns: u64) -> Option<(driftwall_ctxgraph::ProcessKey, u64)> {
+    let fb = store
+        .flashback(
+            &Subject::Locator(Locator::Ip {
+                addr: ip.parse().expect("ip"),
+                time_ns,
+            }),
+            &FlashbackOptions::default(),
+        )
+        .ok()?;
+    let trigger = fb.trigger.as_ref().map(Event::time_ns)?;
+    Some((*fb.process()?, trigger))
+}
+
+/// An (IP, time) look-up finds the connection at or last before the time — in the
+/// same tenth of a second, or twenty minutes (a hundred and forty index spans)
+/// earlier while other addresses were busy —, the first one after when there was
+/// none before, and nothing for an address never seen; retention takes the old
+/// connection with it and leaves the index consistent.
+#[test]
+fn an_address_is_found_at_its_last_connection_before_the_time_however_long_ago() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    let init = key(1, 1);
+    let old = key(3000, 10);
+    let (first, second) = (key(3001, 20), key(3002, 30));
+    let busy = key(3003, 40);
+    let mut events = vec![
+        exec(T0, init, "/sbin/init", &["init"], 0),
+        Event::fork(T0, init, old),
+        Event::fork(T0, init, busy),
+        connect(T0 + SEC, old, "198.51.100.9:443"),
+        Event::exit(T0 + 2 * SEC, old, 0),
+    ];
+    // Twenty minutes of traffic to other addresses.
+    for i in 0..120u64 {
+        events.push(connect(T0 + 10 * SEC * (i + 1), busy, "192.0.2.77:53"));
+    }
+    let late = T0 + 1200 * SEC;
+    events.extend([
+        Event::fork(late, init, first),
+        Event::fork(late, init, second),
+        connect(late + 1_000_000, first, "198.51.100.9:443"),
+        connect(late + 11_000_000, second, "198.51.100.9:8443"),
+    ]);
+    store.ingest(&events).expect("ingest");
+
+    assert_eq!(
+        by_ip(&store, "198.51.100.9", T0 + 600 * SEC),
+        Some((old, T0 + SEC)),
+        "twenty minutes back, across spans without the address"
+    );
+    assert_eq!(
+        by_ip(&store, "198.51.100.9", late + 5_000_000),
+        Some((first, late + 1_000_000)),
+        "the latest before, not the one 6 ms after"
+    );
+    assert_eq!(
+        by_ip(&store, "198.51.100.9", late + SEC),
+        Some((second, late + 11_000_000))
+    );
+    assert_eq!(
+        by_ip(&store, "198.51.100.9", T0),
+        Some((old, T0 + SEC)),
+        "nothing before: the first one after"
+    );
+    assert_eq!(by_ip(&store, "203.0.113.200", late), None);
+
+    // The old process goes with retention; the look-up then finds the next one.
+    let report = store.prune(T0 + 300 * SEC).expect("prune");
+    assert!(report.processes >= 1, "{report:?}");
+    assert_eq!(
+        by_ip(&store, "198.51.100.9", T0 + 600 * SEC),
+        Some((first, late + 1_000_000))
+    );
+    let consistency = store.check().expect("check");
+    assert!(
+        consistency.problems.is_empty(),
+        "{:?}",
+        consistency.problems
+    );
+}

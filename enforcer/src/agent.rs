@@ -70,6 +70,9 @@ pub struct RunConfig {
     pub ring_bytes: u32,
     /// The webhook targets (`notify.yaml`); none: no notifications.
     pub notify: Option<PathBuf>,
+    /// A context graph of another schema version is moved aside (and a fresh one
+    /// started) instead of refused.
+    pub fresh_graph: bool,
 }
 
 /// Why the agent stopped with an error. `Source` and `Resolve` errors are the
@@ -86,6 +89,18 @@ pub enum AgentError {
     Programs(#[from] programs::ProgramsError),
     #[error(transparent)]
     Graph(#[from] CaptureError),
+    #[error(
+        "the context graph {} was written with schema version {}, this build reads \
+         version {expected} and has no migration: `driftwall run --fresh-graph` moves it \
+         aside and starts a fresh history (or run the build that wrote it)",
+        path.display(),
+        found.map_or_else(|| "none".to_owned(), |v| v.to_string())
+    )]
+    GraphSchema {
+        path: PathBuf,
+        found: Option<u64>,
+        expected: u64,
+    },
     #[error("the ring buffer: {0}")]
     RingBuffer(std::io::Error),
     #[error("installing signal handlers: {0}")]
@@ -105,6 +120,39 @@ impl AgentError {
                 | AgentError::Resolve(_)
                 | AgentError::Api(api::ListenError::Token { .. })
         ) || matches!(self, AgentError::Notify(e) if e.is_input_error())
+    }
+}
+
+/// Opens the context graph. One of another schema version is refused, naming the
+/// flag that moves it aside — or, with `--fresh-graph`, moved aside (logged) and
+/// replaced by a fresh store.
+fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, AgentError> {
+    match GraphCapture::open(&config.state_dir, clock) {
+        Err(CaptureError::Store(driftwall_ctxgraph::Error::SchemaMismatch {
+            path,
+            found,
+            expected,
+        })) => {
+            if !config.fresh_graph {
+                return Err(AgentError::GraphSchema {
+                    path,
+                    found,
+                    expected,
+                });
+            }
+            let aside = driftwall_ctxgraph::Store::set_aside(&path)
+                .map_err(|e| AgentError::Graph(CaptureError::Store(e)))?;
+            tracing::warn!(
+                store = %path.display(),
+                moved_to = %aside.display(),
+                found = ?found,
+                expected,
+                "the context graph was written with another schema version: moved aside \
+                 (--fresh-graph); starting a fresh history"
+            );
+            Ok(GraphCapture::open(&config.state_dir, clock)?)
+        }
+        other => Ok(other?),
     }
 }
 
@@ -142,7 +190,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
     let clock = BootClock::now();
-    let mut graph = GraphCapture::open(&config.state_dir, clock)?;
+    let mut graph = open_graph(&config, clock)?;
     let metrics = Arc::new(Metrics::default());
     let mut notifier = match &config.notify {
         Some(path) => Some(Notifier::start(path, &config.state_dir)?),
@@ -568,5 +616,81 @@ impl<'a, W: Write> EventSink<'a, W> {
             }
             self.unwritten += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(state_dir: &Path, fresh_graph: bool) -> RunConfig {
+        RunConfig {
+            source: PolicySource::Directory(state_dir.join("policies")),
+            cgroup_root: state_dir.join("cgroup"),
+            output: OutputFormat::Text,
+            state_dir: state_dir.to_path_buf(),
+            api: api::ApiConfig {
+                socket: state_dir.join("api.sock"),
+                tcp: None,
+            },
+            log_json: false,
+            ring_bytes: 1 << 20,
+            notify: None,
+            fresh_graph,
+        }
+    }
+
+    /// A context graph whose schema version is `version`.
+    fn graph_of_version(state_dir: &Path, version: u64) -> PathBuf {
+        let path = state_dir.join("graph.redb");
+        drop(driftwall_ctxgraph::Store::open(&path, Default::default()).expect("create"));
+        let db = redb::Database::open(&path).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .expect("meta")
+            .insert("schema_version", version)
+            .expect("stamp");
+        txn.commit().expect("commit");
+        path
+    }
+
+    #[test]
+    fn a_graph_of_another_schema_is_refused_naming_the_flag_that_moves_it_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = graph_of_version(dir.path(), 3);
+        let err = match open_graph(&config(dir.path(), false), BootClock::now()) {
+            Err(e) => e,
+            Ok(_) => panic!("a schema 3 graph was opened"),
+        };
+        let text = err.to_string();
+        assert!(
+            matches!(err, AgentError::GraphSchema { found: Some(3), .. })
+                && text.contains("--fresh-graph")
+                && text.contains(&path.display().to_string()),
+            "{text}"
+        );
+        assert!(path.exists(), "refusing leaves the store where it was");
+    }
+
+    #[test]
+    fn fresh_graph_moves_the_old_graph_aside_and_starts_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = graph_of_version(dir.path(), 3);
+        let graph = open_graph(&config(dir.path(), true), BootClock::now()).expect("fresh");
+        assert_eq!(graph.store().stats().expect("stats").processes, 0);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("graph.redb.aside-"))
+            .collect();
+        // The store and its ingest log, under one name.
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert!(
+            aside.iter().any(|n| n.ends_with(".log")) && aside.iter().any(|n| !n.ends_with(".log")),
+            "{aside:?}"
+        );
+        assert!(path.exists(), "a fresh graph.redb took its place");
     }
 }

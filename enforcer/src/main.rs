@@ -96,6 +96,12 @@ enum Command {
         /// counted and reported as `gap` lines.
         #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = driftwall_enforcer::loss::parse_ring_bytes)]
         ring_bytes: u32,
+        /// When the context graph in --state-dir was written with another schema
+        /// version (there is no migration), move it aside to
+        /// `graph.redb.aside-<unix seconds>` and start a fresh one, instead of refusing
+        /// to start. Nothing is deleted.
+        #[arg(long)]
+        fresh_graph: bool,
     },
     /// Show what the running agent enforces: bundle, workloads, hooks, kernel
     /// capabilities.
@@ -492,6 +498,7 @@ fn main() -> ExitCode {
             api_listen,
             api_token_file,
             ring_bytes,
+            fresh_graph,
         } => {
             let Some(source) = source.source() else {
                 eprintln!("driftwall: error: name the policy: --policies DIR or --bundle FILE");
@@ -509,6 +516,7 @@ fn main() -> ExitCode {
                 },
                 log_json: matches!(cli.log_format, LogFormat::Json),
                 ring_bytes,
+                fresh_graph,
                 notify,
             })
         }

@@ -6,7 +6,9 @@
 use std::{path::Path, process::Command};
 
 fn deploy(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -39,8 +41,16 @@ fn the_daemonset_runs_the_agent_privileged_with_the_host_mounts_it_needs() {
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
-    for needed in ["/sys/fs/bpf", "/sys/fs/cgroup", "/run/driftwall", "/var/lib/driftwall"] {
-        assert!(mounts.contains(&needed), "{needed} is not mounted: {mounts:?}");
+    for needed in [
+        "/sys/fs/bpf",
+        "/sys/fs/cgroup",
+        "/run/driftwall",
+        "/var/lib/driftwall",
+    ] {
+        assert!(
+            mounts.contains(&needed),
+            "{needed} is not mounted: {mounts:?}"
+        );
     }
     let volumes = pod["volumes"].as_array().expect("volumes");
     for m in agent["volumeMounts"].as_array().expect("mounts") {

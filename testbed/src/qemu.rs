@@ -44,6 +44,7 @@ pub struct GuestRun {
     smp: u32,
     extra_append: String,
     stream_console: Option<bool>,
+    icount_shift: Option<u8>,
 }
 
 /// What a guest run that reached its `DWEND` summary produced. Guest tests may still
@@ -94,6 +95,7 @@ impl GuestRun {
             smp: 2,
             extra_append: String::new(),
             stream_console: None,
+            icount_shift: None,
         }
     }
 
@@ -113,6 +115,16 @@ impl GuestRun {
     /// Number of guest CPUs.
     pub fn smp(mut self, smp: u32) -> Self {
         self.smp = smp;
+        self
+    }
+
+    /// Runs the guest on an instruction-counted clock (QEMU `-icount shift=N,sleep=off`):
+    /// guest time advances 2^`shift` ns per emulated instruction, whatever the host is
+    /// doing. Timings taken in such a guest are instruction counts — repeatable on a
+    /// shared host, blind to cache and memory effects. QEMU runs the vCPUs in one host
+    /// thread then, so it is slower; benchmarks use it, tests do not.
+    pub fn icount(mut self, shift: u8) -> Self {
+        self.icount_shift = Some(shift);
         self
     }
 
@@ -179,7 +191,11 @@ impl GuestRun {
             .map_err(|e| TestbedError::io("duplicating the QEMU log descriptor", e))?;
 
         let started = Instant::now();
-        let mut qemu = Command::new(QEMU)
+        let mut qemu = Command::new(QEMU);
+        if let Some(shift) = self.icount_shift {
+            qemu.args(["-icount", &format!("shift={shift},sleep=off")]);
+        }
+        let mut qemu = qemu
             .args(["-accel", "tcg", "-cpu", "max"])
             .args(["-m", &self.memory_mb.to_string()])
             .args(["-smp", &self.smp.to_string()])
