@@ -14,10 +14,17 @@
 //! 4. otherwise the profile's allowlist allows, or the workload's mode decides: `enforce`
 //!    refuses (`EPERM`), `audit` lets it through and reports it.
 //!
+//! Over all of it, the global **dry-run** switch ([`PolicyLookups::dry_run`], the
+//! kernel's `ACTIVE` word): when on, whatever would be refused — by a forbid or by an
+//! enforce-mode profile — is let through and reported as `audit`. It travels to
+//! [`combine_checked`] on the binding ([`BINDING_DRY_RUN`], set by
+//! [`nearest_binding`]), so every hook that decides through these functions honours it
+//! without knowing of it.
+//!
 //! Everything here is `#[inline(always)]` and bounded, as the verifier requires.
 use crate::{
-    Decision, EXEC_NOT_LISTED, EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey,
-    FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
+    BINDING_DRY_RUN, Decision, EXEC_NOT_LISTED, EXEC_PARENTS_LISTED, EXEC_USERS_LISTED,
+    ExecConstraintKey, ExecKey, FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
     rules::{FAMILY_V4, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
 };
 
@@ -38,6 +45,11 @@ pub trait PolicyLookups {
     fn rules(&self) -> Option<&RuleSet>;
     /// The longest `NET_ALLOW` match for `key` looked up with `prefix_bits` bits.
     fn port_set(&self, key: &NetAllowKey, prefix_bits: u32) -> Option<&PortSet>;
+    /// Whether the global dry-run switch is on: nothing is refused, everything that
+    /// would be is reported as `audit`.
+    fn dry_run(&self) -> bool {
+        false
+    }
 }
 
 /// Why an operation was refused or reported.
@@ -107,9 +119,11 @@ pub enum Verdict {
 /// ancestor within [`MAX_CGROUP_DEPTH`] levels. Deepest level first, so the nearest
 /// binding wins. [`UNBOUND`] (workload 0) when no profile selects the task: a plain
 /// value rather than an `Option`, because the verifier refuses to see the
-/// uninitialised payload of a `None` copied around.
+/// uninitialised payload of a `None` copied around. Its `flags` carry
+/// [`BINDING_DRY_RUN`] when the dry-run switch is on.
 #[inline(always)]
 pub fn nearest_binding<L: PolicyLookups>(lookups: &L) -> WorkloadBinding {
+    let mut found = UNBOUND;
     let mut level = MAX_CGROUP_DEPTH as i64;
     while level >= 0 {
         let id = lookups.ancestor_cgroup(level as u32);
@@ -118,12 +132,18 @@ pub fn nearest_binding<L: PolicyLookups>(lookups: &L) -> WorkloadBinding {
             // A binding with an unknown mode polices nothing; user space never
             // writes one.
             if binding.workload != 0 && Mode::from_u8(binding.mode).is_some() {
-                return binding;
+                found = binding;
+                break;
             }
         }
         level -= 1;
     }
-    UNBOUND
+    found.flags = if lookups.dry_run() {
+        BINDING_DRY_RUN
+    } else {
+        0
+    };
+    found
 }
 
 /// What [`nearest_binding`] returns for a task no profile selects.
@@ -131,7 +151,8 @@ pub const UNBOUND: WorkloadBinding = WorkloadBinding {
     workload: 0,
     mode: 0,
     police: 0,
-    _pad: [0; 2],
+    flags: 0,
+    _pad: 0,
 };
 
 /// Combines the rules' verdict with the profile: see the module documentation.
@@ -162,11 +183,17 @@ pub fn combine_checked(
     profile_check: impl FnOnce(&WorkloadBinding) -> ProfileCheck,
 ) -> Verdict {
     let workload = binding.workload;
+    // The one place the dry-run switch acts: nothing is refused, all is reported.
+    let dry_run = binding.flags & BINDING_DRY_RUN != 0;
     match rules {
         RuleVerdict::Forbid { rule } => {
             return Verdict::Refused {
                 workload,
-                decision: Decision::Deny,
+                decision: if dry_run {
+                    Decision::Audit
+                } else {
+                    Decision::Deny
+                },
                 reason: Reason::CedarForbid,
                 rule,
             };
@@ -189,6 +216,7 @@ pub fn combine_checked(
     Verdict::Refused {
         workload,
         decision: match Mode::from_u8(binding.mode) {
+            _ if dry_run => Decision::Audit,
             Some(Mode::Audit) => Decision::Audit,
             _ => Decision::Deny,
         },
@@ -216,7 +244,7 @@ pub fn exec_profile_check<L: PolicyLookups>(
     let workload = binding.workload;
     let flags = lookups.exec_allow(&ExecKey {
         workload,
-        _pad: 0,
+        slot: 0,
         file,
     });
     if flags & EXEC_NOT_LISTED != 0 {
@@ -255,5 +283,113 @@ pub fn net_profile_allows<L: PolicyLookups>(
     match lookups.port_set(&key, 64 + bits) {
         Some(set) => set.allows(port, protocol),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One task in cgroup 7 (below the root, 1), bound when `bound`; no allowlists.
+    struct World {
+        bound: Option<Mode>,
+        dry_run: bool,
+    }
+
+    impl PolicyLookups for World {
+        fn ancestor_cgroup(&self, level: u32) -> u64 {
+            match level {
+                0 => 1,
+                1 => 7,
+                _ => 0,
+            }
+        }
+        fn binding(&self, cgroup_id: u64) -> WorkloadBinding {
+            match (cgroup_id, self.bound) {
+                (7, Some(mode)) => WorkloadBinding {
+                    workload: 3,
+                    mode: mode as u8,
+                    ..UNBOUND
+                },
+                _ => UNBOUND,
+            }
+        }
+        fn exec_allow(&self, _: &ExecKey) -> u8 {
+            EXEC_NOT_LISTED
+        }
+        fn exec_constraint(&self, _: &ExecConstraintKey) -> bool {
+            false
+        }
+        fn rules(&self) -> Option<&RuleSet> {
+            None
+        }
+        fn port_set(&self, _: &NetAllowKey, _: u32) -> Option<&PortSet> {
+            None
+        }
+        fn dry_run(&self) -> bool {
+            self.dry_run
+        }
+    }
+
+    fn decide(world: &World, rules: RuleVerdict) -> Verdict {
+        let binding = nearest_binding(world);
+        combine(binding, rules, |_| true, |_| false)
+    }
+
+    #[test]
+    fn dry_run_lets_through_and_reports_what_would_be_refused() {
+        let forbid = RuleVerdict::Forbid { rule: 4 };
+        for (bound, rules, refused) in [
+            (Some(Mode::Enforce), RuleVerdict::NoMatch, Decision::Deny),
+            (Some(Mode::Audit), RuleVerdict::NoMatch, Decision::Audit),
+            (Some(Mode::Enforce), forbid, Decision::Deny),
+            (None, forbid, Decision::Deny),
+        ] {
+            let strict = decide(
+                &World {
+                    bound,
+                    dry_run: false,
+                },
+                rules,
+            );
+            let dry = decide(
+                &World {
+                    bound,
+                    dry_run: true,
+                },
+                rules,
+            );
+            let Verdict::Refused {
+                decision,
+                reason,
+                rule,
+                workload,
+            } = strict
+            else {
+                panic!("{bound:?} {rules:?}: {strict:?}");
+            };
+            assert_eq!(decision, refused);
+            assert_eq!(
+                dry,
+                Verdict::Refused {
+                    workload,
+                    decision: Decision::Audit,
+                    reason,
+                    rule
+                },
+                "{bound:?} {rules:?}"
+            );
+        }
+        // What is allowed or unpoliced stays so.
+        let free = World {
+            bound: None,
+            dry_run: true,
+        };
+        assert_eq!(decide(&free, RuleVerdict::NoMatch), Verdict::Unpoliced);
+        assert_eq!(
+            nearest_binding(&free).flags,
+            BINDING_DRY_RUN,
+            "the flag travels on the unbound binding too"
+        );
     }
 }

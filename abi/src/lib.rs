@@ -22,22 +22,29 @@
 //!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
 //! * **Cedar rules** are lowered to the atoms and clauses of [`rules::RuleSet`] and
 //!   decided by [`rules::evaluate`]; [`decide::combine`] joins them with the profile.
+//! * **Generations**: every policy map holds two slots and the one-entry `ACTIVE` array
+//!   says which is in force (`GENERATION` says which generation each slot holds and
+//!   whether dry-run is on); a reload writes the other slot whole and flips `ACTIVE`. See [`generation`] for the pattern every policy map
+//!   follows.
 #![no_std]
 
 pub mod decide;
+pub mod generation;
 pub mod rules;
 
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
-/// Capacity of the `WORKLOAD_BINDINGS` map (cgroups bound to a workload).
+/// Cgroups one generation may bind to a workload (`WORKLOAD_BINDINGS` holds
+/// [`generation::SLOTS`] times as many). Workload ids stay below 2^24 (they are three
+/// bytes of a `NET_ALLOW` key).
 pub const MAX_BINDINGS: u32 = 4096;
-/// Capacity of the `EXEC_ALLOW` map (allowed executables, summed over workloads).
+/// Allowed executables one generation may hold in `EXEC_ALLOW`, summed over workloads.
 pub const MAX_EXEC_RULES: u32 = 65_536;
-/// Capacity of the `EXEC_CONSTRAINTS` map (allowed parents and users of executables,
-/// summed over workloads).
+/// Allowed parents and users of executables one generation may hold in
+/// `EXEC_CONSTRAINTS`, summed over workloads.
 pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
@@ -70,6 +77,10 @@ pub mod names {
     pub const IP_ATOMS: &str = "IP_ATOMS";
     pub const NET_ALLOW: &str = "NET_ALLOW";
     pub const LOST_RECORDS: &str = "LOST_RECORDS";
+    /// The slot in force (see [`crate::generation`]).
+    pub const ACTIVE: &str = "ACTIVE";
+    /// Per slot: the generation it holds and the global flags.
+    pub const GENERATION: &str = "GENERATION";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
     /// LSM programs deciding network operations.
@@ -84,6 +95,17 @@ pub mod names {
     /// `tp_btf` program on `sys_exit` reporting TCP connect, listen, accept and
     /// credential changes for the context graph (no BPF LSM, no tracefs needed).
     pub const PROG_SYSCALL_EXIT: &str = "sys_exit_capture";
+    /// Fallbacks where BPF LSM is missing: cgroup `sock_addr` programs deciding network
+    /// operations inline, attached to the cgroup v2 root.
+    pub const PROG_CGROUP_CONNECT4: &str = "cgroup_connect4";
+    pub const PROG_CGROUP_CONNECT6: &str = "cgroup_connect6";
+    pub const PROG_CGROUP_SENDMSG4: &str = "cgroup_sendmsg4";
+    pub const PROG_CGROUP_SENDMSG6: &str = "cgroup_sendmsg6";
+    pub const PROG_CGROUP_BIND4: &str = "cgroup_bind4";
+    pub const PROG_CGROUP_BIND6: &str = "cgroup_bind6";
+    /// Fallback where BPF LSM is missing: a `tp_btf` program on `sched_process_exec`
+    /// that decides an exec after the fact and kills a drifting process (reactive).
+    pub const PROG_EXEC_REACTIVE: &str = "exec_reactive";
 }
 
 /// Small integer naming a workload inside one loaded policy. `0` is never used.
@@ -129,7 +151,8 @@ impl Decision {
     }
 }
 
-/// Value of `WORKLOAD_BINDINGS`, keyed by cgroup v2 id (`u64`).
+/// Value of `WORKLOAD_BINDINGS`, keyed by [`generation::BindingKey`] (cgroup v2 id and
+/// slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct WorkloadBinding {
@@ -140,8 +163,15 @@ pub struct WorkloadBinding {
     /// ([`POLICE_EGRESS`], [`POLICE_INGRESS`]): a class it does not police is decided by
     /// the Cedar rules alone.
     pub police: u8,
-    pub _pad: [u8; 2],
+    /// [`BINDING_DRY_RUN`]: set on the copy a decision works with, never stored (user
+    /// space writes 0).
+    pub flags: u8,
+    pub _pad: u8,
 }
+
+/// [`WorkloadBinding::flags`]: the global dry-run switch is on for this decision
+/// ([`decide::nearest_binding`] sets it from [`decide::PolicyLookups::dry_run`]).
+pub const BINDING_DRY_RUN: u8 = 1;
 
 /// [`WorkloadBinding::police`]: the profile holds an egress allowlist (`connect`).
 pub const POLICE_EGRESS: u8 = 1;
@@ -187,7 +217,8 @@ impl FileId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecKey {
     pub workload: WorkloadId,
-    pub _pad: u32,
+    /// The generation slot ([`generation::SlottedKey`]).
+    pub slot: u32,
     pub file: FileId,
 }
 
@@ -202,9 +233,9 @@ pub const EXEC_USERS_LISTED: u8 = 2;
 pub const EXEC_NOT_LISTED: u8 = 0x80;
 
 /// [`ExecConstraintKey::kind`]: `subject` is a parent executable's identity.
-pub const CONSTRAINT_PARENT: u32 = 1;
+pub const CONSTRAINT_PARENT: u8 = 1;
 /// [`ExecConstraintKey::kind`]: `subject` is `{ dev: 0, ino: euid }`.
-pub const CONSTRAINT_USER: u32 = 2;
+pub const CONSTRAINT_USER: u8 = 2;
 
 /// Key of `EXEC_CONSTRAINTS` (value `u8`, 1): in this workload, `file` may be started
 /// by a process running the executable `subject` ([`CONSTRAINT_PARENT`]) or with the
@@ -213,7 +244,10 @@ pub const CONSTRAINT_USER: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecConstraintKey {
     pub workload: WorkloadId,
-    pub kind: u32,
+    pub kind: u8,
+    /// The generation slot ([`generation::SlottedKey`]).
+    pub slot: u8,
+    pub _pad: u16,
     pub file: FileId,
     pub subject: FileId,
 }
@@ -224,6 +258,8 @@ impl ExecConstraintKey {
         ExecConstraintKey {
             workload,
             kind: CONSTRAINT_PARENT,
+            slot: 0,
+            _pad: 0,
             file,
             subject: parent,
         }
@@ -234,6 +270,8 @@ impl ExecConstraintKey {
         ExecConstraintKey {
             workload,
             kind: CONSTRAINT_USER,
+            slot: 0,
+            _pad: 0,
             file,
             subject: FileId {
                 dev: 0,
@@ -303,9 +341,12 @@ pub struct ExecEvent {
     pub start_ns: u64,
     /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
     pub rule: u16,
-    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`].
+    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`], [`EXEC_EVENT_DRY_RUN`],
+    /// [`EXEC_EVENT_REACTIVE`], [`EXEC_EVENT_KILLED`].
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
 }
@@ -316,6 +357,21 @@ pub const EXEC_EVENT_UNLINKED: u8 = 1;
 /// [`ExecEvent::flags`]: the file is the interpreter a script's `#!` line names (the
 /// script itself was decided in the round before).
 pub const EXEC_EVENT_INTERPRETER: u8 = 2;
+/// [`ExecEvent::flags`]: the global dry-run switch let through what would have been
+/// refused (the decision is [`Decision::Audit`]).
+pub const EXEC_EVENT_DRY_RUN: u8 = 4;
+/// [`ExecEvent::flags`]: decided after the exec by the reactive fallback
+/// (`tp_btf/sched_process_exec`, where BPF LSM is missing), not inline.
+pub const EXEC_EVENT_REACTIVE: u8 = 8;
+/// [`ExecEvent::flags`]: the reactive fallback sent the process `SIGKILL` (a refused
+/// exec: it dies before the new image runs an instruction of its own).
+pub const EXEC_EVENT_KILLED: u8 = 16;
+/// Every [`ExecEvent::flags`] bit.
+pub const EXEC_EVENT_FLAGS: u8 = EXEC_EVENT_UNLINKED
+    | EXEC_EVENT_INTERPRETER
+    | EXEC_EVENT_DRY_RUN
+    | EXEC_EVENT_REACTIVE
+    | EXEC_EVENT_KILLED;
 
 /// A deny or audit decision on a network operation (`connect`, `bind`, `listen`),
 /// sent through the `EVENTS` ring buffer.
@@ -349,10 +405,27 @@ pub struct NetEvent {
     pub port: u16,
     /// IP protocol: [`rules::IPPROTO_TCP`] or [`rules::IPPROTO_UDP`] (as `u8`).
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// [`NET_EVENT_DRY_RUN`], [`NET_EVENT_CGROUP_HOOK`], [`NET_EVENT_SENDMSG`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
     /// The address (IPv4 in the first 4 bytes), network byte order.
     pub addr: [u8; 16],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
 }
+
+/// [`NetEvent::flags`]: the global dry-run switch let through what would have been
+/// refused (the decision is [`Decision::Audit`]).
+pub const NET_EVENT_DRY_RUN: u8 = 1;
+/// [`NetEvent::flags`]: decided by a cgroup `sock_addr` program (the fallback where
+/// BPF LSM is missing), still inline.
+pub const NET_EVENT_CGROUP_HOOK: u8 = 2;
+/// [`NetEvent::flags`]: a UDP `sendmsg` to an address (no `connect`), decided as a
+/// `connect` to it.
+pub const NET_EVENT_SENDMSG: u8 = 4;
+/// Every [`NetEvent::flags`] bit.
+pub const NET_EVENT_FLAGS: u8 = NET_EVENT_DRY_RUN | NET_EVENT_CGROUP_HOOK | NET_EVENT_SENDMSG;
 
 /// What happened to a process, in a [`LifecycleEvent`].
 #[repr(u8)]
@@ -661,6 +734,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::rules::RuleSet {}
     unsafe impl aya::Pod for super::rules::PortSet {}
+    unsafe impl aya::Pod for super::generation::BindingKey {}
+    unsafe impl aya::Pod for super::generation::GenerationInfo {}
 }
 
 #[cfg(test)]
@@ -684,6 +759,19 @@ mod tests {
             (40, 8)
         );
         assert_eq!(offset_of!(ExecKey, file), 8);
+        assert_eq!(offset_of!(ExecKey, slot), 4);
+        assert_eq!(offset_of!(ExecConstraintKey, slot), 5);
+        assert_eq!(offset_of!(ExecConstraintKey, file), 8);
+        assert_eq!(
+            (
+                size_of::<generation::BindingKey>(),
+                align_of::<generation::BindingKey>()
+            ),
+            (16, 8)
+        );
+        assert_eq!(offset_of!(generation::BindingKey, slot), 8);
+        assert_eq!(offset_of!(WorkloadBinding, flags), 6);
+        assert_eq!(size_of::<generation::GenerationInfo>(), 8);
         assert_eq!(size_of::<KernelOffsets>(), 156);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
@@ -706,11 +794,15 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, file), 48);
         assert_eq!(offset_of!(ExecEvent, start_ns), 64);
         assert_eq!(offset_of!(ExecEvent, rule), 72);
+        assert_eq!(offset_of!(ExecEvent, flags), 74);
+        assert_eq!(offset_of!(ExecEvent, generation), 76);
         assert_eq!(offset_of!(ExecEvent, path), 80);
-        assert_eq!(size_of::<NetEvent>(), 80);
+        assert_eq!(size_of::<NetEvent>(), 88);
         assert_eq!(offset_of!(NetEvent, cgroup_id), 32);
         assert_eq!(offset_of!(NetEvent, rule), 56);
+        assert_eq!(offset_of!(NetEvent, flags), 61);
         assert_eq!(offset_of!(NetEvent, addr), 64);
+        assert_eq!(offset_of!(NetEvent, generation), 80);
         assert_eq!(
             size_of::<LifecycleEvent>(),
             80 + PATH_CAPACITY + ARGS_CAPACITY

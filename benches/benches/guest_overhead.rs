@@ -56,11 +56,13 @@ fn main() {
     let result = outcome
         .result("overhead")
         .unwrap_or_else(|| panic!("no result; console:\n{}", outcome.console_tail(60)));
-    assert!(result.passed, "the guest benchmark failed: {}", result.message);
-    let sets: Sets = serde_json::from_str(&result.message).expect("the guest's JSON");
-    println!(
-        "kernel {kernel_name}, QEMU/TCG, ns per operation (best of 3 rounds of the mean)\n"
+    assert!(
+        result.passed,
+        "the guest benchmark failed: {}",
+        result.message
     );
+    let sets: Sets = serde_json::from_str(&result.message).expect("the guest's JSON");
+    println!("kernel {kernel_name}, QEMU/TCG, ns per operation (best of 3 rounds of the mean)\n");
     println!(
         "| hook | (a) none | (a) again, last | (b) floor | (c) driftwall | (c−a)/(b−a) | c/a |"
     );

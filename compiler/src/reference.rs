@@ -116,7 +116,8 @@ impl PolicyLookups for Lookups<'_> {
 
     fn port_set(&self, key: &NetAllowKey, _prefix_bits: u32) -> Option<&PortSet> {
         // The key holds the whole address; the longest match is the trie's answer.
-        let workload = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        // Byte 0 is the generation slot, which the reference tables do not have.
+        let workload = u32::from_be_bytes([0, key[1], key[2], key[3]]);
         let mut addr = [0u8; 16];
         addr.copy_from_slice(&key[8..24]);
         network::longest_match(&self.tables.net_allow, workload, key[4], key[5], &addr)
@@ -224,7 +225,8 @@ mod tests {
             workload,
             mode: mode as u8,
             police: 0,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         }
     }
 
@@ -235,7 +237,7 @@ mod tests {
         t.exec_allow.insert(
             ExecKey {
                 workload: 1,
-                _pad: 0,
+                slot: 0,
                 file: FileId { dev: 1, ino: 100 },
             },
             0,
@@ -296,7 +298,7 @@ mod tests {
         let shell = FileId { dev: 1, ino: 7 };
         let key = ExecKey {
             workload: 1,
-            _pad: 0,
+            slot: 0,
             file: exe,
         };
         t.exec_allow

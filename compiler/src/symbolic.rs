@@ -433,7 +433,8 @@ impl SymbolicPolicy {
                         workload: id,
                         mode: driftwall_abi::Mode::from(w.mode) as u8,
                         police,
-                        _pad: [0; 2],
+                        flags: 0,
+                        _pad: 0,
                     },
                 );
             }
@@ -441,7 +442,7 @@ impl SymbolicPolicy {
                 if let Some(&file) = files.get(exe) {
                     let key = ExecKey {
                         workload: id,
-                        _pad: 0,
+                        slot: 0,
                         file,
                     };
                     tables.exec_allow.insert(key, 0);
@@ -475,7 +476,7 @@ impl SymbolicPolicy {
                 tables.exec_allow.insert(
                     ExecKey {
                         workload: id,
-                        _pad: 0,
+                        slot: 0,
                         file,
                     },
                     flags,

@@ -9,8 +9,10 @@ use std::{
 };
 
 use driftwall_abi::{
-    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED, EventKind,
-    ExecEvent, FileId, LifecycleEvent, LifecycleOp, NetEvent, PATH_CAPACITY, SocketEvent, SocketOp,
+    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_DRY_RUN, EXEC_EVENT_FLAGS,
+    EXEC_EVENT_INTERPRETER, EXEC_EVENT_KILLED, EXEC_EVENT_REACTIVE, EXEC_EVENT_UNLINKED, EventKind,
+    ExecEvent, FileId, LifecycleEvent, LifecycleOp, NET_EVENT_CGROUP_HOOK, NET_EVENT_DRY_RUN,
+    NET_EVENT_FLAGS, NET_EVENT_SENDMSG, NetEvent, PATH_CAPACITY, SocketEvent, SocketOp,
     decide::{NO_RULE, Reason},
     rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -35,6 +37,8 @@ pub enum RecordError {
     Reason(u8),
     #[error("exec record has unknown flags {0:#x}")]
     Flags(u8),
+    #[error("network record has unknown flags {0:#x}")]
+    NetFlags(u8),
     #[error("network record has an invalid hook {0}")]
     Hook(u8),
     #[error("network record has an invalid address family {0}")]
@@ -134,6 +138,14 @@ pub struct NetDecisionRecord {
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through.
+    pub dry_run: bool,
+    /// Decided by a cgroup `sock_addr` program (no BPF LSM), still inline.
+    pub cgroup_hook: bool,
+    /// A UDP `sendmsg` to an address, decided as a `connect`.
+    pub sendmsg: bool,
 }
 
 /// A fork, exec or exit, validated.
@@ -180,6 +192,14 @@ pub struct ExecDecisionRecord {
     pub unlinked: bool,
     /// The file is the interpreter of a script (`#!`) being exec'd.
     pub interpreter: bool,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through.
+    pub dry_run: bool,
+    /// Decided after the exec by the reactive fallback (no BPF LSM), not inline.
+    pub reactive: bool,
+    /// The reactive fallback killed the process (`SIGKILL`).
+    pub killed: bool,
 }
 
 /// Decodes one ring-buffer record.
@@ -199,7 +219,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
             if path_len > PATH_CAPACITY {
                 return Err(RecordError::PathLength(ev.path_len));
             }
-            if ev.flags & !(EXEC_EVENT_UNLINKED | EXEC_EVENT_INTERPRETER) != 0 {
+            if ev.flags & !EXEC_EVENT_FLAGS != 0 {
                 return Err(RecordError::Flags(ev.flags));
             }
             let path =
@@ -221,6 +241,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 path,
                 unlinked: ev.flags & EXEC_EVENT_UNLINKED != 0,
                 interpreter: ev.flags & EXEC_EVENT_INTERPRETER != 0,
+                generation: ev.generation,
+                dry_run: ev.flags & EXEC_EVENT_DRY_RUN != 0,
+                reactive: ev.flags & EXEC_EVENT_REACTIVE != 0,
+                killed: ev.flags & EXEC_EVENT_KILLED != 0,
             }))
         }
         EventKind::NetDecision => {
@@ -240,6 +264,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 IPPROTO_UDP => "udp",
                 _ => return Err(RecordError::Protocol(ev.protocol)),
             };
+            if ev.flags & !NET_EVENT_FLAGS != 0 {
+                return Err(RecordError::NetFlags(ev.flags));
+            }
             Ok(Record::Net(NetDecisionRecord {
                 boot_ns: ev.boot_ns,
                 hook,
@@ -258,6 +285,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 ip,
                 port: ev.port,
                 protocol,
+                generation: ev.generation,
+                dry_run: ev.flags & NET_EVENT_DRY_RUN != 0,
+                cgroup_hook: ev.flags & NET_EVENT_CGROUP_HOOK != 0,
+                sendmsg: ev.flags & NET_EVENT_SENDMSG != 0,
             }))
         }
         EventKind::Lifecycle => {
@@ -448,7 +479,8 @@ mod tests {
             start_ns: 3,
             rule: 4,
             flags: 0,
-            _pad: [0; 5],
+            _pad: 0,
+            generation: 3,
             path,
         }
     }
@@ -474,8 +506,11 @@ mod tests {
             rule: NO_RULE,
             port: 443,
             protocol: IPPROTO_TCP as u8,
-            _pad: [0; 3],
+            flags: NET_EVENT_CGROUP_HOOK | NET_EVENT_SENDMSG,
+            _pad: [0; 2],
             addr,
+            generation: 4,
+            _pad2: 0,
         }
     }
 
@@ -486,6 +521,10 @@ mod tests {
                 assert_eq!(r.ip, IpAddr::from([10, 0, 0, 1]));
                 assert_eq!((r.port, r.protocol, r.hook), (443, "tcp", Hook::Connect));
                 assert_eq!(r.rule, None);
+                assert_eq!(
+                    (r.generation, r.dry_run, r.cgroup_hook, r.sendmsg),
+                    (4, false, true, true)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -501,6 +540,9 @@ mod tests {
         let mut bad = net_event();
         bad.reason = 0;
         assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Reason(0)));
+        let mut bad = net_event();
+        bad.flags = 0x80;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::NetFlags(0x80)));
     }
 
     fn socket_event(op: SocketOp) -> SocketEvent {
@@ -599,9 +641,19 @@ mod tests {
                 assert_eq!(r.path.as_deref(), Some("/bin/foo"));
                 assert_eq!((r.tgid, r.start_ns, r.decision), (7, 3, Decision::Deny));
                 assert_eq!((r.reason, r.rule), (Reason::CedarForbid, Some(4)));
+                assert_eq!(r.generation, 3);
+                assert!(!r.dry_run && !r.reactive && !r.killed);
             }
             other => panic!("{other:?}"),
         }
+        let mut ev = exec_event();
+        ev.flags = EXEC_EVENT_REACTIVE | EXEC_EVENT_KILLED | EXEC_EVENT_DRY_RUN;
+        match decode(&bytes_of(&ev)) {
+            Ok(Record::Exec(r)) => assert!(r.dry_run && r.reactive && r.killed),
+            other => panic!("{other:?}"),
+        }
+        ev.flags = 0x40;
+        assert_eq!(decode(&bytes_of(&ev)), Err(RecordError::Flags(0x40)));
     }
 
     #[test]

@@ -155,7 +155,8 @@ impl ResolvedPolicy {
                             mode: driftwall_abi::Mode::from(w.mode) as u8,
                             police: if w.police_egress { POLICE_EGRESS } else { 0 }
                                 | if w.police_ingress { POLICE_INGRESS } else { 0 },
-                            _pad: [0; 2],
+                            flags: 0,
+                            _pad: 0,
                         },
                     )
                 })
@@ -172,7 +173,7 @@ impl ResolvedPolicy {
             for e in &w.executables {
                 let key = ExecKey {
                     workload: w.id,
-                    _pad: 0,
+                    slot: 0,
                     file: e.file,
                 };
                 let flags = e.flags();
@@ -512,7 +513,7 @@ mod tests {
         let (sh, tru) = (id("/bin/sh"), id("/bin/true"));
         let key = |file| ExecKey {
             workload: 1,
-            _pad: 0,
+            slot: 0,
             file,
         };
         let rules = r.exec_rules();
@@ -565,7 +566,7 @@ mod tests {
             BTreeMap::from([(
                 ExecKey {
                     workload: 2,
-                    _pad: 0,
+                    slot: 0,
                     file: FileId::from_stat(sh.dev(), sh.ino())
                 },
                 0

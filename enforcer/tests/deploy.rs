@@ -6,7 +6,9 @@
 use std::{path::Path, process::Command};
 
 fn deploy(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -39,8 +41,16 @@ fn the_daemonset_runs_the_agent_privileged_with_the_host_mounts_it_needs() {
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
-    for needed in ["/sys/fs/bpf", "/sys/fs/cgroup", "/run/driftwall", "/var/lib/driftwall"] {
-        assert!(mounts.contains(&needed), "{needed} is not mounted: {mounts:?}");
+    for needed in [
+        "/sys/fs/bpf",
+        "/sys/fs/cgroup",
+        "/run/driftwall",
+        "/var/lib/driftwall",
+    ] {
+        assert!(
+            mounts.contains(&needed),
+            "{needed} is not mounted: {mounts:?}"
+        );
     }
     let volumes = pod["volumes"].as_array().expect("volumes");
     for m in agent["volumeMounts"].as_array().expect("mounts") {
@@ -70,8 +80,27 @@ fn the_systemd_unit_starts_a_command_line_this_agent_accepts() {
     };
     assert_eq!(value("Restart"), "always");
     assert_eq!(value("KillSignal"), "SIGTERM");
+    // `systemctl reload` is SIGHUP: the agent reloads its configured policy.
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
     let exec = value("ExecStart");
     let mut words = exec.split_whitespace();
     assert_eq!(words.next(), Some("/usr/local/bin/driftwall"));
     accepted(&words.map(str::to_string).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_example_configuration_is_one_this_agent_reads() {
+    use driftwall_enforcer::config::{ConfigFile, OnExit, Overrides, Settings};
+    let file = ConfigFile::parse(&deploy("config.toml")).expect("deploy/config.toml parses");
+    let path = Path::new("/etc/driftwall/config.toml");
+    let s = Settings::resolve(&Overrides::default(), Some((path, &file))).expect("resolves");
+    assert!(matches!(
+        &s.source,
+        driftwall_enforcer::source::PolicySource::BundleFile(b) if b == Path::new("/etc/driftwall/policy.dwb")
+    ));
+    assert_eq!(s.on_exit, OnExit::Keep);
+    assert!(!s.dry_run);
+    // The unit and the DaemonSet name this file.
+    assert!(deploy("driftwall.service").contains("--config /etc/driftwall/config.toml"));
+    assert!(deploy("daemonset.yaml").contains("--config=/etc/driftwall/config.toml"));
 }

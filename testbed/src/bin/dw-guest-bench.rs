@@ -114,7 +114,9 @@ fn setup() -> Result<(), String> {
     .map_err(e("schema"))?;
     for w in 0..WORKLOADS {
         std::fs::create_dir_all(Path::new(CG).join(format!("bench/w{w}"))).map_err(e("cgroup"))?;
-        let mut exes: Vec<String> = (0..EXECUTABLES).map(|i| format!("/opt/bench/exe{i}")).collect();
+        let mut exes: Vec<String> = (0..EXECUTABLES)
+            .map(|i| format!("/opt/bench/exe{i}"))
+            .collect();
         if w == 0 {
             exes[0] = TRUE.to_string();
         }
@@ -154,7 +156,17 @@ fn setup() -> Result<(), String> {
 /// Starts the agent on the bench repository and waits for its `ready` line.
 fn start_agent() -> Result<Child, String> {
     let mut child = Command::new("/bin/driftwall")
-        .args(["run", "--policies", REPO, "--output", "json", "--no-notify"])
+        .args([
+            "run",
+            "--policies",
+            REPO,
+            "--output",
+            "json",
+            "--no-notify",
+            // The next measurement set must run without it.
+            "--on-exit",
+            "detach",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -176,8 +188,8 @@ fn start_agent() -> Result<Child, String> {
 /// Best-of-rounds mean ns per operation.
 fn measure(port: u16) -> Result<BTreeMap<&'static str, f64>, String> {
     let mut out = BTreeMap::new();
-    out.insert("exec", best(|| exec_round())?);
-    out.insert("open", best(|| open_round())?);
+    out.insert("exec", best(exec_round)?);
+    out.insert("open", best(open_round)?);
     out.insert("connect", best(|| connect_round(port))?);
     Ok(out)
 }

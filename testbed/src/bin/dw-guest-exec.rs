@@ -229,7 +229,9 @@ fn start_agent(source_args: &[&str]) -> Result<Agent, String> {
     let mut child = Command::new("/bin/driftwall")
         .arg("run")
         .args(source_args)
-        .args(["--output", "json"])
+        // Each test's agent takes its programs with it when it stops, as the tests
+        // of what a stopped agent leaves expect (persistence has its own suite).
+        .args(["--output", "json", "--on-exit", "detach"])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting driftwall: {e}"))?;
