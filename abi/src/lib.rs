@@ -33,22 +33,29 @@
 //!   files whose identities are in `PROTECTED_FILES`.
 //! * **Cedar rules** are lowered to the atoms and clauses of [`rules::RuleSet`] and
 //!   decided by [`rules::evaluate`]; [`decide::combine`] joins them with the profile.
+//! * **Generations**: every policy map holds two slots and the one-entry `ACTIVE` array
+//!   says which is in force (`GENERATION` says which generation each slot holds and
+//!   whether dry-run is on); a reload writes the other slot whole and flips `ACTIVE`. See [`generation`] for the pattern every policy map
+//!   follows.
 #![no_std]
 
 pub mod decide;
+pub mod generation;
 pub mod rules;
 
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
-/// Capacity of the `WORKLOAD_BINDINGS` map (cgroups bound to a workload).
+/// Cgroups one generation may bind to a workload (`WORKLOAD_BINDINGS` holds
+/// [`generation::SLOTS`] times as many). Workload ids stay below 2^24 (they are three
+/// bytes of a `NET_ALLOW` key).
 pub const MAX_BINDINGS: u32 = 4096;
-/// Capacity of the `EXEC_ALLOW` map (allowed executables, summed over workloads).
+/// Allowed executables one generation may hold in `EXEC_ALLOW`, summed over workloads.
 pub const MAX_EXEC_RULES: u32 = 65_536;
-/// Capacity of the `EXEC_CONSTRAINTS` map (allowed parents and users of executables,
-/// summed over workloads).
+/// Allowed parents and users of executables one generation may hold in
+/// `EXEC_CONSTRAINTS`, summed over workloads.
 pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
 /// Capacity of the `FILE_ALLOW` trie (profile file rules, with the runtime defaults,
 /// summed over workloads).
@@ -92,6 +99,10 @@ pub mod names {
     pub const PROTECTED_FILES: &str = "PROTECTED_FILES";
     pub const NODE_STATE: &str = "NODE_STATE";
     pub const LOST_RECORDS: &str = "LOST_RECORDS";
+    /// The slot in force (see [`crate::generation`]).
+    pub const ACTIVE: &str = "ACTIVE";
+    /// Per slot: the generation it holds and the global flags.
+    pub const GENERATION: &str = "GENERATION";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
     /// LSM programs deciding network operations.
@@ -123,6 +134,17 @@ pub mod names {
     /// `tp_btf` program on `sys_exit` reporting TCP connect, listen, accept and
     /// credential changes for the context graph (no BPF LSM, no tracefs needed).
     pub const PROG_SYSCALL_EXIT: &str = "sys_exit_capture";
+    /// Fallbacks where BPF LSM is missing: cgroup `sock_addr` programs deciding network
+    /// operations inline, attached to the cgroup v2 root.
+    pub const PROG_CGROUP_CONNECT4: &str = "cgroup_connect4";
+    pub const PROG_CGROUP_CONNECT6: &str = "cgroup_connect6";
+    pub const PROG_CGROUP_SENDMSG4: &str = "cgroup_sendmsg4";
+    pub const PROG_CGROUP_SENDMSG6: &str = "cgroup_sendmsg6";
+    pub const PROG_CGROUP_BIND4: &str = "cgroup_bind4";
+    pub const PROG_CGROUP_BIND6: &str = "cgroup_bind6";
+    /// Fallback where BPF LSM is missing: a `tp_btf` program on `sched_process_exec`
+    /// that decides an exec after the fact and kills a drifting process (reactive).
+    pub const PROG_EXEC_REACTIVE: &str = "exec_reactive";
 }
 
 /// Small integer naming a workload inside one loaded policy. `0` is never used.
@@ -168,7 +190,8 @@ impl Decision {
     }
 }
 
-/// Value of `WORKLOAD_BINDINGS`, keyed by cgroup v2 id (`u64`).
+/// Value of `WORKLOAD_BINDINGS`, keyed by [`generation::BindingKey`] (cgroup v2 id and
+/// slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct WorkloadBinding {
@@ -183,8 +206,14 @@ pub struct WorkloadBinding {
     /// [`PRIV_LOAD_MODULE`], [`PRIV_SETUID_ANY`]); every profile polices them, so any
     /// other is refused.
     pub privileges: u8,
-    pub _pad: u8,
+    /// [`BINDING_DRY_RUN`]: set on the copy a decision works with, never stored (user
+    /// space writes 0).
+    pub flags: u8,
 }
+
+/// [`WorkloadBinding::flags`]: the global dry-run switch is on for this decision
+/// ([`decide::nearest_binding`] sets it from [`decide::PolicyLookups::dry_run`]).
+pub const BINDING_DRY_RUN: u8 = 1;
 
 /// [`WorkloadBinding::police`]: the profile holds an egress allowlist (`connect`).
 pub const POLICE_EGRESS: u8 = 1;
@@ -205,25 +234,41 @@ pub const PRIV_SETUID_ANY: u8 = 8;
 /// Every [`WorkloadBinding::privileges`] bit.
 pub const PRIV_ALL: u8 = PRIV_PTRACE | PRIV_MOUNT | PRIV_LOAD_MODULE | PRIV_SETUID_ANY;
 
-/// Key of `SETUID_ALLOW` (value `u8`, 1): processes of `workload` may become `uid`.
+/// Key of `SETUID_ALLOW` (value `u8`, 1): processes of `workload` may become `uid`,
+/// in generation slot `slot` ([`generation::SlottedKey`]; 0 as the compiler builds it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct SetuidKey {
     pub workload: WorkloadId,
     pub uid: u32,
+    pub slot: u32,
 }
 
-/// Bytes of the key data of the `FILE_ALLOW` trie: the workload id (4 bytes,
-/// big-endian), then the path.
+impl SetuidKey {
+    /// The key of `(workload, uid)` in slot 0.
+    #[inline(always)]
+    pub const fn new(workload: WorkloadId, uid: u32) -> Self {
+        SetuidKey {
+            workload,
+            uid,
+            slot: 0,
+        }
+    }
+}
+
+/// Bytes of the key data of the `FILE_ALLOW` trie: the generation slot and the
+/// workload id (4 bytes), then the path.
 pub const FILE_KEY_BYTES: usize = 256;
 /// Bytes of a path in a [`FileAllowKey`]: a prefix rule's path (with its `/`) or an
 /// exact rule's path and its NUL must fit.
 pub const FILE_PATH_BYTES: usize = FILE_KEY_BYTES - 4;
 
-/// Key data of the `FILE_ALLOW` LPM trie: bytes 0..4 the workload id (big-endian),
-/// then the path — a directory prefix with its trailing `/`, or an exact path followed
-/// by its NUL (as `PATH_ATOMS`). The trie's prefix length is 32 + 8 × the path bytes,
-/// so the workload always matches exactly. Each entry's value is the union of the
+/// Key data of the `FILE_ALLOW` LPM trie: byte 0 the generation slot
+/// ([`generation::LPM_SLOT_BYTE`]; 0 as built here), bytes 1..4 the workload id
+/// (big-endian, below 2^24, as in a `NET_ALLOW` key), then the path — a directory
+/// prefix with its trailing `/`, or an exact path followed by its NUL (as
+/// `PATH_ATOMS`). The trie's prefix length is 32 + 8 × the path bytes, so slot and
+/// workload always match exactly. Each entry's value is the union of the
 /// [`FILE_READ`]/[`FILE_WRITE`] bits of every rule whose key is a prefix of its own,
 /// so the longest match alone answers.
 pub type FileAllowKey = [u8; FILE_KEY_BYTES];
@@ -234,11 +279,11 @@ pub const FILE_READ: u8 = 1;
 /// truncating).
 pub const FILE_WRITE: u8 = 2;
 
-/// Writes the workload part of a [`FileAllowKey`].
+/// Writes the workload part of a [`FileAllowKey`] (bytes 1..4; the slot byte is left
+/// as it is).
 #[inline(always)]
 pub fn file_allow_key_workload(key: &mut FileAllowKey, workload: WorkloadId) {
     let w = workload.to_be_bytes();
-    key[0] = w[0];
     key[1] = w[1];
     key[2] = w[2];
     key[3] = w[3];
@@ -261,18 +306,16 @@ pub fn file_allow_key(workload: WorkloadId, path: &[u8]) -> Option<(u32, FileAll
 }
 
 /// The one value of the `NODE_STATE` array: facts of this node that every hook may
-/// need, written by the agent at start-up.
+/// need, written by the agent at start-up (not policy: which classes the policy in
+/// force polices is in its [`generation::GenerationInfo`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NodeState {
     /// The agent's thread group: policed processes may not signal or trace it.
     pub agent_tgid: u32,
-    /// The union of every binding's [`WorkloadBinding::police`]: a class no workload
-    /// polices lets its hook leave early (file opens, mostly).
-    pub police_any: u8,
     /// [`NODE_PROTECTS_FILES`]: `PROTECTED_FILES` holds something.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
 /// [`NodeState::flags`]: the agent protects files, so writes by policed processes are
@@ -318,7 +361,8 @@ impl FileId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecKey {
     pub workload: WorkloadId,
-    pub _pad: u32,
+    /// The generation slot ([`generation::SlottedKey`]).
+    pub slot: u32,
     pub file: FileId,
 }
 
@@ -333,9 +377,9 @@ pub const EXEC_USERS_LISTED: u8 = 2;
 pub const EXEC_NOT_LISTED: u8 = 0x80;
 
 /// [`ExecConstraintKey::kind`]: `subject` is a parent executable's identity.
-pub const CONSTRAINT_PARENT: u32 = 1;
+pub const CONSTRAINT_PARENT: u8 = 1;
 /// [`ExecConstraintKey::kind`]: `subject` is `{ dev: 0, ino: euid }`.
-pub const CONSTRAINT_USER: u32 = 2;
+pub const CONSTRAINT_USER: u8 = 2;
 
 /// Key of `EXEC_CONSTRAINTS` (value `u8`, 1): in this workload, `file` may be started
 /// by a process running the executable `subject` ([`CONSTRAINT_PARENT`]) or with the
@@ -344,7 +388,10 @@ pub const CONSTRAINT_USER: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecConstraintKey {
     pub workload: WorkloadId,
-    pub kind: u32,
+    pub kind: u8,
+    /// The generation slot ([`generation::SlottedKey`]).
+    pub slot: u8,
+    pub _pad: u16,
     pub file: FileId,
     pub subject: FileId,
 }
@@ -355,6 +402,8 @@ impl ExecConstraintKey {
         ExecConstraintKey {
             workload,
             kind: CONSTRAINT_PARENT,
+            slot: 0,
+            _pad: 0,
             file,
             subject: parent,
         }
@@ -365,6 +414,8 @@ impl ExecConstraintKey {
         ExecConstraintKey {
             workload,
             kind: CONSTRAINT_USER,
+            slot: 0,
+            _pad: 0,
             file,
             subject: FileId {
                 dev: 0,
@@ -440,9 +491,12 @@ pub struct ExecEvent {
     pub start_ns: u64,
     /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
     pub rule: u16,
-    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`].
+    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`], [`EXEC_EVENT_DRY_RUN`],
+    /// [`EXEC_EVENT_REACTIVE`], [`EXEC_EVENT_KILLED`].
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
 }
@@ -453,6 +507,21 @@ pub const EXEC_EVENT_UNLINKED: u8 = 1;
 /// [`ExecEvent::flags`]: the file is the interpreter a script's `#!` line names (the
 /// script itself was decided in the round before).
 pub const EXEC_EVENT_INTERPRETER: u8 = 2;
+/// [`ExecEvent::flags`]: the global dry-run switch let through what would have been
+/// refused (the decision is [`Decision::Audit`]).
+pub const EXEC_EVENT_DRY_RUN: u8 = 4;
+/// [`ExecEvent::flags`]: decided after the exec by the reactive fallback
+/// (`tp_btf/sched_process_exec`, where BPF LSM is missing), not inline.
+pub const EXEC_EVENT_REACTIVE: u8 = 8;
+/// [`ExecEvent::flags`]: the reactive fallback sent the process `SIGKILL` (a refused
+/// exec: it dies before the new image runs an instruction of its own).
+pub const EXEC_EVENT_KILLED: u8 = 16;
+/// Every [`ExecEvent::flags`] bit.
+pub const EXEC_EVENT_FLAGS: u8 = EXEC_EVENT_UNLINKED
+    | EXEC_EVENT_INTERPRETER
+    | EXEC_EVENT_DRY_RUN
+    | EXEC_EVENT_REACTIVE
+    | EXEC_EVENT_KILLED;
 
 /// A deny or audit decision on a network operation (`connect`, `bind`, `listen`),
 /// sent through the `EVENTS` ring buffer.
@@ -486,16 +555,27 @@ pub struct NetEvent {
     pub port: u16,
     /// IP protocol: [`rules::IPPROTO_TCP`] or [`rules::IPPROTO_UDP`] (as `u8`).
     pub protocol: u8,
-    /// [`NET_EVENT_SENDMSG`].
+    /// [`NET_EVENT_DRY_RUN`], [`NET_EVENT_CGROUP_HOOK`], [`NET_EVENT_SENDMSG`].
     pub flags: u8,
     pub _pad: [u8; 2],
     /// The address (IPv4 in the first 4 bytes), network byte order.
     pub addr: [u8; 16],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
 }
 
-/// [`NetEvent::flags`]: the `connect` was a `sendmsg`/`sendto` naming its destination
-/// (a UDP datagram, or a TCP Fast Open), not a `connect(2)`.
-pub const NET_EVENT_SENDMSG: u8 = 1;
+/// [`NetEvent::flags`]: the global dry-run switch let through what would have been
+/// refused (the decision is [`Decision::Audit`]).
+pub const NET_EVENT_DRY_RUN: u8 = 1;
+/// [`NetEvent::flags`]: decided by a cgroup `sock_addr` program (the fallback where
+/// BPF LSM is missing), still inline.
+pub const NET_EVENT_CGROUP_HOOK: u8 = 2;
+/// [`NetEvent::flags`]: a UDP `sendmsg` to an address (no `connect`), decided as a
+/// `connect` to it.
+pub const NET_EVENT_SENDMSG: u8 = 4;
+/// Every [`NetEvent::flags`] bit.
+pub const NET_EVENT_FLAGS: u8 = NET_EVENT_DRY_RUN | NET_EVENT_CGROUP_HOOK | NET_EVENT_SENDMSG;
 
 /// A deny or audit decision on a file open (or, for the agent's self-protection, an
 /// unlink or rename of one of its files), sent through the `EVENTS` ring buffer.
@@ -535,6 +615,9 @@ pub struct FileEvent {
     /// The file's path as the kernel resolves it (`d_path`), NUL-terminated, cut at
     /// [`PATH_CAPACITY`].
     pub path: [u8; PATH_CAPACITY],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
 }
 
 /// [`FileEvent::op`]: an open (`hook` names the access refused).
@@ -635,6 +718,9 @@ pub struct PrivilegedEvent {
     pub arg: u32,
     /// The mount point or the module file (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
 }
 
 /// What happened to a process, in a [`LifecycleEvent`].
@@ -992,6 +1078,8 @@ mod pod {
     unsafe impl aya::Pod for super::NodeState {}
     unsafe impl aya::Pod for super::rules::RuleSet {}
     unsafe impl aya::Pod for super::rules::PortSet {}
+    unsafe impl aya::Pod for super::generation::BindingKey {}
+    unsafe impl aya::Pod for super::generation::GenerationInfo {}
 }
 
 #[cfg(test)]
@@ -1006,7 +1094,8 @@ mod tests {
             (8, 4)
         );
         assert_eq!(offset_of!(WorkloadBinding, privileges), 6);
-        assert_eq!((size_of::<SetuidKey>(), align_of::<SetuidKey>()), (8, 4));
+        assert_eq!((size_of::<SetuidKey>(), align_of::<SetuidKey>()), (12, 4));
+        assert_eq!(offset_of!(SetuidKey, slot), 8);
         assert_eq!((size_of::<NodeState>(), align_of::<NodeState>()), (8, 4));
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
@@ -1018,6 +1107,19 @@ mod tests {
             (40, 8)
         );
         assert_eq!(offset_of!(ExecKey, file), 8);
+        assert_eq!(offset_of!(ExecKey, slot), 4);
+        assert_eq!(offset_of!(ExecConstraintKey, slot), 5);
+        assert_eq!(offset_of!(ExecConstraintKey, file), 8);
+        assert_eq!(
+            (
+                size_of::<generation::BindingKey>(),
+                align_of::<generation::BindingKey>()
+            ),
+            (16, 8)
+        );
+        assert_eq!(offset_of!(generation::BindingKey, slot), 8);
+        assert_eq!(offset_of!(WorkloadBinding, flags), 7);
+        assert_eq!(size_of::<generation::GenerationInfo>(), 12);
         assert_eq!(size_of::<KernelOffsets>(), 156 + 4 * 15);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
@@ -1040,19 +1142,24 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, file), 48);
         assert_eq!(offset_of!(ExecEvent, start_ns), 64);
         assert_eq!(offset_of!(ExecEvent, rule), 72);
+        assert_eq!(offset_of!(ExecEvent, flags), 74);
+        assert_eq!(offset_of!(ExecEvent, generation), 76);
         assert_eq!(offset_of!(ExecEvent, path), 80);
-        assert_eq!(size_of::<NetEvent>(), 80);
+        assert_eq!(size_of::<NetEvent>(), 88);
         assert_eq!(offset_of!(NetEvent, cgroup_id), 32);
         assert_eq!(offset_of!(NetEvent, rule), 56);
-        assert_eq!(offset_of!(NetEvent, addr), 64);
         assert_eq!(offset_of!(NetEvent, flags), 61);
-        assert_eq!(size_of::<FileEvent>(), 80 + PATH_CAPACITY);
+        assert_eq!(offset_of!(NetEvent, addr), 64);
+        assert_eq!(offset_of!(NetEvent, generation), 80);
+        assert_eq!(size_of::<FileEvent>(), 88 + PATH_CAPACITY);
+        assert_eq!(offset_of!(FileEvent, generation), 80 + PATH_CAPACITY);
         assert_eq!(align_of::<FileEvent>(), 8);
         assert_eq!(offset_of!(FileEvent, cgroup_id), 32);
         assert_eq!(offset_of!(FileEvent, rule), 56);
         assert_eq!(offset_of!(FileEvent, file), 64);
         assert_eq!(offset_of!(FileEvent, path), 80);
-        assert_eq!(size_of::<PrivilegedEvent>(), 80 + PATH_CAPACITY);
+        assert_eq!(size_of::<PrivilegedEvent>(), 88 + PATH_CAPACITY);
+        assert_eq!(offset_of!(PrivilegedEvent, generation), 80 + PATH_CAPACITY);
         assert_eq!(offset_of!(PrivilegedEvent, rule), 56);
         assert_eq!(offset_of!(PrivilegedEvent, target_tgid), 60);
         assert_eq!(offset_of!(PrivilegedEvent, target_start_ns), 64);
@@ -1112,9 +1219,10 @@ mod tests {
 
     #[test]
     fn file_keys_hold_the_workload_then_the_path() {
-        let (bits, k) = file_allow_key(0x0102_0304, b"/etc/\0").unwrap();
+        let (bits, k) = file_allow_key(0x0002_0304, b"/etc/\0").unwrap();
         assert_eq!(bits, 32 + 8 * 6);
-        assert_eq!(&k[..10], &[1, 2, 3, 4, b'/', b'e', b't', b'c', b'/', 0]);
+        // Byte 0 is the generation slot, 0 as built here.
+        assert_eq!(&k[..10], &[0, 2, 3, 4, b'/', b'e', b't', b'c', b'/', 0]);
         let long = [b'a'; FILE_PATH_BYTES + 1];
         assert!(file_allow_key(1, &long).is_none());
         assert!(file_allow_key(1, &long[..FILE_PATH_BYTES]).is_some());

@@ -35,8 +35,13 @@ pub const MAX_CLAUSES: usize = 128;
 pub const MAX_PATH_ATOM_ENTRIES: u32 = 1024;
 /// Entries of the address-atom LPM trie.
 pub const MAX_IP_ATOM_ENTRIES: u32 = 1024;
-/// Bytes of a path key in the path-atom tries: a path and its NUL must fit.
-pub const PATH_KEY_BYTES: usize = 256;
+/// Bytes of a path in a path-atom trie key: a path and its NUL must fit (the trie
+/// key's first byte is the generation slot, see [`PATH_TRIE_KEY_BYTES`]).
+pub const PATH_KEY_BYTES: usize = PATH_TRIE_KEY_BYTES - 1;
+/// Bytes of the key data of the path-atom tries: the slot
+/// ([`crate::generation::LPM_SLOT_BYTE`]) and then the path. The kernel's LPM tries
+/// take at most 256 bytes of key data.
+pub const PATH_TRIE_KEY_BYTES: usize = 256;
 
 /// A hooked operation: one Cedar action. The discriminant is its bit in
 /// [`Clause::actions`] and [`RuleSet::path_actions`].
@@ -244,10 +249,12 @@ impl RuleSet {
     };
 }
 
-/// Key data of the `IP_ATOMS` LPM trie: bytes 0..4 are the family (big-endian 4 or
-/// 6), bytes 4..20 the address (an IPv4 address in 4..8, the rest zero). The trie's
-/// prefix length is 32 + the CIDR's prefix, so the family always matches exactly. An
-/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is looked up as the IPv4 address.
+/// Key data of the `IP_ATOMS` LPM trie: byte 0 is the generation slot
+/// ([`crate::generation::LPM_SLOT_BYTE`]; 0 as built here), bytes 1..3 zero, byte 3 the
+/// family (4 or 6), bytes 4..20 the address (an IPv4 address in 4..8, the rest zero).
+/// The trie's prefix length is 32 + the CIDR's prefix, so slot and family always match
+/// exactly. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is looked up as the IPv4
+/// address.
 pub type IpAtomKey = [u8; 20];
 
 /// Family tags in an [`IpAtomKey`].
@@ -279,10 +286,11 @@ pub const MAX_PORT_RANGES: usize = 16;
 pub const DIRECTION_EGRESS: u8 = 1;
 pub const DIRECTION_INGRESS: u8 = 2;
 
-/// Key data of the `NET_ALLOW` LPM trie: bytes 0..4 the workload id (big-endian), 4
-/// the direction, 5 the family (4 or 6), 6..8 zero, 8..24 the address. The trie's
-/// prefix length is 64 + the CIDR's prefix, so workload, direction and family always
-/// match exactly.
+/// Key data of the `NET_ALLOW` LPM trie: byte 0 the generation slot
+/// ([`crate::generation::LPM_SLOT_BYTE`]; 0 as built here), 1..4 the workload id
+/// (big-endian, below 2^24), 4 the direction, 5 the family (4 or 6), 6..8 zero, 8..24
+/// the address. The trie's prefix length is 64 + the CIDR's prefix, so slot, workload,
+/// direction and family always match exactly.
 pub type NetAllowKey = [u8; 24];
 
 /// Builds the key data for a workload, direction and address.
@@ -290,7 +298,6 @@ pub type NetAllowKey = [u8; 24];
 pub fn net_allow_key(workload: u32, direction: u8, family: u8, addr: &[u8; 16]) -> NetAllowKey {
     let mut k = [0u8; 24];
     let w = workload.to_be_bytes();
-    k[0] = w[0];
     k[1] = w[1];
     k[2] = w[2];
     k[3] = w[3];
@@ -643,10 +650,10 @@ mod tests {
         set.ranges[2] = set.ranges[1];
         set.ranges[2].first = 1;
         assert!(!set.allows(1, IPPROTO_TCP));
-        let k = net_allow_key(0x0102_0304, DIRECTION_EGRESS, FAMILY_V4, &[10; 16]);
+        let k = net_allow_key(0x0002_0304, DIRECTION_EGRESS, FAMILY_V4, &[10; 16]);
         assert_eq!(
             &k[..9],
-            &[1, 2, 3, 4, DIRECTION_EGRESS, FAMILY_V4, 0, 0, 10]
+            &[0, 2, 3, 4, DIRECTION_EGRESS, FAMILY_V4, 0, 0, 10]
         );
         assert_eq!(k[12..], [0; 12]);
     }

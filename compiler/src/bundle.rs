@@ -118,7 +118,7 @@ impl WorkloadPolicy {
             mode: driftwall_abi::Mode::from(self.mode) as u8,
             police: self.police_bits(),
             privileges: self.privileged.bits(),
-            _pad: 0,
+            flags: 0,
         }
     }
 }

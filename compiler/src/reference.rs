@@ -148,7 +148,8 @@ impl PolicyLookups for Lookups<'_> {
 
     fn port_set(&self, key: &NetAllowKey, _prefix_bits: u32) -> Option<&PortSet> {
         // The key holds the whole address; the longest match is the trie's answer.
-        let workload = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        // Byte 0 is the generation slot, which the reference tables do not have.
+        let workload = u32::from_be_bytes([0, key[1], key[2], key[3]]);
         let mut addr = [0u8; 16];
         addr.copy_from_slice(&key[8..24]);
         network::longest_match(&self.tables.net_allow, workload, key[4], key[5], &addr)
@@ -344,7 +345,7 @@ mod tests {
             mode: mode as u8,
             police: 0,
             privileges: 0,
-            _pad: 0,
+            flags: 0,
         }
     }
 
@@ -355,7 +356,7 @@ mod tests {
         t.exec_allow.insert(
             ExecKey {
                 workload: 1,
-                _pad: 0,
+                slot: 0,
                 file: FileId { dev: 1, ino: 100 },
             },
             0,
@@ -416,7 +417,7 @@ mod tests {
         let shell = FileId { dev: 1, ino: 7 };
         let key = ExecKey {
             workload: 1,
-            _pad: 0,
+            slot: 0,
             file: exe,
         };
         t.exec_allow
@@ -575,10 +576,7 @@ mod tests {
         let mut b = binding(1, Mode::Enforce);
         b.privileges = PRIV_MOUNT;
         t.bindings.insert(10, b);
-        t.setuid_allow.insert(SetuidKey {
-            workload: 1,
-            uid: 33,
-        });
+        t.setuid_allow.insert(SetuidKey::new(1, 33));
         let op = |cgroup: u64, hook, uid| {
             decide_privileged(
                 &t,

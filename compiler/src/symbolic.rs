@@ -566,14 +566,14 @@ impl SymbolicPolicy {
                         UserRef::Uid(uid) => *uid,
                         UserRef::Name(n) => users.get(n).copied().unwrap_or(u32::MAX),
                     };
-                    tables.setuid_allow.insert(SetuidKey { workload: id, uid });
+                    tables.setuid_allow.insert(SetuidKey::new(id, uid));
                 }
             }
             for exe in &w.executables {
                 if let Some(&file) = files.get(exe) {
                     let key = ExecKey {
                         workload: id,
-                        _pad: 0,
+                        slot: 0,
                         file,
                     };
                     tables.exec_allow.insert(key, 0);
@@ -607,7 +607,7 @@ impl SymbolicPolicy {
                 tables.exec_allow.insert(
                     ExecKey {
                         workload: id,
-                        _pad: 0,
+                        slot: 0,
                         file,
                     },
                     flags,

@@ -51,17 +51,19 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     decide_open(&ctx)
 }
 
-/// The path of the open being decided, as the profile's file rules see it.
-struct OpenedPath {
+/// The path of the open being decided, as the profile's file rules see it, in the
+/// generation the decision reads.
+struct OpenedPath<'a> {
     /// Whether the path was resolved and its `FILE_ALLOW` key built.
     keyed: bool,
+    lookups: &'a KernelLookups,
 }
 
-impl FileLookups for OpenedPath {
+impl FileLookups for OpenedPath<'_> {
     #[inline(always)]
     fn file_access(&self, workload: u32) -> u8 {
         if self.keyed {
-            rules::file_access(workload)
+            self.lookups.file_access(workload)
         } else {
             0
         }
@@ -83,12 +85,12 @@ fn decide_open(ctx: &LsmContext) -> i32 {
     }
     let write = mode & FMODE_WRITE != 0;
     let read = mode & FMODE_READ != 0;
-    let lookups = KernelLookups;
+    let lookups = KernelLookups::current();
     let set = lookups.rules();
     let open_rules = rules::apply_to(set, Hook::OpenRead) || rules::apply_to(set, Hook::OpenWrite);
     let node = node_state();
     let protect = write && node.flags & NODE_PROTECTS_FILES != 0;
-    if !open_rules && node.police_any & POLICE_FILES == 0 && !protect {
+    if !open_rules && !lookups.polices_any(POLICE_FILES) && !protect {
         return 0;
     }
     let binding = decide::nearest_binding(&lookups);
@@ -119,6 +121,7 @@ fn decide_open(ctx: &LsmContext) -> i32 {
                 reason,
                 rule,
                 None,
+                lookups.generation(),
             );
             return verdict::errno(decision);
         }
@@ -141,12 +144,15 @@ fn decide_open(ctx: &LsmContext) -> i32 {
         if let Some(len) = path_len {
             // SAFETY: the scratch holds the path just resolved.
             unsafe {
-                path_bits = rules::resolved_path_bits(len);
+                path_bits = rules::resolved_path_bits(len, lookups.slot());
                 keyed = police && rules::resolved_file_key(len);
             }
         }
     }
-    let opened = OpenedPath { keyed };
+    let opened = OpenedPath {
+        keyed,
+        lookups: &lookups,
+    };
     let Some(held) = REFUSAL_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -185,7 +191,17 @@ fn decide_open(ctx: &LsmContext) -> i32 {
     // SAFETY: probe reads from the hook's file.
     let id = unsafe { kernel::file_identity(file, &off) }.unwrap_or_default();
     report_file(
-        &off, file, mode, id, hook, r.workload, decision, reason, r.rule, path_len,
+        &off,
+        file,
+        mode,
+        id,
+        hook,
+        r.workload,
+        decision,
+        reason,
+        r.rule,
+        path_len,
+        lookups.generation(),
     );
     verdict::errno(decision)
 }
@@ -254,6 +270,7 @@ fn report_file(
     reason: Reason,
     rule: u16,
     path_len: Option<usize>,
+    generation: u32,
 ) {
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         maps::count_lost(LOST_EVENTS);
@@ -281,6 +298,8 @@ fn report_file(
         (*ev).rule = rule;
         (*ev).f_mode = mode;
         (*ev).file = id;
+        (*ev).generation = generation;
+        (*ev)._pad2 = 0;
         (*ev).path_len = 0;
         let buf = &raw mut (*ev).path;
         match path_len {

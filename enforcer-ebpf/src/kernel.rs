@@ -135,9 +135,17 @@ pub unsafe fn arg_range(task: *const u8, off: &KernelOffsets) -> Option<(u64, u6
 /// when it cannot be read.
 #[inline(always)]
 pub fn current_exe_identity(off: &KernelOffsets) -> FileId {
-    // SAFETY: every read is a checked probe read from the current task.
+    // SAFETY: the current task pointer is valid for the duration of the program.
+    unsafe { task_exe_identity(current_task(), off) }
+}
+
+/// Identity of the executable `task` runs (`task->mm->exe_file`); all zeros when it
+/// has none or it cannot be read.
+#[inline(always)]
+pub unsafe fn task_exe_identity(task: *const u8, off: &KernelOffsets) -> FileId {
+    // SAFETY: every read is a checked probe read.
     unsafe {
-        read_at::<*const u8>(current_task(), off.task_struct_mm)
+        read_at::<*const u8>(task, off.task_struct_mm)
             .filter(|mm| !mm.is_null())
             .and_then(|mm| read_at::<*const u8>(mm, off.mm_struct_exe_file))
             .filter(|file| !file.is_null())

@@ -23,6 +23,13 @@
 //!   BTF by user space (no CO-RE in Rust eBPF).
 //! * [`maps`]: the maps and read-only globals.
 //! * [`floor`]: LSM programs that decide nothing, the floor of the overhead benchmark.
+//! * [`fallback`]: where BPF LSM is missing, cgroup `sock_addr` programs deciding
+//!   network operations inline and a `tp_btf/sched_process_exec` program killing a
+//!   drifting exec (reactive).
+//!
+//! Every decision reads the policy generation in force once (`maps::ACTIVE`) and makes
+//! all its look-ups in that generation's slot, through `workload::KernelLookups`; see
+//! `driftwall_abi::generation` for the pattern every policy map follows.
 //!
 //! Built for `bpfel-unknown-none` by `enforcer/build.rs`; on the host this crate is an
 //! empty binary so that `cargo clippy --workspace` can check it.
@@ -33,6 +40,8 @@
 mod connections;
 #[cfg(target_arch = "bpf")]
 mod exec;
+#[cfg(target_arch = "bpf")]
+mod fallback;
 #[cfg(target_arch = "bpf")]
 mod file;
 #[cfg(target_arch = "bpf")]

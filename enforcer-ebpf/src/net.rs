@@ -14,6 +14,10 @@
 //! when it names one: a UDP datagram sent without `connect`, or a TCP Fast Open
 //! (`MSG_FASTOPEN`, which connects without `connect`). A send on a connected socket
 //! names no destination: it was decided at `connect`; leaving then costs one load.
+//!
+//! [`decide`] and [`report_net`] are shared with the cgroup `sock_addr` fallback
+//! (`fallback`), which decides the same endpoints the same way where BPF LSM is
+//! missing.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -23,8 +27,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use driftwall_abi::{
-    Decision, EventKind, KernelOffsets, NET_EVENT_SENDMSG, NetEvent, POLICE_EGRESS, POLICE_INGRESS,
-    WorkloadBinding,
+    Decision, EventKind, KernelOffsets, NET_EVENT_DRY_RUN, NET_EVENT_SENDMSG, NetEvent,
+    POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
     decide::{self, PolicyLookups, Reason, Verdict},
     rules::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP,
@@ -44,11 +48,13 @@ const MSG_FASTOPEN: u32 = 0x2000_0000;
 
 /// An endpoint as the rules see it.
 #[derive(Clone, Copy)]
-struct Endpoint {
-    family: u8,
-    addr: [u8; 16],
-    port: u16,
-    protocol: u8,
+pub struct Endpoint {
+    pub family: u8,
+    /// Network byte order, IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub protocol: u8,
 }
 
 #[lsm(hook = "socket_connect")]
@@ -74,7 +80,7 @@ fn decide_sockaddr(ctx: &LsmContext, hook: Hook) -> i32 {
     let sock: *const u8 = ctx.arg(0);
     let address: *const u8 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);
-    from_sockaddr(sock, address, addrlen).map_or(0, |ep| decide_net(hook, ep, 0))
+    from_sockaddr(sock, address, addrlen).map_or(0, |ep| decide_lsm(hook, ep, 0))
 }
 
 #[lsm(hook = "socket_sendmsg")]
@@ -105,7 +111,7 @@ pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
             return 0;
         }
     }
-    decide_net(Hook::Connect, ep, NET_EVENT_SENDMSG)
+    decide_lsm(Hook::Connect, ep, NET_EVENT_SENDMSG)
 }
 
 #[lsm(hook = "socket_listen")]
@@ -116,7 +122,7 @@ pub fn socket_listen(ctx: LsmContext) -> i32 {
         return retval;
     }
     let sock: *const u8 = ctx.arg(0);
-    from_bound_socket(sock).map_or(0, |ep| decide_net(Hook::Listen, ep, 0))
+    from_bound_socket(sock).map_or(0, |ep| decide_lsm(Hook::Listen, ep, 0))
 }
 
 /// The socket's protocol, if TCP or UDP.
@@ -179,7 +185,7 @@ fn from_bound_socket(sock: *const u8) -> Option<Endpoint> {
 
 /// `::ffff:a.b.c.d` is the IPv4 address `a.b.c.d`.
 #[inline(always)]
-fn normalise(mut ep: Endpoint) -> Endpoint {
+pub fn normalise(mut ep: Endpoint) -> Endpoint {
     let a = ep.addr;
     if ep.family == FAMILY_V6
         && a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9] == 0
@@ -196,12 +202,33 @@ fn normalise(mut ep: Endpoint) -> Endpoint {
     ep
 }
 
-/// Decides a network operation; `flags` go into its record ([`NET_EVENT_SENDMSG`]).
+/// An LSM hook's decision: 0 or `-EPERM`, the refusal reported with `flags`
+/// (`NET_EVENT_SENDMSG`).
 #[inline(always)]
-fn decide_net(hook: Hook, ep: Endpoint, flags: u8) -> i32 {
+fn decide_lsm(hook: Hook, ep: Endpoint, flags: u8) -> i32 {
     let off = offsets();
-    let lookups = KernelLookups;
-    let binding = decide::nearest_binding(&lookups);
+    let lookups = KernelLookups::current();
+    match decide(hook, ep, &off, &lookups) {
+        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
+        Verdict::Refused {
+            workload,
+            decision,
+            reason,
+            rule,
+        } => {
+            report_net(
+                &off, &lookups, hook, ep, workload, decision, reason, rule, flags,
+            );
+            verdict::errno(decision)
+        }
+    }
+}
+
+/// Decides a network operation on `ep` in the generation `lookups` read: Cedar rules,
+/// then the workload's allowlist for the hook's direction when its profile polices it.
+#[inline(always)]
+pub fn decide(hook: Hook, ep: Endpoint, off: &KernelOffsets, lookups: &KernelLookups) -> Verdict {
+    let binding = decide::nearest_binding(lookups);
     let set = lookups.rules();
     let (class, direction) = if hook == Hook::Connect {
         (POLICE_EGRESS, DIRECTION_EGRESS)
@@ -210,21 +237,21 @@ fn decide_net(hook: Hook, ep: Endpoint, flags: u8) -> i32 {
     };
     let rules_apply = rules::apply_to(set, hook);
     if !rules_apply && binding.police & class == 0 {
-        return 0;
+        return Verdict::Unpoliced;
     }
     let verdict = if rules_apply {
-        let mut facts = rules::caller_facts(hook, binding, &off);
+        let mut facts = rules::caller_facts(hook, binding, off);
         facts.endpoint = true;
         facts.port = ep.port as u32;
         facts.protocol = ep.protocol as u32;
-        facts.ip_bits = rules::ip_bits(ep.family, &ep.addr);
+        facts.ip_bits = lookups.ip_bits(ep.family, &ep.addr);
         rules::verdict(set, &facts)
     } else {
         RuleVerdict::NoMatch
     };
     let allows = |b: &WorkloadBinding| {
         decide::net_profile_allows(
-            &lookups,
+            lookups,
             b,
             direction,
             ep.family,
@@ -233,31 +260,23 @@ fn decide_net(hook: Hook, ep: Endpoint, flags: u8) -> i32 {
             ep.protocol as u32,
         )
     };
-    match decide::combine(binding, verdict, |b| b.police & class != 0, allows) {
-        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
-        Verdict::Refused {
-            workload,
-            decision,
-            reason,
-            rule,
-        } => {
-            report_net(&off, hook, ep, flags, workload, decision, reason, rule);
-            verdict::errno(decision)
-        }
-    }
+    decide::combine(binding, verdict, |b| b.police & class != 0, allows)
 }
 
+/// Reports a refused network operation on `EVENTS`, with extra `NetEvent::flags`
+/// (`NET_EVENT_SENDMSG`; `NET_EVENT_CGROUP_HOOK` from the fallback).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn report_net(
+pub fn report_net(
     off: &KernelOffsets,
+    lookups: &KernelLookups,
     hook: Hook,
     ep: Endpoint,
-    flags: u8,
     workload: u32,
     decision: Decision,
     reason: Reason,
     rule: u16,
+    flags: u8,
 ) {
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         maps::count_lost(driftwall_abi::LOST_EVENTS);
@@ -286,9 +305,16 @@ fn report_net(
         (*ev).rule = rule;
         (*ev).port = ep.port;
         (*ev).protocol = ep.protocol;
-        (*ev).flags = flags;
+        (*ev).flags = flags
+            | if lookups.dry_run() {
+                NET_EVENT_DRY_RUN
+            } else {
+                0
+            };
         (*ev)._pad = [0; 2];
         (*ev).addr = ep.addr;
+        (*ev).generation = lookups.generation();
+        (*ev)._pad2 = 0;
     }
     entry.submit(0);
 }

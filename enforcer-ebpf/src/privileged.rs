@@ -84,7 +84,8 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     };
     let node = node_state();
     if node.agent_tgid != 0 && ids.tgid == node.agent_tgid {
-        let binding = decide::nearest_binding(&KernelLookups);
+        let lookups = KernelLookups::current();
+        let binding = decide::nearest_binding(&lookups);
         if let Verdict::Refused {
             workload,
             decision,
@@ -102,6 +103,7 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
                     reason,
                     rule,
                     None,
+                    lookups.generation(),
                 );
             }
             return verdict::errno(decision);
@@ -269,7 +271,7 @@ fn decide_privileged(
     path: Option<*const u8>,
     report: bool,
 ) -> i32 {
-    let lookups = KernelLookups;
+    let lookups = KernelLookups::current();
     let binding = decide::nearest_binding(&lookups);
     let set = lookups.rules();
     let rules_apply = rules::apply_to(set, hook);
@@ -288,7 +290,7 @@ fn decide_privileged(
             && rules::needs_path(set, hook)
         {
             // SAFETY: `p` is a `struct path` the verifier knows (see the callers).
-            facts.path_bits = unsafe { rules::path_bits(p) };
+            facts.path_bits = unsafe { lookups.path_bits(p) };
         }
         rules::verdict(set, &facts)
     } else {
@@ -309,7 +311,17 @@ fn decide_privileged(
             rule,
         } => {
             if report {
-                report_privileged(off, op, target, workload, decision, reason, rule, path);
+                report_privileged(
+                    off,
+                    op,
+                    target,
+                    workload,
+                    decision,
+                    reason,
+                    rule,
+                    path,
+                    lookups.generation(),
+                );
             }
             verdict::errno(decision)
         }
@@ -329,6 +341,7 @@ pub fn report_privileged(
     reason: Reason,
     rule: u16,
     path: Option<*const u8>,
+    generation: u32,
 ) {
     let Some(mut entry) = EVENTS.reserve::<PrivilegedEvent>(0) else {
         maps::count_lost(LOST_EVENTS);
@@ -358,6 +371,8 @@ pub fn report_privileged(
         (*ev).target_start_ns = target.start_ns;
         (*ev).target_uid = target.uid;
         (*ev).arg = target.arg;
+        (*ev).generation = generation;
+        (*ev)._pad2 = 0;
         (*ev).path_len = 0;
         (*ev).path[0] = 0;
         if let Some(p) = path {
@@ -380,6 +395,7 @@ pub fn report_attempt(
     start_ns: u64,
     arg: u32,
     workload: u32,
+    generation: u32,
 ) {
     report_privileged(
         off,
@@ -395,5 +411,6 @@ pub fn report_attempt(
         Reason::AgentProtected,
         decide::NO_RULE,
         None,
+        generation,
     );
 }

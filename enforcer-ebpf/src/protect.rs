@@ -117,12 +117,13 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
 /// one through.
 #[inline(always)]
 fn refuse(off: &KernelOffsets, op: PrivilegedOp, tgid: u32, start_ns: u64, arg: u32) -> i32 {
-    let binding = decide::nearest_binding(&KernelLookups);
+    let lookups = KernelLookups::current();
+    let binding = decide::nearest_binding(&lookups);
     match decide::agent_protection(&binding) {
         Verdict::Refused {
             workload, decision, ..
         } => {
-            report_attempt(off, op, tgid, start_ns, arg, workload);
+            report_attempt(off, op, tgid, start_ns, arg, workload, lookups.generation());
             verdict::errno(decision)
         }
         _ => 0,
@@ -149,7 +150,8 @@ fn guard_file(a: *const u8, b: *const u8, op: u8) -> i32 {
     let Some(id) = protected(a).or_else(|| protected(b)) else {
         return 0;
     };
-    let binding = decide::nearest_binding(&KernelLookups);
+    let lookups = KernelLookups::current();
+    let binding = decide::nearest_binding(&lookups);
     let Verdict::Refused {
         workload,
         decision,
@@ -187,6 +189,8 @@ fn guard_file(a: *const u8, b: *const u8, op: u8) -> i32 {
         (*ev).f_mode = 0;
         (*ev).file = id;
         (*ev).path[0] = 0;
+        (*ev).generation = lookups.generation();
+        (*ev)._pad2 = 0;
     }
     entry.submit(0);
     match decision {

@@ -1,6 +1,7 @@
 //! What a refusal does to the operation: the one place every hook turns a decision
-//! into its return value. A node-wide dry-run switch (report every refusal, refuse
-//! nothing) belongs here and nowhere else; none exists yet.
+//! into its return value. The node-wide dry-run switch acts earlier, in
+//! `driftwall_abi::decide::combine_checked`, which turns a would-be deny into an
+//! `Audit` decision before it reaches here.
 use driftwall_abi::Decision;
 
 const EPERM: i32 = 1;

@@ -9,10 +9,12 @@ use std::{
 };
 
 use driftwall_abi::{
-    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED, EventKind,
+    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_DRY_RUN, EXEC_EVENT_FLAGS,
+    EXEC_EVENT_INTERPRETER, EXEC_EVENT_KILLED, EXEC_EVENT_REACTIVE, EXEC_EVENT_UNLINKED, EventKind,
     ExecEvent, FILE_OP_CONNECT, FILE_OP_OPEN, FILE_OP_RENAME, FILE_OP_UNLINK, FileEvent, FileId,
-    LifecycleEvent, LifecycleOp, NET_EVENT_SENDMSG, NetEvent, PATH_CAPACITY, PrivilegedEvent,
-    PrivilegedOp, SocketEvent, SocketOp,
+    LifecycleEvent, LifecycleOp, NET_EVENT_CGROUP_HOOK, NET_EVENT_DRY_RUN, NET_EVENT_FLAGS,
+    NET_EVENT_SENDMSG, NetEvent, PATH_CAPACITY, PrivilegedEvent, PrivilegedOp, SocketEvent,
+    SocketOp,
     decide::{NO_RULE, Reason},
     rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -37,6 +39,8 @@ pub enum RecordError {
     Reason(u8),
     #[error("exec record has unknown flags {0:#x}")]
     Flags(u8),
+    #[error("network record has unknown flags {0:#x}")]
+    NetFlags(u8),
     #[error("network record has an invalid hook {0}")]
     Hook(u8),
     #[error("network record has an invalid address family {0}")]
@@ -51,8 +55,6 @@ pub enum RecordError {
     SocketOp(u8),
     #[error("socket record has no {0} address")]
     MissingAddress(&'static str),
-    #[error("network record has unknown flags {0:#x}")]
-    NetFlags(u8),
     #[error("file record has an invalid hook {0}")]
     FileHook(u8),
     #[error("file record has an invalid operation {0}")]
@@ -152,8 +154,14 @@ pub struct NetDecisionRecord {
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
-    /// The `connect` was a `sendmsg`/`sendto` naming its destination.
-    pub via_sendmsg: bool,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through.
+    pub dry_run: bool,
+    /// Decided by a cgroup `sock_addr` program (no BPF LSM), still inline.
+    pub cgroup_hook: bool,
+    /// A UDP `sendmsg` to an address, decided as a `connect`.
+    pub sendmsg: bool,
 }
 
 /// What a file record is about.
@@ -193,6 +201,8 @@ pub struct FileDecisionRecord {
     /// The path the kernel resolved (`None` when it could not, or for an unlink or
     /// rename, whose path the agent knows by the identity).
     pub path: Option<String>,
+    /// The policy generation that decided.
+    pub generation: u32,
 }
 
 /// A privileged operation's decision (or an attempt on the agent), validated.
@@ -220,6 +230,8 @@ pub struct PrivilegedDecisionRecord {
     pub arg: u32,
     /// The mount point or the module file.
     pub path: Option<String>,
+    /// The policy generation that decided.
+    pub generation: u32,
 }
 
 /// A fork, exec or exit, validated.
@@ -266,6 +278,14 @@ pub struct ExecDecisionRecord {
     pub unlinked: bool,
     /// The file is the interpreter of a script (`#!`) being exec'd.
     pub interpreter: bool,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through.
+    pub dry_run: bool,
+    /// Decided after the exec by the reactive fallback (no BPF LSM), not inline.
+    pub reactive: bool,
+    /// The reactive fallback killed the process (`SIGKILL`).
+    pub killed: bool,
 }
 
 /// Decodes one ring-buffer record.
@@ -285,7 +305,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
             if path_len > PATH_CAPACITY {
                 return Err(RecordError::PathLength(ev.path_len));
             }
-            if ev.flags & !(EXEC_EVENT_UNLINKED | EXEC_EVENT_INTERPRETER) != 0 {
+            if ev.flags & !EXEC_EVENT_FLAGS != 0 {
                 return Err(RecordError::Flags(ev.flags));
             }
             let path =
@@ -307,6 +327,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 path,
                 unlinked: ev.flags & EXEC_EVENT_UNLINKED != 0,
                 interpreter: ev.flags & EXEC_EVENT_INTERPRETER != 0,
+                generation: ev.generation,
+                dry_run: ev.flags & EXEC_EVENT_DRY_RUN != 0,
+                reactive: ev.flags & EXEC_EVENT_REACTIVE != 0,
+                killed: ev.flags & EXEC_EVENT_KILLED != 0,
             }))
         }
         EventKind::NetDecision => {
@@ -326,7 +350,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 IPPROTO_UDP => "udp",
                 _ => return Err(RecordError::Protocol(ev.protocol)),
             };
-            if ev.flags & !NET_EVENT_SENDMSG != 0
+            if ev.flags & !NET_EVENT_FLAGS != 0
                 || (ev.flags & NET_EVENT_SENDMSG != 0 && hook != Hook::Connect)
             {
                 return Err(RecordError::NetFlags(ev.flags));
@@ -349,7 +373,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 ip,
                 port: ev.port,
                 protocol,
-                via_sendmsg: ev.flags & NET_EVENT_SENDMSG != 0,
+                generation: ev.generation,
+                dry_run: ev.flags & NET_EVENT_DRY_RUN != 0,
+                cgroup_hook: ev.flags & NET_EVENT_CGROUP_HOOK != 0,
+                sendmsg: ev.flags & NET_EVENT_SENDMSG != 0,
             }))
         }
         EventKind::FileDecision => {
@@ -393,6 +420,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 file: ev.file,
                 f_mode: ev.f_mode,
                 path: path_of(&ev.path, ev.path_len)?,
+                generation: ev.generation,
             }))
         }
         EventKind::PrivilegedDecision => {
@@ -437,6 +465,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 target_uid: ev.target_uid,
                 arg: ev.arg,
                 path: path_of(&ev.path, ev.path_len)?,
+                generation: ev.generation,
             }))
         }
         EventKind::Lifecycle => {
@@ -644,7 +673,8 @@ mod tests {
             start_ns: 3,
             rule: 4,
             flags: 0,
-            _pad: [0; 5],
+            _pad: 0,
+            generation: 3,
             path,
         }
     }
@@ -670,9 +700,11 @@ mod tests {
             rule: NO_RULE,
             port: 443,
             protocol: IPPROTO_TCP as u8,
-            flags: 0,
+            flags: NET_EVENT_CGROUP_HOOK | NET_EVENT_SENDMSG,
             _pad: [0; 2],
             addr,
+            generation: 4,
+            _pad2: 0,
         }
     }
 
@@ -699,6 +731,8 @@ mod tests {
             f_mode: 1,
             file: FileId { dev: 1, ino: 2 },
             path,
+            generation: 6,
+            _pad2: 0,
         }
     }
 
@@ -725,6 +759,8 @@ mod tests {
             target_uid: 0,
             arg: 9,
             path: [0; PATH_CAPACITY],
+            generation: 6,
+            _pad2: 0,
         }
     }
 
@@ -733,6 +769,7 @@ mod tests {
         match decode(&bytes_of(&file_event())) {
             Ok(Record::File(r)) => {
                 assert_eq!(r.path.as_deref(), Some("/etc/shadow"));
+                assert_eq!(r.generation, 6);
                 assert_eq!(
                     (r.hook, r.op, r.workload),
                     (Hook::OpenRead, FileOp::Open, 2)
@@ -796,7 +833,7 @@ mod tests {
         ));
         let mut net = net_event();
         net.flags = NET_EVENT_SENDMSG;
-        assert!(matches!(decode(&bytes_of(&net)), Ok(Record::Net(r)) if r.via_sendmsg));
+        assert!(matches!(decode(&bytes_of(&net)), Ok(Record::Net(r)) if r.sendmsg));
         net.hook = Hook::Bind as u8;
         assert_eq!(
             decode(&bytes_of(&net)),
@@ -811,6 +848,10 @@ mod tests {
                 assert_eq!(r.ip, IpAddr::from([10, 0, 0, 1]));
                 assert_eq!((r.port, r.protocol, r.hook), (443, "tcp", Hook::Connect));
                 assert_eq!(r.rule, None);
+                assert_eq!(
+                    (r.generation, r.dry_run, r.cgroup_hook, r.sendmsg),
+                    (4, false, true, true)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -826,6 +867,9 @@ mod tests {
         let mut bad = net_event();
         bad.reason = 0;
         assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Reason(0)));
+        let mut bad = net_event();
+        bad.flags = 0x80;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::NetFlags(0x80)));
     }
 
     fn socket_event(op: SocketOp) -> SocketEvent {
@@ -924,9 +968,19 @@ mod tests {
                 assert_eq!(r.path.as_deref(), Some("/bin/foo"));
                 assert_eq!((r.tgid, r.start_ns, r.decision), (7, 3, Decision::Deny));
                 assert_eq!((r.reason, r.rule), (Reason::CedarForbid, Some(4)));
+                assert_eq!(r.generation, 3);
+                assert!(!r.dry_run && !r.reactive && !r.killed);
             }
             other => panic!("{other:?}"),
         }
+        let mut ev = exec_event();
+        ev.flags = EXEC_EVENT_REACTIVE | EXEC_EVENT_KILLED | EXEC_EVENT_DRY_RUN;
+        match decode(&bytes_of(&ev)) {
+            Ok(Record::Exec(r)) => assert!(r.dry_run && r.reactive && r.killed),
+            other => panic!("{other:?}"),
+        }
+        ev.flags = 0x40;
+        assert_eq!(decode(&bytes_of(&ev)), Err(RecordError::Flags(0x40)));
     }
 
     #[test]

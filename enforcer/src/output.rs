@@ -14,7 +14,8 @@ use crate::{
 };
 
 /// `--output`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     Text,
     Json,
@@ -120,8 +121,15 @@ pub struct NetDecision<'a> {
     /// `ip:port` (IPv6 in brackets).
     pub endpoint: String,
     pub protocol: &'static str,
-    /// `connect` decided on a `sendmsg`/`sendto` naming its destination.
-    pub via_sendmsg: bool,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through (the decision is `audit`).
+    pub dry_run: bool,
+    /// What decided: `lsm`, or `cgroup` (the `sock_addr` fallback where BPF LSM is
+    /// missing; inline too).
+    pub via: &'static str,
+    /// A UDP `sendmsg` to the endpoint (decided as a `connect`).
+    pub sendmsg: bool,
 }
 
 impl<'a> NetDecision<'a> {
@@ -150,7 +158,10 @@ impl<'a> NetDecision<'a> {
             cgroup_id: rec.cgroup_id,
             endpoint: std::net::SocketAddr::new(rec.ip, rec.port).to_string(),
             protocol: rec.protocol,
-            via_sendmsg: rec.via_sendmsg,
+            generation: rec.generation,
+            dry_run: rec.dry_run,
+            via: if rec.cgroup_hook { "cgroup" } else { "lsm" },
+            sendmsg: rec.sendmsg,
         }
     }
 
@@ -158,11 +169,12 @@ impl<'a> NetDecision<'a> {
         match format {
             OutputFormat::Json => json_line(self),
             OutputFormat::Text => format!(
-                "{} {} {}{} {}/{} workload={} pid={} ppid={} uid={} rule={} cgroup={}",
+                "{} {}{} {}{} {}/{} workload={} pid={} ppid={} uid={} rule={} cgroup={}",
                 self.time,
                 self.decision.to_uppercase(),
+                if self.dry_run { " (dry-run)" } else { "" },
                 self.hook,
-                if self.via_sendmsg { " (sendmsg)" } else { "" },
+                if self.sendmsg { " (sendmsg)" } else { "" },
                 self.endpoint,
                 self.protocol,
                 self.workload.unwrap_or("-"),
@@ -491,6 +503,15 @@ pub struct ExecDecision<'a> {
     pub gid: u32,
     pub cgroup_id: u64,
     pub exe: Exe,
+    /// The policy generation that decided (`driftwall status` names its bundle).
+    pub generation: u32,
+    /// The global dry-run switch let it through (the decision is `audit`).
+    pub dry_run: bool,
+    /// `inline` (refused before it ran) or `reactive` (decided after the exec where BPF
+    /// LSM is missing).
+    pub enforced: &'static str,
+    /// The reactive fallback killed the process with `SIGKILL`.
+    pub killed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -534,6 +555,10 @@ impl<'a> ExecDecision<'a> {
                 unlinked: rec.unlinked,
                 interpreter: rec.interpreter,
             },
+            generation: rec.generation,
+            dry_run: rec.dry_run,
+            enforced: if rec.reactive { "reactive" } else { "inline" },
+            killed: rec.killed,
         }
     }
 
@@ -541,9 +566,10 @@ impl<'a> ExecDecision<'a> {
         match format {
             OutputFormat::Json => json_line(self),
             OutputFormat::Text => format!(
-                "{} {} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}{}{}) rule={} cgroup={}",
+                "{} {}{} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}{}{}) rule={} cgroup={}{}",
                 self.time,
                 self.decision.to_uppercase(),
+                if self.dry_run { " (dry-run)" } else { "" },
                 self.workload.unwrap_or("-"),
                 self.tgid,
                 self.ppid,
@@ -558,7 +584,12 @@ impl<'a> ExecDecision<'a> {
                     ""
                 },
                 self.rule,
-                self.cgroup_id
+                self.cgroup_id,
+                match (self.enforced, self.killed) {
+                    ("reactive", true) => " reactive: killed (SIGKILL)",
+                    ("reactive", false) => " reactive",
+                    _ => "",
+                }
             ),
         }
     }

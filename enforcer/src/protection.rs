@@ -4,19 +4,23 @@
 //! that a refusal can name the file.
 //!
 //! They are the policy it enforces (the bundle, or every file of the policy
-//! repository: profiles, rules, schema, `notify.yaml`), its state (`graph.redb`,
-//! `outbox.redb`, the state directory's other files), its API socket and token file,
-//! its own binary, and the `cgroup.kill` and `cgroup.freeze` files of its cgroup and
-//! of every ancestor (writing one of those would kill or freeze the agent). A file
-//! that does not exist is skipped; a file created later in the state directory is
-//! not covered until the next start.
+//! repository: profiles, rules, schema, `notify.yaml`), its configuration file, its
+//! state (`graph.redb`, `outbox.redb`, the state directory's other files), its API
+//! socket and token file, its pinned programs and maps in bpffs (unlinking a link's pin
+//! would detach the program), its own binary, and the `cgroup.kill` and
+//! `cgroup.freeze` files of its cgroup and of every ancestor (writing one of those
+//! would kill or freeze the agent). A file that does not exist is skipped; a file
+//! created later in the state directory is not covered until the next start.
+//!
+//! [`write_maps`] puts them, and the agent's thread group, in the kernel's maps.
 use std::{
     collections::BTreeMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
-use driftwall_abi::{FileId, MAX_PROTECTED_FILES};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
+use driftwall_abi::{FileId, MAX_PROTECTED_FILES, NODE_PROTECTS_FILES, NodeState, names};
 
 use crate::source::PolicySource;
 
@@ -29,10 +33,14 @@ pub struct AgentFiles {
 /// What the agent protects, as given on its command line.
 pub struct AgentPaths<'a> {
     pub source: &'a PolicySource,
+    /// The configuration file, if one was read.
+    pub config: Option<&'a Path>,
     pub notify: Option<&'a Path>,
     pub state_dir: &'a Path,
     pub api_socket: &'a Path,
     pub api_token: Option<&'a Path>,
+    /// The agent's pinned set in bpffs (its links and maps).
+    pub pins: Option<&'a Path>,
     pub cgroup_root: &'a Path,
 }
 
@@ -44,6 +52,9 @@ impl AgentFiles {
             PolicySource::BundleFile(file) => out.add(file),
             PolicySource::Directory(dir) => out.add_tree(dir, 3),
         }
+        if let Some(c) = paths.config {
+            out.add(c);
+        }
         if let Some(n) = paths.notify {
             out.add(n);
         }
@@ -51,6 +62,9 @@ impl AgentFiles {
         out.add(paths.api_socket);
         if let Some(t) = paths.api_token {
             out.add(t);
+        }
+        if let Some(p) = paths.pins {
+            out.add_tree(p, 2);
         }
         if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
             out.add(&exe);
@@ -111,6 +125,59 @@ impl AgentFiles {
     }
 }
 
+/// Why the self-protection maps could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("self-protection map `{name}`: {source}")]
+pub struct ProtectionError {
+    name: &'static str,
+    #[source]
+    source: MapError,
+}
+
+/// Writes the agent's thread group (`tgid`) and its files into `NODE_STATE` and
+/// `PROTECTED_FILES` (the maps of a fresh or an adopted set). The new identities go in
+/// before the ones a previous agent left are deleted, so a file both protect is never
+/// unprotected; until the tgid is written, the programs protect the previous agent's
+/// (gone) process and this one is not yet shielded from signals.
+pub fn write_maps(
+    node_state: &mut Map,
+    protected: &mut Map,
+    tgid: u32,
+    files: &[FileId],
+) -> Result<(), ProtectionError> {
+    let err = |name| move |source| ProtectionError { name, source };
+    let mut protected: HashMap<&mut MapData, FileId, u8> =
+        HashMap::try_from(protected).map_err(err(names::PROTECTED_FILES))?;
+    for id in files {
+        protected
+            .insert(id, 1, 0)
+            .map_err(err(names::PROTECTED_FILES))?;
+    }
+    let stale: Vec<FileId> = protected
+        .keys()
+        .filter(|k| !matches!(k, Ok(k) if files.contains(k)))
+        .collect::<Result<_, _>>()
+        .map_err(err(names::PROTECTED_FILES))?;
+    for id in &stale {
+        match protected.remove(id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(err(names::PROTECTED_FILES)(e)),
+        }
+    }
+    let mut state: Array<&mut MapData, NodeState> =
+        Array::try_from(node_state).map_err(err(names::NODE_STATE))?;
+    let value = NodeState {
+        agent_tgid: tgid,
+        flags: if files.is_empty() {
+            0
+        } else {
+            NODE_PROTECTS_FILES
+        },
+        _pad: [0; 3],
+    };
+    state.set(0, value, 0).map_err(err(names::NODE_STATE))
+}
+
 /// The directories of this process's cgroup and its ancestors below the root, under
 /// the cgroup v2 mount (`/proc/self/cgroup`'s `0::` line).
 fn own_cgroup_dirs(root: &Path) -> Vec<PathBuf> {
@@ -146,8 +213,10 @@ mod tests {
             source: &source,
             notify: Some(&dir.join("policies/notify.yaml")),
             state_dir: &dir.join("state"),
+            config: Some(&dir.join("policies/profiles/a.yaml")),
             api_socket: &dir.join("api.sock"),
             api_token: None,
+            pins: None,
             cgroup_root: Path::new("/sys/fs/cgroup"),
         });
         let id = |p: &str| {

@@ -176,12 +176,7 @@ impl ResolvedPolicy {
     pub fn setuid_rules(&self) -> std::collections::BTreeSet<SetuidKey> {
         self.workloads
             .iter()
-            .flat_map(|w| {
-                w.setuid_uids.iter().map(|uid| SetuidKey {
-                    workload: w.id,
-                    uid: *uid,
-                })
-            })
+            .flat_map(|w| w.setuid_uids.iter().map(|uid| SetuidKey::new(w.id, *uid)))
             .collect()
     }
 
@@ -194,7 +189,7 @@ impl ResolvedPolicy {
             for e in &w.executables {
                 let key = ExecKey {
                     workload: w.id,
-                    _pad: 0,
+                    slot: 0,
                     file: e.file,
                 };
                 let flags = e.flags();
@@ -566,7 +561,7 @@ mod tests {
         let (sh, tru) = (id("/bin/sh"), id("/bin/true"));
         let key = |file| ExecKey {
             workload: 1,
-            _pad: 0,
+            slot: 0,
             file,
         };
         let rules = r.exec_rules();
@@ -619,7 +614,7 @@ mod tests {
             BTreeMap::from([(
                 ExecKey {
                     workload: 2,
-                    _pad: 0,
+                    slot: 0,
                     file: FileId::from_stat(sh.dev(), sh.ino())
                 },
                 0
@@ -656,16 +651,7 @@ mod tests {
         let t = r.tables();
         assert_eq!(
             t.setuid_allow,
-            std::collections::BTreeSet::from([
-                SetuidKey {
-                    workload: 1,
-                    uid: 0
-                },
-                SetuidKey {
-                    workload: 1,
-                    uid: 70
-                },
-            ])
+            std::collections::BTreeSet::from([SetuidKey::new(1, 0), SetuidKey::new(1, 70),])
         );
         let b = t.bindings.values().next().unwrap();
         assert_eq!(b.police, driftwall_abi::POLICE_FILES);

@@ -121,6 +121,7 @@ fn fixture_with(tcp_token: Option<&str>) -> Fixture {
             hook: "bprm_check_security".into(),
             kind: "lsm".into(),
             inline: true,
+            guarantee: "inline".into(),
             program_id: None,
         },
         HookStatus {
@@ -128,6 +129,7 @@ fn fixture_with(tcp_token: Option<&str>) -> Fixture {
             hook: "sched_process_exec".into(),
             kind: "tp_btf".into(),
             inline: false,
+            guarantee: "observes".into(),
             program_id: None,
         },
     ]);

@@ -32,7 +32,9 @@ pub fn start_agent(source_args: &[&str]) -> Result<Agent, String> {
     let mut child = Command::new("/bin/driftwall")
         .arg("run")
         .args(source_args)
-        .args(["--output", "json"])
+        // Each test's agent takes its programs with it when it stops, as the tests of
+        // what a stopped agent leaves expect (persistence has its own suite).
+        .args(["--output", "json", "--on-exit", "detach"])
         // The verifier's instruction count and time for each LSM program, on the console.
         .env("RUST_LOG", "info,driftwall_enforcer::programs=debug")
         .stdout(Stdio::piped())

@@ -555,7 +555,7 @@ fn udp_sendto_without_connect_is_decided_as_connect(s: &Suite) -> Res {
             "not-in-profile",
             "attack/network.egress",
         )?;
-        if ev["endpoint"] != peer || ev["protocol"] != "udp" || ev["via_sendmsg"] != true {
+        if ev["endpoint"] != peer || ev["protocol"] != "udp" || ev["sendmsg"] != true {
             return Err(format!("wrong endpoint or flags in {ev}"));
         }
         seen.push(format!("{to}: EPERM"));
