@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn a_set_without_all_its_pins_is_incomplete() {
         let dir = tempfile::tempdir().unwrap();
-        let set = PinnedSet::new(dir.path(), "abi5-lsm-x");
+        let set = PinnedSet::new(dir.path(), "abi6-lsm-x");
         set.create().unwrap();
         assert!(!set.is_complete(&programs::ENFORCE_LSM));
         for m in programs::PINNED_MAPS {
@@ -363,7 +363,7 @@ mod tests {
         remove_set(&set, &mut removed).unwrap();
         assert_eq!(
             (removed.links, removed.maps),
-            (4, programs::PINNED_MAPS.len())
+            (programs::ENFORCE_LSM.len(), programs::PINNED_MAPS.len())
         );
         assert!(!set.dir.exists());
         assert_eq!(uninstall(dir.path()).unwrap(), Removed::default());
