@@ -312,20 +312,35 @@ pub fn attach_set(
         let prog = ebpf
             .program_mut(spec.name)
             .ok_or(ProgramsError::Missing("a program of the set"))?;
-        match spec.attach {
+        let started = std::time::Instant::now();
+        let info = match spec.attach {
             Attach::Lsm => {
                 let p: &mut Lsm = prog.try_into().map_err(err(spec.name))?;
                 p.load(spec.hook, btf).map_err(err(spec.name))?;
+                p.info()
             }
             Attach::TpBtf => {
                 let p: &mut BtfTracePoint = prog.try_into().map_err(err(spec.name))?;
                 p.load(spec.hook, btf).map_err(err(spec.name))?;
+                p.info()
             }
             Attach::CgroupSockAddr => {
                 let p: &mut CgroupSockAddr = prog.try_into().map_err(err(spec.name))?;
                 p.load().map_err(err(spec.name))?;
+                p.info()
             }
-        }
+        };
+        // The verifier's cost is most of a fresh start (and differs much between
+        // kernels): say what each program took.
+        tracing::info!(
+            program = spec.name,
+            load_ms = started.elapsed().as_millis() as u64,
+            verified_insns = info
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            "program loaded"
+        );
     }
     let cgroup = if set.iter().any(|s| s.attach == Attach::CgroupSockAddr) {
         Some(
