@@ -20,7 +20,7 @@ fn main() {
         Ok(image)
     })
     // Five fresh agent starts (the rest adopt the set a previous test kept), each a
-    // verification of the programs that takes about 90 s on the emulated 6.1 kernel,
+    // verification of the programs that takes about 80 s on the emulated 6.1 kernel,
     // and a hundred reloads under load: more than the default limit there. Each step
     // of the guest side has its own time limit, so a hang fails its test, not the run.
     .tune_runs(|run| match std::env::var_os(TIMEOUT_ENV) {

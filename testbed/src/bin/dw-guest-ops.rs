@@ -51,7 +51,7 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// reload under load, on an emulated CPU shared with the hammer, takes a second or so).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest an agent may take to say `ready`: a fresh start verifies the programs,
-/// which takes about 90 s on the emulated 6.1 kernel (10 s on 6.12).
+/// which takes about 80 s on the emulated 6.1 kernel (10 s on 6.12).
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reloads in the hammer test.
 const RELOADS: usize = 100;
