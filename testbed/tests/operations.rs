@@ -5,7 +5,9 @@
 //! the pinned programs with no window, another pinned set replaced without a gap,
 //! `on_exit = detach` and `driftwall uninstall`. The guest side is
 //! `src/bin/dw-guest-ops.rs`. Fails (never skips) when a binary or kernel is missing.
-use driftwall_testbed::{GuestSuite, Initramfs, agent_binary, standard_init};
+use std::time::Duration;
+
+use driftwall_testbed::{GuestSuite, Initramfs, agent_binary, qemu::TIMEOUT_ENV, standard_init};
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -16,6 +18,14 @@ fn main() {
         image.add_binary(env!("CARGO_BIN_EXE_dw-probe"), "/bin/dw-probe")?;
         image.set_init_script(&standard_init("/bin/dw-guest-ops"));
         Ok(image)
+    })
+    // Five fresh agent starts (the rest adopt the set a previous test kept), each a
+    // verification of the programs that takes about 80 s on the emulated 6.1 kernel,
+    // and a hundred reloads under load: more than the default limit there. Each step
+    // of the guest side has its own time limit, so a hang fails its test, not the run.
+    .tune_runs(|run| match std::env::var_os(TIMEOUT_ENV) {
+        Some(_) => run,
+        None => run.timeout(Duration::from_secs(1800)),
     })
     .expect_tests(&[
         "reload_under_load_never_leaves_a_gap_or_a_mixture",

@@ -47,6 +47,12 @@ const CONFIG: &str = "/etc/ops/config.toml";
 const EPERM: i32 = libc::EPERM;
 /// Emulated time is slow: be generous.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a CLI command or an API request may take before its test fails (a
+/// reload under load, on an emulated CPU shared with the hammer, takes a second or so).
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest an agent may take to say `ready`: a fresh start verifies the programs,
+/// which takes about 80 s on the emulated 6.1 kernel (10 s on 6.12).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reloads in the hammer test.
 const RELOADS: usize = 100;
 /// Processes hammering exec and connect while it reloads.
@@ -219,13 +225,23 @@ fn start_agent(args: &[&str]) -> Result<Agent, String> {
         }
     });
     let mut agent = Agent { child, events };
-    agent
-        .wait_for(Duration::from_secs(120), |v| v["kind"] == "ready")
-        .map_err(|e| {
-            let status = agent.child.try_wait().ok().flatten();
-            format!("{e}; agent exit status: {status:?}")
-        })?;
+    if let Err(e) = agent.wait_for(READY_TIMEOUT, |v| v["kind"] == "ready") {
+        // Dropping the agent kills it if it still runs.
+        let status = agent.child.try_wait().ok().flatten();
+        return Err(format!("{e}; agent exit status: {status:?}"));
+    }
     Ok(agent)
+}
+
+/// A test that fails with its agent still running kills it, so the next test starts
+/// on its own (the programs stay pinned: `kill -9` is what a crash does).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Agent {
@@ -272,17 +288,48 @@ impl Agent {
     }
 }
 
-/// `driftwall <args>`: its exit code, stdout and stderr.
+/// `driftwall <args>`: its exit code, stdout and stderr. Killed, and an error, when it
+/// has not exited within [`STEP_TIMEOUT`]: a hung command fails its test, not the run.
 fn driftwall(args: &[&str]) -> Result<(i32, String, String), String> {
-    let out = Command::new("/bin/driftwall")
+    let mut child = Command::new("/bin/driftwall")
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(io("driftwall"))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(io("driftwall"))? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "driftwall {}: no exit within {STEP_TIMEOUT:?}",
+                args.join(" ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
     ))
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut text);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    })
 }
 
 fn status() -> Result<Value, String> {
@@ -434,10 +481,14 @@ struct Attempt {
     outcome: Outcome,
 }
 
-/// Runs every probe in turn from `WORKERS` threads until `stop`; returns every attempt.
-fn hammer(probes: Vec<Probe>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Attempt>> {
+/// Runs every probe in turn from `workers` threads until `stop`; returns every attempt.
+fn hammer(
+    probes: Vec<Probe>,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Attempt>> {
     std::thread::spawn(move || {
-        let workers: Vec<_> = (0..WORKERS)
+        let workers: Vec<_> = (0..workers)
             .map(|w| {
                 let probes = probes.clone();
                 let stop = Arc::clone(&stop);
@@ -546,13 +597,15 @@ fn judge(
 }
 
 fn reload_under_load_never_leaves_a_gap_or_a_mixture(ports: Ports) -> Res {
-    let agent = start_agent(&["--bundle", BUNDLE_A, "--on-exit", "detach"])?;
+    // `keep` (the default): the next test adopts the set instead of loading its own
+    // (each fresh load is a long verification on the emulated kernels).
+    let agent = start_agent(&["--bundle", BUNDLE_A])?;
     let first = status()?;
     let mut bundle_of: BTreeMap<u64, char> = BTreeMap::new();
     let g0 = first["generation"].as_u64().ok_or("no generation")?;
     bundle_of.insert(g0, 'A');
     let stop = Arc::new(AtomicBool::new(false));
-    let hammering = hammer(probes(ports), Arc::clone(&stop));
+    let hammering = hammer(probes(ports), WORKERS, Arc::clone(&stop));
     let mut timings: Vec<(u64, u64, u64, u64)> = Vec::new();
     let mut failure = None;
     for i in 0..RELOADS {
@@ -597,6 +650,12 @@ fn reload_under_load_never_leaves_a_gap_or_a_mixture(ports: Ports) -> Res {
             last["bundle"]
         ));
     }
+    // And the metric moved with every swap.
+    let metrics = http("GET /metrics", &[])?.1;
+    let want = format!("driftwall_bundle_generation {}\n", last["generation"]);
+    if !metrics.contains(&want) {
+        return Err(format!("no {want:?} in the metrics: {metrics}"));
+    }
     let exit = agent.stop(libc::SIGTERM)?;
     if !exit.success() {
         return Err(format!("the agent exited with {exit}"));
@@ -629,9 +688,18 @@ fn reload_under_load_never_leaves_a_gap_or_a_mixture(ports: Ports) -> Res {
 /// Posts `body` to `/v1/bundle` with a hand-written request (no client-side check):
 /// the status line and body of the answer.
 fn post_bundle(body: &[u8]) -> Result<(u16, String), String> {
+    http("POST /v1/bundle", body)
+}
+
+/// One hand-written HTTP/1.1 request to the agent (`request` is `METHOD PATH`): the
+/// status code and the whole answer.
+fn http(request: &str, body: &[u8]) -> Result<(u16, String), String> {
     let mut s = std::os::unix::net::UnixStream::connect(SOCKET).map_err(io("api socket"))?;
+    s.set_read_timeout(Some(STEP_TIMEOUT))
+        .and_then(|()| s.set_write_timeout(Some(STEP_TIMEOUT)))
+        .map_err(io("api socket"))?;
     let head = format!(
-        "POST /v1/bundle HTTP/1.1\r\nHost: dw\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{request} HTTP/1.1\r\nHost: dw\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).map_err(io("write"))?;
@@ -644,6 +712,20 @@ fn post_bundle(body: &[u8]) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no status in {answer:?}"))?;
     Ok((code, answer))
+}
+
+/// The agent behind `status` adopted the set a previous agent left (the tests chain
+/// their agents so that only some load programs afresh: each fresh load is a long
+/// verification on the emulated kernels).
+fn expect_adopted(status: &Value) -> Result<(), String> {
+    if status["pins"]["adopted"] == true {
+        Ok(())
+    } else {
+        Err(format!(
+            "the set the previous test kept was not adopted: {}",
+            status["pins"]
+        ))
+    }
 }
 
 fn expect_refused(path: &str) -> Result<i32, String> {
@@ -665,8 +747,10 @@ fn expect_runs(path: &str) -> Result<(), String> {
 }
 
 fn a_bad_bundle_is_refused_and_the_policy_in_force_stays(_: Ports) -> Res {
-    let agent = start_agent(&["--bundle", BUNDLE_A, "--on-exit", "detach"])?;
+    // Adopts the set the previous test kept, and keeps it for the next.
+    let agent = start_agent(&["--bundle", BUNDLE_A])?;
     let before = status()?;
+    expect_adopted(&before)?;
     let good = std::fs::read(BUNDLE_B).map_err(io(BUNDLE_B))?;
     let mut corrupt = good.clone();
     let last = corrupt.len() - 1;
@@ -692,21 +776,9 @@ fn a_bad_bundle_is_refused_and_the_policy_in_force_stays(_: Ports) -> Res {
         }
         said.push(err.lines().next().unwrap_or_default().to_string());
     }
-    // A bundle that decodes but does not fit the node: a profile whose cgroup path
-    // the kernel cannot hold is not made here; a wrong hash is.
-    let (code, answer) = {
-        let mut s = std::os::unix::net::UnixStream::connect(SOCKET).map_err(io("api"))?;
-        let head = format!(
-            "POST /v1/bundle?hash=sha256:00 HTTP/1.1\r\nHost: dw\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            good.len()
-        );
-        s.write_all(head.as_bytes()).map_err(io("write"))?;
-        s.write_all(&good).map_err(io("write"))?;
-        let mut a = String::new();
-        s.read_to_string(&mut a).map_err(io("read"))?;
-        (a.split_whitespace().nth(1).unwrap_or("").to_string(), a)
-    };
-    if code != "400" || !answer.contains("the request names sha256:00") {
+    // A valid bundle under another name than the one the request names.
+    let (code, answer) = http("POST /v1/bundle?hash=sha256:00", &good)?;
+    if code != 400 || !answer.contains("the request names sha256:00") {
         return Err(format!("a bundle under another name: {code}: {answer}"));
     }
     let after = status()?;
@@ -732,12 +804,14 @@ fn sighup_reloads_the_configured_policy_and_dry_run(_: Ports) -> Res {
     std::fs::copy(BUNDLE_A, "/etc/ops/current.dwb").map_err(io("copy"))?;
     let config = |dry_run: bool| {
         format!(
-            "bundle = \"/etc/ops/current.dwb\"\non_exit = \"detach\"\ndry_run = {dry_run}\n\n[api]\nsocket = \"{SOCKET}\"\n"
+            "bundle = \"/etc/ops/current.dwb\"\non_exit = \"keep\"\ndry_run = {dry_run}\n\n[api]\nsocket = \"{SOCKET}\"\n"
         )
     };
     std::fs::write(CONFIG, config(false)).map_err(io("config"))?;
     let agent = start_agent(&["--config", CONFIG])?;
-    let g0 = status()?["generation"].as_u64().ok_or("no generation")?;
+    let first = status()?;
+    expect_adopted(&first)?;
+    let g0 = first["generation"].as_u64().ok_or("no generation")?;
     expect_refused(ONLY_B)?;
     let wait_generation = |g: u64| -> Result<Value, String> {
         let deadline = Instant::now() + EVENT_TIMEOUT;
@@ -841,6 +915,7 @@ fn program_ids(s: &Value) -> Vec<(String, u64)> {
 
 fn a_denied_exec_stays_denied_after_kill_9(_: Ports) -> Res {
     let agent = start_agent(&["--bundle", BUNDLE_A])?;
+    expect_adopted(&status()?)?;
     expect_refused(NEVER)?;
     let exit = agent.stop(libc::SIGKILL)?;
     if exit.code().is_some() {
@@ -892,6 +967,7 @@ fn a_restarted_agent_adopts_the_pinned_programs_without_a_window(_: Ports) -> Re
                 in_b: true,
             },
         ],
+        WORKERS,
         Arc::clone(&stop),
     );
     let agent = start_agent(&["--bundle", BUNDLE_B]);
@@ -978,16 +1054,13 @@ fn another_set_is_replaced_without_a_gap(_: Ports) -> Res {
             in_a: false,
             in_b: false,
         }],
+        // One worker, back to back: the new set is verified while it runs (minutes on
+        // the emulated 6.1 kernel), and four would starve the verifier of both vCPUs.
+        1,
         Arc::clone(&stop),
     );
-    let second = start_agent(&[
-        "--bundle",
-        BUNDLE_A,
-        "--ring-bytes",
-        "2M",
-        "--on-exit",
-        "detach",
-    ]);
+    // `keep`: the next test adopts this set.
+    let second = start_agent(&["--bundle", BUNDLE_A, "--ring-bytes", "2M"]);
     stop.store(true, Ordering::Relaxed);
     let attempts = hammering.join().map_err(|_| "the hammer panicked")?;
     let second = second?;
@@ -1012,7 +1085,16 @@ fn another_set_is_replaced_without_a_gap(_: Ports) -> Res {
 }
 
 fn on_exit_detach_removes_the_programs(_: Ports) -> Res {
-    let agent = start_agent(&["--bundle", BUNDLE_A, "--on-exit", "detach"])?;
+    // Adopts the 2M set the previous test kept.
+    let agent = start_agent(&[
+        "--bundle",
+        BUNDLE_A,
+        "--ring-bytes",
+        "2M",
+        "--on-exit",
+        "detach",
+    ])?;
+    expect_adopted(&status()?)?;
     expect_refused(NEVER)?;
     if pinned_sets().len() != 1 {
         return Err(format!("pinned: {:?}", pinned_sets()));
