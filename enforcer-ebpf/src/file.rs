@@ -19,8 +19,8 @@
 //! the mode and the rules.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use driftwall_abi::{
-    Decision, EventKind, FILE_OP_OPEN, FileEvent, FileId, KernelOffsets, LOST_EVENTS,
-    NODE_PROTECTS_FILES, PATH_CAPACITY, POLICE_FILES, WorkloadBinding,
+    BINDING_DRY_RUN, Decision, EventKind, FILE_OP_OPEN, FileEvent, FileId, KernelOffsets,
+    LOST_EVENTS, NODE_PROTECTS_FILES, PATH_CAPACITY, POLICE_FILES, WorkloadBinding,
     decide::{self, FileLookups, PolicyLookups, Reason, Verdict},
     rules::{Hook, RuleFacts, RuleSet, RuleVerdict},
 };
@@ -93,7 +93,12 @@ fn decide_open(ctx: &LsmContext) -> i32 {
     if !open_rules && !lookups.polices_any(POLICE_FILES) && !protect {
         return 0;
     }
-    let binding = decide::nearest_binding(&lookups);
+    let mut binding = decide::nearest_binding(&lookups);
+    // The dry-run switch is applied once, to the refusal held at the end, rather than
+    // inside each access's decision: two accesses each forking on it cost the verifier
+    // more states than the program may have.
+    let dry_run = binding.flags & BINDING_DRY_RUN != 0;
+    binding.flags = 0;
     if binding.workload == 0 && !open_rules {
         return 0;
     }
@@ -182,6 +187,7 @@ fn decide_open(ctx: &LsmContext) -> i32 {
     else {
         return 0;
     };
+    let decision = if dry_run { Decision::Audit } else { decision };
     let hook = if r.hook == Hook::OpenWrite as u8 {
         Hook::OpenWrite
     } else {
