@@ -27,14 +27,26 @@ pub struct Agent {
 }
 
 /// Starts `/bin/driftwall run <source_args> --output json` and waits (up to five
-/// minutes) for its `ready` line.
+/// minutes) for its `ready` line. It keeps its pinned programs when it stops
+/// (`on_exit = keep`), so the next agent of the suite adopts them (its bundle goes in
+/// as the next generation) instead of loading them again: on the 6.1 guest the
+/// verifier takes minutes over the LSM set, and adoption is what an operator's
+/// restart does too.
 pub fn start_agent(source_args: &[&str]) -> Result<Agent, String> {
+    start_agent_with(source_args, "keep")
+}
+
+/// [`start_agent`] for an agent whose programs must go with it when it stops
+/// (`on_exit = detach`): a test of what a stopped agent leaves.
+pub fn start_agent_detaching(source_args: &[&str]) -> Result<Agent, String> {
+    start_agent_with(source_args, "detach")
+}
+
+fn start_agent_with(source_args: &[&str], on_exit: &str) -> Result<Agent, String> {
     let mut child = Command::new("/bin/driftwall")
         .arg("run")
         .args(source_args)
-        // Each test's agent takes its programs with it when it stops, as the tests of
-        // what a stopped agent leaves expect (persistence has its own suite).
-        .args(["--output", "json", "--on-exit", "detach"])
+        .args(["--output", "json", "--on-exit", on_exit])
         // The verifier's instruction count and time for each LSM program, on the console.
         .env("RUST_LOG", "info,driftwall_enforcer::programs=debug")
         .stdout(Stdio::piped())

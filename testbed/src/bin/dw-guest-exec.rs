@@ -20,7 +20,7 @@ use std::{
 
 use driftwall_testbed::{
     Reporter,
-    agent::{Agent, EVENT_TIMEOUT, start_agent, stop_agent},
+    agent::{Agent, EVENT_TIMEOUT, start_agent, start_agent_detaching, stop_agent},
     guest::{CGROUP_ROOT as CG, Spawned, spawn_in_cgroup},
 };
 use serde_json::Value;
@@ -183,7 +183,9 @@ fn setup() -> Result<Agent, String> {
         std::fs::copy("/bin/dw-probe", p).map_err(|e| format!("copy to {p}: {e}"))?;
     }
 
-    start_agent(&["--policies", "/etc/dw/policies"])
+    // This agent's stop is the test that a stopped agent (`on_exit = detach`) leaves
+    // nothing enforcing.
+    start_agent_detaching(&["--policies", "/etc/dw/policies"])
 }
 
 /// The project's Cedar schema, as a policy repository carries it.
