@@ -1,10 +1,12 @@
 //! File-open decisions (`lsm/file_open`).
 //!
 //! The hook runs for every `open` (not for `O_PATH`), so the common cases leave after
-//! a map read or two: when no Cedar rule names `open_read`/`open_write`, no workload
-//! has file rules (`NodeState::police_any`) and the open is not a write the agent's
-//! self-protection checks, nothing more is read; otherwise the caller's binding is
-//! looked up once and a workload without file rules leaves there.
+//! four array reads (`ACTIVE`, the slot's `GENERATION` entry, its `RULES`,
+//! `NODE_STATE`): when no Cedar rule names `open_read`/`open_write`, no workload of
+//! the generation in force has file rules (`GenerationInfo::police_any`) and the open
+//! is not a write the agent's self-protection checks, nothing more is read; otherwise
+//! the caller's binding is looked up once and a workload without file rules leaves
+//! there. The dry-run switch is applied once, to the refusal held at the end.
 //!
 //! The file an `execve` runs (and its ELF interpreter) is opened by the kernel with
 //! `__FMODE_EXEC` (in `f_mode` on older kernels, in `f_flags` since 6.8); that open is
