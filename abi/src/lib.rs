@@ -62,8 +62,14 @@ pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
 pub const MAX_FILE_RULES: u32 = 16_384;
 /// Capacity of the `SETUID_ALLOW` map (users workloads may become, summed).
 pub const MAX_SETUID_RULES: u32 = 4096;
-/// Capacity of the `PROTECTED_FILES` map (the agent's own files).
+/// Capacity of the `PROTECTED_FILES` map (the agent's own files and directories).
 pub const MAX_PROTECTED_FILES: u32 = 1024;
+/// A `PROTECTED_FILES` value: the file itself may not be written, renamed or unlinked.
+pub const PROTECTED_FILE: u8 = 1;
+/// A `PROTECTED_FILES` value: a directory of the agent's (its state directory, its
+/// pins): no entry of it may be unlinked or renamed, nor anything renamed into it,
+/// whether the entry existed at start-up or not.
+pub const PROTECTED_DIR_ENTRIES: u8 = 2;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 /// Indexes of the per-CPU `LOST_RECORDS` counters: records a program could not put in

@@ -231,6 +231,14 @@ pub unsafe fn cred_uids(cred: *const u8, off: &KernelOffsets) -> Option<[u32; 4]
 pub unsafe fn dentry_identity(dentry: *const u8, off: &KernelOffsets) -> Option<FileId> {
     unsafe {
         let inode = read_at::<*const u8>(dentry, off.dentry_d_inode)?;
+        inode_identity(inode, off)
+    }
+}
+
+/// Identity of an inode (`i_sb->s_dev`, `i_ino`); `None` when it cannot be read.
+#[inline(always)]
+pub unsafe fn inode_identity(inode: *const u8, off: &KernelOffsets) -> Option<FileId> {
+    unsafe {
         let ino = read_at::<u64>(inode, off.inode_i_ino)?;
         let sb = read_at::<*const u8>(inode, off.inode_i_sb)?;
         let dev = read_at::<u32>(sb, off.super_block_s_dev)?;

@@ -7,13 +7,17 @@
 //! for writing in `file.rs` (`file_open`).
 //!
 //! The agent writes its tgid into `NODE_STATE` and the identities of its files
-//! (config, bundle, state, binary) into `PROTECTED_FILES` at start-up. These refusals
+//! (config, bundle, state, binary) into `PROTECTED_FILES` at start-up, and refreshes
+//! them while it runs. The directories it owns (its state directory, its pins, the
+//! policy repository's directories) are in the map as
+//! [`PROTECTED_DIR_ENTRIES`]: no entry of one may be unlinked or renamed, nor anything
+//! renamed into it, even a file created after the last refresh. These refusals
 //! hold in every mode and no rule can lift them (`decide::agent_protection`); an
 //! unpoliced process — the node's own administration — is not limited.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use driftwall_abi::{
     Decision, EventKind, FILE_OP_CONNECT, FILE_OP_RENAME, FILE_OP_UNLINK, FileEvent, FileId,
-    KernelOffsets, LOST_EVENTS, NODE_PROTECTS_FILES, PrivilegedOp,
+    KernelOffsets, LOST_EVENTS, NODE_PROTECTS_FILES, PROTECTED_DIR_ENTRIES, PrivilegedOp,
     decide::{self, Verdict},
     rules::Hook,
 };
@@ -78,8 +82,15 @@ pub fn inode_unlink(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
+    let dir: *const u8 = ctx.arg(0);
     let dentry: *const u8 = ctx.arg(1);
-    guard_file(dentry, core::ptr::null(), FILE_OP_UNLINK)
+    guard_file(
+        dentry,
+        core::ptr::null(),
+        dir,
+        core::ptr::null(),
+        FILE_OP_UNLINK,
+    )
 }
 
 #[lsm(hook = "inode_rename")]
@@ -90,9 +101,11 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
+    let old_dir: *const u8 = ctx.arg(0);
     let old: *const u8 = ctx.arg(1);
+    let new_dir: *const u8 = ctx.arg(2);
     let new: *const u8 = ctx.arg(3);
-    guard_file(old, new, FILE_OP_RENAME)
+    guard_file(old, new, old_dir, new_dir, FILE_OP_RENAME)
 }
 
 #[lsm(hook = "unix_stream_connect")]
@@ -110,7 +123,13 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     let dentry =
         unsafe { kernel::read_kernel::<*const u8>(other, off.unix_sock_path + off.path_dentry) }
             .unwrap_or(core::ptr::null());
-    guard_file(dentry, core::ptr::null(), FILE_OP_CONNECT)
+    guard_file(
+        dentry,
+        core::ptr::null(),
+        core::ptr::null(),
+        core::ptr::null(),
+        FILE_OP_CONNECT,
+    )
 }
 
 /// Refuses an attempt on the agent by a policed process (reported); lets an unpoliced
@@ -131,9 +150,12 @@ fn refuse(off: &KernelOffsets, op: PrivilegedOp, tgid: u32, start_ns: u64, arg: 
 }
 
 /// Refuses a policed process's unlink or rename that would remove or replace one of
-/// the agent's files (`a`, and for a rename the file renamed over, `b`).
+/// the agent's files (the dentry `a`, and for a rename the file renamed over, `b`), or
+/// change the entries of one of its directories (the inodes `dir_a`, `dir_b`: the
+/// directory an entry leaves and the one it enters), files created there after
+/// start-up included. NULL pointers are skipped.
 #[inline(always)]
-fn guard_file(a: *const u8, b: *const u8, op: u8) -> i32 {
+fn guard_file(a: *const u8, b: *const u8, dir_a: *const u8, dir_b: *const u8, op: u8) -> i32 {
     if node_state().flags & NODE_PROTECTS_FILES == 0 {
         return 0;
     }
@@ -147,7 +169,21 @@ fn guard_file(a: *const u8, b: *const u8, op: u8) -> i32 {
         // SAFETY: only presence is tested.
         unsafe { PROTECTED_FILES.get(id) }.map(|_| id)
     };
-    let Some(id) = protected(a).or_else(|| protected(b)) else {
+    let guarded_dir = |inode: *const u8| -> Option<FileId> {
+        if inode.is_null() {
+            return None;
+        }
+        // SAFETY: probe reads of the hook's inode.
+        let id = unsafe { kernel::inode_identity(inode, &off) }?;
+        // SAFETY: the value is copied out at once.
+        let kind = unsafe { PROTECTED_FILES.get(id) }.copied()?;
+        (kind == PROTECTED_DIR_ENTRIES).then_some(id)
+    };
+    let Some(id) = protected(a)
+        .or_else(|| protected(b))
+        .or_else(|| guarded_dir(dir_a))
+        .or_else(|| guarded_dir(dir_b))
+    else {
         return 0;
     };
     let lookups = KernelLookups::current();

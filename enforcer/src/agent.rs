@@ -64,7 +64,7 @@ use crate::{
         PrivilegedDecision, Ready,
     },
     programs,
-    protection::{AgentFiles, AgentPaths},
+    protection::{self, AgentFiles, AgentPaths},
     reload::{self, Generations, ReloadError, ReloaderConfig},
     resolve::{self, ResolvedPolicy},
     source::SourceError,
@@ -273,10 +273,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         })
     };
     let own_files = collect_own_files(&installed);
-    installed.protect_agent(std::process::id(), &own_files.ids())?;
+    installed.protect_agent(std::process::id(), &own_files.entries())?;
     let replaced = installed.attach_enforcement(&btf, &settings.cgroup_root)?;
-    let own_files = collect_own_files(&installed);
-    installed.protect_agent(std::process::id(), &own_files.ids())?;
+    let mut own_files = collect_own_files(&installed);
+    installed.protect_agent(std::process::id(), &own_files.entries())?;
     tracing::info!(
         files = own_files.len(),
         "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
@@ -355,6 +355,11 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     // set) are shown without names rather than with another bundle's.
     let unknown = ResolvedPolicy::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Files the agent creates while it runs (a bundle posted through the API, the
+    // store's new files) join the protected set at the next refresh; until then the
+    // directory they are in already guards them against unlink and rename.
+    let mut refresh = tokio::time::interval(protection::REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -366,6 +371,18 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             _ = tick.tick() => {
                 counters.graph(graph.flush());
                 report_gaps(&mut losses, &mut graph, &mut sink, &metrics, settings.output);
+            }
+            _ = refresh.tick() => {
+                let now = collect_own_files(&installed);
+                if now != own_files {
+                    match installed.protect_agent(std::process::id(), &now.entries()) {
+                        Ok(()) => {
+                            tracing::debug!(files = now.len(), "self-protection: the agent's files changed; protected set rewritten");
+                            own_files = now;
+                        }
+                        Err(e) => tracing::error!(error = %e, "self-protection: rewriting the protected files failed; the previous set stays"),
+                    }
+                }
             }
             guard = lifecycle.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;

@@ -209,9 +209,15 @@ pub fn open(
 impl Installed {
     /// Writes this agent's thread group and files into the self-protection maps (see
     /// [`protection`](crate::protection)): policed processes may not signal, trace or
-    /// `bpf(2)` it, nor write, rename or unlink those files. Enforced by the LSM set
+    /// `bpf(2)` it, nor write, rename or unlink those files (`files`: identities and
+    /// `PROTECTED_FILES` values, [`crate::protection::AgentFiles::entries`]) nor change
+    /// the entries of its directories. Enforced by the LSM set
     /// only; the fallback has no hooks for it (the capability table says so).
-    pub fn protect_agent(&mut self, tgid: u32, files: &[FileId]) -> Result<(), EnforcementError> {
+    pub fn protect_agent(
+        &mut self,
+        tgid: u32,
+        files: &[(FileId, u8)],
+    ) -> Result<(), EnforcementError> {
         let (Some(state), Some(protected)) =
             (self.node_state.as_mut(), self.protected_files.as_mut())
         else {

@@ -9,8 +9,15 @@
 //! socket and token file, its pinned programs and maps in bpffs (unlinking a link's pin
 //! would detach the program), its own binary, and the `cgroup.kill` and
 //! `cgroup.freeze` files of its cgroup and of every ancestor (writing one of those
-//! would kill or freeze the agent). A file that does not exist is skipped; a file
-//! created later in the state directory is not covered until the next start.
+//! would kill or freeze the agent). A file that does not exist is skipped.
+//!
+//! The directories the agent owns — its state directory and the directories in it,
+//! its pinned set's directories, the policy repository's directories — are protected
+//! as directories ([`PROTECTED_DIR_ENTRIES`]): no entry of one may be unlinked or
+//! renamed by a policed process, nor anything renamed into it, including files created
+//! after start-up (a store's new segment, a bundle posted through the API). The agent
+//! collects again every [`REFRESH`] and rewrites the map when the set changed, so a new
+//! file is protected from writes too within that time.
 //!
 //! [`write_maps`] puts them, and the agent's thread group, in the kernel's maps.
 use std::{
@@ -20,14 +27,22 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
-use driftwall_abi::{FileId, MAX_PROTECTED_FILES, NODE_PROTECTS_FILES, NodeState, names};
+use driftwall_abi::{
+    FileId, MAX_PROTECTED_FILES, NODE_PROTECTS_FILES, NodeState, PROTECTED_DIR_ENTRIES,
+    PROTECTED_FILE, names,
+};
 
 use crate::source::PolicySource;
 
-/// The agent's files by identity.
-#[derive(Clone, Debug, Default)]
+/// How often the running agent collects its files again.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The agent's files and directories by identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentFiles {
-    by_id: BTreeMap<FileId, PathBuf>,
+    /// Path and `PROTECTED_FILES` value ([`PROTECTED_FILE`] or
+    /// [`PROTECTED_DIR_ENTRIES`]).
+    by_id: BTreeMap<FileId, (PathBuf, u8)>,
 }
 
 /// What the agent protects, as given on its command line.
@@ -50,7 +65,7 @@ impl AgentFiles {
         let mut out = AgentFiles::default();
         match paths.source {
             PolicySource::BundleFile(file) => out.add(file),
-            PolicySource::Directory(dir) => out.add_tree(dir, 3),
+            PolicySource::Directory(dir) => out.add_tree(dir, 3, true),
         }
         if let Some(c) = paths.config {
             out.add(c);
@@ -58,13 +73,13 @@ impl AgentFiles {
         if let Some(n) = paths.notify {
             out.add(n);
         }
-        out.add_tree(paths.state_dir, 1);
+        out.add_tree(paths.state_dir, 2, true);
         out.add(paths.api_socket);
         if let Some(t) = paths.api_token {
             out.add(t);
         }
         if let Some(p) = paths.pins {
-            out.add_tree(p, 2);
+            out.add_tree(p, 2, true);
         }
         if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
             out.add(&exe);
@@ -77,43 +92,67 @@ impl AgentFiles {
     }
 
     /// Adds one file (followed through symlinks), if it exists and there is room.
+    /// Directories are not added this way: see [`AgentFiles::add_dir`].
     pub fn add(&mut self, path: &Path) {
-        if self.by_id.len() >= MAX_PROTECTED_FILES as usize {
-            return;
-        }
         if let Ok(m) = std::fs::metadata(path)
             && !m.is_dir()
         {
-            self.by_id
-                .entry(FileId::from_stat(m.dev(), m.ino()))
-                .or_insert_with(|| path.to_path_buf());
+            self.insert(FileId::from_stat(m.dev(), m.ino()), path, PROTECTED_FILE);
         }
     }
 
-    /// Adds the files of a directory, `depth` levels down.
-    fn add_tree(&mut self, dir: &Path, depth: u32) {
+    /// Adds a directory the agent owns: its entries may not be unlinked or renamed.
+    fn add_dir(&mut self, path: &Path) {
+        if let Ok(m) = std::fs::metadata(path)
+            && m.is_dir()
+        {
+            self.insert(
+                FileId::from_stat(m.dev(), m.ino()),
+                path,
+                PROTECTED_DIR_ENTRIES,
+            );
+        }
+    }
+
+    fn insert(&mut self, id: FileId, path: &Path, kind: u8) {
+        if self.by_id.len() < MAX_PROTECTED_FILES as usize {
+            self.by_id
+                .entry(id)
+                .or_insert_with(|| (path.to_path_buf(), kind));
+        }
+    }
+
+    /// Adds the files of a directory, `depth` levels down, and (`own`) the directory
+    /// and those below it as the agent's directories.
+    fn add_tree(&mut self, dir: &Path, depth: u32, own: bool) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             self.add(dir);
             return;
         };
+        if own {
+            self.add_dir(dir);
+        }
         for entry in entries.flatten() {
             let path = entry.path();
             match entry.file_type() {
-                Ok(t) if t.is_dir() && depth > 1 => self.add_tree(&path, depth - 1),
+                Ok(t) if t.is_dir() && depth > 1 => self.add_tree(&path, depth - 1, own),
                 Ok(t) if !t.is_dir() => self.add(&path),
                 _ => {}
             }
         }
     }
 
-    /// Their identities, for `PROTECTED_FILES`.
-    pub fn ids(&self) -> Vec<FileId> {
-        self.by_id.keys().copied().collect()
+    /// Their identities and `PROTECTED_FILES` values.
+    pub fn entries(&self) -> Vec<(FileId, u8)> {
+        self.by_id
+            .iter()
+            .map(|(id, (_, kind))| (*id, *kind))
+            .collect()
     }
 
     /// The path of one of them.
     pub fn path_of(&self, id: &FileId) -> Option<&Path> {
-        self.by_id.get(id).map(PathBuf::as_path)
+        self.by_id.get(id).map(|(path, _)| path.as_path())
     }
 
     pub fn len(&self) -> usize {
@@ -143,19 +182,19 @@ pub fn write_maps(
     node_state: &mut Map,
     protected: &mut Map,
     tgid: u32,
-    files: &[FileId],
+    files: &[(FileId, u8)],
 ) -> Result<(), ProtectionError> {
     let err = |name| move |source| ProtectionError { name, source };
     let mut protected: HashMap<&mut MapData, FileId, u8> =
         HashMap::try_from(protected).map_err(err(names::PROTECTED_FILES))?;
-    for id in files {
+    for (id, kind) in files {
         protected
-            .insert(id, 1, 0)
+            .insert(id, kind, 0)
             .map_err(err(names::PROTECTED_FILES))?;
     }
     let stale: Vec<FileId> = protected
         .keys()
-        .filter(|k| !matches!(k, Ok(k) if files.contains(k)))
+        .filter(|k| !matches!(k, Ok(k) if files.iter().any(|(id, _)| id == k)))
         .collect::<Result<_, _>>()
         .map_err(err(names::PROTECTED_FILES))?;
     for id in &stale {
@@ -223,16 +262,37 @@ mod tests {
             let m = std::fs::metadata(dir.join(p)).unwrap();
             FileId::from_stat(m.dev(), m.ino())
         };
+        let entries = files.entries();
         for p in ["policies/profiles/a.yaml", "state/graph.redb"] {
             assert_eq!(files.path_of(&id(p)), Some(dir.join(p).as_path()), "{p}");
+            assert!(entries.contains(&(id(p), PROTECTED_FILE)), "{p}");
         }
+        // The agent's directories guard their entries; the config file's directory
+        // is not the agent's (here it is inside the repository, which is).
+        for p in ["state", "policies", "policies/profiles"] {
+            assert!(entries.contains(&(id(p), PROTECTED_DIR_ENTRIES)), "{p}");
+        }
+        assert!(!entries.iter().any(|(i, _)| *i == id("")));
         // The binary running this test is the "agent" here.
         let exe = std::fs::metadata("/proc/self/exe").unwrap();
-        assert!(
-            files
-                .ids()
-                .contains(&FileId::from_stat(exe.dev(), exe.ino()))
-        );
+        assert!(entries.contains(&(FileId::from_stat(exe.dev(), exe.ino()), PROTECTED_FILE)));
+        // A file created later is found by the next collection.
+        std::fs::create_dir_all(dir.join("state/graph.segments")).unwrap();
+        std::fs::write(dir.join("state/graph.segments/000001.seg"), "x").unwrap();
+        let again = AgentFiles::collect(&AgentPaths {
+            source: &source,
+            notify: None,
+            state_dir: &dir.join("state"),
+            config: None,
+            api_socket: &dir.join("api.sock"),
+            api_token: None,
+            pins: None,
+            cgroup_root: Path::new("/sys/fs/cgroup"),
+        });
+        assert_ne!(again, files);
+        let entries = again.entries();
+        assert!(entries.contains(&(id("state/graph.segments/000001.seg"), PROTECTED_FILE)));
+        assert!(entries.contains(&(id("state/graph.segments"), PROTECTED_DIR_ENTRIES)));
         // Missing files (notify.yaml, the socket) are skipped.
         assert!(files.len() >= 3);
         let _ = std::fs::remove_dir_all(&dir);

@@ -32,6 +32,7 @@ fn main() {
         "ptrace_attach_is_refused_unless_the_profile_allows_it",
         "audit_mode_lets_the_new_hooks_through_and_reports_them",
         "policed_processes_cannot_write_rename_or_unlink_the_agents_files",
+        "files_made_in_the_agents_directories_after_start_are_protected",
         "policed_processes_cannot_reach_the_agents_api",
         "policed_processes_cannot_use_bpf",
         "policed_processes_cannot_trace_the_agent",

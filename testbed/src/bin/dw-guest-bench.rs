@@ -24,6 +24,10 @@
 //! reported per invocation beside the syscall figures (what the program costs without
 //! the trampoline and the syscall around it). The cycles run with it off, as nodes do.
 //!
+//! A child of the bench process (`dw-guest-bench measure PORT`) makes the operations,
+//! in the policed cgroup; the bench process loads, inspects and detaches the programs
+//! from the root cgroup, as an agent does (policed processes may not use `bpf(2)`).
+//!
 //! An exec is `posix_spawn` + `wait` of busybox's `true` (static, so the loader's opens
 //! do not dominate); an open is `open` + `close` of a file; a connect is a TCP
 //! `connect` to a loopback listener. Only the system call is timed for open and
@@ -58,7 +62,36 @@ const CONNECTS: usize = 1_000;
 const HOOKS: [&str; 3] = ["exec", "open", "connect"];
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
+/// `dw-guest-bench measure PORT`: the measuring child. It joins the policed cgroup,
+/// makes one round of every operation and prints the medians as JSON.
+const MEASURE_COMMAND: &str = "measure";
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(MEASURE_COMMAND) {
+        let result = args
+            .get(2)
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| "usage: dw-guest-bench measure PORT".to_string())
+            .and_then(|port| {
+                std::fs::write(
+                    Path::new(CG).join("bench/w0/cgroup.procs"),
+                    std::process::id().to_string(),
+                )
+                .map_err(|e| format!("joining the bench cgroup: {e}"))?;
+                measure(port)
+            });
+        match result {
+            Ok(figures) => {
+                println!("{}", serde_json::json!(figures));
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let mut reporter = match Reporter::open() {
         Ok(r) => r,
         Err(e) => {
@@ -107,12 +140,34 @@ fn measure_all() -> Result<String, String> {
             drop(conn);
         }
     });
-    // This process makes every operation: it joins the policed cgroup.
-    std::fs::write(
-        Path::new(CG).join("bench/w0/cgroup.procs"),
-        std::process::id().to_string(),
-    )
-    .map_err(|e| format!("joining the bench cgroup: {e}"))?;
+    // A child in the policed cgroup makes every operation; this process loads,
+    // attaches, inspects and detaches programs from the root cgroup, as an agent does
+    // (a policed process could not: driftwall refuses it `bpf(2)`, and its file rules
+    // would refuse it the cgroup files it would need to leave).
+    let measure_policed = |port: u16| -> Result<BTreeMap<&'static str, f64>, String> {
+        let out = Command::new("/proc/self/exe")
+            .args([MEASURE_COMMAND, &port.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("the measuring child: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the measuring child: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let got: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("the measuring child's figures: {e}"))?;
+        HOOKS
+            .iter()
+            .map(|&hook| {
+                got.get(hook)
+                    .map(|&ns| (hook, ns))
+                    .ok_or_else(|| format!("the measuring child measured no {hook}"))
+            })
+            .collect()
+    };
 
     // The tables the agent would write, compiled and resolved once, as `driftwall run`
     // does at start.
@@ -144,20 +199,24 @@ fn measure_all() -> Result<String, String> {
             }
             Set::Driftwall => {
                 let mut ebpf = open_object()?;
-                // The first generation, as the agent writes it (the maps stay referenced
-                // by the programs once the handles here are dropped).
-                PolicyMaps::open(|n| ebpf.take_map(n))
-                    .and_then(|mut maps| maps.swap(&tables, false))
+                // The first generation, as the agent writes it. The handles taken out
+                // of the object must live until the programs are loaded: a program
+                // holds its maps from then on, and closing them before would leave
+                // the loader a dangling descriptor.
+                let mut maps = PolicyMaps::open(|n| ebpf.take_map(n))
+                    .map_err(|e| format!("opening the policy maps: {e}"))?;
+                maps.swap(&tables, false)
                     .map_err(|e| format!("writing the policy: {e}"))?;
                 programs::attach_enforcement(&mut ebpf, &btf)
                     .map_err(|e| format!("attaching driftwall's programs: {e}"))?;
+                drop(maps);
                 Some((ebpf, &programs::LSM_PROGRAMS))
             }
         })
     };
 
     // A warm-up (page cache, first-touch costs) that counts for nothing.
-    measure(port)?;
+    measure_policed(port)?;
     let order = [Set::None, Set::Floor, Set::Driftwall];
     let mut cycles = Vec::with_capacity(CYCLES);
     for c in 0..CYCLES {
@@ -165,7 +224,7 @@ fn measure_all() -> Result<String, String> {
         for i in 0..order.len() {
             let set = order[(c + i) % order.len()];
             let _attached = attach(set)?;
-            for (hook, ns) in measure(port)? {
+            for (hook, ns) in measure_policed(port)? {
                 cycle.op_ns.insert((set, hook), ns);
             }
         }
@@ -181,7 +240,7 @@ fn measure_all() -> Result<String, String> {
                 continue;
             };
             let before = run_stats(&ebpf, progs)?;
-            measure(port)?;
+            measure_policed(port)?;
             for (hook, (runs, ns)) in run_stats(&ebpf, progs)? {
                 let (runs0, ns0) = before.get(hook).copied().unwrap_or_default();
                 if runs > runs0 {
@@ -385,10 +444,10 @@ fn exec_round() -> Result<f64, String> {
     let mut samples = Vec::with_capacity(EXECS);
     for _ in 0..EXECS {
         let start = Instant::now();
+        // The child inherits this process's standard streams (`true` writes nothing):
+        // `Stdio::null()` would open /dev/null three times a spawn, and those opens
+        // would count as the exec's.
         let status = Command::new(TRUE)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .map_err(|e| format!("{TRUE} in the bench workload: {e}"))?;
         if !status.success() {

@@ -21,6 +21,7 @@ use std::{
     net::{TcpListener, UdpSocket},
     path::Path,
     process::{Child, Command, Stdio},
+    time::Duration,
 };
 
 use driftwall_testbed::{
@@ -91,7 +92,7 @@ fn main() {
             return;
         }
     };
-    let tests: [(&str, GuestTest); 17] = [
+    let tests: [(&str, GuestTest); 18] = [
         (
             "agent_starts_with_every_hook_attached",
             agent_starts_with_every_hook_attached,
@@ -137,6 +138,10 @@ fn main() {
         (
             "policed_processes_cannot_write_rename_or_unlink_the_agents_files",
             policed_processes_cannot_write_rename_or_unlink_the_agents_files,
+        ),
+        (
+            "files_made_in_the_agents_directories_after_start_are_protected",
+            files_made_in_the_agents_directories_after_start_are_protected,
         ),
         (
             "policed_processes_cannot_reach_the_agents_api",
@@ -775,7 +780,8 @@ fn audit_mode_lets_the_new_hooks_through_and_reports_them(s: &Suite) -> Res {
 /// A file the agent protects: one of the policy repository's.
 const POLICY_FILE: &str = "/etc/dw-hooks/rules/hooks.cedar";
 /// A file beside it, made after the agent started.
-const VICTIM: &str = "/etc/dw-hooks/victim";
+/// A file of no one's, outside the agent's directories (on the same file system).
+const VICTIM: &str = "/etc/hooks-victim";
 
 fn policed_processes_cannot_write_rename_or_unlink_the_agents_files(s: &Suite) -> Res {
     let protected = |args: &[&str], hook: &str| -> Result<Value, String> {
@@ -805,10 +811,7 @@ fn policed_processes_cannot_write_rename_or_unlink_the_agents_files(s: &Suite) -
     // refused all the same (same file system: a rename across mounts fails earlier).
     std::fs::write(VICTIM, "anyone's").map_err(io(VICTIM))?;
     protected(&["rename", VICTIM, POLICY_FILE], "rename")?;
-    s.allowed(
-        "dw/plain",
-        &["rename", VICTIM, "/etc/dw-hooks/victim-moved"],
-    )?;
+    s.allowed("dw/plain", &["rename", VICTIM, "/etc/hooks-victim-moved"])?;
     // Reading is allowed (the plain workload has no file rules), and so is writing any
     // other file; unpoliced processes may write the agent's files.
     s.allowed("dw/plain", &["open", POLICY_FILE, "read"])?;
@@ -818,6 +821,75 @@ fn policed_processes_cannot_write_rename_or_unlink_the_agents_files(s: &Suite) -
         return Err(format!("{POLICY_FILE} is gone"));
     }
     Ok("write opens, unlink, rename away and rename over the agent's files refused in /dw/plain; reading them and renaming another file there, and writing them from /dw/free, allowed".into())
+}
+
+/// A file that appears in the agent's state directory while it runs (a store's new
+/// file, a bundle posted through the API) is guarded at once against unlink and rename
+/// by its directory, and against writes from the agent's next refresh of its files.
+fn files_made_in_the_agents_directories_after_start_are_protected(s: &Suite) -> Res {
+    const STATE: &str = "/var/lib/driftwall";
+    let late = format!("{STATE}/made-after-start");
+    std::fs::write(&late, "state").map_err(io(&late))?;
+    let names = |ev: &Value, path: &str| -> Result<(), String> {
+        if ev["file"]["path"] == path {
+            Ok(())
+        } else {
+            Err(format!("the event does not name {path}: {ev}"))
+        }
+    };
+    // At once: the state directory guards its entries.
+    let ev = s.refused(
+        "dw/plain",
+        &["unlink", &late],
+        "file",
+        "unlink",
+        "agent-protected",
+        "driftwall/self-protection",
+    )?;
+    names(&ev, STATE)?;
+    std::fs::write(VICTIM, "anyone's").map_err(io(VICTIM))?;
+    let planted = format!("{STATE}/planted");
+    let ev = s.refused(
+        "dw/plain",
+        &["rename", VICTIM, &planted],
+        "file",
+        "rename",
+        "agent-protected",
+        "driftwall/self-protection",
+    )?;
+    names(&ev, STATE)?;
+    // The policy repository's directories likewise: no profile planted by a rename.
+    let ev = s.refused(
+        "dw/plain",
+        &["rename", VICTIM, "/etc/dw-hooks/planted.yaml"],
+        "file",
+        "rename",
+        "agent-protected",
+        "driftwall/self-protection",
+    )?;
+    names(&ev, "/etc/dw-hooks")?;
+    // From the next refresh (every 2 s): the file itself, against writes.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let ev = s.refused(
+        "dw/plain",
+        &["open", &late, "write"],
+        "file",
+        "open_write",
+        "agent-protected",
+        "driftwall/self-protection",
+    )?;
+    names(&ev, &late)?;
+    // Reading it is allowed, other directories' entries are not guarded, and the node's
+    // administration (unpoliced) may remove it.
+    s.allowed("dw/plain", &["open", &late, "read"])?;
+    s.allowed("dw/plain", &["unlink", VICTIM])?;
+    s.allowed("dw/free", &["unlink", &late])?;
+    if Path::new(&late).exists() || Path::new(&planted).exists() {
+        return Err(format!("{late} should be gone and {planted} never made"));
+    }
+    Ok(format!(
+        "a file made in {STATE} after start: unlink and a rename into {STATE} or the policy repository refused at once, writes refused after the refresh, in /dw/plain; reading it, unlinking elsewhere, and removing it from /dw/free allowed"
+    ))
 }
 
 fn policed_processes_cannot_reach_the_agents_api(s: &Suite) -> Res {
