@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::event::{Event, Exec};
-use crate::records::{JournalBatch, decode};
-use crate::store::{Applied, Reader, Store, journal_positions};
+use crate::reader::Reader;
+use crate::store::{Applied, Store, journal_positions};
 
 /// A position in the ingest order: batch number and index in the batch. Cursors
 /// stay valid across restarts; [`EventCursor::default`] is the beginning.
@@ -43,40 +43,39 @@ impl Store {
     /// At most `limit` events ingested at or after `cursor`, in ingest order, and the
     /// cursor after them.
     pub fn events_since(&self, cursor: EventCursor, limit: usize) -> Result<EventPage> {
-        let reader = self.reader()?;
-        let mut events = Vec::new();
-        let mut next = cursor;
-        'batches: for entry in reader.journal.range(cursor.batch..)? {
-            let (number, bytes) = entry?;
-            let number = number.value();
-            let batch: JournalBatch = decode("journal", bytes.value())?;
-            let skip = if number == cursor.batch {
-                cursor.index as usize
-            } else {
-                0
-            };
-            let positions = journal_positions(&batch);
-            for (index, at) in positions.iter().enumerate().skip(skip) {
-                if events.len() >= limit {
-                    next = EventCursor {
-                        batch: number,
-                        index: index as u32,
-                    };
-                    break 'batches;
+        self.with_reader(|reader| {
+            let mut events = Vec::new();
+            let mut next = cursor;
+            reader.journal_from(cursor.batch, |number, batch| {
+                let skip = if number == cursor.batch {
+                    cursor.index as usize
+                } else {
+                    0
+                };
+                let positions = journal_positions(&batch);
+                for (index, at) in positions.iter().enumerate().skip(skip) {
+                    if events.len() >= limit {
+                        next = EventCursor {
+                            batch: number,
+                            index: index as u32,
+                        };
+                        return Ok(false);
+                    }
+                    events.extend(rebuild(reader, *at)?);
                 }
-                events.extend(rebuild(&reader, *at)?);
-            }
-            next = EventCursor {
-                batch: number + 1,
-                index: 0,
-            };
-        }
-        Ok(EventPage { events, next })
+                next = EventCursor {
+                    batch: number + 1,
+                    index: 0,
+                };
+                Ok(true)
+            })?;
+            Ok(EventPage { events, next })
+        })
     }
 }
 
 /// The event at `at`, or `None` when retention deleted it.
-fn rebuild(reader: &Reader, at: Applied) -> Result<Option<Event>> {
+fn rebuild(reader: &Reader<'_>, at: Applied) -> Result<Option<Event>> {
     Ok(match at {
         Applied::Fork(id, time) => {
             let Some(view) = reader.view(id)? else {

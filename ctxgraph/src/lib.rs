@@ -62,10 +62,15 @@ pub mod error;
 pub mod event;
 pub mod flashback;
 pub mod journal;
+mod memtable;
 pub mod model;
+mod reader;
 mod records;
 pub mod render;
+mod retention;
+mod segment;
 pub mod store;
+mod table;
 mod wal;
 
 pub use error::{Error, Result};

@@ -485,8 +485,8 @@ fn stamp_schema_version(path: &std::path::Path, version: u64) {
 /// what to do, not misread.
 #[test]
 fn a_store_of_another_schema_version_is_refused() {
-    assert_eq!(SCHEMA_VERSION, 4);
-    for version in [SCHEMA_VERSION + 1, 3, 2] {
+    assert_eq!(SCHEMA_VERSION, 5);
+    for version in [SCHEMA_VERSION + 1, 4, 3, 2] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("graph.redb");
         drop(Store::open(&path, Config::default()).expect("create"));
@@ -502,7 +502,7 @@ fn a_store_of_another_schema_version_is_refused() {
                 let text = e.to_string();
                 assert!(
                     text.contains(&format!("schema version Some({version})"))
-                        && text.contains("reads version 4")
+                        && text.contains("reads version 5")
                         && text.contains("set it aside"),
                     "{text}"
                 );
