@@ -14,11 +14,29 @@
 //! 4. otherwise the profile's allowlist allows, or the workload's mode decides: `enforce`
 //!    refuses (`EPERM`), `audit` lets it through and reports it.
 //!
+//! Which classes a profile polices: executables always; `connect`, `bind`/`listen` and
+//! file opens when it has rules for them ([`WorkloadBinding::police`]); privileged
+//! operations (`ptrace`, module loads, `mount`, `setuid`) always — a profile allows
+//! those it names and no other.
+//!
+//! Before all of that, [`agent_protection`] refuses a policed process's attempts on
+//! the agent itself (signals, `ptrace`, `bpf(2)`, its files), whatever the mode and
+//! whatever a rule permits.
+//!
+//! Over the policy decisions (not the agent's self-protection), the global **dry-run**
+//! switch ([`PolicyLookups::dry_run`], the kernel's `GENERATION` entry): when on,
+//! whatever would be refused — by a forbid or by an enforce-mode profile — is let
+//! through and reported as `audit`. It travels to [`combine_checked`] on the binding
+//! ([`BINDING_DRY_RUN`], set by [`nearest_binding`]), so every hook that decides
+//! through these functions honours it without knowing of it.
+//!
 //! Everything here is `#[inline(always)]` and bounded, as the verifier requires.
 use crate::{
-    Decision, EXEC_NOT_LISTED, EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey,
-    FileId, MAX_CGROUP_DEPTH, Mode, WorkloadBinding,
-    rules::{FAMILY_V4, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
+    BINDING_DRY_RUN, Decision, EXEC_NOT_LISTED, EXEC_PARENTS_LISTED, EXEC_USERS_LISTED,
+    ExecConstraintKey, ExecKey, FILE_READ, FILE_WRITE, FileId, MAX_CGROUP_DEPTH, Mode,
+    PRIV_LOAD_MODULE, PRIV_MOUNT, PRIV_PTRACE, PRIV_SETUID_ANY, SetuidKey, WorkloadBinding,
+    WorkloadId,
+    rules::{FAMILY_V4, Hook, NetAllowKey, PortSet, RuleSet, RuleVerdict, net_allow_key},
 };
 
 /// What every decision needs to know about the world.
@@ -38,6 +56,22 @@ pub trait PolicyLookups {
     fn rules(&self) -> Option<&RuleSet>;
     /// The longest `NET_ALLOW` match for `key` looked up with `prefix_bits` bits.
     fn port_set(&self, key: &NetAllowKey, prefix_bits: u32) -> Option<&PortSet>;
+    /// Whether `SETUID_ALLOW` holds `key`.
+    fn setuid_allowed(&self, key: &SetuidKey) -> bool;
+    /// Whether the global dry-run switch is on: nothing is refused, everything that
+    /// would be is reported as `audit`.
+    fn dry_run(&self) -> bool {
+        false
+    }
+}
+
+/// The file look-up of one open: what the `FILE_ALLOW` trie grants a workload on the
+/// path being opened. Separate from [`PolicyLookups`] because the path belongs to the
+/// request (the kernel keeps it in per-CPU scratch memory, the reference in a string).
+pub trait FileLookups {
+    /// The [`FILE_READ`]/[`FILE_WRITE`] bits of the longest `FILE_ALLOW` match for
+    /// `(workload, path)`; 0 when no rule covers the path or it is unknown.
+    fn file_access(&self, workload: WorkloadId) -> u8;
 }
 
 /// Why an operation was refused or reported.
@@ -54,6 +88,9 @@ pub enum Reason {
     /// The executable is in the profile, but not for the caller's effective user (its
     /// `users`).
     UserNotInProfile = 4,
+    /// An attempt on the agent itself (signal, trace, `bpf(2)`, its files) by a policed
+    /// process: refused whatever the mode and the rules.
+    AgentProtected = 5,
 }
 
 impl Reason {
@@ -63,6 +100,7 @@ impl Reason {
             2 => Some(Reason::CedarForbid),
             3 => Some(Reason::ParentNotInProfile),
             4 => Some(Reason::UserNotInProfile),
+            5 => Some(Reason::AgentProtected),
             _ => None,
         }
     }
@@ -107,9 +145,11 @@ pub enum Verdict {
 /// ancestor within [`MAX_CGROUP_DEPTH`] levels. Deepest level first, so the nearest
 /// binding wins. [`UNBOUND`] (workload 0) when no profile selects the task: a plain
 /// value rather than an `Option`, because the verifier refuses to see the
-/// uninitialised payload of a `None` copied around.
+/// uninitialised payload of a `None` copied around. Its `flags` carry
+/// [`BINDING_DRY_RUN`] when the dry-run switch is on.
 #[inline(always)]
 pub fn nearest_binding<L: PolicyLookups>(lookups: &L) -> WorkloadBinding {
+    let mut found = UNBOUND;
     let mut level = MAX_CGROUP_DEPTH as i64;
     while level >= 0 {
         let id = lookups.ancestor_cgroup(level as u32);
@@ -118,12 +158,18 @@ pub fn nearest_binding<L: PolicyLookups>(lookups: &L) -> WorkloadBinding {
             // A binding with an unknown mode polices nothing; user space never
             // writes one.
             if binding.workload != 0 && Mode::from_u8(binding.mode).is_some() {
-                return binding;
+                found = binding;
+                break;
             }
         }
         level -= 1;
     }
-    UNBOUND
+    found.flags = if lookups.dry_run() {
+        BINDING_DRY_RUN
+    } else {
+        0
+    };
+    found
 }
 
 /// What [`nearest_binding`] returns for a task no profile selects.
@@ -131,8 +177,28 @@ pub const UNBOUND: WorkloadBinding = WorkloadBinding {
     workload: 0,
     mode: 0,
     police: 0,
-    _pad: [0; 2],
+    privileges: 0,
+    flags: 0,
 };
+
+/// The decision on an attempt on the agent (signalling or tracing its process,
+/// `bpf(2)`, writing, renaming or unlinking its files): refused (`Deny`, whatever the
+/// workload's mode) for a process in any bound workload, [`Verdict::Unpoliced`] for
+/// one no profile selects. No Cedar rule or profile entry can allow it: a workload
+/// must not be able to switch off the agent that polices it.
+#[inline(always)]
+pub fn agent_protection(binding: &WorkloadBinding) -> Verdict {
+    if binding.workload == 0 {
+        Verdict::Unpoliced
+    } else {
+        Verdict::Refused {
+            workload: binding.workload,
+            decision: Decision::Deny,
+            reason: Reason::AgentProtected,
+            rule: NO_RULE,
+        }
+    }
+}
 
 /// Combines the rules' verdict with the profile: see the module documentation.
 /// `profile_polices` says whether the workload's profile polices this class of
@@ -162,11 +228,17 @@ pub fn combine_checked(
     profile_check: impl FnOnce(&WorkloadBinding) -> ProfileCheck,
 ) -> Verdict {
     let workload = binding.workload;
+    // The one place the dry-run switch acts: nothing is refused, all is reported.
+    let dry_run = binding.flags & BINDING_DRY_RUN != 0;
     match rules {
         RuleVerdict::Forbid { rule } => {
             return Verdict::Refused {
                 workload,
-                decision: Decision::Deny,
+                decision: if dry_run {
+                    Decision::Audit
+                } else {
+                    Decision::Deny
+                },
                 reason: Reason::CedarForbid,
                 rule,
             };
@@ -189,6 +261,7 @@ pub fn combine_checked(
     Verdict::Refused {
         workload,
         decision: match Mode::from_u8(binding.mode) {
+            _ if dry_run => Decision::Audit,
             Some(Mode::Audit) => Decision::Audit,
             _ => Decision::Deny,
         },
@@ -216,7 +289,7 @@ pub fn exec_profile_check<L: PolicyLookups>(
     let workload = binding.workload;
     let flags = lookups.exec_allow(&ExecKey {
         workload,
-        _pad: 0,
+        slot: 0,
         file,
     });
     if flags & EXEC_NOT_LISTED != 0 {
@@ -238,6 +311,46 @@ pub fn exec_profile_check<L: PolicyLookups>(
     ProfileCheck::Allows
 }
 
+/// The profile half of a file decision: the workload's file rules grant `hook`'s
+/// access ([`Hook::OpenRead`]: [`FILE_READ`], [`Hook::OpenWrite`]: [`FILE_WRITE`]) on
+/// the path being opened.
+#[inline(always)]
+pub fn file_profile_allows<F: FileLookups>(
+    files: &F,
+    binding: &WorkloadBinding,
+    hook: Hook,
+) -> bool {
+    let need = if hook as u8 == Hook::OpenWrite as u8 {
+        FILE_WRITE
+    } else {
+        FILE_READ
+    };
+    files.file_access(binding.workload) & need != 0
+}
+
+/// The profile half of a privileged operation's decision: the profile names the
+/// operation (`ptrace`, `mount`, `load_module` in [`WorkloadBinding::privileges`]) or,
+/// for `setuid`, the user `uid` the process asks to become.
+#[inline(always)]
+pub fn privileged_profile_allows<L: PolicyLookups>(
+    lookups: &L,
+    binding: &WorkloadBinding,
+    hook: Hook,
+    uid: u32,
+) -> bool {
+    let bit = match hook {
+        Hook::Ptrace => PRIV_PTRACE,
+        Hook::Mount => PRIV_MOUNT,
+        Hook::LoadModule => PRIV_LOAD_MODULE,
+        Hook::Setuid => {
+            return binding.privileges & PRIV_SETUID_ANY != 0
+                || lookups.setuid_allowed(&SetuidKey::new(binding.workload, uid));
+        }
+        _ => return false,
+    };
+    binding.privileges & bit != 0
+}
+
 /// The profile half of a network decision: the workload's allowlist for `direction`
 /// holds the address (longest-prefix match) with the port and protocol.
 #[inline(always)]
@@ -255,5 +368,135 @@ pub fn net_profile_allows<L: PolicyLookups>(
     match lookups.port_set(&key, 64 + bits) {
         Some(set) => set.allows(port, protocol),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One task in cgroup 7 (below the root, 1), bound when `bound`; no allowlists.
+    struct World {
+        bound: Option<Mode>,
+        dry_run: bool,
+    }
+
+    impl PolicyLookups for World {
+        fn ancestor_cgroup(&self, level: u32) -> u64 {
+            match level {
+                0 => 1,
+                1 => 7,
+                _ => 0,
+            }
+        }
+        fn binding(&self, cgroup_id: u64) -> WorkloadBinding {
+            match (cgroup_id, self.bound) {
+                (7, Some(mode)) => WorkloadBinding {
+                    workload: 3,
+                    mode: mode as u8,
+                    ..UNBOUND
+                },
+                _ => UNBOUND,
+            }
+        }
+        fn exec_allow(&self, _: &ExecKey) -> u8 {
+            EXEC_NOT_LISTED
+        }
+        fn exec_constraint(&self, _: &ExecConstraintKey) -> bool {
+            false
+        }
+        fn rules(&self) -> Option<&RuleSet> {
+            None
+        }
+        fn port_set(&self, _: &NetAllowKey, _: u32) -> Option<&PortSet> {
+            None
+        }
+        fn setuid_allowed(&self, _: &SetuidKey) -> bool {
+            false
+        }
+        fn dry_run(&self) -> bool {
+            self.dry_run
+        }
+    }
+
+    fn decide(world: &World, rules: RuleVerdict) -> Verdict {
+        let binding = nearest_binding(world);
+        combine(binding, rules, |_| true, |_| false)
+    }
+
+    #[test]
+    fn dry_run_lets_through_and_reports_what_would_be_refused() {
+        let forbid = RuleVerdict::Forbid { rule: 4 };
+        for (bound, rules, refused) in [
+            (Some(Mode::Enforce), RuleVerdict::NoMatch, Decision::Deny),
+            (Some(Mode::Audit), RuleVerdict::NoMatch, Decision::Audit),
+            (Some(Mode::Enforce), forbid, Decision::Deny),
+            (None, forbid, Decision::Deny),
+        ] {
+            let strict = decide(
+                &World {
+                    bound,
+                    dry_run: false,
+                },
+                rules,
+            );
+            let dry = decide(
+                &World {
+                    bound,
+                    dry_run: true,
+                },
+                rules,
+            );
+            let Verdict::Refused {
+                decision,
+                reason,
+                rule,
+                workload,
+            } = strict
+            else {
+                panic!("{bound:?} {rules:?}: {strict:?}");
+            };
+            assert_eq!(decision, refused);
+            assert_eq!(
+                dry,
+                Verdict::Refused {
+                    workload,
+                    decision: Decision::Audit,
+                    reason,
+                    rule
+                },
+                "{bound:?} {rules:?}"
+            );
+        }
+        // What is allowed or unpoliced stays so.
+        let free = World {
+            bound: None,
+            dry_run: true,
+        };
+        assert_eq!(decide(&free, RuleVerdict::NoMatch), Verdict::Unpoliced);
+        assert_eq!(
+            nearest_binding(&free).flags,
+            BINDING_DRY_RUN,
+            "the flag travels on the unbound binding too"
+        );
+    }
+
+    #[test]
+    fn dry_run_does_not_switch_off_the_agents_self_protection() {
+        let policed = World {
+            bound: Some(Mode::Audit),
+            dry_run: true,
+        };
+        let binding = nearest_binding(&policed);
+        assert_eq!(binding.flags, BINDING_DRY_RUN);
+        assert_eq!(
+            agent_protection(&binding),
+            Verdict::Refused {
+                workload: 3,
+                decision: Decision::Deny,
+                reason: Reason::AgentProtected,
+                rule: NO_RULE
+            }
+        );
     }
 }

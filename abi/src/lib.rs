@@ -20,25 +20,50 @@
 //!   ([`EXEC_USERS_LISTED`]), `EXEC_CONSTRAINTS` holds the caller's executable and
 //!   effective uid for it ([`ExecConstraintKey`]); otherwise the workload's [`Mode`] decides: `Enforce` refuses it with `EPERM`,
 //!   `Audit` lets it proceed. Both are reported as an [`ExecEvent`] on the ring buffer.
+//! * A file open by a workload whose profile has file rules ([`POLICE_FILES`]) is
+//!   allowed when the longest match of `(workload, path)` in the `FILE_ALLOW` trie
+//!   ([`file_allow_key`]) grants its access ([`FILE_READ`], [`FILE_WRITE`]); reported as
+//!   a [`FileEvent`].
+//! * Privileged operations (`ptrace`, module loads, `mount`, `setuid`) are policed by
+//!   every profile: allowed when the binding's [`WorkloadBinding::privileges`] names
+//!   them (`setuid`: when `SETUID_ALLOW` holds [`SetuidKey`] for the new uid); reported
+//!   as a [`PrivilegedEvent`].
+//! * **Self-protection**: processes in any bound workload may not signal or trace the
+//!   agent (its tgid is in [`NodeState`]), use `bpf(2)`, or write, rename or unlink the
+//!   files whose identities are in `PROTECTED_FILES`.
 //! * **Cedar rules** are lowered to the atoms and clauses of [`rules::RuleSet`] and
 //!   decided by [`rules::evaluate`]; [`decide::combine`] joins them with the profile.
+//! * **Generations**: every policy map holds two slots and the one-entry `ACTIVE` array
+//!   says which is in force (`GENERATION` says which generation each slot holds and
+//!   whether dry-run is on); a reload writes the other slot whole and flips `ACTIVE`. See [`generation`] for the pattern every policy map
+//!   follows.
 #![no_std]
 
 pub mod decide;
+pub mod generation;
 pub mod rules;
 
 /// Version of every layout in this crate. Bumped on any change.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 6;
 
 /// How many cgroup levels the exec hook walks up to find a bound ancestor.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
-/// Capacity of the `WORKLOAD_BINDINGS` map (cgroups bound to a workload).
+/// Cgroups one generation may bind to a workload (`WORKLOAD_BINDINGS` holds
+/// [`generation::SLOTS`] times as many). Workload ids stay below 2^24 (they are three
+/// bytes of a `NET_ALLOW` key).
 pub const MAX_BINDINGS: u32 = 4096;
-/// Capacity of the `EXEC_ALLOW` map (allowed executables, summed over workloads).
+/// Allowed executables one generation may hold in `EXEC_ALLOW`, summed over workloads.
 pub const MAX_EXEC_RULES: u32 = 65_536;
-/// Capacity of the `EXEC_CONSTRAINTS` map (allowed parents and users of executables,
-/// summed over workloads).
+/// Allowed parents and users of executables one generation may hold in
+/// `EXEC_CONSTRAINTS`, summed over workloads.
 pub const MAX_EXEC_CONSTRAINTS: u32 = 65_536;
+/// Capacity of the `FILE_ALLOW` trie (profile file rules, with the runtime defaults,
+/// summed over workloads).
+pub const MAX_FILE_RULES: u32 = 16_384;
+/// Capacity of the `SETUID_ALLOW` map (users workloads may become, summed).
+pub const MAX_SETUID_RULES: u32 = 4096;
+/// Capacity of the `PROTECTED_FILES` map (the agent's own files).
+pub const MAX_PROTECTED_FILES: u32 = 1024;
 /// Default size of the `EVENTS` ring buffer, in bytes (a power of two, page multiple).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 /// Indexes of the per-CPU `LOST_RECORDS` counters: records a program could not put in
@@ -69,13 +94,38 @@ pub mod names {
     pub const PATH_SUFFIX_ATOMS: &str = "PATH_SUFFIX_ATOMS";
     pub const IP_ATOMS: &str = "IP_ATOMS";
     pub const NET_ALLOW: &str = "NET_ALLOW";
+    pub const FILE_ALLOW: &str = "FILE_ALLOW";
+    pub const SETUID_ALLOW: &str = "SETUID_ALLOW";
+    pub const PROTECTED_FILES: &str = "PROTECTED_FILES";
+    pub const NODE_STATE: &str = "NODE_STATE";
     pub const LOST_RECORDS: &str = "LOST_RECORDS";
+    /// The slot in force (see [`crate::generation`]).
+    pub const ACTIVE: &str = "ACTIVE";
+    /// Per slot: the generation it holds and the global flags.
+    pub const GENERATION: &str = "GENERATION";
     /// LSM program deciding execs.
     pub const PROG_EXEC: &str = "bprm_check_security";
     /// LSM programs deciding network operations.
     pub const PROG_CONNECT: &str = "socket_connect";
     pub const PROG_BIND: &str = "socket_bind";
     pub const PROG_LISTEN: &str = "socket_listen";
+    /// `socket_sendmsg`: a UDP datagram (or a TCP Fast Open) to an address, decided
+    /// as `connect`.
+    pub const PROG_SENDMSG: &str = "socket_sendmsg";
+    /// LSM program deciding file opens.
+    pub const PROG_FILE_OPEN: &str = "file_open";
+    /// LSM programs deciding privileged operations.
+    pub const PROG_PTRACE: &str = "ptrace_access_check";
+    pub const PROG_KERNEL_READ_FILE: &str = "kernel_read_file";
+    pub const PROG_KERNEL_LOAD_DATA: &str = "kernel_load_data";
+    pub const PROG_SB_MOUNT: &str = "sb_mount";
+    pub const PROG_SETUID: &str = "task_fix_setuid";
+    /// LSM programs protecting the agent from policed workloads.
+    pub const PROG_TASK_KILL: &str = "task_kill";
+    pub const PROG_BPF: &str = "bpf";
+    pub const PROG_INODE_UNLINK: &str = "inode_unlink";
+    pub const PROG_INODE_RENAME: &str = "inode_rename";
+    pub const PROG_UNIX_CONNECT: &str = "unix_stream_connect";
     /// `tp_btf` programs reporting process lifecycle (they need no BPF LSM, so they also
     /// prove the offset logic on kernels without it).
     pub const PROG_FORK: &str = "sched_process_fork";
@@ -84,6 +134,17 @@ pub mod names {
     /// `tp_btf` program on `sys_exit` reporting TCP connect, listen, accept and
     /// credential changes for the context graph (no BPF LSM, no tracefs needed).
     pub const PROG_SYSCALL_EXIT: &str = "sys_exit_capture";
+    /// Fallbacks where BPF LSM is missing: cgroup `sock_addr` programs deciding network
+    /// operations inline, attached to the cgroup v2 root.
+    pub const PROG_CGROUP_CONNECT4: &str = "cgroup_connect4";
+    pub const PROG_CGROUP_CONNECT6: &str = "cgroup_connect6";
+    pub const PROG_CGROUP_SENDMSG4: &str = "cgroup_sendmsg4";
+    pub const PROG_CGROUP_SENDMSG6: &str = "cgroup_sendmsg6";
+    pub const PROG_CGROUP_BIND4: &str = "cgroup_bind4";
+    pub const PROG_CGROUP_BIND6: &str = "cgroup_bind6";
+    /// Fallback where BPF LSM is missing: a `tp_btf` program on `sched_process_exec`
+    /// that decides an exec after the fact and kills a drifting process (reactive).
+    pub const PROG_EXEC_REACTIVE: &str = "exec_reactive";
 }
 
 /// Small integer naming a workload inside one loaded policy. `0` is never used.
@@ -129,24 +190,137 @@ impl Decision {
     }
 }
 
-/// Value of `WORKLOAD_BINDINGS`, keyed by cgroup v2 id (`u64`).
+/// Value of `WORKLOAD_BINDINGS`, keyed by [`generation::BindingKey`] (cgroup v2 id and
+/// slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct WorkloadBinding {
     pub workload: WorkloadId,
     /// A [`Mode`] as `u8`.
     pub mode: u8,
-    /// Which classes of operation the workload's profile polices beyond execs
-    /// ([`POLICE_EGRESS`], [`POLICE_INGRESS`]): a class it does not police is decided by
-    /// the Cedar rules alone.
+    /// Which classes of operation the workload's profile polices beyond execs and
+    /// privileged operations ([`POLICE_EGRESS`], [`POLICE_INGRESS`], [`POLICE_FILES`]):
+    /// a class it does not police is decided by the Cedar rules alone.
     pub police: u8,
-    pub _pad: [u8; 2],
+    /// The privileged operations the profile allows ([`PRIV_PTRACE`], [`PRIV_MOUNT`],
+    /// [`PRIV_LOAD_MODULE`], [`PRIV_SETUID_ANY`]); every profile polices them, so any
+    /// other is refused.
+    pub privileges: u8,
+    /// [`BINDING_DRY_RUN`]: set on the copy a decision works with, never stored (user
+    /// space writes 0).
+    pub flags: u8,
 }
+
+/// [`WorkloadBinding::flags`]: the global dry-run switch is on for this decision
+/// ([`decide::nearest_binding`] sets it from [`decide::PolicyLookups::dry_run`]).
+pub const BINDING_DRY_RUN: u8 = 1;
 
 /// [`WorkloadBinding::police`]: the profile holds an egress allowlist (`connect`).
 pub const POLICE_EGRESS: u8 = 1;
 /// [`WorkloadBinding::police`]: the profile holds an ingress allowlist (`bind`, `listen`).
 pub const POLICE_INGRESS: u8 = 2;
+/// [`WorkloadBinding::police`]: the profile holds file rules (`open_read`, `open_write`).
+pub const POLICE_FILES: u8 = 4;
+
+/// [`WorkloadBinding::privileges`]: the workload may trace and inspect other processes.
+pub const PRIV_PTRACE: u8 = 1;
+/// [`WorkloadBinding::privileges`]: the workload may mount file systems.
+pub const PRIV_MOUNT: u8 = 2;
+/// [`WorkloadBinding::privileges`]: the workload may load kernel modules.
+pub const PRIV_LOAD_MODULE: u8 = 4;
+/// [`WorkloadBinding::privileges`]: the workload may become any user (`setuid: "*"`);
+/// without it, only the users `SETUID_ALLOW` lists for it.
+pub const PRIV_SETUID_ANY: u8 = 8;
+/// Every [`WorkloadBinding::privileges`] bit.
+pub const PRIV_ALL: u8 = PRIV_PTRACE | PRIV_MOUNT | PRIV_LOAD_MODULE | PRIV_SETUID_ANY;
+
+/// Key of `SETUID_ALLOW` (value `u8`, 1): processes of `workload` may become `uid`,
+/// in generation slot `slot` ([`generation::SlottedKey`]; 0 as the compiler builds it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SetuidKey {
+    pub workload: WorkloadId,
+    pub uid: u32,
+    pub slot: u32,
+}
+
+impl SetuidKey {
+    /// The key of `(workload, uid)` in slot 0.
+    #[inline(always)]
+    pub const fn new(workload: WorkloadId, uid: u32) -> Self {
+        SetuidKey {
+            workload,
+            uid,
+            slot: 0,
+        }
+    }
+}
+
+/// Bytes of the key data of the `FILE_ALLOW` trie: the generation slot and the
+/// workload id (4 bytes), then the path.
+pub const FILE_KEY_BYTES: usize = 256;
+/// Bytes of a path in a [`FileAllowKey`]: a prefix rule's path (with its `/`) or an
+/// exact rule's path and its NUL must fit.
+pub const FILE_PATH_BYTES: usize = FILE_KEY_BYTES - 4;
+
+/// Key data of the `FILE_ALLOW` LPM trie: byte 0 the generation slot
+/// ([`generation::LPM_SLOT_BYTE`]; 0 as built here), bytes 1..4 the workload id
+/// (big-endian, below 2^24, as in a `NET_ALLOW` key), then the path — a directory
+/// prefix with its trailing `/`, or an exact path followed by its NUL (as
+/// `PATH_ATOMS`). The trie's prefix length is 32 + 8 × the path bytes, so slot and
+/// workload always match exactly. Each entry's value is the union of the
+/// [`FILE_READ`]/[`FILE_WRITE`] bits of every rule whose key is a prefix of its own,
+/// so the longest match alone answers.
+pub type FileAllowKey = [u8; FILE_KEY_BYTES];
+
+/// `FILE_ALLOW` value bit: the path may be opened for reading.
+pub const FILE_READ: u8 = 1;
+/// `FILE_ALLOW` value bit: the path may be opened for writing (or appending,
+/// truncating).
+pub const FILE_WRITE: u8 = 2;
+
+/// Writes the workload part of a [`FileAllowKey`] (bytes 1..4; the slot byte is left
+/// as it is).
+#[inline(always)]
+pub fn file_allow_key_workload(key: &mut FileAllowKey, workload: WorkloadId) {
+    let w = workload.to_be_bytes();
+    key[1] = w[1];
+    key[2] = w[2];
+    key[3] = w[3];
+}
+
+/// The [`FileAllowKey`] of `path` (already with its `/` or NUL) in `workload`, and its
+/// prefix length in bits; `None` when the path does not fit.
+pub fn file_allow_key(workload: WorkloadId, path: &[u8]) -> Option<(u32, FileAllowKey)> {
+    if path.len() > FILE_PATH_BYTES {
+        return None;
+    }
+    let mut key = [0u8; FILE_KEY_BYTES];
+    file_allow_key_workload(&mut key, workload);
+    let mut i = 0;
+    while i < path.len() {
+        key[4 + i] = path[i];
+        i += 1;
+    }
+    Some((32 + 8 * path.len() as u32, key))
+}
+
+/// The one value of the `NODE_STATE` array: facts of this node that every hook may
+/// need, written by the agent at start-up (not policy: which classes the policy in
+/// force polices is in its [`generation::GenerationInfo`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeState {
+    /// The agent's thread group: policed processes may not signal or trace it.
+    pub agent_tgid: u32,
+    /// [`NODE_PROTECTS_FILES`]: `PROTECTED_FILES` holds something.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+
+/// [`NodeState::flags`]: the agent protects files, so writes by policed processes are
+/// checked against `PROTECTED_FILES`.
+pub const NODE_PROTECTS_FILES: u8 = 1;
 
 /// Identity of a file as the kernel knows it: `super_block.s_dev` (the kernel's
 /// internal `MKDEV(major, minor)` encoding, `major << 20 | minor`) and `inode.i_ino`.
@@ -187,7 +361,8 @@ impl FileId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecKey {
     pub workload: WorkloadId,
-    pub _pad: u32,
+    /// The generation slot ([`generation::SlottedKey`]).
+    pub slot: u32,
     pub file: FileId,
 }
 
@@ -202,9 +377,9 @@ pub const EXEC_USERS_LISTED: u8 = 2;
 pub const EXEC_NOT_LISTED: u8 = 0x80;
 
 /// [`ExecConstraintKey::kind`]: `subject` is a parent executable's identity.
-pub const CONSTRAINT_PARENT: u32 = 1;
+pub const CONSTRAINT_PARENT: u8 = 1;
 /// [`ExecConstraintKey::kind`]: `subject` is `{ dev: 0, ino: euid }`.
-pub const CONSTRAINT_USER: u32 = 2;
+pub const CONSTRAINT_USER: u8 = 2;
 
 /// Key of `EXEC_CONSTRAINTS` (value `u8`, 1): in this workload, `file` may be started
 /// by a process running the executable `subject` ([`CONSTRAINT_PARENT`]) or with the
@@ -213,7 +388,10 @@ pub const CONSTRAINT_USER: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ExecConstraintKey {
     pub workload: WorkloadId,
-    pub kind: u32,
+    pub kind: u8,
+    /// The generation slot ([`generation::SlottedKey`]).
+    pub slot: u8,
+    pub _pad: u16,
     pub file: FileId,
     pub subject: FileId,
 }
@@ -224,6 +402,8 @@ impl ExecConstraintKey {
         ExecConstraintKey {
             workload,
             kind: CONSTRAINT_PARENT,
+            slot: 0,
+            _pad: 0,
             file,
             subject: parent,
         }
@@ -234,6 +414,8 @@ impl ExecConstraintKey {
         ExecConstraintKey {
             workload,
             kind: CONSTRAINT_USER,
+            slot: 0,
+            _pad: 0,
             file,
             subject: FileId {
                 dev: 0,
@@ -253,6 +435,10 @@ pub enum EventKind {
     Lifecycle = 2,
     /// A [`NetEvent`].
     NetDecision = 3,
+    /// A [`FileEvent`].
+    FileDecision = 4,
+    /// A [`PrivilegedEvent`].
+    PrivilegedDecision = 5,
     /// A [`SocketEvent`] on the `LIFECYCLE` ring (context-graph capture).
     Socket = 10,
     /// A [`CredEvent`] on the `LIFECYCLE` ring (context-graph capture).
@@ -265,6 +451,8 @@ impl EventKind {
             1 => Some(EventKind::ExecDecision),
             2 => Some(EventKind::Lifecycle),
             3 => Some(EventKind::NetDecision),
+            4 => Some(EventKind::FileDecision),
+            5 => Some(EventKind::PrivilegedDecision),
             10 => Some(EventKind::Socket),
             11 => Some(EventKind::Credentials),
             _ => None,
@@ -303,9 +491,12 @@ pub struct ExecEvent {
     pub start_ns: u64,
     /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
     pub rule: u16,
-    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`].
+    /// [`EXEC_EVENT_UNLINKED`], [`EXEC_EVENT_INTERPRETER`], [`EXEC_EVENT_DRY_RUN`],
+    /// [`EXEC_EVENT_REACTIVE`], [`EXEC_EVENT_KILLED`].
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
     /// The executable's path as the kernel resolves it (`d_path`), NUL-terminated.
     pub path: [u8; PATH_CAPACITY],
 }
@@ -316,6 +507,21 @@ pub const EXEC_EVENT_UNLINKED: u8 = 1;
 /// [`ExecEvent::flags`]: the file is the interpreter a script's `#!` line names (the
 /// script itself was decided in the round before).
 pub const EXEC_EVENT_INTERPRETER: u8 = 2;
+/// [`ExecEvent::flags`]: the global dry-run switch let through what would have been
+/// refused (the decision is [`Decision::Audit`]).
+pub const EXEC_EVENT_DRY_RUN: u8 = 4;
+/// [`ExecEvent::flags`]: decided after the exec by the reactive fallback
+/// (`tp_btf/sched_process_exec`, where BPF LSM is missing), not inline.
+pub const EXEC_EVENT_REACTIVE: u8 = 8;
+/// [`ExecEvent::flags`]: the reactive fallback sent the process `SIGKILL` (a refused
+/// exec: it dies before the new image runs an instruction of its own).
+pub const EXEC_EVENT_KILLED: u8 = 16;
+/// Every [`ExecEvent::flags`] bit.
+pub const EXEC_EVENT_FLAGS: u8 = EXEC_EVENT_UNLINKED
+    | EXEC_EVENT_INTERPRETER
+    | EXEC_EVENT_DRY_RUN
+    | EXEC_EVENT_REACTIVE
+    | EXEC_EVENT_KILLED;
 
 /// A deny or audit decision on a network operation (`connect`, `bind`, `listen`),
 /// sent through the `EVENTS` ring buffer.
@@ -349,9 +555,172 @@ pub struct NetEvent {
     pub port: u16,
     /// IP protocol: [`rules::IPPROTO_TCP`] or [`rules::IPPROTO_UDP`] (as `u8`).
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// [`NET_EVENT_DRY_RUN`], [`NET_EVENT_CGROUP_HOOK`], [`NET_EVENT_SENDMSG`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
     /// The address (IPv4 in the first 4 bytes), network byte order.
     pub addr: [u8; 16],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
+}
+
+/// [`NetEvent::flags`]: the global dry-run switch let through what would have been
+/// refused (the decision is [`Decision::Audit`]).
+pub const NET_EVENT_DRY_RUN: u8 = 1;
+/// [`NetEvent::flags`]: decided by a cgroup `sock_addr` program (the fallback where
+/// BPF LSM is missing), still inline.
+pub const NET_EVENT_CGROUP_HOOK: u8 = 2;
+/// [`NetEvent::flags`]: a UDP `sendmsg` to an address (no `connect`), decided as a
+/// `connect` to it.
+pub const NET_EVENT_SENDMSG: u8 = 4;
+/// Every [`NetEvent::flags`] bit.
+pub const NET_EVENT_FLAGS: u8 = NET_EVENT_DRY_RUN | NET_EVENT_CGROUP_HOOK | NET_EVENT_SENDMSG;
+
+/// A deny or audit decision on a file open (or, for the agent's self-protection, an
+/// unlink or rename of one of its files), sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    /// [`EventKind::FileDecision`].
+    pub kind: u32,
+    /// [`rules::Hook::OpenRead`] or [`rules::Hook::OpenWrite`] as `u8`: the access
+    /// refused (an open for reading and writing is refused for the first of write,
+    /// read that is).
+    pub hook: u8,
+    /// A [`Decision`] as `u8`.
+    pub decision: u8,
+    /// A [`decide::Reason`] as `u8`.
+    pub reason: u8,
+    /// [`FILE_OP_OPEN`], [`FILE_OP_UNLINK`] or [`FILE_OP_RENAME`].
+    pub op: u8,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub workload: WorkloadId,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
+    pub rule: u16,
+    /// Bytes of `path` that hold the path (without the NUL); 0 when unknown.
+    pub path_len: u16,
+    /// The open's `file->f_mode` (0 for an unlink, rename or connect).
+    pub f_mode: u32,
+    /// The file's identity.
+    pub file: FileId,
+    /// The file's path as the kernel resolves it (`d_path`), NUL-terminated, cut at
+    /// [`PATH_CAPACITY`].
+    pub path: [u8; PATH_CAPACITY],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
+}
+
+/// [`FileEvent::op`]: an open (`hook` names the access refused).
+pub const FILE_OP_OPEN: u8 = 0;
+/// [`FileEvent::op`]: an unlink of one of the agent's files (self-protection; no path:
+/// the agent knows its files by identity).
+pub const FILE_OP_UNLINK: u8 = 1;
+/// [`FileEvent::op`]: a rename of, or over, one of the agent's files.
+pub const FILE_OP_RENAME: u8 = 2;
+/// [`FileEvent::op`]: a connect to a unix socket that is one of the agent's files (its
+/// API socket).
+pub const FILE_OP_CONNECT: u8 = 3;
+
+/// The privileged operations a [`PrivilegedEvent`] reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrivilegedOp {
+    /// `ptrace_access_check`: `target_*` is the traced process, `arg` the mode.
+    Ptrace = 1,
+    /// `kernel_read_file` (a module file: `path`, `arg` 0) or `kernel_load_data` (a
+    /// module from memory, `arg` 1).
+    LoadModule = 2,
+    /// `sb_mount`: `path` is the mount point, `arg` the mount flags (low 32 bits).
+    Mount = 3,
+    /// `task_fix_setuid`: `target_uid` is the uid the process asked to become.
+    Setuid = 4,
+    /// `task_kill` of the agent: `target_*` is the agent, `arg` the signal.
+    Signal = 5,
+    /// `bpf(2)` from a policed process: `arg` is the command.
+    Bpf = 6,
+}
+
+impl PrivilegedOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(PrivilegedOp::Ptrace),
+            2 => Some(PrivilegedOp::LoadModule),
+            3 => Some(PrivilegedOp::Mount),
+            4 => Some(PrivilegedOp::Setuid),
+            5 => Some(PrivilegedOp::Signal),
+            6 => Some(PrivilegedOp::Bpf),
+            _ => None,
+        }
+    }
+
+    /// The Cedar hook that decides it; `None` for the agent's self-protection
+    /// (signals, `bpf`), which no rule decides.
+    pub fn hook(self) -> Option<rules::Hook> {
+        match self {
+            PrivilegedOp::Ptrace => Some(rules::Hook::Ptrace),
+            PrivilegedOp::LoadModule => Some(rules::Hook::LoadModule),
+            PrivilegedOp::Mount => Some(rules::Hook::Mount),
+            PrivilegedOp::Setuid => Some(rules::Hook::Setuid),
+            PrivilegedOp::Signal | PrivilegedOp::Bpf => None,
+        }
+    }
+}
+
+/// [`PrivilegedEvent::arg`] of a [`PrivilegedOp::LoadModule`] from memory
+/// (`init_module`), which has no file.
+pub const LOAD_MODULE_FROM_MEMORY: u32 = 1;
+
+/// A deny or audit decision on a privileged operation or an attempt on the agent,
+/// sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PrivilegedEvent {
+    /// [`EventKind::PrivilegedDecision`].
+    pub kind: u32,
+    /// A [`PrivilegedOp`] as `u8`.
+    pub op: u8,
+    /// A [`Decision`] as `u8`.
+    pub decision: u8,
+    /// A [`decide::Reason`] as `u8`.
+    pub reason: u8,
+    pub _pad: u8,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub workload: WorkloadId,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    /// `start_boottime` of the process's thread group leader.
+    pub start_ns: u64,
+    /// Index of the deciding Cedar rule in the bundle, or [`decide::NO_RULE`].
+    pub rule: u16,
+    /// Bytes of `path` that hold the path (without the NUL); 0 when there is none.
+    pub path_len: u16,
+    /// The target process's thread group (ptrace, signal); 0 otherwise.
+    pub target_tgid: u32,
+    /// The target process's `start_boottime` (ptrace, signal); 0 otherwise.
+    pub target_start_ns: u64,
+    /// The uid asked for (setuid) or the target's real uid (ptrace); 0 otherwise.
+    pub target_uid: u32,
+    /// What the operation was asked with: see [`PrivilegedOp`].
+    pub arg: u32,
+    /// The mount point or the module file (`d_path`), NUL-terminated.
+    pub path: [u8; PATH_CAPACITY],
+    /// The policy generation that decided ([`generation::GenerationInfo`]).
+    pub generation: u32,
+    pub _pad2: u32,
 }
 
 /// What happened to a process, in a [`LifecycleEvent`].
@@ -519,9 +888,10 @@ pub mod syscalls {
     pub const ACCEPT4: u64 = 288;
 }
 
-/// Byte offsets of the kernel-structure fields the programs read, taken from the
-/// running kernel's BTF by user space and handed to the programs as a read-only global.
-/// There is no CO-RE in Rust eBPF: nothing here may be fixed at build time.
+/// Byte offsets of the kernel-structure fields the programs read (and two enum
+/// constants of the kernel's BTF), taken from the running kernel's BTF by user space and handed to the
+/// programs as a read-only global. There is no CO-RE in Rust eBPF: nothing here may be
+/// fixed at build time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct KernelOffsets {
@@ -603,6 +973,36 @@ pub struct KernelOffsets {
     pub pt_regs_di: u32,
     /// `pt_regs.cs` (the user code segment: 64-bit or 32-bit syscall)
     pub pt_regs_cs: u32,
+    /// `file.f_mode`
+    pub file_f_mode: u32,
+    /// `task_struct.real_cred` (the objective credentials)
+    pub task_struct_real_cred: u32,
+    /// `cred.uid`
+    pub cred_uid: u32,
+    /// `cred.gid`
+    pub cred_gid: u32,
+    /// `cred.suid`
+    pub cred_suid: u32,
+    /// `cred.fsuid`
+    pub cred_fsuid: u32,
+    /// `msghdr.msg_name`
+    pub msghdr_msg_name: u32,
+    /// `msghdr.msg_namelen`
+    pub msghdr_msg_namelen: u32,
+    /// `msghdr.msg_flags`
+    pub msghdr_msg_flags: u32,
+    /// `dentry.d_inode`
+    pub dentry_d_inode: u32,
+    /// The value of `enum kernel_read_file_id`'s `READING_MODULE` (not an offset).
+    pub reading_module: u32,
+    /// The value of `enum kernel_load_data_id`'s `LOADING_MODULE` (not an offset).
+    pub loading_module: u32,
+    /// `unix_sock.path` (the bound socket file)
+    pub unix_sock_path: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `file.f_flags`
+    pub file_f_flags: u32,
 }
 
 impl KernelOffsets {
@@ -648,6 +1048,21 @@ impl KernelOffsets {
         pt_regs_orig_ax: 0,
         pt_regs_di: 0,
         pt_regs_cs: 0,
+        file_f_mode: 0,
+        task_struct_real_cred: 0,
+        cred_uid: 0,
+        cred_gid: 0,
+        cred_suid: 0,
+        cred_fsuid: 0,
+        msghdr_msg_name: 0,
+        msghdr_msg_namelen: 0,
+        msghdr_msg_flags: 0,
+        dentry_d_inode: 0,
+        reading_module: 0,
+        loading_module: 0,
+        unix_sock_path: 0,
+        path_dentry: 0,
+        file_f_flags: 0,
     };
 }
 
@@ -659,8 +1074,12 @@ mod pod {
     unsafe impl aya::Pod for super::ExecKey {}
     unsafe impl aya::Pod for super::ExecConstraintKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SetuidKey {}
+    unsafe impl aya::Pod for super::NodeState {}
     unsafe impl aya::Pod for super::rules::RuleSet {}
     unsafe impl aya::Pod for super::rules::PortSet {}
+    unsafe impl aya::Pod for super::generation::BindingKey {}
+    unsafe impl aya::Pod for super::generation::GenerationInfo {}
 }
 
 #[cfg(test)]
@@ -674,6 +1093,10 @@ mod tests {
             (size_of::<WorkloadBinding>(), align_of::<WorkloadBinding>()),
             (8, 4)
         );
+        assert_eq!(offset_of!(WorkloadBinding, privileges), 6);
+        assert_eq!((size_of::<SetuidKey>(), align_of::<SetuidKey>()), (12, 4));
+        assert_eq!(offset_of!(SetuidKey, slot), 8);
+        assert_eq!((size_of::<NodeState>(), align_of::<NodeState>()), (8, 4));
         assert_eq!((size_of::<FileId>(), align_of::<FileId>()), (16, 8));
         assert_eq!((size_of::<ExecKey>(), align_of::<ExecKey>()), (24, 8));
         assert_eq!(
@@ -684,7 +1107,20 @@ mod tests {
             (40, 8)
         );
         assert_eq!(offset_of!(ExecKey, file), 8);
-        assert_eq!(size_of::<KernelOffsets>(), 156);
+        assert_eq!(offset_of!(ExecKey, slot), 4);
+        assert_eq!(offset_of!(ExecConstraintKey, slot), 5);
+        assert_eq!(offset_of!(ExecConstraintKey, file), 8);
+        assert_eq!(
+            (
+                size_of::<generation::BindingKey>(),
+                align_of::<generation::BindingKey>()
+            ),
+            (16, 8)
+        );
+        assert_eq!(offset_of!(generation::BindingKey, slot), 8);
+        assert_eq!(offset_of!(WorkloadBinding, flags), 7);
+        assert_eq!(size_of::<generation::GenerationInfo>(), 12);
+        assert_eq!(size_of::<KernelOffsets>(), 156 + 4 * 15);
         assert_eq!(size_of::<rules::NumAtom>(), 16);
         assert_eq!(size_of::<rules::Clause>(), 24);
         assert_eq!(size_of::<rules::PortSet>(), 8 + 8 * rules::MAX_PORT_RANGES);
@@ -706,11 +1142,29 @@ mod tests {
         assert_eq!(offset_of!(ExecEvent, file), 48);
         assert_eq!(offset_of!(ExecEvent, start_ns), 64);
         assert_eq!(offset_of!(ExecEvent, rule), 72);
+        assert_eq!(offset_of!(ExecEvent, flags), 74);
+        assert_eq!(offset_of!(ExecEvent, generation), 76);
         assert_eq!(offset_of!(ExecEvent, path), 80);
-        assert_eq!(size_of::<NetEvent>(), 80);
+        assert_eq!(size_of::<NetEvent>(), 88);
         assert_eq!(offset_of!(NetEvent, cgroup_id), 32);
         assert_eq!(offset_of!(NetEvent, rule), 56);
+        assert_eq!(offset_of!(NetEvent, flags), 61);
         assert_eq!(offset_of!(NetEvent, addr), 64);
+        assert_eq!(offset_of!(NetEvent, generation), 80);
+        assert_eq!(size_of::<FileEvent>(), 88 + PATH_CAPACITY);
+        assert_eq!(offset_of!(FileEvent, generation), 80 + PATH_CAPACITY);
+        assert_eq!(align_of::<FileEvent>(), 8);
+        assert_eq!(offset_of!(FileEvent, cgroup_id), 32);
+        assert_eq!(offset_of!(FileEvent, rule), 56);
+        assert_eq!(offset_of!(FileEvent, file), 64);
+        assert_eq!(offset_of!(FileEvent, path), 80);
+        assert_eq!(size_of::<PrivilegedEvent>(), 88 + PATH_CAPACITY);
+        assert_eq!(offset_of!(PrivilegedEvent, generation), 80 + PATH_CAPACITY);
+        assert_eq!(offset_of!(PrivilegedEvent, rule), 56);
+        assert_eq!(offset_of!(PrivilegedEvent, target_tgid), 60);
+        assert_eq!(offset_of!(PrivilegedEvent, target_start_ns), 64);
+        assert_eq!(offset_of!(PrivilegedEvent, arg), 76);
+        assert_eq!(offset_of!(PrivilegedEvent, path), 80);
         assert_eq!(
             size_of::<LifecycleEvent>(),
             80 + PATH_CAPACITY + ARGS_CAPACITY
@@ -754,5 +1208,23 @@ mod tests {
         assert_eq!(SocketOp::from_u8(4), None);
         assert_eq!(EventKind::from_u32(10), Some(EventKind::Socket));
         assert_eq!(EventKind::from_u32(11), Some(EventKind::Credentials));
+        assert_eq!(EventKind::from_u32(5), Some(EventKind::PrivilegedDecision));
+        assert_eq!(PrivilegedOp::from_u8(7), None);
+        assert_eq!(
+            PrivilegedOp::from_u8(4).and_then(PrivilegedOp::hook),
+            Some(rules::Hook::Setuid)
+        );
+        assert_eq!(PrivilegedOp::Bpf.hook(), None);
+    }
+
+    #[test]
+    fn file_keys_hold_the_workload_then_the_path() {
+        let (bits, k) = file_allow_key(0x0002_0304, b"/etc/\0").unwrap();
+        assert_eq!(bits, 32 + 8 * 6);
+        // Byte 0 is the generation slot, 0 as built here.
+        assert_eq!(&k[..10], &[0, 2, 3, 4, b'/', b'e', b't', b'c', b'/', 0]);
+        let long = [b'a'; FILE_PATH_BYTES + 1];
+        assert!(file_allow_key(1, &long).is_none());
+        assert!(file_allow_key(1, &long[..FILE_PATH_BYTES]).is_some());
     }
 }

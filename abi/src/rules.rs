@@ -12,8 +12,9 @@
 //!   holds;
 //! * address atoms (`resource.ip.isInRange(…)`) by one look-up in the `IP_ATOMS` LPM
 //!   trie ([`IpAtomKey`]), closed the same way;
-//! * numeric atoms (workload, user and group ids, port comparisons, protocol) by a loop
-//!   over at most [`MAX_NUM_ATOMS`] entries of the [`RuleSet`].
+//! * numeric atoms (workload, user and group ids of the caller and of the resource,
+//!   port comparisons, protocol) by a loop over at most [`MAX_NUM_ATOMS`] entries of
+//!   the [`RuleSet`].
 //!
 //! Then [`evaluate`] walks at most [`MAX_CLAUSES`] clauses: a clause matches when its
 //! action bit is set, every `pos` atom holds and no `neg` atom does. A matching forbid
@@ -34,8 +35,13 @@ pub const MAX_CLAUSES: usize = 128;
 pub const MAX_PATH_ATOM_ENTRIES: u32 = 1024;
 /// Entries of the address-atom LPM trie.
 pub const MAX_IP_ATOM_ENTRIES: u32 = 1024;
-/// Bytes of a path key in the path-atom tries: a path and its NUL must fit.
-pub const PATH_KEY_BYTES: usize = 256;
+/// Bytes of a path in a path-atom trie key: a path and its NUL must fit (the trie
+/// key's first byte is the generation slot, see [`PATH_TRIE_KEY_BYTES`]).
+pub const PATH_KEY_BYTES: usize = PATH_TRIE_KEY_BYTES - 1;
+/// Bytes of the key data of the path-atom tries: the slot
+/// ([`crate::generation::LPM_SLOT_BYTE`]) and then the path. The kernel's LPM tries
+/// take at most 256 bytes of key data.
+pub const PATH_TRIE_KEY_BYTES: usize = 256;
 
 /// A hooked operation: one Cedar action. The discriminant is its bit in
 /// [`Clause::actions`] and [`RuleSet::path_actions`].
@@ -72,7 +78,7 @@ impl Hook {
     /// The hooks this version of the kernel programs attaches and decides. A rule for
     /// any other hook is refused by the compiler's table builder or reported as not
     /// enforced — never silently dropped.
-    pub const ENFORCED: [Hook; 4] = [Hook::Exec, Hook::Connect, Hook::Bind, Hook::Listen];
+    pub const ENFORCED: [Hook; 10] = Hook::ALL;
 
     /// Its bit in an action mask.
     #[inline(always)]
@@ -109,6 +115,13 @@ pub enum NumField {
     Port = 5,
     /// IP protocol number of the endpoint: 6 (TCP) or 17 (UDP) (network hooks only).
     Protocol = 6,
+    /// `resource.uid`: the uid a `setuid` asks for, or the real uid of a `ptrace`
+    /// target (those hooks only; false elsewhere).
+    ResourceUid = 7,
+    /// `resource.euid`: the effective uid of a `ptrace` target.
+    ResourceEuid = 8,
+    /// `resource.gid`: the real gid of a `ptrace` target.
+    ResourceGid = 9,
 }
 
 impl NumField {
@@ -120,6 +133,9 @@ impl NumField {
             4 => Some(NumField::Gid),
             5 => Some(NumField::Port),
             6 => Some(NumField::Protocol),
+            7 => Some(NumField::ResourceUid),
+            8 => Some(NumField::ResourceEuid),
+            9 => Some(NumField::ResourceGid),
             _ => None,
         }
     }
@@ -233,10 +249,12 @@ impl RuleSet {
     };
 }
 
-/// Key data of the `IP_ATOMS` LPM trie: bytes 0..4 are the family (big-endian 4 or
-/// 6), bytes 4..20 the address (an IPv4 address in 4..8, the rest zero). The trie's
-/// prefix length is 32 + the CIDR's prefix, so the family always matches exactly. An
-/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is looked up as the IPv4 address.
+/// Key data of the `IP_ATOMS` LPM trie: byte 0 is the generation slot
+/// ([`crate::generation::LPM_SLOT_BYTE`]; 0 as built here), bytes 1..3 zero, byte 3 the
+/// family (4 or 6), bytes 4..20 the address (an IPv4 address in 4..8, the rest zero).
+/// The trie's prefix length is 32 + the CIDR's prefix, so slot and family always match
+/// exactly. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is looked up as the IPv4
+/// address.
 pub type IpAtomKey = [u8; 20];
 
 /// Family tags in an [`IpAtomKey`].
@@ -268,10 +286,11 @@ pub const MAX_PORT_RANGES: usize = 16;
 pub const DIRECTION_EGRESS: u8 = 1;
 pub const DIRECTION_INGRESS: u8 = 2;
 
-/// Key data of the `NET_ALLOW` LPM trie: bytes 0..4 the workload id (big-endian), 4
-/// the direction, 5 the family (4 or 6), 6..8 zero, 8..24 the address. The trie's
-/// prefix length is 64 + the CIDR's prefix, so workload, direction and family always
-/// match exactly.
+/// Key data of the `NET_ALLOW` LPM trie: byte 0 the generation slot
+/// ([`crate::generation::LPM_SLOT_BYTE`]; 0 as built here), 1..4 the workload id
+/// (big-endian, below 2^24), 4 the direction, 5 the family (4 or 6), 6..8 zero, 8..24
+/// the address. The trie's prefix length is 64 + the CIDR's prefix, so slot, workload,
+/// direction and family always match exactly.
 pub type NetAllowKey = [u8; 24];
 
 /// Builds the key data for a workload, direction and address.
@@ -279,7 +298,6 @@ pub type NetAllowKey = [u8; 24];
 pub fn net_allow_key(workload: u32, direction: u8, family: u8, addr: &[u8; 16]) -> NetAllowKey {
     let mut k = [0u8; 24];
     let w = workload.to_be_bytes();
-    k[0] = w[0];
     k[1] = w[1];
     k[2] = w[2];
     k[3] = w[3];
@@ -362,6 +380,12 @@ pub struct RuleFacts {
     pub endpoint: bool,
     pub port: u32,
     pub protocol: u32,
+    /// Whether the resource has user ids (a `setuid` user, a `ptrace` target): then
+    /// `resource_uid` (and for a target `resource_euid`, `resource_gid`) hold.
+    pub resource_ids: bool,
+    pub resource_uid: u32,
+    pub resource_euid: u32,
+    pub resource_gid: u32,
     /// Atom bits from the path-atom tries (0 when the hook has no path).
     pub path_bits: u64,
     /// Atom bits from the address-atom trie (0 when the hook has no address).
@@ -389,6 +413,9 @@ fn num_atom_holds(a: &NumAtom, f: &RuleFacts) -> bool {
         Some(NumField::Gid) => f.gid as i64,
         Some(NumField::Port) if f.endpoint => f.port as i64,
         Some(NumField::Protocol) if f.endpoint => f.protocol as i64,
+        Some(NumField::ResourceUid) if f.resource_ids => f.resource_uid as i64,
+        Some(NumField::ResourceEuid) if f.resource_ids => f.resource_euid as i64,
+        Some(NumField::ResourceGid) if f.resource_ids => f.resource_gid as i64,
         _ => return false,
     };
     match NumOp::from_u8(a.op) {
@@ -550,6 +577,36 @@ mod tests {
     }
 
     #[test]
+    fn resource_ids_hold_only_for_resources_with_ids() {
+        let s = set(
+            &[NumAtom {
+                field: NumField::ResourceUid as u8,
+                op: NumOp::Eq as u8,
+                bit: 2,
+                value: 0,
+                ..NumAtom::default()
+            }],
+            &[Clause {
+                actions: Hook::Setuid.bit() | Hook::Exec.bit(),
+                ..clause(1 << 2, 0, EFFECT_FORBID, 1)
+            }],
+        );
+        let mut f = RuleFacts {
+            hook: Hook::Setuid as u8,
+            resource_ids: true,
+            ..RuleFacts::default()
+        };
+        assert_eq!(evaluate(&s, &f), RuleVerdict::Forbid { rule: 1 });
+        f.resource_uid = 1000;
+        assert_eq!(evaluate(&s, &f), RuleVerdict::NoMatch);
+        let exec = RuleFacts {
+            hook: Hook::Exec as u8,
+            ..RuleFacts::default()
+        };
+        assert_eq!(evaluate(&s, &exec), RuleVerdict::NoMatch);
+    }
+
+    #[test]
     fn lookup_bits_count_as_atoms() {
         let s = set(
             &[],
@@ -593,10 +650,10 @@ mod tests {
         set.ranges[2] = set.ranges[1];
         set.ranges[2].first = 1;
         assert!(!set.allows(1, IPPROTO_TCP));
-        let k = net_allow_key(0x0102_0304, DIRECTION_EGRESS, FAMILY_V4, &[10; 16]);
+        let k = net_allow_key(0x0002_0304, DIRECTION_EGRESS, FAMILY_V4, &[10; 16]);
         assert_eq!(
             &k[..9],
-            &[1, 2, 3, 4, DIRECTION_EGRESS, FAMILY_V4, 0, 0, 10]
+            &[0, 2, 3, 4, DIRECTION_EGRESS, FAMILY_V4, 0, 0, 10]
         );
         assert_eq!(k[12..], [0; 12]);
     }

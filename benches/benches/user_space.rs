@@ -33,7 +33,8 @@ fn exec_record() -> Vec<u8> {
         start_ns: 42,
         rule: u16::MAX,
         flags: 0,
-        _pad: [0; 5],
+        _pad: 0,
+        generation: 1,
         path,
     };
     // SAFETY: ExecEvent is repr(C) plain old data.

@@ -6,12 +6,12 @@
 //! format or `abi` version, or larger than the kernel maps allow — so a bad bundle
 //! never replaces the policy in force.
 //!
-//! # Format (version 2)
+//! # Format (version 4)
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `DWBUNDLE` |
-//! | 8 | 4 | format version, little-endian (`2`) |
+//! | 8 | 4 | format version, little-endian (`4`) |
 //! | 12 | 4 | `driftwall_abi::ABI_VERSION`, little-endian |
 //! | 16 | 8 | body length in bytes, little-endian |
 //! | 24 | 32 | SHA-256 of the body |
@@ -31,14 +31,15 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     cedar::tables::{RuleTables, TablesError},
+    files::{FileAllowlist, FileRuleSpec},
     network::{NetAllowlist, NetPeer, NetRule},
-    profile::{self, Mode, PolicySet, UserRef},
+    profile::{self, Mode, PolicySet, Privileges, SetuidUsers, UserRef},
 };
 
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"DWBUNDLE";
 /// The bundle format this compiler writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 56;
 /// Largest bundle the enforcer reads.
@@ -84,6 +85,55 @@ pub struct WorkloadPolicy {
     pub egress: Option<NetAllowlist>,
     /// `bind`/`listen` allowlist; `None`: the profile does not police ingress.
     pub ingress: Option<NetAllowlist>,
+    /// File rules; `None`: the profile does not police file opens.
+    pub files: Option<FileAllowlist>,
+    /// The privileged operations it allows (every profile polices them).
+    pub privileged: Privileges,
+}
+
+impl WorkloadPolicy {
+    /// The `WorkloadBinding::police` bits: the classes its profile polices beyond
+    /// executables and privileged operations.
+    pub fn police_bits(&self) -> u8 {
+        use driftwall_abi::{POLICE_EGRESS, POLICE_FILES, POLICE_INGRESS};
+        (if self.egress.is_some() {
+            POLICE_EGRESS
+        } else {
+            0
+        }) | (if self.ingress.is_some() {
+            POLICE_INGRESS
+        } else {
+            0
+        }) | if self.files.is_some() {
+            POLICE_FILES
+        } else {
+            0
+        }
+    }
+
+    /// The `WorkloadBinding` of one of its cgroups, for workload id `id`.
+    pub fn binding(&self, id: driftwall_abi::WorkloadId) -> driftwall_abi::WorkloadBinding {
+        driftwall_abi::WorkloadBinding {
+            workload: id,
+            mode: driftwall_abi::Mode::from(self.mode) as u8,
+            police: self.police_bits(),
+            privileges: self.privileged.bits(),
+            flags: 0,
+        }
+    }
+}
+
+/// The profile's `files` as a kernel allowlist; `None` (not policed) when it has no
+/// file rule.
+fn lower_files(p: &crate::Profile) -> Option<FileAllowlist> {
+    (!p.files.is_empty()).then(|| {
+        let mut rules: Vec<FileRuleSpec> = p.files.iter().map(FileRuleSpec::of).collect();
+        rules.sort();
+        FileAllowlist {
+            rules,
+            runtime: p.runtime_files,
+        }
+    })
 }
 
 /// Which parent executables may start an executable, and as which effective users.
@@ -235,15 +285,6 @@ fn unenforced_features(p: &crate::Profile) -> Vec<String> {
             );
         }
     }
-    if let Some(f) = p.files.first() {
-        say(
-            &f.at,
-            format!(
-                "`files` ({} rule(s); file opens are not policed)",
-                p.files.len()
-            ),
-        );
-    }
     for (class, action) in [
         ("exec", p.response.exec),
         ("network", p.response.network),
@@ -359,6 +400,8 @@ impl Bundle {
                     exec_constraints: lower_exec_constraints(p),
                     egress: lower_egress(p),
                     ingress: lower_ingress(p),
+                    files: lower_files(p),
+                    privileged: p.privileged.clone(),
                 })
                 .collect(),
         };
@@ -547,6 +590,32 @@ impl Bundle {
                     }
                 }
             }
+            if let Some(files) = &w.files {
+                for (i, rule) in files.rules.iter().enumerate() {
+                    if let Err(why) = rule.check() {
+                        return invalid(format!("workload {}: {why}", w.name));
+                    }
+                    if i > 0 && files.rules[i - 1].path >= rule.path {
+                        return invalid(format!(
+                            "workload {}: file rules not sorted and unique at {:?}",
+                            w.name, rule.path
+                        ));
+                    }
+                }
+            }
+            if let SetuidUsers::Listed(users) = &w.privileged.setuid {
+                for (i, user) in users.iter().enumerate() {
+                    let valid = match user {
+                        UserRef::Uid(uid) => *uid != u32::MAX,
+                        UserRef::Name(name) => {
+                            matches!(UserRef::parse(name), Ok(UserRef::Name(_)))
+                        }
+                    };
+                    if !valid || (i > 0 && users[i - 1] >= *user) {
+                        return invalid(format!("workload {}: setuid user {user:?}", w.name));
+                    }
+                }
+            }
             for list in w.egress.iter().chain(&w.ingress) {
                 for rule in &list.rules {
                     if rule.protocols == 0
@@ -604,6 +673,35 @@ impl Bundle {
                 limit: driftwall_abi::MAX_EXEC_CONSTRAINTS,
             });
         }
+        let setuid: usize = self
+            .workloads
+            .iter()
+            .map(|w| match &w.privileged.setuid {
+                SetuidUsers::Listed(l) => l.len(),
+                SetuidUsers::Any => 0,
+            })
+            .sum();
+        if setuid > driftwall_abi::MAX_SETUID_RULES as usize {
+            return Err(BundleError::OverCapacity {
+                what: "setuid users",
+                count: setuid,
+                limit: driftwall_abi::MAX_SETUID_RULES,
+            });
+        }
+        let lists: Vec<_> = self
+            .workloads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.files.as_ref().map(|f| (i as u32 + 1, w.name.as_str(), f)))
+            .collect();
+        crate::files::lower(&lists).map_err(|e| match e {
+            crate::files::FileError::TooManyEntries(count) => BundleError::OverCapacity {
+                what: "file rules",
+                count,
+                limit: driftwall_abi::MAX_FILE_RULES,
+            },
+            other => BundleError::Invalid(other.to_string()),
+        })?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Policy diffs: what became allowed or denied between two bundles — workloads added
-//! and removed, and per workload its mode, cgroup, executables and network
-//! allowlists; Cedar rules added, removed and changed.
+//! and removed, and per workload its mode, cgroup, executables, network allowlists,
+//! file rules and privileged operations; Cedar rules added, removed and changed.
 //!
 //! The diff compares what is **enforced**, not bytes: the compiler version, the source
 //! commit and a rule's file and line are not policy, so moving a rule within its file
@@ -57,9 +57,15 @@ pub struct WorkloadChange {
     pub egress: Option<NetChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingress: Option<NetChange>,
+    /// File rules (`read,write /var/lib/db/`; `runtime defaults`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<NetChange>,
+    /// Privileged operations allowed (`ptrace`, `setuid(postgres)`), before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<Change<Vec<String>>>,
 }
 
-/// How one direction's allowlist changed.
+/// How one allowlist (a network direction, the file rules) changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NetChange {
     /// Whether the profile polices the direction at all, before and after.
@@ -194,7 +200,34 @@ fn workload_change(b: &WorkloadPolicy, a: &WorkloadPolicy) -> WorkloadChange {
             .collect(),
         egress: net_change(b.egress.as_ref(), a.egress.as_ref()),
         ingress: net_change(b.ingress.as_ref(), a.ingress.as_ref()),
+        files: allowlist_change(render_files(b), render_files(a)),
+        privileged: (b.privileged != a.privileged).then(|| Change {
+            before: b.privileged.summary(),
+            after: a.privileged.summary(),
+        }),
     }
+}
+
+/// A workload's file rules rendered (`read,write /var/lib/db/`, `runtime defaults`);
+/// `None` when it polices no file opens.
+fn render_files(w: &WorkloadPolicy) -> Option<Vec<String>> {
+    w.files.as_ref().map(|f| {
+        let mut out: Vec<String> = f
+            .rules
+            .iter()
+            .map(|r| {
+                let access: Vec<&str> = [(r.read, "read"), (r.write, "write")]
+                    .into_iter()
+                    .filter_map(|(on, word)| on.then_some(word))
+                    .collect();
+                format!("{} {}", access.join(","), r.path)
+            })
+            .collect();
+        if f.runtime {
+            out.push("runtime defaults".into());
+        }
+        out
+    })
 }
 
 /// An executable of `w` with the parents and users it is limited to, if any:
@@ -226,19 +259,25 @@ fn minus(a: &[String], b: &[String]) -> Vec<String> {
 }
 
 fn net_change(b: Option<&NetAllowlist>, a: Option<&NetAllowlist>) -> Option<NetChange> {
-    let render = |l: Option<&NetAllowlist>| -> Vec<String> {
-        l.map_or_else(Vec::new, |l| l.rules.iter().map(render_net_rule).collect())
+    let render = |l: Option<&NetAllowlist>| -> Option<Vec<String>> {
+        l.map(|l| l.rules.iter().map(render_net_rule).collect())
     };
-    let (rb, ra) = (render(b), render(a));
+    allowlist_change(render(b), render(a))
+}
+
+/// The change between two rendered allowlists (`None`: not policed).
+fn allowlist_change(b: Option<Vec<String>>, a: Option<Vec<String>>) -> Option<NetChange> {
+    let policed = Change {
+        before: b.is_some(),
+        after: a.is_some(),
+    };
+    let (rb, ra) = (b.unwrap_or_default(), a.unwrap_or_default());
     let change = NetChange {
-        policed: Change {
-            before: b.is_some(),
-            after: a.is_some(),
-        },
+        policed,
         rules_added: minus(&ra, &rb),
         rules_removed: minus(&rb, &ra),
     };
-    (b.is_some() != a.is_some()
+    (change.policed.before != change.policed.after
         || !change.rules_added.is_empty()
         || !change.rules_removed.is_empty())
     .then_some(change)
@@ -351,6 +390,9 @@ fn render_atom(tables: &RuleTables, names: &[&str], bit: u8) -> String {
             Some(NumField::Gid) => "gid",
             Some(NumField::Port) => "port",
             Some(NumField::Protocol) => "protocol",
+            Some(NumField::ResourceUid) => "resource.uid",
+            Some(NumField::ResourceEuid) => "resource.euid",
+            Some(NumField::ResourceGid) => "resource.gid",
             None => "?",
         };
         let op = match NumOp::from_u8(n.op) {
@@ -477,9 +519,25 @@ impl fmt::Display for PolicyDiff {
             for c in &w.executables_limits {
                 writeln!(f, "    ~ may run {} -> {}", c.before, c.after)?;
             }
+            if let Some(c) = &w.privileged {
+                let list = |l: &[String]| {
+                    if l.is_empty() {
+                        "none".to_string()
+                    } else {
+                        l.join(", ")
+                    }
+                };
+                writeln!(
+                    f,
+                    "    privileged: {} -> {}",
+                    list(&c.before),
+                    list(&c.after)
+                )?;
+            }
             for (section, change) in [
                 ("network.egress", &w.egress),
                 ("network.ingress", &w.ingress),
+                ("files", &w.files),
             ] {
                 let Some(c) = change else { continue };
                 match (c.policed.before, c.policed.after) {
@@ -546,10 +604,12 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn repo(cedar: &str, profiles: &[(&str, &str, Mode, &[&str])]) -> Bundle {
+        // One directory per call: tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "dw-diff-{}-{}",
             std::process::id(),
-            cedar.len() + profiles.len()
+            CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rules")).unwrap();
@@ -645,6 +705,16 @@ mod tests {
                 protocols: PROTO_TCP,
             }],
         });
+        b.workloads[1].files = Some(crate::files::FileAllowlist {
+            rules: vec![crate::files::FileRuleSpec {
+                path: "/srv/".into(),
+                read: true,
+                write: true,
+            }],
+            runtime: true,
+        });
+        b.workloads[1].privileged.setuid =
+            crate::profile::SetuidUsers::Listed(vec![crate::profile::UserRef::Uid(33)]);
         let d = diff(&a, &b);
         assert_eq!(d.workloads_added.len(), 1);
         assert_eq!(d.workloads_added[0].name, "new");
@@ -677,6 +747,10 @@ mod tests {
             "    + may run /bin/c",
             "    - may no longer run /bin/a",
             "    network.egress: now policed (an allowlist)",
+            "    files: now policed (an allowlist)",
+            "    + files allows read,write /srv/",
+            "    + files allows runtime defaults",
+            "    privileged: none -> setuid(33)",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
         }

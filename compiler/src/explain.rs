@@ -35,6 +35,9 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The name of the agent's self-protection where a rule name goes.
+pub const SELF_PROTECTION: &str = "driftwall/self-protection";
+
 /// What decided a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -61,6 +64,8 @@ pub enum DecidedBy {
     },
     /// No profile selects the process and no rule matched.
     NoProfile,
+    /// The agent's self-protection: an attempt on the agent by a policed process.
+    SelfProtection,
 }
 
 impl DecidedBy {
@@ -74,6 +79,7 @@ impl DecidedBy {
             }
             | DecidedBy::Unpoliced { workload, section } => format!("{workload}/{section}"),
             DecidedBy::NoProfile => "none".to_string(),
+            DecidedBy::SelfProtection => SELF_PROTECTION.to_string(),
         }
     }
 }
@@ -105,6 +111,9 @@ impl fmt::Display for DecidedBy {
                 "profile {workload} has no {section} section and no rule matched"
             ),
             DecidedBy::NoProfile => f.write_str("no profile selects it and no rule matched"),
+            DecidedBy::SelfProtection => f.write_str(
+                "the agent's self-protection (policed processes may not act on the agent)",
+            ),
         }
     }
 }
@@ -165,9 +174,16 @@ pub fn explain(
                     .workloads
                     .get((workload as usize).wrapping_sub(1))
                     .is_some_and(|w| match req.operation {
-                        Operation::Exec { .. } => true,
                         Operation::Connect { .. } => w.egress.is_some(),
                         Operation::Bind { .. } | Operation::Listen { .. } => w.ingress.is_some(),
+                        Operation::OpenRead { .. } | Operation::OpenWrite { .. } => {
+                            w.files.is_some()
+                        }
+                        Operation::Exec { .. }
+                        | Operation::Ptrace { .. }
+                        | Operation::LoadModule { .. }
+                        | Operation::Mount { .. }
+                        | Operation::Setuid { .. } => true,
                     });
                 let workload = workload_name(workload);
                 (
@@ -211,18 +227,42 @@ pub fn explain(
                     section: "process.executables.users",
                     allowed: false,
                 },
+                driftwall_abi::decide::Reason::AgentProtected => DecidedBy::SelfProtection,
             };
             (outcome, by)
         }
     };
     let notes = match (&req.operation, &req.workload) {
-        (Operation::Exec { .. }, _) | (_, None) => Vec::new(),
-        (_, Some(w)) => policy
+        (_, None) => Vec::new(),
+        (
+            Operation::Connect { .. } | Operation::Bind { .. } | Operation::Listen { .. },
+            Some(w),
+        ) => policy
             .dns_notes()
             .iter()
             .filter(|n| &n.workload == w && n.section == section)
             .map(ToString::to_string)
             .collect(),
+        (Operation::OpenRead { path } | Operation::OpenWrite { path }, Some(w))
+            if outcome == Outcome::Allow =>
+        {
+            let write = matches!(req.operation, Operation::OpenWrite { .. });
+            bundle
+                .workloads
+                .iter()
+                .find(|x| &x.name == w)
+                .and_then(|x| x.files.as_ref())
+                .and_then(|f| f.granting_rule(path, write))
+                .map(|(rule, default)| {
+                    vec![if default {
+                        format!("allowed by the runtime default `{}`", rule.path)
+                    } else {
+                        format!("allowed by the file rule `{}`", rule.path)
+                    }]
+                })
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
     };
     Ok(Explanation {
         request: req.clone(),
@@ -356,6 +396,58 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Allow);
         assert!(
             e.to_string().contains("allow: connect 192.0.2.1:443/tcp"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_and_privileged_sections_decide_and_the_granting_file_rule_is_noted() {
+        use crate::{
+            files::{FileAllowlist, FileRuleSpec},
+            symbolic::tests::{bundle, workload},
+        };
+        let mut w = workload("app", "/app", Mode::Enforce, &[]);
+        w.files = Some(FileAllowlist {
+            rules: vec![FileRuleSpec {
+                path: "/srv/app/".into(),
+                read: true,
+                write: false,
+            }],
+            runtime: true,
+        });
+        let p = SymbolicPolicy::new(&bundle(vec![w])).unwrap();
+        let e = ask(&p, |s| {
+            s.workload = Some("app".into());
+            s.open_read = Some("/srv/app/index.html".into());
+        });
+        assert_eq!(
+            (e.outcome, e.decided_by.name()),
+            (Outcome::Allow, "app/files".into())
+        );
+        assert_eq!(e.notes, ["allowed by the file rule `/srv/app/`"]);
+        let e = ask(&p, |s| {
+            s.workload = Some("app".into());
+            s.open_read = Some("/lib/x86_64-linux-gnu/libc.so.6".into());
+        });
+        assert_eq!(e.notes, ["allowed by the runtime default `/lib/`"]);
+        let e = ask(&p, |s| {
+            s.workload = Some("app".into());
+            s.open_write = Some("/srv/app/index.html".into());
+        });
+        assert_eq!(
+            (e.outcome, e.decided_by.name()),
+            (Outcome::Deny, "app/files".into())
+        );
+        let e = ask(&p, |s| {
+            s.workload = Some("app".into());
+            s.setuid = Some("0".into());
+        });
+        assert_eq!(
+            (e.outcome, e.decided_by.name()),
+            (Outcome::Deny, "app/privileged.setuid".into())
+        );
+        assert!(
+            e.to_string().contains("deny: setuid to 0 by workload app"),
             "{e}"
         );
     }

@@ -60,6 +60,7 @@ pub mod bundle;
 pub mod cedar;
 pub mod diff;
 pub mod explain;
+pub mod files;
 pub mod network;
 pub mod policytest;
 pub mod profile;

@@ -10,7 +10,11 @@
 //! ```yaml
 //! - name: demo-web may not run a payload from /tmp   # unique in the file
 //!   workload: demo-web          # absent or `none`: a process no profile selects
-//!   exec: /tmp/x                # or connect:/bind:/listen: ip:port ([v6]:port)
+//!   exec: /tmp/x                # or connect:/bind:/listen: ip:port ([v6]:port),
+//!                               # open_read:/open_write: a path, ptrace: a target uid
+//!                               # (target_euid, target_gid: default that uid),
+//!                               # load_module: a path or `-` (from memory),
+//!                               # mount: a mount point, setuid: a uid or user name
 //!   udp: false                  # network operations: UDP instead of TCP
 //!   uid: 0                      # also euid (default: uid) and gid (default 0)
 //!   euser: postgres             # the effective user by name, instead of euid
@@ -18,7 +22,9 @@
 //!   expect: deny                # allow | deny | audit
 //!   rule: no-exec-from-tmp      # optional: a Cedar rule id, `<workload>/<section>`
 //!                               # (process.executables, .parents, .users,
-//!                               # network.egress, network.ingress) or `none`
+//!                               # network.egress, network.ingress, files,
+//!                               # privileged.ptrace, .load_module, .mount, .setuid)
+//!                               # or `none`
 //! ```
 //!
 //! Unknown keys, a case with no or several operations, a bad address and a workload
@@ -57,6 +63,22 @@ struct CaseDoc {
     bind: Option<String>,
     #[serde(default)]
     listen: Option<String>,
+    #[serde(default)]
+    open_read: Option<String>,
+    #[serde(default)]
+    open_write: Option<String>,
+    #[serde(default)]
+    ptrace: Option<u32>,
+    #[serde(default)]
+    target_euid: Option<u32>,
+    #[serde(default)]
+    target_gid: Option<u32>,
+    #[serde(default)]
+    load_module: Option<String>,
+    #[serde(default)]
+    mount: Option<String>,
+    #[serde(default)]
+    setuid: Option<String>,
     #[serde(default)]
     udp: bool,
     #[serde(default)]
@@ -154,6 +176,14 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<TestCase>, TestFileError> {
             connect: doc.connect,
             bind: doc.bind,
             listen: doc.listen,
+            open_read: doc.open_read,
+            open_write: doc.open_write,
+            ptrace: doc.ptrace,
+            target_euid: doc.target_euid,
+            target_gid: doc.target_gid,
+            load_module: doc.load_module,
+            mount: doc.mount,
+            setuid: doc.setuid,
             udp: doc.udp,
             uid: doc.uid,
             euid: doc.euid,

@@ -13,9 +13,9 @@ use std::{
 };
 
 use driftwall_abi::{
-    EXEC_NOT_LISTED, ExecConstraintKey, ExecKey, FileId, POLICE_EGRESS, POLICE_INGRESS,
-    WorkloadBinding,
-    decide::{self, PolicyLookups, Verdict},
+    EXEC_NOT_LISTED, ExecConstraintKey, ExecKey, FileId, POLICE_EGRESS, POLICE_FILES,
+    POLICE_INGRESS, SetuidKey, WorkloadBinding, WorkloadId,
+    decide::{self, FileLookups, PolicyLookups, Verdict},
     rules::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, Hook, NetAllowKey, PortSet, RuleFacts, RuleSet,
         RuleVerdict,
@@ -24,6 +24,7 @@ use driftwall_abi::{
 
 use crate::{
     cedar::tables::{RuleTables, ip_bytes},
+    files::{self, FileEntryKey},
     network::{self, NetEntryKey},
 };
 
@@ -41,6 +42,10 @@ pub struct KernelTables {
     pub rules: RuleTables,
     /// `NET_ALLOW`: profile network allowlists.
     pub net_allow: BTreeMap<NetEntryKey, PortSet>,
+    /// `FILE_ALLOW`: profile file rules (closed entries, runtime defaults included).
+    pub file_allow: BTreeMap<FileEntryKey, u8>,
+    /// `SETUID_ALLOW`: the users workloads may become.
+    pub setuid_allow: BTreeSet<SetuidKey>,
 }
 
 /// The process asking, as the kernel sees it.
@@ -77,6 +82,33 @@ pub struct NetRequest {
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP).
     pub protocol: u32,
+}
+
+/// A file open as the kernel sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenRequest {
+    pub caller: Caller,
+    /// [`Hook::OpenRead`] or [`Hook::OpenWrite`]: the access decided (an open for both
+    /// is two requests, both of which must be allowed).
+    pub hook: Hook,
+    /// The file's path as `d_path` resolves it, if it could.
+    pub path: Option<String>,
+}
+
+/// A privileged operation as the kernel sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivilegedRequest {
+    pub caller: Caller,
+    /// [`Hook::Ptrace`], [`Hook::LoadModule`], [`Hook::Mount`] or [`Hook::Setuid`].
+    pub hook: Hook,
+    /// The module file or the mount point (`d_path`); `None` for a module loaded from
+    /// memory, and for the other hooks.
+    pub path: Option<String>,
+    /// A `ptrace` target's real uid, effective uid and real gid; for `setuid`, the uid
+    /// asked for is `uid` (the others unused).
+    pub resource_uid: u32,
+    pub resource_euid: u32,
+    pub resource_gid: u32,
 }
 
 struct Lookups<'a> {
@@ -116,10 +148,29 @@ impl PolicyLookups for Lookups<'_> {
 
     fn port_set(&self, key: &NetAllowKey, _prefix_bits: u32) -> Option<&PortSet> {
         // The key holds the whole address; the longest match is the trie's answer.
-        let workload = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        // Byte 0 is the generation slot, which the reference tables do not have.
+        let workload = u32::from_be_bytes([0, key[1], key[2], key[3]]);
         let mut addr = [0u8; 16];
         addr.copy_from_slice(&key[8..24]);
         network::longest_match(&self.tables.net_allow, workload, key[4], key[5], &addr)
+    }
+
+    fn setuid_allowed(&self, key: &SetuidKey) -> bool {
+        self.tables.setuid_allow.contains(key)
+    }
+}
+
+/// The file look-up of one open, over the tables' `FILE_ALLOW` entries.
+struct OpenedPath<'a> {
+    tables: &'a KernelTables,
+    path: Option<&'a str>,
+}
+
+impl FileLookups for OpenedPath<'_> {
+    fn file_access(&self, workload: WorkloadId) -> u8 {
+        self.path.map_or(0, |p| {
+            files::longest_match(&self.tables.file_allow, workload, p)
+        })
     }
 }
 
@@ -214,6 +265,75 @@ pub fn decide_net_with_rules(tables: &KernelTables, req: &NetRequest) -> (Verdic
     (decision, verdict)
 }
 
+/// The kernel's decision on one access of a file open under `tables`.
+pub fn decide_open(tables: &KernelTables, req: &OpenRequest) -> Verdict {
+    decide_open_with_rules(tables, req).0
+}
+
+/// [`decide_open`], with the Cedar rules' own verdict: for `explain`.
+pub fn decide_open_with_rules(tables: &KernelTables, req: &OpenRequest) -> (Verdict, RuleVerdict) {
+    let lookups = Lookups {
+        tables,
+        rules: tables.rules.rule_set(),
+        ancestry: &req.caller.cgroup_ancestry,
+    };
+    let binding = decide::nearest_binding(&lookups);
+    let mut f = facts(req.hook, binding, &req.caller);
+    f.path_bits = req
+        .path
+        .as_deref()
+        .map_or(0, |p| tables.rules.lookup_path_bits(p));
+    let verdict = driftwall_abi::rules::evaluate(&lookups.rules, &f);
+    let opened = OpenedPath {
+        tables,
+        path: req.path.as_deref(),
+    };
+    let decision = decide::combine(
+        binding,
+        verdict,
+        |b| b.police & POLICE_FILES != 0,
+        |b| decide::file_profile_allows(&opened, b, req.hook),
+    );
+    (decision, verdict)
+}
+
+/// The kernel's decision on a privileged operation under `tables`.
+pub fn decide_privileged(tables: &KernelTables, req: &PrivilegedRequest) -> Verdict {
+    decide_privileged_with_rules(tables, req).0
+}
+
+/// [`decide_privileged`], with the Cedar rules' own verdict: for `explain`.
+pub fn decide_privileged_with_rules(
+    tables: &KernelTables,
+    req: &PrivilegedRequest,
+) -> (Verdict, RuleVerdict) {
+    let lookups = Lookups {
+        tables,
+        rules: tables.rules.rule_set(),
+        ancestry: &req.caller.cgroup_ancestry,
+    };
+    let binding = decide::nearest_binding(&lookups);
+    let mut f = facts(req.hook, binding, &req.caller);
+    f.path_bits = req
+        .path
+        .as_deref()
+        .map_or(0, |p| tables.rules.lookup_path_bits(p));
+    if matches!(req.hook, Hook::Ptrace | Hook::Setuid) {
+        f.resource_ids = true;
+        f.resource_uid = req.resource_uid;
+        f.resource_euid = req.resource_euid;
+        f.resource_gid = req.resource_gid;
+    }
+    let verdict = driftwall_abi::rules::evaluate(&lookups.rules, &f);
+    let decision = decide::combine(
+        binding,
+        verdict,
+        |_| true,
+        |b| decide::privileged_profile_allows(&lookups, b, req.hook, req.resource_uid),
+    );
+    (decision, verdict)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +344,8 @@ mod tests {
             workload,
             mode: mode as u8,
             police: 0,
-            _pad: [0; 2],
+            privileges: 0,
+            flags: 0,
         }
     }
 
@@ -235,7 +356,7 @@ mod tests {
         t.exec_allow.insert(
             ExecKey {
                 workload: 1,
-                _pad: 0,
+                slot: 0,
                 file: FileId { dev: 1, ino: 100 },
             },
             0,
@@ -296,7 +417,7 @@ mod tests {
         let shell = FileId { dev: 1, ino: 7 };
         let key = ExecKey {
             workload: 1,
-            _pad: 0,
+            slot: 0,
             file: exe,
         };
         t.exec_allow
@@ -397,6 +518,90 @@ mod tests {
             net(Hook::Bind, "0.0.0.0", 22, IPPROTO_TCP),
             Verdict::Allowed { workload: 1 }
         );
+    }
+
+    #[test]
+    fn file_rules_police_opens_only_in_workloads_that_have_them() {
+        use crate::files::{FileAllowlist, FileRuleSpec, lower};
+        let mut t = tables();
+        let mut b = binding(1, Mode::Enforce);
+        b.police = POLICE_FILES;
+        t.bindings.insert(10, b);
+        let list = FileAllowlist {
+            rules: vec![FileRuleSpec {
+                path: "/etc/app/".into(),
+                read: true,
+                write: false,
+            }],
+            runtime: false,
+        };
+        t.file_allow = lower(&[(1, "w", &list)]).unwrap();
+        let open = |cgroup: u64, hook, path: &str| {
+            decide_open(
+                &t,
+                &OpenRequest {
+                    caller: Caller {
+                        cgroup_ancestry: vec![1, cgroup],
+                        ..Caller::default()
+                    },
+                    hook,
+                    path: Some(path.into()),
+                },
+            )
+        };
+        assert_eq!(
+            open(10, Hook::OpenRead, "/etc/app/a.conf"),
+            Verdict::Allowed { workload: 1 }
+        );
+        assert_eq!(
+            open(10, Hook::OpenWrite, "/etc/app/a.conf"),
+            drift(1, Decision::Deny)
+        );
+        assert_eq!(
+            open(10, Hook::OpenRead, "/etc/shadow"),
+            drift(1, Decision::Deny)
+        );
+        // Workload 2 (audit) has no file rules: not policed by its profile.
+        assert_eq!(
+            open(20, Hook::OpenWrite, "/etc/shadow"),
+            Verdict::Allowed { workload: 2 }
+        );
+        assert_eq!(open(30, Hook::OpenRead, "/etc/shadow"), Verdict::Unpoliced);
+    }
+
+    #[test]
+    fn privileged_operations_are_refused_unless_the_profile_names_them() {
+        use driftwall_abi::{PRIV_MOUNT, SetuidKey};
+        let mut t = tables();
+        let mut b = binding(1, Mode::Enforce);
+        b.privileges = PRIV_MOUNT;
+        t.bindings.insert(10, b);
+        t.setuid_allow.insert(SetuidKey::new(1, 33));
+        let op = |cgroup: u64, hook, uid| {
+            decide_privileged(
+                &t,
+                &PrivilegedRequest {
+                    caller: Caller {
+                        cgroup_ancestry: vec![1, cgroup],
+                        ..Caller::default()
+                    },
+                    hook,
+                    path: None,
+                    resource_uid: uid,
+                    resource_euid: uid,
+                    resource_gid: uid,
+                },
+            )
+        };
+        let ok = Verdict::Allowed { workload: 1 };
+        assert_eq!(op(10, Hook::Mount, 0), ok);
+        assert_eq!(op(10, Hook::Setuid, 33), ok);
+        assert_eq!(op(10, Hook::Setuid, 0), drift(1, Decision::Deny));
+        assert_eq!(op(10, Hook::Ptrace, 0), drift(1, Decision::Deny));
+        assert_eq!(op(10, Hook::LoadModule, 0), drift(1, Decision::Deny));
+        // In audit mode they are let through and reported; unpoliced, allowed.
+        assert_eq!(op(20, Hook::Ptrace, 0), drift(2, Decision::Audit));
+        assert_eq!(op(30, Hook::LoadModule, 0), Verdict::Unpoliced);
     }
 
     #[test]

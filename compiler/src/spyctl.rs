@@ -14,6 +14,7 @@
 //! | `processPolicy[].exe` | executables (exact paths) |
 //! | `children` | a child's allowed parents are its parent entry's `exe` paths; a top-level entry may have any parent; an exe listed in several places gets the union |
 //! | `euser` | users (absent or `*`: any user) |
+//! | every process entry's `euser` | `privileged.setuid`: the workload may become those users (any user when an entry has no `euser` or `*`); spyctl cannot name `ptrace`, `mount` or module loads, so none is allowed |
 //! | `networkPolicy.ingress[].from[].ipBlock.cidr` | ingress sources (no `from`: anyone) |
 //! | `networkPolicy.egress[].to[]` `ipBlock.cidr` / `dnsSelector` | egress peers (no `to`: any address) |
 //! | `ports[]` `{port, endPort, protocol}` | one rule per protocol, with its ports |
@@ -43,9 +44,9 @@ use serde_saphyr::Spanned;
 
 use crate::profile::{
     CgroupPattern, ContainerSelector, EgressRule, ExecutableRule, IngressRule, Mode, NAME_RULE,
-    NetworkPolicy, Peer, PolicyError, PolicyWarning, PortRange, ProcessPolicy, Profile, Protocol,
-    Response, ResponseAction, Selector, SourceLocation, UserRef, executable_path, from_yaml,
-    invalid_at, is_valid_name, network::parse_cidr, selector,
+    NetworkPolicy, Peer, PolicyError, PolicyWarning, PortRange, Privileges, ProcessPolicy, Profile,
+    Protocol, Response, ResponseAction, Selector, SetuidUsers, SourceLocation, UserRef,
+    executable_path, from_yaml, invalid_at, is_valid_name, network::parse_cidr, selector,
 };
 
 /// The `apiVersion` of spyctl's policies.
@@ -272,6 +273,10 @@ pub fn parse(file: &Path, text: &str) -> Result<(Profile, Vec<PolicyWarning>), P
     let (process, ids) = cx.processes(&spec.process_policy)?;
     let network = cx.network(&spec.network_policy, &ids)?;
     let response = cx.response(&spec.response);
+    let privileged = Privileges {
+        setuid: setuid_users(&process),
+        ..Privileges::default()
+    };
     Ok((
         Profile {
             workload: name.value.clone(),
@@ -281,10 +286,29 @@ pub fn parse(file: &Path, text: &str) -> Result<(Profile, Vec<PolicyWarning>), P
             process,
             network,
             files: Vec::new(),
+            runtime_files: true,
+            privileged,
             response,
         },
         cx.warnings,
     ))
+}
+
+/// The users a spyctl workload may become: its processes run as their `euser`s, so it
+/// may change to them; an entry that may run as any user lets it become any user.
+fn setuid_users(p: &ProcessPolicy) -> SetuidUsers {
+    if p.executables.is_empty() {
+        return SetuidUsers::default();
+    }
+    if p.executables.iter().any(|e| e.users.is_empty()) {
+        return SetuidUsers::Any;
+    }
+    let users: BTreeSet<UserRef> = p
+        .executables
+        .iter()
+        .flat_map(|e| e.users.iter().cloned())
+        .collect();
+    SetuidUsers::Listed(users.into_iter().collect())
 }
 
 /// The state of one document's mapping: its file and the warnings so far.
@@ -899,6 +923,9 @@ spec:
         let uname = by("/bin/uname");
         assert_eq!(uname.parents, paths(&["/bin/dash"]));
         assert!(uname.users.is_empty());
+        // Some process may run as anyone: the workload may become anyone.
+        assert_eq!(p.privileged.setuid, crate::profile::SetuidUsers::Any);
+        assert!(!p.privileged.ptrace && !p.privileged.mount && !p.privileged.load_module);
     }
 
     #[test]
@@ -1027,6 +1054,11 @@ spec:
         assert_eq!(
             p.process.executables[0].users,
             [UserRef::Name("mysql".into())]
+        );
+        // The service drops to mysql: it may become mysql, and no one else.
+        assert_eq!(
+            p.privileged.setuid,
+            crate::profile::SetuidUsers::Listed(vec![UserRef::Name("mysql".into())])
         );
         // Through the dispatcher too.
         let (q, _) = Profile::parse(Path::new("s.yaml"), text).unwrap();

@@ -13,6 +13,8 @@
 //!   fresh one that no allowlist holds. The decision is therefore **by path**: hard
 //!   links, copies and symlinks, which the node tells apart by (device, inode), are the
 //!   node's business and are not modelled.
+//! * **users**: a user name in a profile (`users`, `privileged.setuid`) gets a synthetic
+//!   uid from [`SYNTHETIC_UIDS`]; a request names users by name or by uid.
 //! * **DNS names** in network allowlists are not resolved (addresses are facts of the
 //!   node and the moment). A rule whose peers are all DNS names allows **nothing**
 //!   symbolically, exactly as the node treats a name that does not resolve; such rules
@@ -28,8 +30,8 @@ use std::{
 };
 
 use driftwall_abi::{
-    EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey, FileId, POLICE_EGRESS,
-    POLICE_INGRESS, WorkloadBinding, WorkloadId,
+    EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey, FileId, SetuidKey,
+    WorkloadId,
     decide::Verdict,
     rules::{Hook, IPPROTO_TCP, IPPROTO_UDP, RuleVerdict},
 };
@@ -37,9 +39,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     bundle::Bundle,
+    files::{self, FileError},
     network::{self, NetError, NetPeer, ResolvedAllowlist},
-    profile,
-    reference::{self, Caller, ExecRequest, KernelTables, NetRequest},
+    profile::{self, SetuidUsers, UserRef},
+    reference::{
+        self, Caller, ExecRequest, KernelTables, NetRequest, OpenRequest, PrivilegedRequest,
+    },
 };
 
 /// The synthetic cgroup id of the cgroup v2 root.
@@ -95,6 +100,8 @@ pub enum SymbolicError {
     TooManyWorkloads(usize),
     #[error(transparent)]
     Network(#[from] NetError),
+    #[error(transparent)]
+    Files(#[from] FileError),
 }
 
 /// The operation a symbolic request asks about.
@@ -118,17 +125,56 @@ pub enum Operation {
         addr: SocketAddr,
         protocol: Protocol,
     },
+    /// Open a file for reading.
+    OpenRead { path: String },
+    /// Open a file for writing.
+    OpenWrite { path: String },
+    /// Trace or inspect a process with these ids.
+    Ptrace { uid: u32, euid: u32, gid: u32 },
+    /// Load a kernel module from a file, or from memory (`None`).
+    LoadModule { path: Option<String> },
+    /// Mount a file system on a mount point.
+    Mount { path: String },
+    /// Become a user (by uid, or by a name a profile names).
+    Setuid { user: UserRef },
 }
 
 impl Operation {
     /// The profile section that polices this operation: `process.executables`,
-    /// `network.egress` or `network.ingress`.
+    /// `network.egress`, `network.ingress`, `files` or `privileged.<operation>`.
     pub fn section(&self) -> &'static str {
+        section_of(self.hook())
+    }
+
+    /// The hook (Cedar action) that decides it.
+    pub fn hook(&self) -> Hook {
         match self {
-            Operation::Exec { .. } => "process.executables",
-            Operation::Connect { .. } => "network.egress",
-            Operation::Bind { .. } | Operation::Listen { .. } => "network.ingress",
+            Operation::Exec { .. } => Hook::Exec,
+            Operation::Connect { .. } => Hook::Connect,
+            Operation::Bind { .. } => Hook::Bind,
+            Operation::Listen { .. } => Hook::Listen,
+            Operation::OpenRead { .. } => Hook::OpenRead,
+            Operation::OpenWrite { .. } => Hook::OpenWrite,
+            Operation::Ptrace { .. } => Hook::Ptrace,
+            Operation::LoadModule { .. } => Hook::LoadModule,
+            Operation::Mount { .. } => Hook::Mount,
+            Operation::Setuid { .. } => Hook::Setuid,
         }
+    }
+}
+
+/// The profile section that polices a hook: the word reports and test files use
+/// (`<workload>/<section>`).
+pub fn section_of(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Exec => "process.executables",
+        Hook::Connect => "network.egress",
+        Hook::Bind | Hook::Listen => "network.ingress",
+        Hook::OpenRead | Hook::OpenWrite => "files",
+        Hook::Ptrace => "privileged.ptrace",
+        Hook::LoadModule => "privileged.load_module",
+        Hook::Mount => "privileged.mount",
+        Hook::Setuid => "privileged.setuid",
     }
 }
 
@@ -139,6 +185,15 @@ impl fmt::Display for Operation {
             Operation::Connect { addr, protocol } => write!(f, "connect {addr}/{protocol}"),
             Operation::Bind { addr, protocol } => write!(f, "bind {addr}/{protocol}"),
             Operation::Listen { addr, protocol } => write!(f, "listen {addr}/{protocol}"),
+            Operation::OpenRead { path } => write!(f, "open_read {path}"),
+            Operation::OpenWrite { path } => write!(f, "open_write {path}"),
+            Operation::Ptrace { uid, euid, gid } => {
+                write!(f, "ptrace of a process (uid {uid}, euid {euid}, gid {gid})")
+            }
+            Operation::LoadModule { path: Some(p) } => write!(f, "load_module {p}"),
+            Operation::LoadModule { path: None } => f.write_str("load_module from memory"),
+            Operation::Mount { path } => write!(f, "mount on {path}"),
+            Operation::Setuid { user } => write!(f, "setuid to {user}"),
         }
     }
 }
@@ -211,7 +266,8 @@ impl fmt::Display for SymbolicRequest {
 }
 
 /// The wire form of a [`SymbolicRequest`] (`--request-json`, test files): exactly one
-/// of `exec`, `connect`, `bind`, `listen`.
+/// of `exec`, `connect`, `bind`, `listen`, `open_read`, `open_write`, `ptrace`,
+/// `load_module`, `mount`, `setuid`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
@@ -228,6 +284,30 @@ pub struct RequestSpec {
     pub bind: Option<String>,
     #[serde(default)]
     pub listen: Option<String>,
+    /// An absolute path opened for reading.
+    #[serde(default)]
+    pub open_read: Option<String>,
+    /// An absolute path opened for writing.
+    #[serde(default)]
+    pub open_write: Option<String>,
+    /// The real uid of the process traced; its effective uid and gid default to it.
+    #[serde(default)]
+    pub ptrace: Option<u32>,
+    /// `ptrace` only: the traced process's effective uid.
+    #[serde(default)]
+    pub target_euid: Option<u32>,
+    /// `ptrace` only: the traced process's real gid.
+    #[serde(default)]
+    pub target_gid: Option<u32>,
+    /// The absolute path of a module file, or `-` for a module loaded from memory.
+    #[serde(default)]
+    pub load_module: Option<String>,
+    /// The absolute path of a mount point.
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// The user asked for: a uid, or a name a profile names.
+    #[serde(default)]
+    pub setuid: Option<String>,
     /// UDP rather than TCP (network operations only).
     #[serde(default)]
     pub udp: bool,
@@ -251,19 +331,25 @@ pub struct RequestSpec {
 /// Why a request is not a valid request, or not one for this policy.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    #[error("name one operation: exec, connect, bind or listen")]
+    #[error(
+        "name one operation: exec, connect, bind, listen, open_read, open_write, ptrace, load_module, mount or setuid"
+    )]
     NoOperation,
     #[error("name one operation, not {0}")]
     SeveralOperations(String),
-    #[error("exec path {path:?} {reason}")]
+    #[error("path {path:?} {reason}")]
     BadPath { path: String, reason: &'static str },
+    #[error("setuid user {given:?}: {reason}")]
+    BadUser { given: String, reason: String },
+    #[error("target_euid and target_gid apply to ptrace only")]
+    TargetWithoutPtrace,
     #[error("{operation} address {given:?} is not ip:port ([v6]:port for IPv6): {reason}")]
     BadAddress {
         operation: &'static str,
         given: String,
         reason: String,
     },
-    #[error("udp applies to network operations, not exec")]
+    #[error("udp applies to network operations only")]
     UdpWithExec,
     #[error("parent applies to exec, not network operations")]
     ParentWithoutExec,
@@ -286,6 +372,12 @@ impl RequestSpec {
             ("connect", self.connect.is_some()),
             ("bind", self.bind.is_some()),
             ("listen", self.listen.is_some()),
+            ("open_read", self.open_read.is_some()),
+            ("open_write", self.open_write.is_some()),
+            ("ptrace", self.ptrace.is_some()),
+            ("load_module", self.load_module.is_some()),
+            ("mount", self.mount.is_some()),
+            ("setuid", self.setuid.is_some()),
         ]
         .into_iter()
         .filter_map(|(n, present)| present.then_some(n))
@@ -307,15 +399,46 @@ impl RequestSpec {
                     reason: e.to_string(),
                 })
         };
-        let operation = if let Some(path) = &self.exec {
-            if self.udp {
-                return Err(RequestError::UdpWithExec);
+        let path = |p: &String| {
+            profile::check_absolute_clean(p)
+                .map(|()| p.clone())
+                .map_err(|reason| RequestError::BadPath {
+                    path: p.clone(),
+                    reason,
+                })
+        };
+        let network = self.connect.is_some() || self.bind.is_some() || self.listen.is_some();
+        if self.udp && !network {
+            return Err(RequestError::UdpWithExec);
+        }
+        if (self.target_euid.is_some() || self.target_gid.is_some()) && self.ptrace.is_none() {
+            return Err(RequestError::TargetWithoutPtrace);
+        }
+        let operation = if let Some(p) = &self.exec {
+            Operation::Exec { path: path(p)? }
+        } else if let Some(p) = &self.open_read {
+            Operation::OpenRead { path: path(p)? }
+        } else if let Some(p) = &self.open_write {
+            Operation::OpenWrite { path: path(p)? }
+        } else if let Some(uid) = self.ptrace {
+            Operation::Ptrace {
+                uid,
+                euid: self.target_euid.unwrap_or(uid),
+                gid: self.target_gid.unwrap_or(uid),
             }
-            profile::check_absolute_clean(path).map_err(|reason| RequestError::BadPath {
-                path: path.clone(),
-                reason,
-            })?;
-            Operation::Exec { path: path.clone() }
+        } else if let Some(p) = &self.load_module {
+            Operation::LoadModule {
+                path: if p == "-" { None } else { Some(path(p)?) },
+            }
+        } else if let Some(p) = &self.mount {
+            Operation::Mount { path: path(p)? }
+        } else if let Some(u) = &self.setuid {
+            Operation::Setuid {
+                user: UserRef::parse(u).map_err(|e| RequestError::BadUser {
+                    given: u.clone(),
+                    reason: e.to_string(),
+                })?,
+            }
         } else if let Some(a) = &self.connect {
             Operation::Connect {
                 addr: addr("connect", a)?,
@@ -364,6 +487,8 @@ impl RequestSpec {
 pub enum KernelRequest {
     Exec(ExecRequest),
     Net(NetRequest),
+    Open(OpenRequest),
+    Privileged(PrivilegedRequest),
 }
 
 impl SymbolicPolicy {
@@ -392,11 +517,19 @@ impl SymbolicPolicy {
                     .chain(w.exec_constraints.iter().flat_map(|c| &c.parents))
             })
             .collect();
+        let setuid_users = bundle
+            .workloads
+            .iter()
+            .flat_map(|w| match &w.privileged.setuid {
+                SetuidUsers::Listed(l) => l.as_slice(),
+                SetuidUsers::Any => &[],
+            });
         let user_names: BTreeSet<&String> = bundle
             .workloads
             .iter()
             .flat_map(|w| &w.exec_constraints)
             .flat_map(|c| &c.users)
+            .chain(setuid_users)
             .filter_map(|u| match u {
                 profile::UserRef::Name(n) => Some(n),
                 profile::UserRef::Uid(_) => None,
@@ -418,30 +551,29 @@ impl SymbolicPolicy {
         };
         let mut dns_notes = Vec::new();
         let mut lists = Vec::new();
+        let mut file_lists = Vec::new();
         for (i, w) in bundle.workloads.iter().enumerate() {
             let id = ids(i)?;
-            let police = if w.egress.is_some() { POLICE_EGRESS } else { 0 }
-                | if w.ingress.is_some() {
-                    POLICE_INGRESS
-                } else {
-                    0
-                };
             if let Some(&cgroup) = cgroups.get(&w.cgroup) {
-                tables.bindings.insert(
-                    cgroup,
-                    WorkloadBinding {
-                        workload: id,
-                        mode: driftwall_abi::Mode::from(w.mode) as u8,
-                        police,
-                        _pad: [0; 2],
-                    },
-                );
+                tables.bindings.insert(cgroup, w.binding(id));
+            }
+            if let Some(f) = &w.files {
+                file_lists.push((id, w.name.as_str(), f));
+            }
+            if let SetuidUsers::Listed(list) = &w.privileged.setuid {
+                for u in list {
+                    let uid = match u {
+                        UserRef::Uid(uid) => *uid,
+                        UserRef::Name(n) => users.get(n).copied().unwrap_or(u32::MAX),
+                    };
+                    tables.setuid_allow.insert(SetuidKey::new(id, uid));
+                }
             }
             for exe in &w.executables {
                 if let Some(&file) = files.get(exe) {
                     let key = ExecKey {
                         workload: id,
-                        _pad: 0,
+                        slot: 0,
                         file,
                     };
                     tables.exec_allow.insert(key, 0);
@@ -475,7 +607,7 @@ impl SymbolicPolicy {
                 tables.exec_allow.insert(
                     ExecKey {
                         workload: id,
-                        _pad: 0,
+                        slot: 0,
                         file,
                     },
                     flags,
@@ -522,6 +654,7 @@ impl SymbolicPolicy {
             }
         }
         tables.net_allow = network::lower(&lists)?;
+        tables.file_allow = files::lower(&file_lists)?;
         Ok(SymbolicPolicy {
             bundle: bundle.clone(),
             tables,
@@ -602,6 +735,23 @@ impl SymbolicPolicy {
                 .as_deref()
                 .map_or(FileId::default(), |p| self.file_id(p)),
         };
+        let privileged = |hook, path: Option<&String>, ids: (u32, u32, u32)| {
+            KernelRequest::Privileged(PrivilegedRequest {
+                caller: caller.clone(),
+                hook,
+                path: path.cloned(),
+                resource_uid: ids.0,
+                resource_euid: ids.1,
+                resource_gid: ids.2,
+            })
+        };
+        let open = |hook, path: &String| {
+            KernelRequest::Open(OpenRequest {
+                caller: caller.clone(),
+                hook,
+                path: Some(path.clone()),
+            })
+        };
         let net = |hook, addr: &SocketAddr, protocol: &Protocol| {
             KernelRequest::Net(NetRequest {
                 caller: caller.clone(),
@@ -620,6 +770,22 @@ impl SymbolicPolicy {
             Operation::Connect { addr, protocol } => net(Hook::Connect, addr, protocol),
             Operation::Bind { addr, protocol } => net(Hook::Bind, addr, protocol),
             Operation::Listen { addr, protocol } => net(Hook::Listen, addr, protocol),
+            Operation::OpenRead { path } => open(Hook::OpenRead, path),
+            Operation::OpenWrite { path } => open(Hook::OpenWrite, path),
+            Operation::Ptrace { uid, euid, gid } => {
+                privileged(Hook::Ptrace, None, (*uid, *euid, *gid))
+            }
+            Operation::LoadModule { path } => {
+                privileged(Hook::LoadModule, path.as_ref(), (0, 0, 0))
+            }
+            Operation::Mount { path } => privileged(Hook::Mount, Some(path), (0, 0, 0)),
+            Operation::Setuid { user } => {
+                let uid = match user {
+                    UserRef::Uid(uid) => *uid,
+                    UserRef::Name(n) => self.users.get(n).copied().unwrap_or(u32::MAX),
+                };
+                privileged(Hook::Setuid, None, (uid, 0, 0))
+            }
         })
     }
 
@@ -628,6 +794,10 @@ impl SymbolicPolicy {
         Ok(match self.lower(req)? {
             KernelRequest::Exec(r) => reference::decide_exec_with_rules(&self.tables, &r),
             KernelRequest::Net(r) => reference::decide_net_with_rules(&self.tables, &r),
+            KernelRequest::Open(r) => reference::decide_open_with_rules(&self.tables, &r),
+            KernelRequest::Privileged(r) => {
+                reference::decide_privileged_with_rules(&self.tables, &r)
+            }
         })
     }
 }
@@ -665,6 +835,8 @@ pub(crate) mod tests {
             exec_constraints: Vec::new(),
             egress: None,
             ingress: None,
+            files: None,
+            privileged: crate::profile::Privileges::default(),
         }
     }
 
@@ -880,6 +1052,77 @@ pub(crate) mod tests {
             ..connect("web", "10.1.2.3:443", Protocol::Tcp)
         };
         assert_eq!(verdict(bind), Verdict::Allowed { workload: 1 });
+    }
+
+    #[test]
+    fn files_and_privileged_operations_decide_symbolically() {
+        use crate::files::{FileAllowlist, FileRuleSpec};
+        let mut w = workload("db", "/db", Mode::Enforce, &[]);
+        w.files = Some(FileAllowlist {
+            rules: vec![FileRuleSpec {
+                path: "/var/lib/db/".into(),
+                read: true,
+                write: true,
+            }],
+            runtime: true,
+        });
+        w.privileged.setuid = SetuidUsers::Listed(vec![UserRef::Name("postgres".into())]);
+        w.privileged.mount = true;
+        let p = SymbolicPolicy::new(&bundle(vec![w, workload("web", "/web", Mode::Audit, &[])]))
+            .unwrap();
+        let decide = |workload: &str, f: fn(&mut RequestSpec)| {
+            let mut s = RequestSpec {
+                workload: Some(workload.into()),
+                ..RequestSpec::default()
+            };
+            f(&mut s);
+            p.decide(&s.to_request().unwrap()).unwrap().0
+        };
+        let ok = Verdict::Allowed { workload: 1 };
+        let denied = |w| Verdict::Refused {
+            workload: w,
+            decision: Decision::Deny,
+            reason: Reason::NotInProfile,
+            rule: driftwall_abi::decide::NO_RULE,
+        };
+        assert_eq!(
+            decide("db", |s| s.open_write = Some("/var/lib/db/x".into())),
+            ok
+        );
+        assert_eq!(
+            decide("db", |s| s.open_read = Some("/usr/lib/libc.so.6".into())),
+            ok
+        );
+        assert_eq!(
+            decide("db", |s| s.open_write = Some("/usr/lib/libc.so.6".into())),
+            denied(1)
+        );
+        assert_eq!(decide("db", |s| s.setuid = Some("postgres".into())), ok);
+        assert_eq!(decide("db", |s| s.setuid = Some("0".into())), denied(1));
+        assert_eq!(decide("db", |s| s.mount = Some("/mnt".into())), ok);
+        assert_eq!(decide("db", |s| s.ptrace = Some(0)), denied(1));
+        assert_eq!(
+            decide("db", |s| s.load_module = Some("-".into())),
+            denied(1)
+        );
+        // web has no file rules: opens are not its profile's business.
+        assert_eq!(
+            decide("web", |s| s.open_write = Some("/etc/shadow".into())),
+            Verdict::Allowed { workload: 2 }
+        );
+        assert!(matches!(
+            decide("web", |s| s.setuid = Some("0".into())),
+            Verdict::Refused {
+                decision: Decision::Audit,
+                ..
+            }
+        ));
+        let bad = RequestSpec {
+            target_euid: Some(1),
+            mount: Some("/mnt".into()),
+            ..RequestSpec::default()
+        };
+        assert_eq!(bad.to_request(), Err(RequestError::TargetWithoutPtrace));
     }
 
     #[test]

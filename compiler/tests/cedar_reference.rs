@@ -19,8 +19,10 @@
 //!
 //! A second property does the same for the **kernel tables** (`cedar::tables`: atoms,
 //! clauses in disjunctive normal form, closed LPM entries, decided by
-//! `driftwall_abi::rules::evaluate`, the code the eBPF programs run) on the hooks the
-//! kernel decides, with rules restricted to the atoms the kernel can evaluate.
+//! `driftwall_abi::rules::evaluate`, the code the eBPF programs run) on every hook the
+//! kernel decides — exec, file opens, the network operations, ptrace, module loads,
+//! mount and setuid — with rules restricted to the atoms the kernel can evaluate (not
+//! a process's own executables, nor a ptrace target's executables or workload).
 //!
 //! Size: **2,000 rule sets × 12 requests = 24,000 decisions** per property per run (about 4 s in
 //! release on one core); `PROPTEST_CASES` overrides the number of rule sets.
@@ -166,6 +168,12 @@ fn resource_atom(family: Family, kernel: bool) -> BoxedStrategy<String> {
             ]
             .boxed()
         }
+        Family::Ptrace if kernel => prop_oneof![
+            id_atom("resource.uid"),
+            id_atom("resource.euid"),
+            id_atom("resource.gid"),
+        ]
+        .boxed(),
         Family::Ptrace => prop_oneof![
             id_atom("resource.uid"),
             id_atom("resource.euid"),
@@ -247,6 +255,7 @@ fn policy(kernel: bool) -> BoxedStrategy<String> {
                     pick(IDS).prop_map(|u| format!("resource == User::\"{u}\"")),
                 ]
                 .boxed(),
+                Family::Ptrace if kernel => Just("resource".to_string()).boxed(),
                 Family::Ptrace => prop_oneof![
                     Just("resource".to_string()),
                     pick(WORKLOADS).prop_map(|w| format!("resource in Workload::\"{w}\"")),
@@ -297,12 +306,12 @@ fn request() -> impl Strategy<Value = Request> {
     request_for(&Action::ALL)
 }
 
-/// A request for one of the hooks the kernel programs decide.
+/// A request for one of the hooks the kernel programs decide: every action.
 fn kernel_request() -> impl Strategy<Value = Request> {
     request_for(&KERNEL_ACTIONS)
 }
 
-const KERNEL_ACTIONS: [Action; 4] = [Action::Exec, Action::Connect, Action::Bind, Action::Listen];
+const KERNEL_ACTIONS: [Action; 10] = Action::ALL;
 
 fn request_for(actions: &'static [Action]) -> impl Strategy<Value = Request> {
     (process(100), pick(actions)).prop_flat_map(|(principal, action)| {
@@ -430,7 +439,16 @@ fn kernel_verdict(tables: &RuleTables, req: &Request) -> RuleVerdict {
             };
             facts.ip_bits = tables.lookup_ip_bits(*ip);
         }
-        Resource::Process(_) | Resource::User { .. } => {}
+        Resource::Process(target) => {
+            facts.resource_ids = true;
+            facts.resource_uid = target.uid;
+            facts.resource_euid = target.euid;
+            facts.resource_gid = target.gid;
+        }
+        Resource::User { uid } => {
+            facts.resource_ids = true;
+            facts.resource_uid = *uid;
+        }
     }
     tables.evaluate(&facts)
 }
@@ -443,7 +461,7 @@ proptest! {
     })]
 
     /// The kernel tables (atoms, clauses, closed LPM entries, `abi::rules::evaluate`)
-    /// against Cedar itself, on the hooks the kernel decides.
+    /// against Cedar itself, on every hook the kernel decides.
     #[test]
     fn kernel_tables_agree_with_cedar_authorizer(
         policies in proptest::collection::vec(policy(true), 1..=6),

@@ -257,10 +257,28 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    /// A file (an executable, a file opened).
+    /// A file (an executable, a file opened, a module loaded, a mount point).
     Path(String),
     /// A network endpoint.
     Endpoint(SocketAddr),
+    /// A process (traced, signalled).
+    Process(ProcessKey),
+    /// A user id (asked for by `setuid`).
+    User(u32),
+    /// A facility of the kernel, in words (`bpf command 1`, `a module from memory`).
+    Kernel(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Path(p) => f.write_str(p),
+            Target::Endpoint(a) => write!(f, "{a}"),
+            Target::Process(k) => write!(f, "pid {}", k.tgid),
+            Target::User(uid) => write!(f, "uid {uid}"),
+            Target::Kernel(what) => f.write_str(what),
+        }
+    }
 }
 
 /// A third-party alert.

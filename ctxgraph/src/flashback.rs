@@ -118,7 +118,11 @@ impl Store {
     }
 }
 
-fn flashback(reader: &Reader<'_>, subject: &Subject, options: &FlashbackOptions) -> Result<Flashback> {
+fn flashback(
+    reader: &Reader<'_>,
+    subject: &Subject,
+    options: &FlashbackOptions,
+) -> Result<Flashback> {
     {
         let (id, anchor, trigger) = resolve(reader, subject)?;
         let mut truncated = false;

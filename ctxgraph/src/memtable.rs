@@ -184,10 +184,7 @@ impl Memtable {
                 _ => 0,
             };
         self.edges.push(row);
-        self.by_proc
-            .entry(id)
-            .or_default()
-            .push(&self.edges, i);
+        self.by_proc.entry(id).or_default().push(&self.edges, i);
         if let Some(ip) = peer {
             self.by_peer.entry(ip).or_default().push(&self.edges, i);
         }

@@ -144,6 +144,11 @@ pub enum Node {
         /// Its path.
         path: String,
     },
+    /// A facility of the kernel a decision was about (`bpf(2)`, a module from memory).
+    Kernel {
+        /// It, in words.
+        what: String,
+    },
     /// The source of third-party alerts.
     AlertSource {
         /// Its name.

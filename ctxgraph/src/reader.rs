@@ -28,8 +28,8 @@ use redb::ReadOnlyTable;
 use crate::cache::FastMap;
 use crate::error::{Error, Result};
 use crate::event::{
-    AlertEvent, Credentials, Decision, Event, Executable, GapEvent, ProcessEvent,
-    ProcessEventKind, ProcessKey, Target,
+    AlertEvent, Credentials, Decision, Event, Executable, GapEvent, ProcessEvent, ProcessEventKind,
+    ProcessKey, Target,
 };
 use crate::memtable::Memtable;
 use crate::model::{ExecView, ExitView, InboundLink, ProcessView};
@@ -694,7 +694,11 @@ impl<'s> Reader<'s> {
 
     /// The connection with peer `addr` at or last before `time_ns` (or, failing that,
     /// the first after it): (process id, time, seq).
-    pub(crate) fn locate_ip_at(&self, addr: IpAddr, time_ns: u64) -> Result<Option<(ProcId, u64, u64)>> {
+    pub(crate) fn locate_ip_at(
+        &self,
+        addr: IpAddr,
+        time_ns: u64,
+    ) -> Result<Option<(ProcId, u64, u64)>> {
         let ip = ip_bits(addr);
         for descending in [true, false] {
             let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), ProcId>)> = Vec::new();
@@ -798,7 +802,11 @@ impl<'s> Reader<'s> {
             if descending {
                 v.reverse();
             }
-            let bound = if descending { (to, u64::MAX) } else { (from, 0) };
+            let bound = if descending {
+                (to, u64::MAX)
+            } else {
+                (from, 0)
+            };
             sources.push((bound, vec_pull(v)));
         }
         for i in self.edge_segments(id)? {
@@ -856,7 +864,13 @@ impl<'s> Reader<'s> {
     }
 
     /// Non-lifecycle events of `id` in `[from, to]`, oldest first.
-    pub(crate) fn events(&self, id: ProcId, from: u64, to: u64, limit: usize) -> Result<Vec<Event>> {
+    pub(crate) fn events(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let key = match self.key(id)? {
             Some(k) => Some(k),
             None if id == UNATTRIBUTED => None,
@@ -870,7 +884,13 @@ impl<'s> Reader<'s> {
     }
 
     /// Decisions and alerts of `id` in `[from, to]`, oldest first.
-    pub(crate) fn flags_of(&self, id: ProcId, from: u64, to: u64, limit: usize) -> Result<Vec<Event>> {
+    pub(crate) fn flags_of(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let mut found = Vec::new();
         if limit == 0 || from > to {
             return Ok(Vec::new());
@@ -897,11 +917,14 @@ impl<'s> Reader<'s> {
             best = Some((t, src.edge(id, t, s)?));
             Ok(false)
         })?;
-        let Some((time_ns, StoredEdge::Accept {
-            listener,
-            local,
-            remote,
-        })) = best
+        let Some((
+            time_ns,
+            StoredEdge::Accept {
+                listener,
+                local,
+                remote,
+            },
+        )) = best
         else {
             return Ok(None);
         };
@@ -940,7 +963,10 @@ impl<'s> Reader<'s> {
         let segs = &self.st.segments;
         let i = segs.partition_point(|s| s.meta.end_seq <= seq);
         if i < segs.len() && (segs[i].meta.first_seq..segs[i].meta.end_seq).contains(&seq) {
-            return match segs[i].table(T::Edges).get(&Key::<24>::of(&[id, time, seq]).0)? {
+            return match segs[i]
+                .table(T::Edges)
+                .get(&Key::<24>::of(&[id, time, seq]).0)?
+            {
                 Some(v) => Ok(Some(decode("edge", &v)?)),
                 None => Ok(None),
             };
@@ -959,7 +985,12 @@ impl<'s> Reader<'s> {
     // ---- flags, gaps, journal ------------------------------------------------------
 
     /// Decisions and alerts in `[from, to]`, oldest first: (id, time, seq).
-    pub(crate) fn flag_keys(&self, from: u64, to: u64, limit: usize) -> Result<Vec<(ProcId, u64, u64)>> {
+    pub(crate) fn flag_keys(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(ProcId, u64, u64)>> {
         let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), ProcId>)> = Vec::new();
         for (_, m) in self.mems() {
             let v: Vec<((u64, u64), ProcId)> = m
@@ -1044,7 +1075,9 @@ impl<'s> Reader<'s> {
         let segs = &self.st.segments;
         let i = segs.partition_point(|s| s.meta.end_seq <= seq);
         if i < segs.len()
-            && let Some(v) = segs[i].table(T::Gaps).get(&Key::<16>::of(&[from_ns, seq]).0)?
+            && let Some(v) = segs[i]
+                .table(T::Gaps)
+                .get(&Key::<16>::of(&[from_ns, seq]).0)?
         {
             return Ok(Some(self.gap_event(from_ns, decode("gap", &v)?)?));
         }
@@ -1106,7 +1139,12 @@ impl<'s> Reader<'s> {
         Ok(out)
     }
 
-    pub(crate) fn to_event(&self, key: Option<ProcessKey>, time_ns: u64, edge: StoredEdge) -> Result<Event> {
+    pub(crate) fn to_event(
+        &self,
+        key: Option<ProcessKey>,
+        time_ns: u64,
+        edge: StoredEdge,
+    ) -> Result<Event> {
         let kind = match edge {
             StoredEdge::Alert {
                 source,
@@ -1153,6 +1191,9 @@ impl<'s> Reader<'s> {
                 target: match target {
                     StoredTarget::Path(p) => Target::Path(self.string(p)?),
                     StoredTarget::Endpoint(a) => Target::Endpoint(a),
+                    StoredTarget::Process(k) => Target::Process(k),
+                    StoredTarget::User(uid) => Target::User(uid),
+                    StoredTarget::Kernel(w) => Target::Kernel(self.string(w)?),
                 },
                 rule: self.string(rule)?,
             }),
@@ -1203,7 +1244,10 @@ impl EdgeSource<'_> {
         match self {
             EdgeSource::Mem(e) => Ok(e.edge.clone()),
             EdgeSource::Bytes(v) => decode("edge", v),
-            EdgeSource::In(seg) => match seg.table(T::Edges).get(&Key::<24>::of(&[id, time, seq]).0)? {
+            EdgeSource::In(seg) => match seg
+                .table(T::Edges)
+                .get(&Key::<24>::of(&[id, time, seq]).0)?
+            {
                 Some(v) => decode("edge", &v),
                 None => Err(Error::CorruptSegment(format!(
                     "segment {}: index names event {seq} of {id} that is not there",

@@ -292,6 +292,9 @@ pub(crate) struct JournalBatch {
 pub(crate) enum StoredTarget {
     Path(StrId),
     Endpoint(SocketAddr),
+    Process(crate::event::ProcessKey),
+    User(u32),
+    Kernel(StrId),
 }
 
 /// A gap, keyed by `(from_ns, sequence)`.

@@ -247,6 +247,9 @@ fn event_edge(e: &Event, on: &ProcessKey) -> Option<Edge> {
                     let to = match &d.target {
                         Target::Path(path) => Node::File { path: path.clone() },
                         Target::Endpoint(addr) => Node::Endpoint { addr: *addr },
+                        Target::Process(key) => Node::Process { key: *key },
+                        Target::User(uid) => Node::User { uid: *uid },
+                        Target::Kernel(what) => Node::Kernel { what: what.clone() },
                     };
                     (me, to, EdgeKind::Denied)
                 }
@@ -334,10 +337,7 @@ pub(crate) fn describe(e: &Event) -> String {
                         Verdict::Deny => "DENY",
                         Verdict::Audit => "AUDIT",
                     };
-                    let target = match &d.target {
-                        Target::Path(p) => p.clone(),
-                        Target::Endpoint(a) => a.to_string(),
-                    };
+                    let target = d.target.to_string();
                     format!(
                         "{verdict} {} {target} workload={} rule={}",
                         d.hook,
@@ -377,6 +377,7 @@ fn node_id(node: &Node) -> String {
         Node::Workload { name } => format!("w_{name}"),
         Node::Endpoint { addr } => format!("e_{addr}"),
         Node::File { path } => format!("f_{path}"),
+        Node::Kernel { what } => format!("k_{what}"),
         Node::AlertSource { name } => format!("a_{name}"),
     };
     quote(&raw)
@@ -401,6 +402,7 @@ fn node_label(node: &Node, fb: &Flashback) -> (String, &'static str) {
         Node::Workload { name } => (format!("workload {name}"), "folder"),
         Node::Endpoint { addr } => (addr.to_string(), "diamond"),
         Node::File { path } => (path.clone(), "note"),
+        Node::Kernel { what } => (what.clone(), "hexagon"),
         Node::AlertSource { name } => (format!("alert: {name}"), "octagon"),
     }
 }

@@ -191,7 +191,11 @@ impl Store {
         let mut opened = Vec::with_capacity(rewrites.len());
         for rw in &rewrites {
             opened.push(match &rw.new {
-                Some((meta, path)) => Some(Arc::new(Segment::open(path, meta.clone(), self.cache.clone())?)),
+                Some((meta, path)) => Some(Arc::new(Segment::open(
+                    path,
+                    meta.clone(),
+                    self.cache.clone(),
+                )?)),
                 None => None,
             });
         }
@@ -208,7 +212,10 @@ impl Store {
                 for rw in &rewrites {
                     match &rw.new {
                         Some((meta, _)) => {
-                            segs.insert(rw.old.number, crate::records::encode("segment", meta)?.as_slice())?;
+                            segs.insert(
+                                rw.old.number,
+                                crate::records::encode("segment", meta)?.as_slice(),
+                            )?;
                         }
                         None => {
                             segs.remove(rw.old.number)?;
@@ -288,7 +295,13 @@ impl Store {
 
 /// Whether the process `id`, whose latest record is `rec`, is deleted by a prune at
 /// `cutoff`.
-fn is_doomed(r: &Reader<'_>, id: ProcId, rec: &ProcRecord, cutoff: u64, current_boot: u32) -> Result<bool> {
+fn is_doomed(
+    r: &Reader<'_>,
+    id: ProcId,
+    rec: &ProcRecord,
+    cutoff: u64,
+    current_boot: u32,
+) -> Result<bool> {
     Ok(match rec.exit {
         Some((time, _)) => time < cutoff,
         None if rec.boot == current_boot => false,

@@ -142,7 +142,11 @@ pub(crate) fn peer_key_parts(k: &[u8]) -> (u128, u64, u64) {
         .get(..16)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u128::from_be_bytes);
-    (ip, crate::table::part(&k[16..], 0), crate::table::part(&k[16..], 1))
+    (
+        ip,
+        crate::table::part(&k[16..], 0),
+        crate::table::part(&k[16..], 1),
+    )
 }
 
 /// An IP address as a key part.
@@ -157,7 +161,10 @@ pub(crate) fn ip_bits(ip: IpAddr) -> u128 {
 /// without decoding their records) and the record.
 pub(crate) fn child_value(record: &ProcRecord) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(64);
-    put_varint(&mut out, record.exit.map_or(0, |(t, _)| t.saturating_add(1)));
+    put_varint(
+        &mut out,
+        record.exit.map_or(0, |(t, _)| t.saturating_add(1)),
+    );
     out.extend_from_slice(&encode("process", record)?);
     Ok(out)
 }
@@ -314,7 +321,11 @@ struct TableDirWire {
 /// Sorts `contents` into a segment file at `path` (written, fsync'd, not yet
 /// renamed into place) and returns its bounds; `base` gives its number, generation
 /// and id, sequence and batch ranges.
-pub(crate) fn build(path: &Path, contents: &mut Contents, base: &SegmentMeta) -> Result<SegmentMeta> {
+pub(crate) fn build(
+    path: &Path,
+    contents: &mut Contents,
+    base: &SegmentMeta,
+) -> Result<SegmentMeta> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -362,7 +373,11 @@ pub(crate) fn build(path: &Path, contents: &mut Contents, base: &SegmentMeta) ->
                 widen(&mut meta.exec_times, e.time_ns);
                 widen(&mut meta.times, e.time_ns);
             }
-            w.add(&mut b, &Key::<8>::of(&[*id]).0, &varint_bytes(r.parent.unwrap_or(0)))?;
+            w.add(
+                &mut b,
+                &Key::<8>::of(&[*id]).0,
+                &varint_bytes(r.parent.unwrap_or(0)),
+            )?;
         }
         dirs.push(w.finish(&mut b)?);
     }
@@ -509,7 +524,11 @@ pub(crate) fn build(path: &Path, contents: &mut Contents, base: &SegmentMeta) ->
             if !batch.refs.is_empty() {
                 widen(&mut meta.times, batch.max_time_ns);
             }
-            w.add(&mut b, &Key::<8>::of(&[*number]).0, &encode("journal", batch)?)?;
+            w.add(
+                &mut b,
+                &Key::<8>::of(&[*number]).0,
+                &encode("journal", batch)?,
+            )?;
         }
         dirs.push(w.finish(&mut b)?);
     }
@@ -570,7 +589,8 @@ impl Segment {
             return Err(corrupt("too short"));
         }
         let mut footer = [0u8; FOOTER];
-        file.seek(SeekFrom::Start(len - FOOTER as u64)).map_err(io)?;
+        file.seek(SeekFrom::Start(len - FOOTER as u64))
+            .map_err(io)?;
         file.read_exact(&mut footer).map_err(io)?;
         if &footer[16..] != MAGIC {
             return Err(corrupt("no footer"));
@@ -632,7 +652,10 @@ impl Segment {
             return Ok(None);
         };
         let parent = varint_value(&parent);
-        match self.table(T::Children).get(&Key::<16>::of(&[parent, id]).0)? {
+        match self
+            .table(T::Children)
+            .get(&Key::<16>::of(&[parent, id]).0)?
+        {
             Some(v) => Ok(Some(child_record(&v)?)),
             None => Err(Error::CorruptSegment(format!(
                 "segment {}: process {id} has no record under parent {parent}",
@@ -643,10 +666,7 @@ impl Segment {
 
     /// The id of the process first seen here with this key.
     pub(crate) fn id_of(&self, key: &[u8; 16]) -> Result<Option<ProcId>> {
-        Ok(self
-            .table(T::Keys)
-            .get(key)?
-            .map(|v| varint_value(&v)))
+        Ok(self.table(T::Keys).get(key)?.map(|v| varint_value(&v)))
     }
 
     /// Everything in the segment, for a rewrite.

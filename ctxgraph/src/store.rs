@@ -57,8 +57,8 @@ use crate::memtable::Memtable;
 use crate::model::{ProcessDetails, ProcessView};
 use crate::reader::{Lookups, Reader, State, UNATTRIBUTED};
 use crate::records::{
-    Argv, EdgeRow, ExecRecord, GapRecord, JournalBatch, JournalRef, ProcId, ProcRecord,
-    StoredEdge, StoredTarget, StrId, decode, encode,
+    Argv, EdgeRow, ExecRecord, GapRecord, JournalBatch, JournalRef, ProcId, ProcRecord, StoredEdge,
+    StoredTarget, StrId, decode, encode,
 };
 use crate::segment::{self, Segment, SegmentMeta, T};
 use crate::table::BlockCache;
@@ -589,7 +589,11 @@ impl Store {
     /// The process with this key with its children's keys and its decisions and
     /// alerts — what `/v1/processes/{id}` serves. At most `limit` children and
     /// `limit` flags (`truncated` says when there were more).
-    pub fn process_details(&self, key: &ProcessKey, limit: usize) -> Result<Option<ProcessDetails>> {
+    pub fn process_details(
+        &self,
+        key: &ProcessKey,
+        limit: usize,
+    ) -> Result<Option<ProcessDetails>> {
         self.with_reader(|r| {
             let Some(id) = r.id_of(key)? else {
                 return Ok(None);
@@ -952,7 +956,13 @@ impl Writer {
 
     /// The id of `key`, creating a placeholder if it is new; `time_ns` is a moment the
     /// process is known to have existed.
-    fn resolve(&mut self, st: &mut State, lk: &Lookups, key: &ProcessKey, time_ns: u64) -> Result<ProcId> {
+    fn resolve(
+        &mut self,
+        st: &mut State,
+        lk: &Lookups,
+        key: &ProcessKey,
+        time_ns: u64,
+    ) -> Result<ProcId> {
         let boot = self.boot_index(st, key.boot_id);
         let known = match self.procs.get(key) {
             Some(hit) => Some(hit),
@@ -1024,7 +1034,14 @@ impl Writer {
     }
 
     /// Adds an edge event of `id`.
-    fn add_edge(&mut self, st: &mut State, lk: &Lookups, id: ProcId, time: u64, edge: StoredEdge) -> Result<Applied> {
+    fn add_edge(
+        &mut self,
+        st: &mut State,
+        lk: &Lookups,
+        id: ProcId,
+        time: u64,
+        edge: StoredEdge,
+    ) -> Result<Applied> {
         let seq = self.seq();
         if id != UNATTRIBUTED && self.edged.get(&id).is_none() {
             let has = match st.active.records.get(&id) {
@@ -1125,6 +1142,9 @@ impl Writer {
                 target: match &d.target {
                     Target::Path(p) => StoredTarget::Path(self.intern(st, lk, p)?),
                     Target::Endpoint(a) => StoredTarget::Endpoint(*a),
+                    Target::Process(k) => StoredTarget::Process(*k),
+                    Target::User(uid) => StoredTarget::User(*uid),
+                    Target::Kernel(w) => StoredTarget::Kernel(self.intern(st, lk, w)?),
                 },
                 rule: self.intern(st, lk, &d.rule)?,
             },
@@ -1142,7 +1162,9 @@ impl Writer {
                     Locator::Cgroup { cgroup_id, time_ns } => {
                         reader.locate_cgroup(*cgroup_id, *time_ns)?
                     }
-                    Locator::Workload { name, time_ns } => reader.locate_workload(name, *time_ns)?,
+                    Locator::Workload { name, time_ns } => {
+                        reader.locate_workload(name, *time_ns)?
+                    }
                     Locator::Ip { addr, time_ns } => {
                         reader.locate_ip_at(*addr, *time_ns)?.map(|(id, _, _)| id)
                     }
@@ -1186,7 +1208,10 @@ impl Store {
             let mut named: Vec<String> = r.st.segments.iter().map(|s| s.meta.file_name()).collect();
             named.sort();
             if on_disk != named {
-                problem(&mut c, format!("segment files {on_disk:?}, manifest names {named:?}"));
+                problem(
+                    &mut c,
+                    format!("segment files {on_disk:?}, manifest names {named:?}"),
+                );
             }
             let mut latest_records = 0u64;
             for (i, seg) in r.st.segments.iter().enumerate() {
@@ -1208,18 +1233,35 @@ impl Store {
                         problem(&mut c, format!("segment {n}: key of {id} outside its ids"));
                     }
                     match r.record(*id)? {
-                        Some(rec) if segment::proc_key(rec.boot, rec.start_time_ns, rec.tgid) == *key => {}
-                        Some(_) => problem(&mut c, format!("segment {n}: key of {id} differs from its record")),
-                        None => problem(&mut c, format!("segment {n}: key of missing process {id}")),
+                        Some(rec)
+                            if segment::proc_key(rec.boot, rec.start_time_ns, rec.tgid) == *key => {
+                        }
+                        Some(_) => problem(
+                            &mut c,
+                            format!("segment {n}: key of {id} differs from its record"),
+                        ),
+                        None => {
+                            problem(&mut c, format!("segment {n}: key of missing process {id}"))
+                        }
                     }
                 }
                 for (id, rec) in &contents.records {
                     c.processes += 1;
                     if *id >= writer.next_proc {
-                        problem(&mut c, format!("process id {id} not below counter {}", writer.next_proc));
+                        problem(
+                            &mut c,
+                            format!("process id {id} not below counter {}", writer.next_proc),
+                        );
                     }
-                    if seg.table(T::Procs).get(&crate::table::Key::<8>::of(&[*id]).0)?.is_none() {
-                        problem(&mut c, format!("segment {n}: process {id} missing from procs"));
+                    if seg
+                        .table(T::Procs)
+                        .get(&crate::table::Key::<8>::of(&[*id]).0)?
+                        .is_none()
+                    {
+                        problem(
+                            &mut c,
+                            format!("segment {n}: process {id} missing from procs"),
+                        );
                     }
                     if r.location(*id)? != Some(crate::reader::Loc::Seg(i)) {
                         continue;
@@ -1229,40 +1271,68 @@ impl Store {
                     if r.id_of(&key)? != Some(*id) {
                         problem(&mut c, format!("process {id} ({key}) not found by its key"));
                     }
-                    if seg.table(T::Pid).get(&segment::pid_key(rec.tgid, rec.first_seen_ns, *id))?.is_none() {
-                        problem(&mut c, format!("segment {n}: process {id} missing from pid"));
+                    if seg
+                        .table(T::Pid)
+                        .get(&segment::pid_key(rec.tgid, rec.first_seen_ns, *id))?
+                        .is_none()
+                    {
+                        problem(
+                            &mut c,
+                            format!("segment {n}: process {id} missing from pid"),
+                        );
                     }
                     if !seg.meta.holds_id(*id)
                         && r.lk.versions.get(*id)?.map(|v| v.value()) != Some(n)
                     {
-                        problem(&mut c, format!("process {id}: latest version in {n} not in versions"));
+                        problem(
+                            &mut c,
+                            format!("process {id}: latest version in {n} not in versions"),
+                        );
                     }
                     if let Some(p) = rec.parent
                         && r.location(p)?.is_none()
                         && p >= writer.next_proc
                     {
-                        problem(&mut c, format!("process {id}: parent {p} beyond the counter"));
+                        problem(
+                            &mut c,
+                            format!("process {id}: parent {p} beyond the counter"),
+                        );
                     }
                 }
                 for e in &contents.edges {
                     c.events += 1;
                     if !(seg.meta.first_seq..seg.meta.end_seq).contains(&e.seq) {
-                        problem(&mut c, format!("segment {n}: event seq {} outside its range", e.seq));
+                        problem(
+                            &mut c,
+                            format!("segment {n}: event seq {} outside its range", e.seq),
+                        );
                     }
                     if e.id != UNATTRIBUTED {
                         match r.record(e.id)? {
-                            None => problem(&mut c, format!("event {} of missing process {}", e.seq, e.id)),
-                            Some(rec) if !rec.has_edges => {
-                                problem(&mut c, format!("process {} has events but no edge hint", e.id))
-                            }
+                            None => problem(
+                                &mut c,
+                                format!("event {} of missing process {}", e.seq, e.id),
+                            ),
+                            Some(rec) if !rec.has_edges => problem(
+                                &mut c,
+                                format!("process {} has events but no edge hint", e.id),
+                            ),
                             Some(_) => {}
                         }
                     }
                     if !r.edge_segments(e.id)?.contains(&i) {
-                        problem(&mut c, format!("events of {} in segment {n} not in edge_segments", e.id));
+                        problem(
+                            &mut c,
+                            format!("events of {} in segment {n} not in edge_segments", e.id),
+                        );
                     }
                 }
-                for (t, want) in [(T::Peers, 0u64), (T::Flags, 1), (T::ProcFlags, 2), (T::Accepts, 3)] {
+                for (t, want) in [
+                    (T::Peers, 0u64),
+                    (T::Flags, 1),
+                    (T::ProcFlags, 2),
+                    (T::Accepts, 3),
+                ] {
                     let expected = contents
                         .edges
                         .iter()
@@ -1273,16 +1343,28 @@ impl Store {
                         })
                         .count() as u64;
                     if seg.table(t).entries() != expected {
-                        problem(&mut c, format!("segment {n}: index {t:?} has {} entries for {expected} events", seg.table(t).entries()));
+                        problem(
+                            &mut c,
+                            format!(
+                                "segment {n}: index {t:?} has {} entries for {expected} events",
+                                seg.table(t).entries()
+                            ),
+                        );
                     }
                 }
                 if let Some((first, _)) = contents.journal.first()
                     && *first < seg.meta.first_batch
                 {
-                    problem(&mut c, format!("segment {n}: batch {first} before its range"));
+                    problem(
+                        &mut c,
+                        format!("segment {n}: batch {first} before its range"),
+                    );
                 }
             }
-            for (loc, m) in [(crate::reader::Loc::Active, Some(&r.st.active)), (crate::reader::Loc::Frozen, r.st.frozen.as_ref())] {
+            for (loc, m) in [
+                (crate::reader::Loc::Active, Some(&r.st.active)),
+                (crate::reader::Loc::Frozen, r.st.frozen.as_ref()),
+            ] {
                 let Some(m) = m else { continue };
                 for (id, rec) in &m.records {
                     c.processes += 1;
@@ -1298,10 +1380,19 @@ impl Store {
                 for e in &m.edges {
                     c.events += 1;
                     if e.id != UNATTRIBUTED && r.record(e.id)?.is_none_or(|rec| !rec.has_edges) {
-                        problem(&mut c, format!("memtable event {} of {} without its process or hint", e.seq, e.id));
+                        problem(
+                            &mut c,
+                            format!(
+                                "memtable event {} of {} without its process or hint",
+                                e.seq, e.id
+                            ),
+                        );
                     }
                     if e.seq >= writer.next_seq {
-                        problem(&mut c, format!("event seq {} not below counter {}", e.seq, writer.next_seq));
+                        problem(
+                            &mut c,
+                            format!("event seq {} not below counter {}", e.seq, writer.next_seq),
+                        );
                     }
                 }
             }
@@ -1311,15 +1402,33 @@ impl Store {
                     (e.0.value(), e.1.value())
                 };
                 match r.st.segments.iter().find(|s| s.meta.number == number) {
-                    Some(seg) if seg.table(T::Procs).get(&crate::table::Key::<8>::of(&[id]).0)?.is_some() => {}
-                    _ => problem(&mut c, format!("versions: process {id} in segment {number}, which does not hold it")),
+                    Some(seg)
+                        if seg
+                            .table(T::Procs)
+                            .get(&crate::table::Key::<8>::of(&[id]).0)?
+                            .is_some() => {}
+                    _ => problem(
+                        &mut c,
+                        format!(
+                            "versions: process {id} in segment {number}, which does not hold it"
+                        ),
+                    ),
                 }
             }
             if latest_records != writer.processes {
-                problem(&mut c, format!("{latest_records} processes stored, counter says {}", writer.processes));
+                problem(
+                    &mut c,
+                    format!(
+                        "{latest_records} processes stored, counter says {}",
+                        writer.processes
+                    ),
+                );
             }
             if c.events != writer.edge_events {
-                let text = format!("{} events stored, counter says {}", c.events, writer.edge_events);
+                let text = format!(
+                    "{} events stored, counter says {}",
+                    c.events, writer.edge_events
+                );
                 problem(&mut c, text);
             }
             Ok(c)

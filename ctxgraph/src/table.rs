@@ -304,7 +304,12 @@ impl TableWriter {
     }
 
     /// Adds an entry; keys must come in strictly increasing order.
-    pub(crate) fn add(&mut self, sink: &mut impl BlockSink, key: &[u8], value: &[u8]) -> Result<()> {
+    pub(crate) fn add(
+        &mut self,
+        sink: &mut impl BlockSink,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
         debug_assert!(self.entries == 0 || key > self.last_key.as_slice());
         self.data.add(key, value);
         self.last_key.clear();
@@ -463,9 +468,8 @@ impl TableReader {
 
     fn data_block(&self, index: &Block, i: usize) -> Result<Arc<Block>> {
         let mut at = 0;
-        let handle = Handle::decode(index.value(i), &mut at).ok_or_else(|| {
-            Error::CorruptSegment(format!("{}: bad block handle", self.what))
-        })?;
+        let handle = Handle::decode(index.value(i), &mut at)
+            .ok_or_else(|| Error::CorruptSegment(format!("{}: bad block handle", self.what)))?;
         self.block(handle)
     }
 
@@ -499,7 +503,10 @@ impl TableReader {
         let mut last: Option<Vec<u8>> = None;
         while let Some((k, _)) = c.entry() {
             if last.as_deref().is_some_and(|l| l >= k) {
-                return Err(Error::CorruptSegment(format!("{}: keys out of order", self.what)));
+                return Err(Error::CorruptSegment(format!(
+                    "{}: keys out of order",
+                    self.what
+                )));
             }
             last = Some(k.to_vec());
             n += 1;
@@ -713,7 +720,10 @@ mod tests {
         let key = |i: u64| Key::<16>::of(&[i / 3, i * 7]).0;
         // Point reads.
         for i in [0, 1, 777, 31_999, n - 1] {
-            assert_eq!(t.get(&key(i)).expect("get"), Some(vec![(i % 251) as u8; 20]));
+            assert_eq!(
+                t.get(&key(i)).expect("get"),
+                Some(vec![(i % 251) as u8; 20])
+            );
         }
         assert_eq!(t.get(&Key::<16>::of(&[5, 1]).0).expect("get"), None);
         // Forward walk from a seek.
@@ -769,7 +779,8 @@ mod tests {
         let mut sink = VecSink(Vec::new());
         let mut w = TableWriter::new();
         for i in 0..100u64 {
-            w.add(&mut sink, &Key::<8>::of(&[i]).0, b"value").expect("add");
+            w.add(&mut sink, &Key::<8>::of(&[i]).0, b"value")
+                .expect("add");
         }
         let dir = w.finish(&mut sink).expect("finish");
         sink.0[10] ^= 0x01;
@@ -778,6 +789,9 @@ mod tests {
         std::fs::write(&path, &sink.0).expect("write");
         let file = Arc::new(File::open(&path).expect("open"));
         let t = TableReader::new(file, 1, dir, Arc::new(BlockCache::new(1 << 20)), "t".into());
-        assert!(matches!(t.get(&Key::<8>::of(&[3]).0), Err(Error::CorruptSegment(_))));
+        assert!(matches!(
+            t.get(&Key::<8>::of(&[3]).0),
+            Err(Error::CorruptSegment(_))
+        ));
     }
 }

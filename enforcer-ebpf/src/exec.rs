@@ -6,8 +6,13 @@
 //! workload the profile's allowlist is then looked up by `(workload, file identity)`
 //! in `EXEC_ALLOW`, and — when the profile lists the executable's parents or users —
 //! the caller's own executable (`current->mm->exe_file`: the process about to replace
-//! its image is the parent of the new one) and effective uid in `EXEC_CONSTRAINTS`. A refusal is `EPERM` in enforce mode (and always for a forbid),
-//! let through in audit mode, and reported either way.
+//! its image is the parent of the new one) and effective uid in `EXEC_CONSTRAINTS`. A
+//! refusal is `EPERM` in enforce mode (and always for a forbid), let through in audit
+//! mode (or with the global dry-run switch on), and reported either way.
+//!
+//! [`decide`] and [`report_exec`] are shared with the reactive fallback
+//! (`fallback::exec_reactive`), which decides the same way after the exec where BPF
+//! LSM is missing.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -17,7 +22,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use driftwall_abi::{
-    Decision, EventKind, ExecEvent, FileId, KernelOffsets, LOST_EVENTS, PATH_CAPACITY,
+    Decision, EXEC_EVENT_DRY_RUN, EventKind, ExecEvent, FileId, KernelOffsets, LOST_EVENTS,
+    PATH_CAPACITY,
     decide::{self, PolicyLookups, Reason, Verdict},
     rules::{Hook, RuleVerdict},
 };
@@ -25,11 +31,9 @@ use driftwall_abi::{
 use crate::{
     kernel,
     maps::{self, EVENTS, offsets},
-    rules,
+    rules, verdict,
     workload::KernelLookups,
 };
-
-const EPERM: i32 = 1;
 
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
@@ -46,21 +50,83 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 fn decide_exec(ctx: &LsmContext) -> i32 {
     let bprm: *const u8 = ctx.arg(0);
     let off = offsets();
-    let lookups = KernelLookups;
-    let binding = decide::nearest_binding(&lookups);
+    let lookups = KernelLookups::current();
+    let (outcome, identity) = decide(
+        bprm,
+        &off,
+        &lookups,
+        // SAFETY: bpf_d_path needs the verifier to know its argument is a `struct
+        // path`: reach it by direct loads from the BTF-typed hook argument
+        // (bprm->file->f_path), with offsets the verifier sees as constants.
+        || unsafe {
+            let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
+            if file.is_null() {
+                0
+            } else {
+                lookups.path_bits(file.add(off.file_f_path as usize))
+            }
+        },
+        || kernel::current_exe_identity(&off),
+    );
+    match outcome {
+        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
+        Verdict::Refused {
+            workload,
+            decision,
+            reason,
+            rule,
+        } => {
+            report_exec(
+                &off,
+                bprm,
+                &lookups,
+                ExecReport {
+                    workload,
+                    identity,
+                    decision,
+                    reason,
+                    rule,
+                    flags: 0,
+                },
+                |ev| {
+                    // SAFETY: as above (bprm->file->f_path by direct loads); `ev` is a
+                    // reserved record.
+                    unsafe {
+                        let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
+                        if !file.is_null() {
+                            let path = file.add(off.file_f_path as usize);
+                            let buf = &raw mut (*ev).path;
+                            let n = bpf_d_path(path as *mut _, buf as *mut _, PATH_CAPACITY as u32);
+                            if n > 0 && (n as usize) <= PATH_CAPACITY {
+                                (*ev).path_len = (n - 1) as u16;
+                            }
+                        }
+                    }
+                },
+            );
+            verdict::errno(decision)
+        }
+    }
+}
+
+/// Decides the exec of `bprm` in the generation `lookups` read: the Cedar rules (with
+/// the path-atom bits `path_bits` gives, asked only when a rule needs them), then the
+/// profile's allowlist with the caller's executable `caller_exe` and effective uid.
+/// Returns the verdict and the executable's identity (all zeros when unreadable).
+#[inline(always)]
+pub fn decide(
+    bprm: *const u8,
+    off: &KernelOffsets,
+    lookups: &KernelLookups,
+    path_bits: impl FnOnce() -> u64,
+    caller_exe: impl FnOnce() -> FileId,
+) -> (Verdict, FileId) {
+    let binding = decide::nearest_binding(lookups);
     let set = lookups.rules();
     let verdict = if rules::apply_to(set, Hook::Exec) {
-        let mut facts = rules::caller_facts(Hook::Exec, binding, &off);
+        let mut facts = rules::caller_facts(Hook::Exec, binding, off);
         if rules::needs_path(set, Hook::Exec) {
-            // SAFETY: bpf_d_path needs the verifier to know its argument is a `struct
-            // path`: reach it by direct loads from the BTF-typed hook argument
-            // (bprm->file->f_path), with offsets the verifier sees as constants.
-            unsafe {
-                let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
-                if !file.is_null() {
-                    facts.path_bits = rules::path_bits(file.add(off.file_f_path as usize));
-                }
-            }
+            facts.path_bits = path_bits();
         }
         rules::verdict(set, &facts)
     } else {
@@ -74,36 +140,22 @@ fn decide_exec(ctx: &LsmContext) -> i32 {
         verdict,
         |_| true,
         |b| {
-            identity = read_identity(bprm, &off);
+            identity = read_identity(bprm, off);
             decide::exec_profile_check(
-                &lookups,
+                lookups,
                 b,
                 identity,
-                || kernel::current_exe_identity(&off),
+                caller_exe,
                 // An unreadable euid matches no listed user: 2^32-1 is "no user".
-                || kernel::current_euid(&off).unwrap_or(u32::MAX),
+                || kernel::current_euid(off).unwrap_or(u32::MAX),
             )
         },
     );
-    match outcome {
-        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
-        Verdict::Refused {
-            workload,
-            decision,
-            reason,
-            rule,
-        } => {
-            if identity.ino == 0 {
-                // A forbid decides before the profile reads the identity.
-                identity = read_identity(bprm, &off);
-            }
-            report_exec(&off, bprm, workload, identity, decision, reason, rule);
-            match decision {
-                Decision::Deny => -EPERM,
-                Decision::Audit => 0,
-            }
-        }
+    if identity.ino == 0 && matches!(outcome, Verdict::Refused { .. }) {
+        // A forbid decides before the profile reads the identity.
+        identity = read_identity(bprm, off);
     }
+    (outcome, identity)
 }
 
 /// The identity of the file an exec runs; all zeros when unreadable.
@@ -115,15 +167,27 @@ fn read_identity(bprm: *const u8, off: &KernelOffsets) -> FileId {
         .unwrap_or_default()
 }
 
+/// What a refused exec's record says besides the task's own facts.
+#[derive(Clone, Copy)]
+pub struct ExecReport {
+    pub workload: u32,
+    pub identity: FileId,
+    pub decision: Decision,
+    pub reason: Reason,
+    pub rule: u16,
+    /// Extra `ExecEvent::flags` (the fallback's `EXEC_EVENT_REACTIVE`, `..._KILLED`).
+    pub flags: u8,
+}
+
+/// Reports a refused exec on `EVENTS`; `fill_path` writes the record's `path` and
+/// `path_len` (left empty when it writes nothing).
 #[inline(always)]
-fn report_exec(
+pub fn report_exec(
     off: &KernelOffsets,
     bprm: *const u8,
-    workload: u32,
-    identity: FileId,
-    decision: Decision,
-    reason: Reason,
-    rule: u16,
+    lookups: &KernelLookups,
+    report: ExecReport,
+    fill_path: impl FnOnce(*mut ExecEvent),
 ) {
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         // The ring buffer is full: the decision stands, its report is counted as lost
@@ -134,6 +198,11 @@ fn report_exec(
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let ev = entry.as_mut_ptr();
+    let dry_run = if lookups.dry_run() {
+        EXEC_EVENT_DRY_RUN
+    } else {
+        0
+    };
     // SAFETY: ev points at a reserved record of the right size; each field is written
     // before submit.
     unsafe {
@@ -145,27 +214,17 @@ fn report_exec(
         (*ev).uid = uid_gid as u32;
         (*ev).gid = (uid_gid >> 32) as u32;
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
-        (*ev).workload = workload;
-        (*ev).decision = decision as u8;
-        (*ev).reason = reason as u8;
-        (*ev).rule = rule;
-        (*ev).flags = kernel::exec_flags(bprm, off);
-        (*ev)._pad = [0; 5];
-        (*ev).file = identity;
+        (*ev).workload = report.workload;
+        (*ev).decision = report.decision as u8;
+        (*ev).reason = report.reason as u8;
+        (*ev).rule = report.rule;
+        (*ev).flags = kernel::exec_flags(bprm, off) | dry_run | report.flags;
+        (*ev)._pad = 0;
+        (*ev).generation = lookups.generation();
+        (*ev).file = report.identity;
         (*ev).path_len = 0;
         (*ev).start_ns = kernel::task_ids(kernel::current_task(), off).start_ns;
-        // bpf_d_path needs the verifier to know the argument is a `struct path`: reach
-        // it by direct loads from the BTF-typed hook argument (bprm->file->f_path),
-        // with the offsets the verifier sees as constants from the frozen .rodata.
-        let file = *(bprm.add(off.linux_binprm_file as usize) as *const *const u8);
-        if !file.is_null() {
-            let path = file.add(off.file_f_path as usize);
-            let buf = &raw mut (*ev).path;
-            let n = bpf_d_path(path as *mut _, buf as *mut _, PATH_CAPACITY as u32);
-            if n > 0 && (n as usize) <= PATH_CAPACITY {
-                (*ev).path_len = (n - 1) as u16;
-            }
-        }
     }
+    fill_path(ev);
     entry.submit(0);
 }

@@ -135,9 +135,17 @@ pub unsafe fn arg_range(task: *const u8, off: &KernelOffsets) -> Option<(u64, u6
 /// when it cannot be read.
 #[inline(always)]
 pub fn current_exe_identity(off: &KernelOffsets) -> FileId {
-    // SAFETY: every read is a checked probe read from the current task.
+    // SAFETY: the current task pointer is valid for the duration of the program.
+    unsafe { task_exe_identity(current_task(), off) }
+}
+
+/// Identity of the executable `task` runs (`task->mm->exe_file`); all zeros when it
+/// has none or it cannot be read.
+#[inline(always)]
+pub unsafe fn task_exe_identity(task: *const u8, off: &KernelOffsets) -> FileId {
+    // SAFETY: every read is a checked probe read.
     unsafe {
-        read_at::<*const u8>(current_task(), off.task_struct_mm)
+        read_at::<*const u8>(task, off.task_struct_mm)
             .filter(|mm| !mm.is_null())
             .and_then(|mm| read_at::<*const u8>(mm, off.mm_struct_exe_file))
             .filter(|file| !file.is_null())
@@ -186,6 +194,50 @@ pub unsafe fn sk_local(sk: *const u8, off: &KernelOffsets) -> Option<(u16, u16, 
             addr = read_at::<[u8; 16]>(sk, off.sock_skc_v6_rcv_saddr)?;
         }
         Some((family, port, addr))
+    }
+}
+
+/// The objective credentials of a task (`task->real_cred`): (uid, euid, gid), or
+/// `None` when they cannot be read.
+#[inline(always)]
+pub unsafe fn task_creds(task: *const u8, off: &KernelOffsets) -> Option<(u32, u32, u32)> {
+    unsafe {
+        let cred = read_at::<*const u8>(task, off.task_struct_real_cred)?;
+        Some((
+            read_at::<u32>(cred, off.cred_uid)?,
+            read_at::<u32>(cred, off.cred_euid)?,
+            read_at::<u32>(cred, off.cred_gid)?,
+        ))
+    }
+}
+
+/// The user ids of a `struct cred`: (uid, euid, suid, fsuid), or `None` when they
+/// cannot be read.
+#[inline(always)]
+pub unsafe fn cred_uids(cred: *const u8, off: &KernelOffsets) -> Option<[u32; 4]> {
+    unsafe {
+        Some([
+            read_at::<u32>(cred, off.cred_uid)?,
+            read_at::<u32>(cred, off.cred_euid)?,
+            read_at::<u32>(cred, off.cred_suid)?,
+            read_at::<u32>(cred, off.cred_fsuid)?,
+        ])
+    }
+}
+
+/// Identity of the inode a dentry names (`dentry->d_inode`); `None` for a negative
+/// dentry or when it cannot be read.
+#[inline(always)]
+pub unsafe fn dentry_identity(dentry: *const u8, off: &KernelOffsets) -> Option<FileId> {
+    unsafe {
+        let inode = read_at::<*const u8>(dentry, off.dentry_d_inode)?;
+        let ino = read_at::<u64>(inode, off.inode_i_ino)?;
+        let sb = read_at::<*const u8>(inode, off.inode_i_sb)?;
+        let dev = read_at::<u32>(sb, off.super_block_s_dev)?;
+        Some(FileId {
+            dev: dev as u64,
+            ino,
+        })
     }
 }
 

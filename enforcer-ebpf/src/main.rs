@@ -4,8 +4,15 @@
 //! `driftwall-abi`.
 //!
 //! * [`exec`]: `lsm/bprm_check_security` decides every exec of a policed process.
-//! * [`net`]: `lsm/socket_connect`, `socket_bind`, `socket_listen` decide network
-//!   operations.
+//! * [`net`]: `lsm/socket_connect`, `socket_bind`, `socket_listen`, `socket_sendmsg`
+//!   decide network operations.
+//! * [`file`]: `lsm/file_open` decides file opens (profile file rules, Cedar
+//!   `open_read`/`open_write`).
+//! * [`privileged`]: `lsm/ptrace_access_check`, `kernel_read_file`, `kernel_load_data`,
+//!   `sb_mount`, `task_fix_setuid` decide privileged operations.
+//! * [`protect`]: `lsm/task_kill`, `bpf`, `inode_unlink`, `inode_rename` protect the
+//!   agent from the workloads it polices.
+//! * [`verdict`]: the one place a refusal becomes a return value (`-EPERM` or 0).
 //! * [`rules`]: the Cedar rule look-ups (ids, path and address tries).
 //! * [`lifecycle`]: `tp_btf` programs report forks, execs and exits for the context
 //!   graph (they need no BPF LSM, so they also prove the offset logic on any kernel).
@@ -16,6 +23,13 @@
 //!   BTF by user space (no CO-RE in Rust eBPF).
 //! * [`maps`]: the maps and read-only globals.
 //! * [`floor`]: LSM programs that decide nothing, the floor of the overhead benchmark.
+//! * [`fallback`]: where BPF LSM is missing, cgroup `sock_addr` programs deciding
+//!   network operations inline and a `tp_btf/sched_process_exec` program killing a
+//!   drifting exec (reactive).
+//!
+//! Every decision reads the policy generation in force once (`maps::ACTIVE`) and makes
+//! all its look-ups in that generation's slot, through `workload::KernelLookups`; see
+//! `driftwall_abi::generation` for the pattern every policy map follows.
 //!
 //! Built for `bpfel-unknown-none` by `enforcer/build.rs`; on the host this crate is an
 //! empty binary so that `cargo clippy --workspace` can check it.
@@ -27,6 +41,10 @@ mod connections;
 #[cfg(target_arch = "bpf")]
 mod exec;
 #[cfg(target_arch = "bpf")]
+mod fallback;
+#[cfg(target_arch = "bpf")]
+mod file;
+#[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
 mod kernel;
@@ -37,7 +55,13 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod net;
 #[cfg(target_arch = "bpf")]
+mod privileged;
+#[cfg(target_arch = "bpf")]
+mod protect;
+#[cfg(target_arch = "bpf")]
 mod rules;
+#[cfg(target_arch = "bpf")]
+mod verdict;
 #[cfg(target_arch = "bpf")]
 mod workload;
 

@@ -1,12 +1,23 @@
-//! Network decisions: `lsm/socket_connect`, `lsm/socket_bind`, `lsm/socket_listen`.
+//! Network decisions: `lsm/socket_connect`, `lsm/socket_bind`, `lsm/socket_listen`,
+//! `lsm/socket_sendmsg`.
 //!
 //! Each hook reads the endpoint — the peer address of `connect`, the local address of
 //! `bind` (from the `sockaddr` the caller passed) or of `listen` (from the bound
-//! socket) — and the socket's protocol, normalises an IPv4-mapped IPv6 address to the
+//! socket), the destination a `sendmsg`/`sendto` names (`msg->msg_name`, the kernel's
+//! copy) — and the socket's protocol, normalises an IPv4-mapped IPv6 address to the
 //! IPv4 address it is (so `::ffff:10.0.0.1` is decided as `10.0.0.1`), and decides it
 //! like an exec: Cedar forbids first, then permits, then the workload's profile when it
 //! polices that class of operation. Sockets that are neither IPv4 nor IPv6 (unix,
 //! netlink, …) and protocols other than TCP and UDP are not driftwall's business.
+//!
+//! A `sendmsg` is decided as a `connect` to its destination (egress, the same tables)
+//! when it names one: a UDP datagram sent without `connect`, or a TCP Fast Open
+//! (`MSG_FASTOPEN`, which connects without `connect`). A send on a connected socket
+//! names no destination: it was decided at `connect`; leaving then costs one load.
+//!
+//! [`decide`] and [`report_net`] are shared with the cgroup `sock_addr` fallback
+//! (`fallback`), which decides the same endpoints the same way where BPF LSM is
+//! missing.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
@@ -16,7 +27,8 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use driftwall_abi::{
-    Decision, EventKind, KernelOffsets, NetEvent, POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
+    Decision, EventKind, KernelOffsets, NET_EVENT_DRY_RUN, NET_EVENT_SENDMSG, NetEvent,
+    POLICE_EGRESS, POLICE_INGRESS, WorkloadBinding,
     decide::{self, PolicyLookups, Reason, Verdict},
     rules::{
         DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP,
@@ -27,19 +39,22 @@ use driftwall_abi::{
 use crate::{
     kernel::{self, AF_INET, AF_INET6},
     maps::{self, EVENTS, offsets},
-    rules,
+    rules, verdict,
     workload::KernelLookups,
 };
 
-const EPERM: i32 = 1;
+/// `MSG_FASTOPEN` (`include/linux/socket.h`): a TCP send that connects.
+const MSG_FASTOPEN: u32 = 0x2000_0000;
 
 /// An endpoint as the rules see it.
 #[derive(Clone, Copy)]
-struct Endpoint {
-    family: u8,
-    addr: [u8; 16],
-    port: u16,
-    protocol: u8,
+pub struct Endpoint {
+    pub family: u8,
+    /// Network byte order, IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub protocol: u8,
 }
 
 #[lsm(hook = "socket_connect")]
@@ -65,7 +80,38 @@ fn decide_sockaddr(ctx: &LsmContext, hook: Hook) -> i32 {
     let sock: *const u8 = ctx.arg(0);
     let address: *const u8 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);
-    from_sockaddr(sock, address, addrlen).map_or(0, |ep| decide_net(hook, ep))
+    from_sockaddr(sock, address, addrlen).map_or(0, |ep| decide_lsm(hook, ep, 0))
+}
+
+#[lsm(hook = "socket_sendmsg")]
+pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
+    // int socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
+    let retval: i32 = ctx.arg(3);
+    if retval != 0 {
+        return retval;
+    }
+    let msg: *const u8 = ctx.arg(1);
+    let off = offsets();
+    // SAFETY: a direct load from the BTF-typed hook argument at an offset the verifier
+    // sees as a constant: `msg->msg_name`, read as a number.
+    let name = unsafe { *(msg.add(off.msghdr_msg_name as usize) as *const u64) };
+    if name == 0 {
+        return 0;
+    }
+    // SAFETY: probe reads of the hook's message header.
+    let namelen: i32 = unsafe { kernel::read_kernel(msg, off.msghdr_msg_namelen) }.unwrap_or(0);
+    let sock: *const u8 = ctx.arg(0);
+    let Some(ep) = from_sockaddr(sock, name as *const u8, namelen) else {
+        return 0;
+    };
+    if u32::from(ep.protocol) == IPPROTO_TCP {
+        // SAFETY: as above.
+        let flags: u32 = unsafe { kernel::read_kernel(msg, off.msghdr_msg_flags) }.unwrap_or(0);
+        if flags & MSG_FASTOPEN == 0 {
+            return 0;
+        }
+    }
+    decide_lsm(Hook::Connect, ep, NET_EVENT_SENDMSG)
 }
 
 #[lsm(hook = "socket_listen")]
@@ -76,7 +122,7 @@ pub fn socket_listen(ctx: LsmContext) -> i32 {
         return retval;
     }
     let sock: *const u8 = ctx.arg(0);
-    from_bound_socket(sock).map_or(0, |ep| decide_net(Hook::Listen, ep))
+    from_bound_socket(sock).map_or(0, |ep| decide_lsm(Hook::Listen, ep, 0))
 }
 
 /// The socket's protocol, if TCP or UDP.
@@ -139,7 +185,7 @@ fn from_bound_socket(sock: *const u8) -> Option<Endpoint> {
 
 /// `::ffff:a.b.c.d` is the IPv4 address `a.b.c.d`.
 #[inline(always)]
-fn normalise(mut ep: Endpoint) -> Endpoint {
+pub fn normalise(mut ep: Endpoint) -> Endpoint {
     let a = ep.addr;
     if ep.family == FAMILY_V6
         && a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7] | a[8] | a[9] == 0
@@ -156,11 +202,33 @@ fn normalise(mut ep: Endpoint) -> Endpoint {
     ep
 }
 
+/// An LSM hook's decision: 0 or `-EPERM`, the refusal reported with `flags`
+/// (`NET_EVENT_SENDMSG`).
 #[inline(always)]
-fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
+fn decide_lsm(hook: Hook, ep: Endpoint, flags: u8) -> i32 {
     let off = offsets();
-    let lookups = KernelLookups;
-    let binding = decide::nearest_binding(&lookups);
+    let lookups = KernelLookups::current();
+    match decide(hook, ep, &off, &lookups) {
+        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
+        Verdict::Refused {
+            workload,
+            decision,
+            reason,
+            rule,
+        } => {
+            report_net(
+                &off, &lookups, hook, ep, workload, decision, reason, rule, flags,
+            );
+            verdict::errno(decision)
+        }
+    }
+}
+
+/// Decides a network operation on `ep` in the generation `lookups` read: Cedar rules,
+/// then the workload's allowlist for the hook's direction when its profile polices it.
+#[inline(always)]
+pub fn decide(hook: Hook, ep: Endpoint, off: &KernelOffsets, lookups: &KernelLookups) -> Verdict {
+    let binding = decide::nearest_binding(lookups);
     let set = lookups.rules();
     let (class, direction) = if hook == Hook::Connect {
         (POLICE_EGRESS, DIRECTION_EGRESS)
@@ -169,21 +237,21 @@ fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
     };
     let rules_apply = rules::apply_to(set, hook);
     if !rules_apply && binding.police & class == 0 {
-        return 0;
+        return Verdict::Unpoliced;
     }
     let verdict = if rules_apply {
-        let mut facts = rules::caller_facts(hook, binding, &off);
+        let mut facts = rules::caller_facts(hook, binding, off);
         facts.endpoint = true;
         facts.port = ep.port as u32;
         facts.protocol = ep.protocol as u32;
-        facts.ip_bits = rules::ip_bits(ep.family, &ep.addr);
+        facts.ip_bits = lookups.ip_bits(ep.family, &ep.addr);
         rules::verdict(set, &facts)
     } else {
         RuleVerdict::NoMatch
     };
     let allows = |b: &WorkloadBinding| {
         decide::net_profile_allows(
-            &lookups,
+            lookups,
             b,
             direction,
             ep.family,
@@ -192,32 +260,23 @@ fn decide_net(hook: Hook, ep: Endpoint) -> i32 {
             ep.protocol as u32,
         )
     };
-    match decide::combine(binding, verdict, |b| b.police & class != 0, allows) {
-        Verdict::Unpoliced | Verdict::Allowed { .. } => 0,
-        Verdict::Refused {
-            workload,
-            decision,
-            reason,
-            rule,
-        } => {
-            report_net(&off, hook, ep, workload, decision, reason, rule);
-            match decision {
-                Decision::Deny => -EPERM,
-                Decision::Audit => 0,
-            }
-        }
-    }
+    decide::combine(binding, verdict, |b| b.police & class != 0, allows)
 }
 
+/// Reports a refused network operation on `EVENTS`, with extra `NetEvent::flags`
+/// (`NET_EVENT_SENDMSG`; `NET_EVENT_CGROUP_HOOK` from the fallback).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn report_net(
+pub fn report_net(
     off: &KernelOffsets,
+    lookups: &KernelLookups,
     hook: Hook,
     ep: Endpoint,
     workload: u32,
     decision: Decision,
     reason: Reason,
     rule: u16,
+    flags: u8,
 ) {
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         maps::count_lost(driftwall_abi::LOST_EVENTS);
@@ -246,8 +305,16 @@ fn report_net(
         (*ev).rule = rule;
         (*ev).port = ep.port;
         (*ev).protocol = ep.protocol;
-        (*ev)._pad = [0; 3];
+        (*ev).flags = flags
+            | if lookups.dry_run() {
+                NET_EVENT_DRY_RUN
+            } else {
+                0
+            };
+        (*ev)._pad = [0; 2];
         (*ev).addr = ep.addr;
+        (*ev).generation = lookups.generation();
+        (*ev)._pad2 = 0;
     }
     entry.submit(0);
 }

@@ -1,34 +1,48 @@
 //! `driftwall run`: the node agent.
 //!
 //! Start-up is ordered so that a half-configured policy is never in force: the policy
-//! is read and validated (a repository is compiled, a bundle verified), resolved on
-//! this node, the kernel's offsets are read from BTF, the maps are filled, the
+//! is read and validated (a repository is compiled, a bundle verified) and resolved on
+//! this node, the kernel's capabilities are probed and the enforcement mode chosen
+//! (BPF LSM, or the fallback: see [`enforcement`](crate::enforcement)), the API socket
+//! is bound (a second agent stops here), and then the pinned set of programs and maps
+//! is opened (see [`pins`](crate::pins)): a previous agent's set is *adopted* — its
+//! programs never stop deciding — or a fresh one is loaded. The bundle goes in as the
+//! next policy generation (see [`generation`](crate::generation)); a fresh set's
 //! lifecycle and connection tracepoints are attached so the context graph sees every
 //! process and connection from then on, `/proc` is scanned for the processes already
-//! running (and their listening sockets), and only then is the LSM program attached.
-//! A `ready` line announces that the policy is in force.
+//! running (and their listening sockets), the agent's own process and files are
+//! written into the self-protection maps (see [`protection`](crate::protection)), and
+//! only then are the enforcement programs attached. A `ready` line announces that the
+//! policy is in force.
 //!
 //! Then one task owns the two ring buffers (woken by tokio's `AsyncFd`): `LIFECYCLE`
 //! records (forks, execs, exits, TCP connects, listens and accepts, credential
 //! changes) are queued for the context graph and written in batches (at least every
-//! 200 ms); each `EVENTS` decision is printed, and — after the lifecycle records
-//! already in the ring are written — its Flashback is computed and printed. With a
-//! `notify.yaml` (see [`notifications`](crate::notifications)), each drain's decisions
-//! also become drift notices, handed to the outbox writer thread without waiting; the
-//! delivery task sends them. On SIGINT or SIGTERM the queue is written, the notices
-//! handed over are stored, the programs are detached (dropping the `Ebpf` object closes
-//! the links) and the agent exits 0.
+//! 200 ms); each `EVENTS` decision is printed, named with the generation that took it,
+//! and — after the lifecycle records already in the ring are written — its Flashback
+//! is computed and printed. With a `notify.yaml` (see
+//! [`notifications`](crate::notifications)), each drain's decisions also become drift
+//! notices, handed to the outbox writer thread without waiting; the delivery task
+//! sends them.
 //!
-//! Before any program is loaded the kernel's capabilities are probed and printed (see
-//! [`capabilities`](crate::capabilities)) and the API socket is bound, so a second
-//! agent refuses to start while one runs. The [`api`](crate::api) server shares the
-//! context graph store with the loop (the store serves snapshot readers beside its
-//! one writer), reads the loop's [`Metrics`] and hears each decision on a broadcast
-//! channel that never makes the loop wait.
+//! The [`reload`](crate::reload) task owns the policy maps: `driftwall load` (through
+//! the API) and SIGHUP (the configured path, the configuration file re-read) put a new
+//! generation in force while the loop goes on draining.
+//!
+//! On SIGINT or SIGTERM the queue is written, the notices handed over are stored, and
+//! the agent exits 0 — leaving its pinned programs enforcing the last generation
+//! (`on_exit = "keep"`, the default; the next agent adopts them) or removing them
+//! (`on_exit = "detach"`).
+//!
+//! The [`api`](crate::api) server shares the context graph store with the loop (the
+//! store serves snapshot readers beside its one writer), reads the loop's [`Metrics`]
+//! and hears each decision on a broadcast channel that never makes the loop wait.
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 
-use aya::{Btf, maps::RingBuf};
-use driftwall_abi::names;
+use aya::{
+    Btf,
+    maps::{Map, RingBuf},
+};
 use driftwall_ctxgraph::{Event, Target};
 use tokio::{
     io::unix::AsyncFd,
@@ -36,42 +50,40 @@ use tokio::{
 };
 
 use crate::{
-    api::{self, AgentState, ApiState, BundleInfo, HookStatus, Listeners, Metrics},
+    api::{self, AgentState, ApiState, Listeners, Metrics},
     capabilities::Capabilities,
     capture::{CaptureError, DecisionFacts, GraphCapture},
+    config::{ConfigError, Overrides, Settings},
+    enforcement::{self, EnforcementError, Mode},
     events::{self, BootClock, Record},
     kernel_offsets,
     loss::LossMonitor,
-    notifications::{NoticeContext, Notifier, NotifyError},
-    output::{ExecDecision, FlashbackLine, GapLine, NetDecision, OutputFormat, Ready},
-    programs, resolve,
-    source::{PolicySource, SourceError},
+    notifications::{Notifier, NotifyError},
+    output::{
+        ExecDecision, FileDecision, FlashbackLine, GapLine, NetDecision, OutputFormat,
+        PrivilegedDecision, Ready,
+    },
+    programs,
+    protection::{AgentFiles, AgentPaths},
+    reload::{self, Generations, ReloadError, ReloaderConfig},
+    resolve::{self, ResolvedPolicy},
+    source::SourceError,
 };
 
-/// Settings of `driftwall run`.
+/// Settings of `driftwall run`: the merged configuration, and the flags given (which
+/// keep winning when SIGHUP re-reads the configuration file).
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    pub source: PolicySource,
-    pub cgroup_root: PathBuf,
-    pub output: OutputFormat,
-    /// Where the context graph (`<state_dir>/graph.redb`) and the notification outbox
-    /// (`<state_dir>/outbox.redb`) live.
-    pub state_dir: PathBuf,
-    /// Where the API listens.
-    pub api: api::ApiConfig,
-    /// Logs are JSON: the capability table goes to the log as events, not as a table.
-    pub log_json: bool,
-    /// Size of each ring buffer, bytes.
-    pub ring_bytes: u32,
-    /// The webhook targets (`notify.yaml`); none: no notifications.
-    pub notify: Option<PathBuf>,
+    pub settings: Settings,
+    pub overrides: Overrides,
     /// A context graph of another schema version is moved aside (and a fresh one
-    /// started) instead of refused.
+    /// started) instead of refused (`--fresh-graph`: a flag, never configuration).
     pub fresh_graph: bool,
 }
 
-/// Why the agent stopped with an error. `Source` and `Resolve` errors are the
-/// operator's to fix (exit code 2); the others are failures of this node (exit code 1).
+/// Why the agent stopped with an error. `Source`, `Resolve` and `Config` errors are
+/// the operator's to fix (exit code 2); the others are failures of this node (exit
+/// code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
@@ -79,11 +91,15 @@ pub enum AgentError {
     #[error(transparent)]
     Resolve(#[from] resolve::ResolveError),
     #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
     Offsets(#[from] kernel_offsets::OffsetsError),
     #[error(transparent)]
     Programs(#[from] programs::ProgramsError),
     #[error(transparent)]
-    Graph(#[from] CaptureError),
+    Enforcement(#[from] EnforcementError),
+    #[error("putting the first generation in force: {0}")]
+    FirstGeneration(ReloadError),
     #[error(
         "the context graph {} was written with schema version {}, this build reads \
          version {expected} and has no migration: `driftwall run --fresh-graph` moves it \
@@ -96,6 +112,8 @@ pub enum AgentError {
         found: Option<u64>,
         expected: u64,
     },
+    #[error(transparent)]
+    Graph(#[from] CaptureError),
     #[error("the ring buffer: {0}")]
     RingBuffer(std::io::Error),
     #[error("installing signal handlers: {0}")]
@@ -113,8 +131,10 @@ impl AgentError {
             self,
             AgentError::Source(_)
                 | AgentError::Resolve(_)
+                | AgentError::Config(_)
                 | AgentError::Api(api::ListenError::Token { .. })
         ) || matches!(self, AgentError::Notify(e) if e.is_input_error())
+            || matches!(self, AgentError::FirstGeneration(e) if e.is_input_error())
     }
 }
 
@@ -122,7 +142,7 @@ impl AgentError {
 /// flag that moves it aside — or, with `--fresh-graph`, moved aside (logged) and
 /// replaced by a fresh store.
 fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, AgentError> {
-    match GraphCapture::open(&config.state_dir, clock) {
+    match GraphCapture::open(&config.settings.state_dir, clock) {
         Err(CaptureError::Store(driftwall_ctxgraph::Error::SchemaMismatch {
             path,
             found,
@@ -145,19 +165,17 @@ fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, Agen
                 "the context graph was written with another schema version: moved aside \
                  (--fresh-graph); starting a fresh history"
             );
-            Ok(GraphCapture::open(&config.state_dir, clock)?)
+            Ok(GraphCapture::open(&config.settings.state_dir, clock)?)
         }
         other => Ok(other?),
     }
 }
 
 fn ring(
-    ebpf: &mut aya::Ebpf,
+    map: Option<Map>,
     name: &'static str,
 ) -> Result<AsyncFd<RingBuf<aya::maps::MapData>>, AgentError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(programs::ProgramsError::Missing("a ring buffer map"))?;
+    let map = map.ok_or(programs::ProgramsError::Missing("a ring buffer map"))?;
     let rb =
         RingBuf::try_from(map).map_err(|source| programs::ProgramsError::Map { name, source })?;
     // SAFETY: the RingBuf owns its map fd for its whole life and always returns it.
@@ -167,75 +185,162 @@ fn ring(
 
 /// Runs the agent until SIGINT/SIGTERM. Events go to `out`, one line each.
 pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentError> {
-    let bundle = config.source.load()?;
-    let policy = resolve::resolve(&bundle, &config.cgroup_root)?;
-    let tables = policy.tables();
+    let settings = config.settings.clone();
+    let bundle = settings.source.load()?;
+    // Resolved once here so that a policy this node cannot honour stops the agent
+    // before anything is touched; the first generation is this resolution.
+    let policy = resolve::resolve(&bundle, &settings.cgroup_root)?;
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
     for w in crate::output::bundle_warnings(&bundle) {
         tracing::warn!("{w}");
     }
-    let capabilities = Capabilities::probe(&config.cgroup_root);
-    print_capabilities(&capabilities, config.log_json);
-    programs::check_bpf_lsm()?;
+    let mut capabilities = Capabilities::probe(&settings.cgroup_root);
+    let mode = Mode::choose(&capabilities)?;
+    capabilities
+        .rows
+        .extend(enforcement::guarantee_rows(mode, &settings.cgroup_root));
+    print_capabilities(
+        &capabilities,
+        settings.log_format == crate::config::LogFormat::Json,
+    );
+    if mode == Mode::Fallback {
+        tracing::warn!(
+            "BPF LSM is not usable on this kernel: network operations are decided inline by cgroup sock_addr programs on {}, execs reactively (a refused exec is killed with SIGKILL after it happened); listen is not decided",
+            settings.cgroup_root.display()
+        );
+    }
     // Before anything is loaded: a second agent stops here.
-    let listeners = Listeners::bind(&config.api)?;
+    let listeners = Listeners::bind(&settings.api)?;
     let offsets = kernel_offsets::from_running_kernel()?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
     let clock = BootClock::now();
     let mut graph = open_graph(&config, clock)?;
     let metrics = Arc::new(Metrics::default());
-    let mut notifier = match &config.notify {
-        Some(path) => Some(Notifier::start(path, &config.state_dir)?),
+    let mut notifier = match &settings.notify {
+        Some(path) => Some(Notifier::start(path, &settings.state_dir)?),
         None => None,
     };
     let agent_state = Arc::new(AgentState::new(capabilities));
+    let generations = Arc::new(Generations::default());
+
+    let mut installed = enforcement::open(mode, &settings.pin_dir, &offsets, settings.ring_bytes)?;
+    let mut losses = LossMonitor::from_map(installed.lost.take().ok_or(
+        programs::ProgramsError::Missing(driftwall_abi::names::LOST_RECORDS),
+    )?)?;
+    let mut decisions = ring(installed.events.take(), driftwall_abi::names::EVENTS)?;
+    let mut lifecycle = ring(installed.lifecycle.take(), driftwall_abi::names::LIFECYCLE)?;
+    let maps = installed
+        .policy
+        .take()
+        .ok_or(programs::ProgramsError::Missing("the policy maps"))?;
+    let (maps, first) = reload::put_resolved_in_force(
+        maps,
+        bundle,
+        policy,
+        settings.dry_run,
+        &generations,
+        &agent_state,
+    )
+    .await;
+    let first = first.map_err(AgentError::FirstGeneration)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+
+    installed.attach_observers(&btf, &settings.cgroup_root)?;
+    // After the tracepoints are attached, so no process falls between the two.
+    match graph.scan_proc(&settings.cgroup_root) {
+        Ok(n) => tracing::info!(processes = n, "scanned /proc into the context graph"),
+        Err(e) => tracing::error!(error = %e, "scanning /proc failed; enforcement goes on"),
+    }
+    // The graph, the outbox and the API socket exist by now: protect them with the
+    // rest, before the enforcement programs (self-protection among them) attach, and
+    // again after, when the pins of their links exist. An adopted set's programs
+    // already run: they protect this agent from here on.
+    let collect_own_files = |installed: &enforcement::Installed| {
+        AgentFiles::collect(&AgentPaths {
+            source: &settings.source,
+            config: settings.file.as_deref(),
+            notify: settings.notify.as_deref(),
+            state_dir: &settings.state_dir,
+            api_socket: &settings.api.socket,
+            api_token: settings.api.tcp.as_ref().map(|(_, token)| token.as_path()),
+            pins: Some(installed.set_dir()),
+            cgroup_root: &settings.cgroup_root,
+        })
+    };
+    let own_files = collect_own_files(&installed);
+    installed.protect_agent(std::process::id(), &own_files.ids())?;
+    let replaced = installed.attach_enforcement(&btf, &settings.cgroup_root)?;
+    let own_files = collect_own_files(&installed);
+    installed.protect_agent(std::process::id(), &own_files.ids())?;
+    tracing::info!(
+        files = own_files.len(),
+        "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
+    );
+    agent_state.set_hooks(installed.hooks());
+    agent_state.set_pins(installed.pin_status(settings.on_exit));
+
+    let overrides = config.overrides.clone();
+    let base = settings.clone();
+    let reloader = reload::spawn(
+        maps,
+        ReloaderConfig {
+            configured: Box::new(move || {
+                let (next, restart) = base.reread(&overrides).map_err(|e| SourceError::Io {
+                    path: base.file.clone().unwrap_or_default(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        keys = ?restart,
+                        "the configuration changed keys a reload does not apply; restart the agent for them"
+                    );
+                }
+                Ok((next.source, next.dry_run))
+            }),
+            cgroup_root: settings.cgroup_root.clone(),
+        },
+        Arc::clone(&generations),
+        Arc::clone(&agent_state),
+    );
     let api_state = Arc::new(
         ApiState::new(
             graph.store(),
             Arc::clone(&agent_state),
             Arc::clone(&metrics),
             graph.boot_id(),
-            config.cgroup_root.clone(),
+            settings.cgroup_root.clone(),
         )
-        .with_outbox(notifier.as_ref().map(|n| n.outbox().clone())),
+        .with_outbox(notifier.as_ref().map(|n| n.outbox().clone()))
+        .with_reloader(reloader.clone()),
     );
     let live = api_state.live.clone();
     let server = listeners.serve(api_state);
     tracing::info!(socket = %server.socket().display(), "API listening");
-    let notice_context =
-        NoticeContext::new(bundle.hash().to_string(), bundle.meta.source_commit.clone());
 
-    let mut ebpf = programs::open(&offsets, config.ring_bytes)?;
-    let mut losses = LossMonitor::new(&mut ebpf)?;
-    programs::write_tables(&mut ebpf, &tables)?;
-    let mut decisions = ring(&mut ebpf, names::EVENTS)?;
-    let mut lifecycle = ring(&mut ebpf, names::LIFECYCLE)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-
-    programs::attach_lifecycle(&mut ebpf, &btf)?;
-    programs::attach_connections(&mut ebpf, &btf)?;
-    // After the tracepoints are attached, so no process falls between the two.
-    match graph.scan_proc(&config.cgroup_root) {
-        Ok(n) => tracing::info!(processes = n, "scanned /proc into the context graph"),
-        Err(e) => tracing::error!(error = %e, "scanning /proc failed; enforcement goes on"),
-    }
-    programs::attach_enforcement(&mut ebpf, &btf)?;
-    agent_state.set_hooks(hook_status(&ebpf));
-    agent_state.install_bundle(BundleInfo::new(&bundle, &policy));
     let mut sink = EventSink::new(&mut out, Arc::clone(&metrics));
-    sink.emit(&Ready::new(&bundle, &policy).render(config.output));
+    let current = generations
+        .current()
+        .ok_or(programs::ProgramsError::Missing("the first generation"))?;
+    sink.emit(&Ready::new(&current.bundle, &current.policy).render(settings.output));
     tracing::info!(
-        bundle = %bundle.hash(),
-        commit = bundle.meta.source_commit.as_deref().unwrap_or("-"),
-        workloads = policy.workloads.len(),
-        exec_rules = tables.exec_allow.len(),
-        cedar_rules = tables.rules.rules.len(),
-        "enforcement attached (exec, connect, bind, listen)"
+        bundle = %current.bundle.hash(),
+        commit = current.bundle.meta.source_commit.as_deref().unwrap_or("-"),
+        generation = first.generation,
+        dry_run = first.dry_run,
+        mode = mode.word(),
+        adopted = installed.adopted,
+        replaced_sets = replaced.sets.len(),
+        pins = %installed.set_dir().display(),
+        workloads = current.policy.workloads.len(),
+        cedar_rules = current.bundle.rules.rules.len(),
+        "enforcement attached (exec, connect, bind, listen, sendmsg, file open, ptrace, module loads, mount, setuid, self-protection)"
     );
+    drop(current);
 
     let mut counters = Counters {
         metrics: Arc::clone(&metrics),
@@ -244,16 +349,23 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut ctx = DecisionContext {
         metrics: &metrics,
         live: &live,
-        format: config.output,
+        format: settings.output,
     };
+    // Decisions of a generation this agent does not know (taken before it adopted the
+    // set) are shown without names rather than with another bundle's.
+    let unknown = ResolvedPolicy::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the configured policy");
+                reloader.reload_in_background("sighup");
+            }
             _ = tick.tick() => {
                 counters.graph(graph.flush());
-                report_gaps(&mut losses, &mut graph, &mut sink, &metrics, config.output);
+                report_gaps(&mut losses, &mut graph, &mut sink, &metrics, settings.output);
             }
             guard = lifecycle.readable_mut() => {
                 let mut guard = guard.map_err(AgentError::RingBuffer)?;
@@ -267,8 +379,10 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                 while let Some(item) = rb.next() {
                     match events::decode(&item) {
                         Ok(Record::Exec(rec)) => {
-                            let line = ExecDecision::new(&rec, &policy, &clock);
-                            sink.emit(&line.render(config.output));
+                            let decided_by = generations.get(rec.generation);
+                            let policy = decided_by.as_ref().map_or(&unknown, |g| &g.policy);
+                            let line = ExecDecision::new(&rec, policy, &clock);
+                            sink.emit(&line.render(settings.output));
                             let facts = DecisionFacts {
                                 boot_ns: rec.boot_ns,
                                 tgid: rec.tgid,
@@ -280,13 +394,15 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 rule: line.rule.clone(),
                             };
                             let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
-                            if notifier.is_some() {
-                                notices.push(notice_context.notice(&facts, rec.uid, None, &clock, story.as_ref()));
+                            if let (Some(_), Some(g)) = (notifier.as_ref(), decided_by.as_ref()) {
+                                notices.push(g.notice.notice(&facts, rec.uid, None, &clock, story.as_ref()));
                             }
                         }
                         Ok(Record::Net(rec)) => {
-                            let line = NetDecision::new(&rec, &policy, &clock);
-                            sink.emit(&line.render(config.output));
+                            let decided_by = generations.get(rec.generation);
+                            let policy = decided_by.as_ref().map_or(&unknown, |g| &g.policy);
+                            let line = NetDecision::new(&rec, policy, &clock);
+                            sink.emit(&line.render(settings.output));
                             let facts = DecisionFacts {
                                 boot_ns: rec.boot_ns,
                                 tgid: rec.tgid,
@@ -298,8 +414,49 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                                 rule: line.rule.clone(),
                             };
                             let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
-                            if notifier.is_some() {
-                                notices.push(notice_context.notice(&facts, rec.uid, Some(rec.protocol), &clock, story.as_ref()));
+                            if let (Some(_), Some(g)) = (notifier.as_ref(), decided_by.as_ref()) {
+                                notices.push(g.notice.notice(&facts, rec.uid, Some(rec.protocol), &clock, story.as_ref()));
+                            }
+                        }
+                        Ok(Record::File(rec)) => {
+                            let decided_by = generations.get(rec.generation);
+                            let policy = decided_by.as_ref().map_or(&unknown, |g| &g.policy);
+                            let known = own_files.path_of(&rec.file).map(|p| p.display().to_string());
+                            let line = FileDecision::new(&rec, policy, &clock, known.as_deref());
+                            sink.emit(&line.render(settings.output));
+                            let facts = DecisionFacts {
+                                boot_ns: rec.boot_ns,
+                                tgid: rec.tgid,
+                                start_ns: rec.start_ns,
+                                decision: rec.decision,
+                                hook: line.hook,
+                                workload: line.workload.map(str::to_string),
+                                target: Target::Path(line.file.path.clone().unwrap_or_default()),
+                                rule: line.rule.clone(),
+                            };
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            if let (Some(_), Some(g)) = (notifier.as_ref(), decided_by.as_ref()) {
+                                notices.push(g.notice.notice(&facts, rec.uid, None, &clock, story.as_ref()));
+                            }
+                        }
+                        Ok(Record::Privileged(rec)) => {
+                            let decided_by = generations.get(rec.generation);
+                            let policy = decided_by.as_ref().map_or(&unknown, |g| &g.policy);
+                            let line = PrivilegedDecision::new(&rec, policy, &clock);
+                            sink.emit(&line.render(settings.output));
+                            let facts = DecisionFacts {
+                                boot_ns: rec.boot_ns,
+                                tgid: rec.tgid,
+                                start_ns: rec.start_ns,
+                                decision: rec.decision,
+                                hook: line.hook,
+                                workload: line.workload.map(str::to_string),
+                                target: privileged_target(&rec, &line, &graph),
+                                rule: line.rule.clone(),
+                            };
+                            let story = record_decision(facts.clone(), &mut lifecycle, &mut graph, &mut counters, &mut sink, &mut ctx);
+                            if let (Some(_), Some(g)) = (notifier.as_ref(), decided_by.as_ref()) {
+                                notices.push(g.notice.notice(&facts, rec.uid, None, &clock, story.as_ref()));
                             }
                         }
                         Ok(Record::Lifecycle(_) | Record::Socket(_) | Record::Credentials(_)) => {
@@ -319,22 +476,38 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         }
     }
     counters.graph(graph.flush());
-    report_gaps(&mut losses, &mut graph, &mut sink, &metrics, config.output);
+    report_gaps(
+        &mut losses,
+        &mut graph,
+        &mut sink,
+        &metrics,
+        settings.output,
+    );
     if let Some(n) = notifier {
         n.shutdown().await;
     }
     let unwritten = sink.unwritten;
     let _ = sink.out.flush();
-    // Dropping the object detaches the programs and frees the maps.
     drop(decisions);
     drop(lifecycle);
-    drop(ebpf);
     drop(server);
+    // The reloader holds the policy maps; with it gone nothing writes them.
+    drop(reloader);
+    let kept = match installed.finish(settings.on_exit) {
+        Ok(None) => {
+            "programs left attached and pinned (on_exit = keep): the last generation keeps enforcing"
+        }
+        Ok(Some(_)) => "programs detached and unpinned (on_exit = detach)",
+        Err(e) => {
+            tracing::error!(error = %e, "removing the pinned programs failed");
+            "removing the pinned programs failed"
+        }
+    };
     tracing::info!(
         malformed = counters.malformed,
         graph_errors = counters.graph_errors,
         unwritten,
-        "programs detached; exiting"
+        "{kept}; exiting"
     );
     Ok(())
 }
@@ -372,6 +545,24 @@ fn report_gaps<W: Write>(
             }
         }
         Err(e) => tracing::error!(error = %e, "reading the lost-record counters"),
+    }
+}
+
+/// What a privileged decision was aimed at, for the graph: the traced or signalled
+/// process, the user asked for, the mount point or module file, or the kernel facility.
+fn privileged_target(
+    rec: &events::PrivilegedDecisionRecord,
+    line: &PrivilegedDecision<'_>,
+    graph: &GraphCapture,
+) -> Target {
+    use driftwall_abi::PrivilegedOp;
+    match (rec.op, rec.target, &rec.path) {
+        (PrivilegedOp::Ptrace | PrivilegedOp::Signal, Some((tgid, start)), _) => {
+            Target::Process(graph.key(tgid, start))
+        }
+        (PrivilegedOp::Setuid, _, _) => Target::User(rec.target_uid),
+        (_, _, Some(path)) => Target::Path(path.clone()),
+        _ => Target::Kernel(line.detail.clone()),
     }
 }
 
@@ -431,35 +622,6 @@ fn print_capabilities(caps: &Capabilities, log_json: bool) {
     }
 }
 
-/// The programs attached and their kernel ids.
-fn hook_status(ebpf: &aya::Ebpf) -> Vec<HookStatus> {
-    let id = |name: &str| {
-        ebpf.program(name)
-            .and_then(|p| p.info().ok())
-            .map(|i| i.id())
-    };
-    let lifecycle = programs::LIFECYCLE_PROGRAMS
-        .iter()
-        .map(|(name, hook)| HookStatus {
-            program: (*name).into(),
-            hook: (*hook).into(),
-            kind: "tp_btf".into(),
-            inline: false,
-            program_id: id(name),
-        });
-    programs::LSM_PROGRAMS
-        .iter()
-        .map(|(name, hook)| HookStatus {
-            program: (*name).into(),
-            hook: (*hook).into(),
-            kind: "lsm".into(),
-            inline: true,
-            program_id: id(name),
-        })
-        .chain(lifecycle)
-        .collect()
-}
-
 /// Reads every lifecycle record in the ring into the graph's queue.
 fn drain_lifecycle(
     rb: &mut RingBuf<aya::maps::MapData>,
@@ -480,7 +642,9 @@ fn drain_lifecycle(
                 let result = graph.credentials(&rec);
                 counters.graph(result);
             }
-            Ok(Record::Exec(_) | Record::Net(_)) => counters.malformed(),
+            Ok(Record::Exec(_) | Record::Net(_) | Record::File(_) | Record::Privileged(_)) => {
+                counters.malformed()
+            }
             Err(e) => {
                 counters.malformed();
                 tracing::error!(error = %e, "dropping a malformed lifecycle record");
@@ -540,81 +704,5 @@ impl<'a, W: Write> EventSink<'a, W> {
             }
             self.unwritten += 1;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    fn config(state_dir: &Path, fresh_graph: bool) -> RunConfig {
-        RunConfig {
-            source: PolicySource::Directory(state_dir.join("policies")),
-            cgroup_root: state_dir.join("cgroup"),
-            output: OutputFormat::Text,
-            state_dir: state_dir.to_path_buf(),
-            api: api::ApiConfig {
-                socket: state_dir.join("api.sock"),
-                tcp: None,
-            },
-            log_json: false,
-            ring_bytes: 1 << 20,
-            notify: None,
-            fresh_graph,
-        }
-    }
-
-    /// A context graph whose schema version is `version`.
-    fn graph_of_version(state_dir: &Path, version: u64) -> PathBuf {
-        let path = state_dir.join("graph.redb");
-        drop(driftwall_ctxgraph::Store::open(&path, Default::default()).expect("create"));
-        let db = redb::Database::open(&path).expect("redb");
-        let txn = db.begin_write().expect("txn");
-        txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
-            .expect("meta")
-            .insert("schema_version", version)
-            .expect("stamp");
-        txn.commit().expect("commit");
-        path
-    }
-
-    #[test]
-    fn a_graph_of_another_schema_is_refused_naming_the_flag_that_moves_it_aside() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = graph_of_version(dir.path(), 3);
-        let err = match open_graph(&config(dir.path(), false), BootClock::now()) {
-            Err(e) => e,
-            Ok(_) => panic!("a schema 3 graph was opened"),
-        };
-        let text = err.to_string();
-        assert!(
-            matches!(err, AgentError::GraphSchema { found: Some(3), .. })
-                && text.contains("--fresh-graph")
-                && text.contains(&path.display().to_string()),
-            "{text}"
-        );
-        assert!(path.exists(), "refusing leaves the store where it was");
-    }
-
-    #[test]
-    fn fresh_graph_moves_the_old_graph_aside_and_starts_a_new_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = graph_of_version(dir.path(), 3);
-        let graph = open_graph(&config(dir.path(), true), BootClock::now()).expect("fresh");
-        assert_eq!(graph.store().stats().expect("stats").processes, 0);
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("graph.redb.aside-"))
-            .collect();
-        // The store and its ingest log, under one name.
-        assert_eq!(aside.len(), 2, "{aside:?}");
-        assert!(
-            aside.iter().any(|n| n.ends_with(".log")) && aside.iter().any(|n| !n.ends_with(".log")),
-            "{aside:?}"
-        );
-        assert!(path.exists(), "a fresh graph.redb took its place");
     }
 }

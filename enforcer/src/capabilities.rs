@@ -1,6 +1,9 @@
 //! What the running kernel offers the agent, probed once at start-up: whether BPF LSM
-//! is active, whether BPF ring buffers can be created, whether cgroup v2 is mounted and
-//! whether `kernel.bpf_stats_enabled` is on. The agent prints the table at start-up and
+//! is active (listed *and* loading an LSM program works), whether BPF ring buffers can
+//! be created, whether cgroup v2 is mounted and whether `kernel.bpf_stats_enabled` is
+//! on. The agent adds how it enforces each class of operation on this kernel
+//! (`exec`, `network`: *inline* or *reactive*, see
+//! [`enforcement`](crate::enforcement)), prints the table at start-up, and
 //! `GET /v1/status` (`driftwall status`) serves it, with the hooks that attached.
 use std::path::Path;
 
@@ -32,7 +35,7 @@ impl Capabilities {
     pub fn probe(cgroup_root: &Path) -> Self {
         Capabilities {
             rows: vec![
-                bpf_lsm(Path::new(crate::programs::LSM_LIST)),
+                bpf_lsm_usable(Path::new(crate::programs::LSM_LIST)),
                 ring_buffer(),
                 cgroup_v2(cgroup_root),
                 bpf_stats(),
@@ -80,6 +83,33 @@ pub fn bpf_lsm(lsm_list: &Path) -> Capability {
             )
         }
         Err(e) => row("bpf_lsm", false, format!("{}: {e}", lsm_list.display())),
+    }
+}
+
+/// [`bpf_lsm`], and the kernel loads (and attaches) a trivial LSM program: a kernel can
+/// list `bpf` and still refuse LSM programs (the hosts of this project answer `EPERM`
+/// before the verifier runs).
+pub fn bpf_lsm_usable(lsm_list: &Path) -> Capability {
+    let listed = bpf_lsm(lsm_list);
+    if !listed.available {
+        return listed;
+    }
+    use aya::programs::{LsmAttachType, ProgramType};
+    match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
+        Ok(true) => listed,
+        Ok(false) => row(
+            "bpf_lsm",
+            false,
+            format!(
+                "{}, but the kernel does not attach LSM programs",
+                listed.detail
+            ),
+        ),
+        Err(e) => row(
+            "bpf_lsm",
+            false,
+            format!("{}, but loading an LSM program fails: {e}", listed.detail),
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The CLI verbs that talk to the running agent over its API socket: `status`,
-//! `flashback` (or, for a stopped agent, its store), `alert`.
+//! `flashback` (or, for a stopped agent, its store), `alert`, `load`; and
+//! `uninstall`, which makes sure none runs.
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
@@ -7,7 +8,7 @@ use std::{
 
 use driftwall_enforcer::api::{
     Status,
-    client::{ClientError, request},
+    client::{ClientError, request, request_typed},
     handlers, query,
 };
 use hyper::Method;
@@ -69,9 +70,29 @@ pub fn status(socket: &Path, json: bool) -> ExitCode {
 /// The status for people.
 pub fn status_table(s: &Status) -> String {
     let mut out = format!(
-        "agent {} running since {}, bundle generation {}\n",
-        s.agent_version, s.started_at, s.generation
+        "agent {} running since {}, bundle generation {}{}\n",
+        s.agent_version,
+        s.started_at,
+        s.generation,
+        if s.dry_run {
+            " — DRY-RUN: nothing is refused, what would be is reported as audit"
+        } else {
+            ""
+        }
     );
+    if let Some(p) = &s.pins {
+        out += &format!(
+            "programs pinned at {} ({} mode, {}; on exit: {})\n",
+            p.dir,
+            p.mode,
+            if p.adopted {
+                "adopted from a previous agent"
+            } else {
+                "loaded by this agent"
+            },
+            p.on_exit
+        );
+    }
     match &s.bundle {
         Some(b) => {
             out += &format!(
@@ -100,16 +121,20 @@ pub fn status_table(s: &Status) -> String {
     }
     out += "\nhooks:\n";
     out += &format!(
-        "  {:<24} {:<24} {:<7} {}\n",
-        "PROGRAM", "HOOK", "KIND", "INLINE"
+        "  {:<24} {:<24} {:<16} {}\n",
+        "PROGRAM", "HOOK", "KIND", "GUARANTEE"
     );
     for h in &s.hooks {
         out += &format!(
-            "  {:<24} {:<24} {:<7} {}\n",
+            "  {:<24} {:<24} {:<16} {}\n",
             h.program,
             h.hook,
             h.kind,
-            if h.inline { "yes" } else { "no (observes)" }
+            match h.guarantee.as_str() {
+                "inline" => "inline (refused before it happens)",
+                "reactive" => "reactive (killed after it happened)",
+                _ => "observes",
+            }
         );
     }
     out += "\nkernel:\n";
@@ -245,4 +270,109 @@ pub fn alert(socket: &Path, mut body: serde_json::Value, json: bool) -> ExitCode
         ),
     }
     ExitCode::SUCCESS
+}
+
+/// `driftwall load`: verifies the bundle here, sends it, prints the generation now in
+/// force. Exit 2 when the bundle (here or at the agent) is refused.
+pub fn load(path: &Path, dry_run: Option<bool>, socket: &Path, json: bool) -> ExitCode {
+    let bundle = match driftwall_enforcer::source::read_bundle(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("driftwall: error: {e}; nothing was sent");
+            return ExitCode::from(2);
+        }
+    };
+    let bytes = bundle.to_bytes();
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("hash", &bundle.hash().to_string());
+    if let Some(d) = dry_run {
+        query.append_pair("dry_run", if d { "true" } else { "false" });
+    }
+    let path_q = format!("/v1/bundle?{}", query.finish());
+    let answer = match block_on(request_typed(
+        socket,
+        Method::POST,
+        &path_q,
+        Some(bytes),
+        "application/octet-stream",
+    )) {
+        Err(code) => return code,
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            eprintln!("driftwall: error: {e}");
+            return ExitCode::from(match e {
+                ClientError::Status { status, .. } if status.is_client_error() => 2,
+                _ => 1,
+            });
+        }
+    };
+    if json {
+        print!("{}", String::from_utf8_lossy(&answer));
+        return ExitCode::SUCCESS;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    println!(
+        "generation {} in force: bundle {} (commit {}){}",
+        v["generation"],
+        v["bundle"]["hash"].as_str().unwrap_or("?"),
+        v["bundle"]["source_commit"].as_str().unwrap_or("unknown"),
+        if v["dry_run"] == true {
+            ", dry-run"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  {} entries written, {} of generation {} cleaned; write {} us, flip {} us, clean {} us, {} us in all",
+        v["swap"]["written"],
+        v["swap"]["cleaned"],
+        v["swap"]["previous"],
+        v["swap"]["write_us"],
+        v["swap"]["flip_us"],
+        v["swap"]["clean_us"],
+        v["total_us"]
+    );
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        println!("  warning: {}", w.as_str().unwrap_or_default());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `driftwall uninstall`: removes every pinned set, unless an agent runs.
+pub fn uninstall(pin_dir: &Path, socket: &Path) -> ExitCode {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        eprintln!(
+            "driftwall: error: an agent answers on {}: stop it first (`systemctl stop driftwall`), or it keeps its programs attached",
+            socket.display()
+        );
+        return ExitCode::from(1);
+    }
+    match driftwall_enforcer::pins::uninstall(pin_dir) {
+        Ok(r) if r.sets.is_empty() => {
+            println!("nothing pinned at {}", pin_dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(r) if r.still_loaded.is_empty() => {
+            println!(
+                "removed {} pinned set(s) from {} ({}): {} link(s) unpinned — those programs are detached — and {} map(s)",
+                r.sets.len(),
+                pin_dir.display(),
+                r.sets.join(", "),
+                r.links,
+                r.maps
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!(
+                "driftwall: error: the pins are removed, but programs {:?} are still loaded: something else holds them (a process with their descriptors, another pin)",
+                r.still_loaded
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("driftwall: error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

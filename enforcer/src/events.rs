@@ -9,8 +9,12 @@ use std::{
 };
 
 use driftwall_abi::{
-    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_INTERPRETER, EXEC_EVENT_UNLINKED, EventKind,
-    ExecEvent, FileId, LifecycleEvent, LifecycleOp, NetEvent, PATH_CAPACITY, SocketEvent, SocketOp,
+    ARGS_CAPACITY, CredEvent, Decision, EXEC_EVENT_DRY_RUN, EXEC_EVENT_FLAGS,
+    EXEC_EVENT_INTERPRETER, EXEC_EVENT_KILLED, EXEC_EVENT_REACTIVE, EXEC_EVENT_UNLINKED, EventKind,
+    ExecEvent, FILE_OP_CONNECT, FILE_OP_OPEN, FILE_OP_RENAME, FILE_OP_UNLINK, FileEvent, FileId,
+    LifecycleEvent, LifecycleOp, NET_EVENT_CGROUP_HOOK, NET_EVENT_DRY_RUN, NET_EVENT_FLAGS,
+    NET_EVENT_SENDMSG, NetEvent, PATH_CAPACITY, PrivilegedEvent, PrivilegedOp, SocketEvent,
+    SocketOp,
     decide::{NO_RULE, Reason},
     rules::{FAMILY_V4, FAMILY_V6, Hook, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -35,6 +39,8 @@ pub enum RecordError {
     Reason(u8),
     #[error("exec record has unknown flags {0:#x}")]
     Flags(u8),
+    #[error("network record has unknown flags {0:#x}")]
+    NetFlags(u8),
     #[error("network record has an invalid hook {0}")]
     Hook(u8),
     #[error("network record has an invalid address family {0}")]
@@ -49,6 +55,18 @@ pub enum RecordError {
     SocketOp(u8),
     #[error("socket record has no {0} address")]
     MissingAddress(&'static str),
+    #[error("file record has an invalid hook {0}")]
+    FileHook(u8),
+    #[error("file record has an invalid operation {0}")]
+    FileOp(u8),
+    #[error("privileged record has an invalid operation {0}")]
+    PrivilegedOp(u8),
+    #[error("{what} record of reason {reason:?} is inconsistent: {why}")]
+    Inconsistent {
+        what: &'static str,
+        reason: Reason,
+        why: &'static str,
+    },
 }
 
 /// A file identity as shown to people and scripts.
@@ -73,6 +91,8 @@ impl From<FileId> for FileIdentity {
 pub enum Record {
     Exec(ExecDecisionRecord),
     Net(NetDecisionRecord),
+    File(FileDecisionRecord),
+    Privileged(PrivilegedDecisionRecord),
     Lifecycle(LifecycleRecord),
     Socket(SocketRecord),
     Credentials(CredRecord),
@@ -134,6 +154,84 @@ pub struct NetDecisionRecord {
     pub port: u16,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through.
+    pub dry_run: bool,
+    /// Decided by a cgroup `sock_addr` program (no BPF LSM), still inline.
+    pub cgroup_hook: bool,
+    /// A UDP `sendmsg` to an address, decided as a `connect`.
+    pub sendmsg: bool,
+}
+
+/// What a file record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// An open; the record's hook names the access refused.
+    Open,
+    /// An unlink of one of the agent's files (self-protection).
+    Unlink,
+    /// A rename of, or over, one of the agent's files (self-protection).
+    Rename,
+    /// A connect to the agent's API socket (self-protection).
+    Connect,
+}
+
+/// A file decision, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileDecisionRecord {
+    pub boot_ns: u64,
+    /// [`Hook::OpenRead`] or [`Hook::OpenWrite`].
+    pub hook: Hook,
+    pub op: FileOp,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub workload: u32,
+    pub decision: Decision,
+    pub reason: Reason,
+    pub rule: Option<u16>,
+    pub start_ns: u64,
+    pub file: FileId,
+    /// The open's `f_mode` (0 for an unlink, rename or connect).
+    pub f_mode: u32,
+    /// The path the kernel resolved (`None` when it could not, or for an unlink or
+    /// rename, whose path the agent knows by the identity).
+    pub path: Option<String>,
+    /// The policy generation that decided.
+    pub generation: u32,
+}
+
+/// A privileged operation's decision (or an attempt on the agent), validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivilegedDecisionRecord {
+    pub boot_ns: u64,
+    pub op: PrivilegedOp,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub workload: u32,
+    pub decision: Decision,
+    pub reason: Reason,
+    pub rule: Option<u16>,
+    pub start_ns: u64,
+    /// The traced or signalled process (tgid, start time).
+    pub target: Option<(u32, u64)>,
+    /// The uid asked for (setuid) or the target's real uid (ptrace).
+    pub target_uid: u32,
+    /// See `driftwall_abi::PrivilegedOp`: the ptrace mode, the signal, the `bpf(2)`
+    /// command, the mount flags, whether a module came from memory.
+    pub arg: u32,
+    /// The mount point or the module file.
+    pub path: Option<String>,
+    /// The policy generation that decided.
+    pub generation: u32,
 }
 
 /// A fork, exec or exit, validated.
@@ -180,6 +278,14 @@ pub struct ExecDecisionRecord {
     pub unlinked: bool,
     /// The file is the interpreter of a script (`#!`) being exec'd.
     pub interpreter: bool,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through.
+    pub dry_run: bool,
+    /// Decided after the exec by the reactive fallback (no BPF LSM), not inline.
+    pub reactive: bool,
+    /// The reactive fallback killed the process (`SIGKILL`).
+    pub killed: bool,
 }
 
 /// Decodes one ring-buffer record.
@@ -199,7 +305,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
             if path_len > PATH_CAPACITY {
                 return Err(RecordError::PathLength(ev.path_len));
             }
-            if ev.flags & !(EXEC_EVENT_UNLINKED | EXEC_EVENT_INTERPRETER) != 0 {
+            if ev.flags & !EXEC_EVENT_FLAGS != 0 {
                 return Err(RecordError::Flags(ev.flags));
             }
             let path =
@@ -221,6 +327,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 path,
                 unlinked: ev.flags & EXEC_EVENT_UNLINKED != 0,
                 interpreter: ev.flags & EXEC_EVENT_INTERPRETER != 0,
+                generation: ev.generation,
+                dry_run: ev.flags & EXEC_EVENT_DRY_RUN != 0,
+                reactive: ev.flags & EXEC_EVENT_REACTIVE != 0,
+                killed: ev.flags & EXEC_EVENT_KILLED != 0,
             }))
         }
         EventKind::NetDecision => {
@@ -240,6 +350,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 IPPROTO_UDP => "udp",
                 _ => return Err(RecordError::Protocol(ev.protocol)),
             };
+            if ev.flags & !NET_EVENT_FLAGS != 0
+                || (ev.flags & NET_EVENT_SENDMSG != 0 && hook != Hook::Connect)
+            {
+                return Err(RecordError::NetFlags(ev.flags));
+            }
             Ok(Record::Net(NetDecisionRecord {
                 boot_ns: ev.boot_ns,
                 hook,
@@ -258,6 +373,99 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
                 ip,
                 port: ev.port,
                 protocol,
+                generation: ev.generation,
+                dry_run: ev.flags & NET_EVENT_DRY_RUN != 0,
+                cgroup_hook: ev.flags & NET_EVENT_CGROUP_HOOK != 0,
+                sendmsg: ev.flags & NET_EVENT_SENDMSG != 0,
+            }))
+        }
+        EventKind::FileDecision => {
+            let ev: FileEvent = read_pod(bytes, kind)?;
+            let hook = Hook::from_u8(ev.hook)
+                .filter(|h| matches!(h, Hook::OpenRead | Hook::OpenWrite))
+                .ok_or(RecordError::FileHook(ev.hook))?;
+            let op = match ev.op {
+                FILE_OP_OPEN => FileOp::Open,
+                FILE_OP_UNLINK => FileOp::Unlink,
+                FILE_OP_RENAME => FileOp::Rename,
+                FILE_OP_CONNECT => FileOp::Connect,
+                other => return Err(RecordError::FileOp(other)),
+            };
+            let reason = Reason::from_u8(ev.reason).ok_or(RecordError::Reason(ev.reason))?;
+            let decision =
+                Decision::from_u8(ev.decision).ok_or(RecordError::Decision(ev.decision))?;
+            check_protection("file", reason, decision, ev.workload)?;
+            if op != FileOp::Open && reason != Reason::AgentProtected {
+                return Err(RecordError::Inconsistent {
+                    what: "file",
+                    reason,
+                    why: "only the agent's self-protection refuses an unlink, a rename or a connect",
+                });
+            }
+            Ok(Record::File(FileDecisionRecord {
+                boot_ns: ev.boot_ns,
+                hook,
+                op,
+                pid: ev.pid,
+                tgid: ev.tgid,
+                ppid: ev.ppid,
+                uid: ev.uid,
+                gid: ev.gid,
+                cgroup_id: ev.cgroup_id,
+                workload: ev.workload,
+                decision,
+                reason,
+                rule: (ev.rule != NO_RULE).then_some(ev.rule),
+                start_ns: ev.start_ns,
+                file: ev.file,
+                f_mode: ev.f_mode,
+                path: path_of(&ev.path, ev.path_len)?,
+                generation: ev.generation,
+            }))
+        }
+        EventKind::PrivilegedDecision => {
+            let ev: PrivilegedEvent = read_pod(bytes, kind)?;
+            let op = PrivilegedOp::from_u8(ev.op).ok_or(RecordError::PrivilegedOp(ev.op))?;
+            let reason = Reason::from_u8(ev.reason).ok_or(RecordError::Reason(ev.reason))?;
+            let decision =
+                Decision::from_u8(ev.decision).ok_or(RecordError::Decision(ev.decision))?;
+            check_protection("privileged", reason, decision, ev.workload)?;
+            if op.hook().is_none() && reason != Reason::AgentProtected {
+                return Err(RecordError::Inconsistent {
+                    what: "privileged",
+                    reason,
+                    why: "signals and bpf(2) are refused by the agent's self-protection only",
+                });
+            }
+            if matches!(
+                reason,
+                Reason::ParentNotInProfile | Reason::UserNotInProfile
+            ) {
+                return Err(RecordError::Inconsistent {
+                    what: "privileged",
+                    reason,
+                    why: "parents and users limit executables only",
+                });
+            }
+            Ok(Record::Privileged(PrivilegedDecisionRecord {
+                boot_ns: ev.boot_ns,
+                op,
+                pid: ev.pid,
+                tgid: ev.tgid,
+                ppid: ev.ppid,
+                uid: ev.uid,
+                gid: ev.gid,
+                cgroup_id: ev.cgroup_id,
+                workload: ev.workload,
+                decision,
+                reason,
+                rule: (ev.rule != NO_RULE).then_some(ev.rule),
+                start_ns: ev.start_ns,
+                target: (ev.target_tgid != 0).then_some((ev.target_tgid, ev.target_start_ns)),
+                target_uid: ev.target_uid,
+                arg: ev.arg,
+                path: path_of(&ev.path, ev.path_len)?,
+                generation: ev.generation,
             }))
         }
         EventKind::Lifecycle => {
@@ -323,6 +531,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
             }))
         }
     }
+}
+
+/// Self-protection refuses, in a policed workload, without a rule.
+fn check_protection(
+    what: &'static str,
+    reason: Reason,
+    decision: Decision,
+    workload: u32,
+) -> Result<(), RecordError> {
+    if reason == Reason::AgentProtected && (decision != Decision::Deny || workload == 0) {
+        return Err(RecordError::Inconsistent {
+            what,
+            reason,
+            why: "self-protection denies, and only processes of a workload",
+        });
+    }
+    Ok(())
 }
 
 /// A socket address from a record's family, address bytes and port; `Ok(None)` for
@@ -448,7 +673,8 @@ mod tests {
             start_ns: 3,
             rule: 4,
             flags: 0,
-            _pad: [0; 5],
+            _pad: 0,
+            generation: 3,
             path,
         }
     }
@@ -474,9 +700,145 @@ mod tests {
             rule: NO_RULE,
             port: 443,
             protocol: IPPROTO_TCP as u8,
-            _pad: [0; 3],
+            flags: NET_EVENT_CGROUP_HOOK | NET_EVENT_SENDMSG,
+            _pad: [0; 2],
             addr,
+            generation: 4,
+            _pad2: 0,
         }
+    }
+
+    fn file_event() -> FileEvent {
+        let mut path = [0u8; PATH_CAPACITY];
+        path[..11].copy_from_slice(b"/etc/shadow");
+        FileEvent {
+            kind: EventKind::FileDecision as u32,
+            hook: Hook::OpenRead as u8,
+            decision: Decision::Deny as u8,
+            reason: Reason::NotInProfile as u8,
+            op: FILE_OP_OPEN,
+            pid: 9,
+            tgid: 9,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            workload: 2,
+            cgroup_id: 7,
+            boot_ns: 5,
+            start_ns: 3,
+            rule: NO_RULE,
+            path_len: 11,
+            f_mode: 1,
+            file: FileId { dev: 1, ino: 2 },
+            path,
+            generation: 6,
+            _pad2: 0,
+        }
+    }
+
+    fn privileged_event(op: PrivilegedOp, reason: Reason) -> PrivilegedEvent {
+        PrivilegedEvent {
+            kind: EventKind::PrivilegedDecision as u32,
+            op: op as u8,
+            decision: Decision::Deny as u8,
+            reason: reason as u8,
+            _pad: 0,
+            pid: 9,
+            tgid: 9,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            workload: 2,
+            cgroup_id: 7,
+            boot_ns: 5,
+            start_ns: 3,
+            rule: NO_RULE,
+            path_len: 0,
+            target_tgid: 44,
+            target_start_ns: 55,
+            target_uid: 0,
+            arg: 9,
+            path: [0; PATH_CAPACITY],
+            generation: 6,
+            _pad2: 0,
+        }
+    }
+
+    #[test]
+    fn file_records_decode_and_inconsistent_ones_are_refused() {
+        match decode(&bytes_of(&file_event())) {
+            Ok(Record::File(r)) => {
+                assert_eq!(r.path.as_deref(), Some("/etc/shadow"));
+                assert_eq!(r.generation, 6);
+                assert_eq!(
+                    (r.hook, r.op, r.workload),
+                    (Hook::OpenRead, FileOp::Open, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut bad = file_event();
+        bad.hook = Hook::Exec as u8;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::FileHook(0)));
+        let mut bad = file_event();
+        bad.op = 7;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::FileOp(7)));
+        let mut bad = file_event();
+        bad.op = FILE_OP_UNLINK;
+        assert!(matches!(
+            decode(&bytes_of(&bad)),
+            Err(RecordError::Inconsistent { .. })
+        ));
+        bad.reason = Reason::AgentProtected as u8;
+        assert!(matches!(decode(&bytes_of(&bad)), Ok(Record::File(_))));
+        bad.decision = Decision::Audit as u8;
+        assert!(matches!(
+            decode(&bytes_of(&bad)),
+            Err(RecordError::Inconsistent { .. })
+        ));
+    }
+
+    #[test]
+    fn privileged_records_decode_and_inconsistent_ones_are_refused() {
+        match decode(&bytes_of(&privileged_event(
+            PrivilegedOp::Signal,
+            Reason::AgentProtected,
+        ))) {
+            Ok(Record::Privileged(r)) => {
+                assert_eq!(
+                    (r.op, r.arg, r.target),
+                    (PrivilegedOp::Signal, 9, Some((44, 55)))
+                );
+                assert_eq!(r.path, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (op, reason) in [
+            (PrivilegedOp::Bpf, Reason::NotInProfile),
+            (PrivilegedOp::Setuid, Reason::ParentNotInProfile),
+        ] {
+            assert!(matches!(
+                decode(&bytes_of(&privileged_event(op, reason))),
+                Err(RecordError::Inconsistent { .. })
+            ));
+        }
+        let mut bad = privileged_event(PrivilegedOp::Mount, Reason::CedarForbid);
+        bad.op = 0;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::PrivilegedOp(0)));
+        let mut bad = privileged_event(PrivilegedOp::Mount, Reason::CedarForbid);
+        bad.path_len = PATH_CAPACITY as u16 + 1;
+        assert!(matches!(
+            decode(&bytes_of(&bad)),
+            Err(RecordError::PathLength(_))
+        ));
+        let mut net = net_event();
+        net.flags = NET_EVENT_SENDMSG;
+        assert!(matches!(decode(&bytes_of(&net)), Ok(Record::Net(r)) if r.sendmsg));
+        net.hook = Hook::Bind as u8;
+        assert_eq!(
+            decode(&bytes_of(&net)),
+            Err(RecordError::NetFlags(NET_EVENT_SENDMSG))
+        );
     }
 
     #[test]
@@ -486,6 +848,10 @@ mod tests {
                 assert_eq!(r.ip, IpAddr::from([10, 0, 0, 1]));
                 assert_eq!((r.port, r.protocol, r.hook), (443, "tcp", Hook::Connect));
                 assert_eq!(r.rule, None);
+                assert_eq!(
+                    (r.generation, r.dry_run, r.cgroup_hook, r.sendmsg),
+                    (4, false, true, true)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -501,6 +867,9 @@ mod tests {
         let mut bad = net_event();
         bad.reason = 0;
         assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::Reason(0)));
+        let mut bad = net_event();
+        bad.flags = 0x80;
+        assert_eq!(decode(&bytes_of(&bad)), Err(RecordError::NetFlags(0x80)));
     }
 
     fn socket_event(op: SocketOp) -> SocketEvent {
@@ -599,9 +968,19 @@ mod tests {
                 assert_eq!(r.path.as_deref(), Some("/bin/foo"));
                 assert_eq!((r.tgid, r.start_ns, r.decision), (7, 3, Decision::Deny));
                 assert_eq!((r.reason, r.rule), (Reason::CedarForbid, Some(4)));
+                assert_eq!(r.generation, 3);
+                assert!(!r.dry_run && !r.reactive && !r.killed);
             }
             other => panic!("{other:?}"),
         }
+        let mut ev = exec_event();
+        ev.flags = EXEC_EVENT_REACTIVE | EXEC_EVENT_KILLED | EXEC_EVENT_DRY_RUN;
+        match decode(&bytes_of(&ev)) {
+            Ok(Record::Exec(r)) => assert!(r.dry_run && r.reactive && r.killed),
+            other => panic!("{other:?}"),
+        }
+        ev.flags = 0x40;
+        assert_eq!(decode(&bytes_of(&ev)), Err(RecordError::Flags(0x40)));
     }
 
     #[test]

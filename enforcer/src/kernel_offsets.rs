@@ -32,6 +32,8 @@ pub enum OffsetsError {
     },
     #[error("kernel BTF: {0}")]
     Malformed(String),
+    #[error("kernel BTF has no enum `{ty}` with a value `{name}`")]
+    NoEnumValue { ty: String, name: String },
 }
 
 /// What the program expects to find in a field.
@@ -106,7 +108,41 @@ pub fn from_btf_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
         // program reads its low 16 bits (little-endian: the first two bytes).
         pt_regs_cs: f("pt_regs", "cs", Expect::Int(2))
             .or_else(|_| f("pt_regs", "cs", Expect::Int(8)))?,
+        file_f_mode: f("file", "f_mode", Expect::Int(4))?,
+        task_struct_real_cred: f("task_struct", "real_cred", Expect::Ptr)?,
+        cred_uid: f("cred", "uid", Expect::Wrapped(4))?,
+        cred_gid: f("cred", "gid", Expect::Wrapped(4))?,
+        cred_suid: f("cred", "suid", Expect::Wrapped(4))?,
+        cred_fsuid: f("cred", "fsuid", Expect::Wrapped(4))?,
+        msghdr_msg_name: f("msghdr", "msg_name", Expect::Ptr)?,
+        msghdr_msg_namelen: f("msghdr", "msg_namelen", Expect::Int(4))?,
+        msghdr_msg_flags: f("msghdr", "msg_flags", Expect::Int(4))?,
+        dentry_d_inode: f("dentry", "d_inode", Expect::Ptr)?,
+        reading_module: enum_value(&btf, "kernel_read_file_id", "READING_MODULE")?,
+        loading_module: enum_value(&btf, "kernel_load_data_id", "LOADING_MODULE")?,
+        unix_sock_path: f("unix_sock", "path", Expect::Struct("path"))?,
+        path_dentry: f("path", "dentry", Expect::Ptr)?,
+        file_f_flags: f("file", "f_flags", Expect::Int(4))?,
     })
+}
+
+/// The value of the constant `name` of `enum ty`.
+fn enum_value(btf: &Btf, ty: &str, name: &str) -> Result<u32, OffsetsError> {
+    let missing = || OffsetsError::NoEnumValue {
+        ty: ty.into(),
+        name: name.into(),
+    };
+    let types = btf.resolve_types_by_name(ty).map_err(|_| missing())?;
+    for t in &types {
+        if let Type::Enum(e) = t {
+            for m in &e.members {
+                if btf.resolve_name(m).is_ok_and(|n| n == name) {
+                    return Ok(m.val());
+                }
+            }
+        }
+    }
+    Err(missing())
 }
 
 /// Byte offset of `ty.field`, searching anonymous members, with its type checked.
@@ -232,6 +268,20 @@ mod tests {
         // x86-64 pt_regs: orig_ax follows the argument registers.
         assert!(off.pt_regs_orig_ax > off.pt_regs_di);
         assert!(off.pt_regs_cs > off.pt_regs_orig_ax);
+        // The credentials' ids are distinct fields; the enum values are the kernel's.
+        let ids = [
+            off.cred_uid,
+            off.cred_gid,
+            off.cred_suid,
+            off.cred_euid,
+            off.cred_fsuid,
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            assert!(ids[..i].iter().all(|b| b != a), "{ids:?}");
+        }
+        assert_ne!(off.task_struct_real_cred, off.task_struct_cred);
+        assert_eq!((off.reading_module, off.loading_module), (2, 2));
+        assert_ne!(off.msghdr_msg_name, off.msghdr_msg_namelen);
     }
 
     #[test]

@@ -6,14 +6,21 @@
 //!   a bundle file from `driftwall compile`.
 //! * [`resolve`] turns a bundle into this node's facts: cgroup ids and executable file
 //!   identities, i.e. the kernel tables.
-//! * [`programs`] loads the embedded eBPF object, fills its maps and attaches it.
+//! * [`programs`] loads the embedded eBPF object and attaches its program sets (links
+//!   pinned); [`generation`] writes the policy maps, one generation at a time, and
+//!   swaps generations atomically; [`pins`] lays out the pinned sets in bpffs;
+//!   [`enforcement`] chooses the mode (BPF LSM, or the cgroup/reactive fallback) and
+//!   adopts or loads the pinned set at start-up.
+//! * [`protection`] finds the agent's own files (policy, state, socket, binary) that
+//!   the kernel keeps the policed workloads away from.
 //! * [`events`] decodes and validates ring-buffer records; [`loss`] counts the ones
 //!   the kernel could not deliver (full ring buffers) and reports them as gaps.
 //! * [`capture`] writes lifecycle and decision records into the context graph and
 //!   computes each block's Flashback; [`procscan`] adds the processes that were
 //!   running before the agent.
-//! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers, a clean
-//!   detach on SIGINT/SIGTERM.
+//! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers; programs
+//!   left pinned (or detached) on SIGINT/SIGTERM. [`reload`] is its reloader task
+//!   (`driftwall load`, SIGHUP); [`config`] its configuration file.
 //! * [`notifications`] turns decisions into signed webhook notices (durable outbox,
 //!   delivery task) and lists and retries what the outbox holds.
 //! * [`output`] renders events as text or JSON lines.
@@ -27,12 +34,18 @@ pub mod agent;
 pub mod api;
 pub mod capabilities;
 pub mod capture;
+pub mod config;
+pub mod enforcement;
 pub mod events;
+pub mod generation;
 pub mod kernel_offsets;
 pub mod loss;
 pub mod notifications;
 pub mod output;
+pub mod pins;
 pub mod procscan;
 pub mod programs;
+pub mod protection;
+pub mod reload;
 pub mod resolve;
 pub mod source;

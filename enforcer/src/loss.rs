@@ -56,6 +56,14 @@ impl LossMonitor {
         let map = ebpf
             .take_map(names::LOST_RECORDS)
             .ok_or(ProgramsError::Missing(names::LOST_RECORDS))?;
+        Self::from_map(map)
+    }
+
+    /// Watches the counters of `map` (the loaded object's, or a pinned set's). The first
+    /// poll reports whatever they hold already: for an adopted set that is every record
+    /// its programs ever lost, those a previous agent reported too — a gap said twice
+    /// rather than records lost while no agent watched said never.
+    pub fn from_map(map: aya::maps::Map) -> Result<Self, ProgramsError> {
         let counters = PerCpuArray::try_from(map).map_err(|source| ProgramsError::Map {
             name: names::LOST_RECORDS,
             source,

@@ -15,11 +15,10 @@ mod cli_api;
 use driftwall_compiler::{explain::Outcome, policytest, symbolic};
 use driftwall_enforcer::{
     agent::{self, RunConfig},
-    api::ApiConfig,
+    config::{ConfigFile, LogFormat, OnExit, Overrides, Settings},
     notifications,
     output::OutputFormat,
-    resolve,
-    source::{self, PolicySource},
+    resolve, source,
 };
 
 #[derive(Parser)]
@@ -33,21 +32,16 @@ use driftwall_enforcer::{
         decision.\n\nExit codes: 0 ok, 1 failure on this node, 2 usage or input error."
 )]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format on stderr [default: the configuration's `log.format` for `run`, else
+    /// text].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     /// Log level or filter (`debug`, `driftwall_enforcer=debug,info`, …) [default:
-    /// RUST_LOG, else `info`].
+    /// the configuration's `log.level` for `run`, else RUST_LOG, else `info`].
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -55,15 +49,26 @@ enum Command {
     /// Enforce a policy on this node until SIGINT/SIGTERM.
     ///
     /// Reads the policy (a repository, compiled in-process, or a bundle), resolves
-    /// cgroups and executables on this node, attaches the BPF-LSM programs, prints a
-    /// `ready` line and then each deny/audit decision. On SIGINT or SIGTERM the
-    /// programs are detached and the agent exits 0.
+    /// cgroups and executables on this node, attaches the programs (BPF LSM; where it
+    /// is missing, cgroup socket hooks and a reactive exec killer), prints a `ready`
+    /// line and then each deny/audit decision.
+    ///
+    /// Settings come from the configuration file (`--config`, default
+    /// /etc/driftwall/config.toml when it exists); every flag overrides its key.
+    /// `driftwall load BUNDLE` or SIGHUP (the configured policy, the file re-read)
+    /// put a new policy in force as a new generation, with no gap. The programs and
+    /// maps are pinned in bpffs: on SIGINT/SIGTERM they stay attached and keep
+    /// enforcing (`on_exit = keep`, the default; the next agent adopts them) or are
+    /// removed (`--on-exit detach`); `driftwall uninstall` removes them.
     ///
     /// Notifications: with `--notify FILE`, or when `--policies DIR` holds a
     /// `notify.yaml` (and no `--no-notify`), every deny and audit is also sent to the
     /// webhook targets it names, signed, from a durable outbox in the state directory
     /// (`outbox.redb`); see `driftwall notifications`.
     Run {
+        /// The configuration file [default: /etc/driftwall/config.toml, when it exists].
+        #[arg(long, value_name = "FILE", env = "DRIFTWALL_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         source: SourceArgs,
         /// Webhook targets (`notify.yaml`, format in notify/README.md); wins over the
@@ -73,35 +78,87 @@ enum Command {
         /// Send no notifications, even if the policy repository has a `notify.yaml`.
         #[arg(long, conflicts_with = "notify")]
         no_notify: bool,
-        /// Event output on stdout.
-        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
+        /// Event output on stdout [default: text].
+        #[arg(long, short = 'o', value_enum)]
+        output: Option<OutputFormat>,
         /// The cgroup v2 mount [default: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid system].
         #[arg(long, value_name = "PATH")]
         cgroup_root: Option<PathBuf>,
-        #[command(flatten)]
-        state: StateDirArg,
-        /// The API's unix socket (0600; its directory is created 0700).
-        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
-        api_socket: PathBuf,
-        /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:9464); needs --api-token-file.
-        #[arg(long, value_name = "ADDR", requires = "api_token_file")]
+        /// Where the agent keeps its state (the context graph `graph.redb`, the
+        /// notification outbox `outbox.redb`) [default: /var/lib/driftwall].
+        #[arg(long, value_name = "DIR", env = "DRIFTWALL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// The API's unix socket (0600; its directory is created 0700) [default:
+        /// /run/driftwall/api.sock].
+        #[arg(long, value_name = "PATH", env = "DRIFTWALL_API_SOCKET")]
+        api_socket: Option<PathBuf>,
+        /// Also serve the API on TCP at ADDR (e.g. 127.0.0.1:9464); needs a token file.
+        #[arg(long, value_name = "ADDR")]
         api_listen: Option<std::net::SocketAddr>,
         /// The bearer token TCP clients must send (a file of mode 0600, at least 16
         /// characters).
-        #[arg(long, value_name = "FILE", requires = "api_listen")]
+        #[arg(long, value_name = "FILE")]
         api_token_file: Option<PathBuf>,
         /// Size of each ring buffer (decisions; process events), bytes or with a K, M
         /// or G suffix: a power of two from 4K to 1G. Records that do not fit are
-        /// counted and reported as `gap` lines.
-        #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = driftwall_enforcer::loss::parse_ring_bytes)]
-        ring_bytes: u32,
+        /// counted and reported as `gap` lines [default: 1M].
+        #[arg(long, value_name = "SIZE", value_parser = driftwall_enforcer::loss::parse_ring_bytes)]
+        ring_bytes: Option<u32>,
         /// When the context graph in --state-dir was written with another schema
         /// version (there is no migration), move it aside to
         /// `graph.redb.aside-<unix seconds>` and start a fresh one, instead of refusing
         /// to start. Nothing is deleted.
         #[arg(long)]
         fresh_graph: bool,
+        /// Dry-run: report every decision that would refuse, refuse nothing (reported
+        /// as audit, flagged dry-run) [default: false].
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        dry_run: Option<bool>,
+        /// What happens to the pinned programs when the agent stops: `keep` (they go on
+        /// enforcing; the next agent adopts them) or `detach` [default: keep].
+        #[arg(long, value_enum)]
+        on_exit: Option<OnExit>,
+        /// Where the programs and maps are pinned (on a bpffs) [default:
+        /// /sys/fs/bpf/driftwall].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Put a bundle in force on the running agent, as a new policy generation.
+    ///
+    /// Reads and verifies the bundle here (format, abi version, checksum), sends it to
+    /// the agent (`POST /v1/bundle`), which verifies it again, resolves it on its node,
+    /// writes the new generation completely and then flips to it in one step: every
+    /// decision is taken by the old bundle or the new one, never a mixture, never
+    /// nothing. A bundle that is refused changes nothing.
+    ///
+    /// Exit codes: 0 in force, 1 no agent or it failed, 2 the bundle was refused.
+    Load {
+        /// The bundle (from `driftwall compile`).
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Switch dry-run on or off with it [default: as it is].
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        dry_run: Option<bool>,
+        /// The agent's API socket.
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        socket: PathBuf,
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the pinned programs and maps: enforcement stops.
+    ///
+    /// Refuses while an agent answers on its API socket (stop it first: `systemctl
+    /// stop driftwall`). Does not touch the state directory.
+    ///
+    /// Exit codes: 0 removed (or nothing was there), 1 an agent runs or removal failed.
+    Uninstall {
+        /// Where the programs and maps are pinned.
+        #[arg(long, value_name = "DIR", default_value = driftwall_enforcer::pins::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// The agent's API socket (checked: no agent may be running).
+        #[arg(long, value_name = "PATH", default_value = driftwall_enforcer::api::DEFAULT_SOCKET, env = "DRIFTWALL_API_SOCKET")]
+        socket: PathBuf,
     },
     /// Show what the running agent enforces: bundle, workloads, hooks, kernel
     /// capabilities.
@@ -377,6 +434,30 @@ struct RequestArgs {
     /// A listen on IP:PORT.
     #[arg(long, value_name = "IP:PORT", group = "operation")]
     listen: Option<String>,
+    /// An open of this absolute path for reading.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    open_read: Option<String>,
+    /// An open of this absolute path for writing.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    open_write: Option<String>,
+    /// A ptrace of a process running as this (real) uid.
+    #[arg(long, value_name = "UID", group = "operation")]
+    ptrace: Option<u32>,
+    /// Ptrace only: the traced process's effective uid [default: its uid].
+    #[arg(long, value_name = "N", requires = "ptrace")]
+    target_euid: Option<u32>,
+    /// Ptrace only: the traced process's real gid [default: its uid].
+    #[arg(long, value_name = "N", requires = "ptrace")]
+    target_gid: Option<u32>,
+    /// A kernel module load from this file (`-`: from memory).
+    #[arg(long, value_name = "PATH", group = "operation")]
+    load_module: Option<String>,
+    /// A mount on this mount point.
+    #[arg(long, value_name = "PATH", group = "operation")]
+    mount: Option<String>,
+    /// A change to this user (uid or a name a profile names).
+    #[arg(long, value_name = "USER", group = "operation")]
+    setuid: Option<String>,
     /// UDP instead of TCP (network operations).
     #[arg(long)]
     udp: bool,
@@ -402,7 +483,7 @@ struct RequestArgs {
     #[arg(
         long,
         value_name = "JSON",
-        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "udp", "uid", "euid", "gid", "parent", "euser"]
+        conflicts_with_all = ["workload", "exec", "connect", "bind", "listen", "open_read", "open_write", "ptrace", "target_euid", "target_gid", "load_module", "mount", "setuid", "udp", "uid", "euid", "gid", "parent", "euser"]
     )]
     request_json: Option<String>,
 }
@@ -418,6 +499,14 @@ impl RequestArgs {
             connect: self.connect,
             bind: self.bind,
             listen: self.listen,
+            open_read: self.open_read,
+            open_write: self.open_write,
+            ptrace: self.ptrace,
+            target_euid: self.target_euid,
+            target_gid: self.target_gid,
+            load_module: self.load_module,
+            mount: self.mount,
+            setuid: self.setuid,
             udp: self.udp,
             uid: self.uid,
             euid: self.euid,
@@ -429,7 +518,7 @@ impl RequestArgs {
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 struct SourceArgs {
     /// A policy repository (a directory holding `profiles/`), compiled at start-up.
     #[arg(long, short = 'p', value_name = "DIR", env = "DRIFTWALL_POLICIES")]
@@ -439,55 +528,90 @@ struct SourceArgs {
     bundle: Option<PathBuf>,
 }
 
-impl SourceArgs {
-    /// The source named; clap's group makes exactly one of the two present.
-    fn source(self) -> Option<PolicySource> {
-        self.bundle
-            .map(PolicySource::BundleFile)
-            .or(self.policies.map(PolicySource::Directory))
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_format, cli.log_level.as_deref()) {
-        eprintln!("driftwall: error: --log-level: {e}");
-        return ExitCode::from(2);
-    }
     match cli.command {
         Command::Run {
+            config,
             source,
             notify,
             no_notify,
             output,
             cgroup_root,
-            state,
+            state_dir,
             api_socket,
             api_listen,
             api_token_file,
             ring_bytes,
             fresh_graph,
+            dry_run,
+            on_exit,
+            pin_dir,
         } => {
-            let Some(source) = source.source() else {
-                eprintln!("driftwall: error: name the policy: --policies DIR or --bundle FILE");
-                return ExitCode::from(2);
-            };
-            let notify = notifications::config_path(notify.as_deref(), no_notify, &source);
-            run(RunConfig {
-                source,
-                cgroup_root: cgroup_root.unwrap_or_else(resolve::default_cgroup_root),
-                output,
-                state_dir: state.state_dir,
-                api: ApiConfig {
-                    socket: api_socket,
-                    tcp: api_listen.zip(api_token_file),
-                },
-                log_json: matches!(cli.log_format, LogFormat::Json),
+            let overrides = Overrides {
+                policies: source.policies,
+                bundle: source.bundle,
+                state_dir,
+                cgroup_root,
                 ring_bytes,
-                fresh_graph,
+                output,
                 notify,
+                no_notify,
+                dry_run,
+                on_exit,
+                pin_dir,
+                api_socket,
+                api_listen,
+                api_token_file,
+                log_level: cli.log_level,
+                log_format: cli.log_format,
+            };
+            let settings = ConfigFile::find(config.as_deref()).and_then(|file| {
+                Settings::resolve(&overrides, file.as_ref().map(|(p, f)| (p.as_path(), f)))
+            });
+            let settings = match settings {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("driftwall: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = init_logging(settings.log_format, settings.log_level.as_deref()) {
+                eprintln!("driftwall: error: log level: {e}");
+                return ExitCode::from(2);
+            }
+            if let Some(f) = &settings.file {
+                tracing::info!(config = %f.display(), "configuration read");
+            }
+            run(RunConfig {
+                settings,
+                overrides,
+                fresh_graph,
             })
         }
+        command => {
+            if let Err(e) =
+                init_logging(cli.log_format.unwrap_or_default(), cli.log_level.as_deref())
+            {
+                eprintln!("driftwall: error: --log-level: {e}");
+                return ExitCode::from(2);
+            }
+            other(command)
+        }
+    }
+}
+
+/// Every verb but `run`.
+fn other(command: Command) -> ExitCode {
+    match command {
+        Command::Run { .. } => ExitCode::from(2),
+        Command::Load {
+            bundle,
+            dry_run,
+            socket,
+            json,
+        } => cli_api::load(&bundle, dry_run, &socket, json),
+        Command::Uninstall { pin_dir, socket } => cli_api::uninstall(&pin_dir, &socket),
         Command::Status { socket, json } => cli_api::status(&socket, json),
         Command::Alert {
             socket,

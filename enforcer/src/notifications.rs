@@ -150,7 +150,7 @@ impl NoticeContext {
         let acting = chain.last().filter(|p| p.key.tgid == facts.tgid);
         let (exe, argv, target) = match &facts.target {
             // An exec: the executable refused (or audited) is what the event is about.
-            GraphTarget::Path(path) => {
+            GraphTarget::Path(path) if facts.hook == "exec" => {
                 let path = if path.is_empty() {
                     "(unknown)"
                 } else {
@@ -158,17 +158,18 @@ impl NoticeContext {
                 };
                 (bounded(path), vec![bounded(path)], None)
             }
-            GraphTarget::Endpoint(addr) => {
+            // Anything else: the acting process did it to the target.
+            other => {
                 let (exe, argv) = acting
                     .and_then(|p| p.exec_at(time_ns).or_else(|| p.last_exec()))
                     .map_or(("(unknown)".to_string(), Vec::new()), |e| {
                         (bounded(&e.executable.path), bounded_argv(&e.argv))
                     });
-                let target = match protocol {
-                    Some(p) => format!("{addr}/{p}"),
-                    None => addr.to_string(),
+                let target = match (other, protocol) {
+                    (GraphTarget::Endpoint(addr), Some(p)) => format!("{addr}/{p}"),
+                    (t, _) => t.to_string(),
                 };
-                (exe, argv, Some(target))
+                (exe, argv, Some(bounded(&target)))
             }
         };
         let skip = chain.len().saturating_sub(MAX_CHAIN);
@@ -190,7 +191,11 @@ impl NoticeContext {
             workload: bounded(facts.workload.as_deref().unwrap_or(NO_WORKLOAD)),
             profile: facts.workload.as_deref().map(bounded),
             rule: bounded(&facts.rule),
+            // An attempt on the agent itself is an attempt to switch enforcement off.
             severity: match facts.decision {
+                _ if facts.rule == driftwall_compiler::explain::SELF_PROTECTION => {
+                    Severity::Critical
+                }
                 driftwall_abi::Decision::Deny => Severity::High,
                 driftwall_abi::Decision::Audit => Severity::Medium,
             },

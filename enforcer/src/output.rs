@@ -3,15 +3,19 @@
 use driftwall_compiler::Bundle;
 use serde::Serialize;
 
-use driftwall_abi::{Decision, decide::Reason, rules::Hook};
+use driftwall_abi::{Decision, PrivilegedOp, decide::Reason, rules::Hook};
 
 use crate::{
-    events::{BootClock, ExecDecisionRecord, FileIdentity, NetDecisionRecord},
+    events::{
+        BootClock, ExecDecisionRecord, FileDecisionRecord, FileIdentity, FileOp, NetDecisionRecord,
+        PrivilegedDecisionRecord,
+    },
     resolve::ResolvedPolicy,
 };
 
 /// `--output`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     Text,
     Json,
@@ -61,15 +65,11 @@ pub fn deciding_rule(
         (Reason::CedarForbid, None) => "<unknown rule>".into(),
         (Reason::NotInProfile, _) => format!(
             "{workload}/{}",
-            match hook {
-                Hook::Exec => "process.executables",
-                Hook::Connect => "network.egress",
-                Hook::Bind | Hook::Listen => "network.ingress",
-                _ => "profile",
-            }
+            driftwall_compiler::symbolic::section_of(hook)
         ),
         (Reason::ParentNotInProfile, _) => format!("{workload}/process.executables.parents"),
         (Reason::UserNotInProfile, _) => format!("{workload}/process.executables.users"),
+        (Reason::AgentProtected, _) => driftwall_compiler::explain::SELF_PROTECTION.into(),
     }
 }
 
@@ -86,6 +86,7 @@ fn reason_word(r: Reason) -> &'static str {
         Reason::CedarForbid => "cedar-forbid",
         Reason::ParentNotInProfile => "parent-not-in-profile",
         Reason::UserNotInProfile => "user-not-in-profile",
+        Reason::AgentProtected => "agent-protected",
     }
 }
 
@@ -120,6 +121,15 @@ pub struct NetDecision<'a> {
     /// `ip:port` (IPv6 in brackets).
     pub endpoint: String,
     pub protocol: &'static str,
+    /// The policy generation that decided.
+    pub generation: u32,
+    /// The global dry-run switch let it through (the decision is `audit`).
+    pub dry_run: bool,
+    /// What decided: `lsm`, or `cgroup` (the `sock_addr` fallback where BPF LSM is
+    /// missing; inline too).
+    pub via: &'static str,
+    /// A UDP `sendmsg` to the endpoint (decided as a `connect`).
+    pub sendmsg: bool,
 }
 
 impl<'a> NetDecision<'a> {
@@ -148,6 +158,10 @@ impl<'a> NetDecision<'a> {
             cgroup_id: rec.cgroup_id,
             endpoint: std::net::SocketAddr::new(rec.ip, rec.port).to_string(),
             protocol: rec.protocol,
+            generation: rec.generation,
+            dry_run: rec.dry_run,
+            via: if rec.cgroup_hook { "cgroup" } else { "lsm" },
+            sendmsg: rec.sendmsg,
         }
     }
 
@@ -155,12 +169,236 @@ impl<'a> NetDecision<'a> {
         match format {
             OutputFormat::Json => json_line(self),
             OutputFormat::Text => format!(
-                "{} {} {} {}/{} workload={} pid={} ppid={} uid={} rule={} cgroup={}",
+                "{} {}{} {}{} {}/{} workload={} pid={} ppid={} uid={} rule={} cgroup={}",
+                self.time,
+                self.decision.to_uppercase(),
+                if self.dry_run { " (dry-run)" } else { "" },
+                self.hook,
+                if self.sendmsg { " (sendmsg)" } else { "" },
+                self.endpoint,
+                self.protocol,
+                self.workload.unwrap_or("-"),
+                self.tgid,
+                self.ppid,
+                self.uid,
+                self.rule,
+                self.cgroup_id
+            ),
+        }
+    }
+}
+
+/// A file decision as reported.
+#[derive(Debug, Serialize)]
+pub struct FileDecision<'a> {
+    pub kind: &'static str,
+    pub time: String,
+    /// `deny` or `audit`.
+    pub decision: &'static str,
+    /// `open_read` or `open_write` (the access refused), or for the agent's
+    /// self-protection `unlink`, `rename` or `unix_connect` (its API socket).
+    pub hook: &'static str,
+    /// `not-in-profile`, `cedar-forbid` or `agent-protected`.
+    pub reason: &'static str,
+    /// The Cedar rule id, the profile section (`<workload>/files`), or
+    /// `driftwall/self-protection`.
+    pub rule: String,
+    pub workload: Option<&'a str>,
+    pub workload_id: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub file: FileTarget,
+    /// The open's `f_mode` bits, in hex (`0x1` read, `0x2` write); absent for an
+    /// unlink, rename or connect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f_mode: Option<String>,
+}
+
+/// The file of a file decision.
+#[derive(Debug, Serialize)]
+pub struct FileTarget {
+    /// The path the kernel resolved (or, for the agent's own files, the path the agent
+    /// knows them by), or null.
+    pub path: Option<String>,
+    #[serde(flatten)]
+    pub identity: FileIdentity,
+}
+
+impl<'a> FileDecision<'a> {
+    /// `known_path` names the file when the record has no path (an unlink or rename of
+    /// one of the agent's files, known by its identity).
+    pub fn new(
+        rec: &FileDecisionRecord,
+        policy: &'a ResolvedPolicy,
+        clock: &BootClock,
+        known_path: Option<&str>,
+    ) -> Self {
+        let workload = policy.workload(rec.workload).map(|w| w.name.as_str());
+        FileDecision {
+            kind: "file",
+            time: clock.rfc3339(rec.boot_ns),
+            decision: decision_word(rec.decision),
+            hook: match rec.op {
+                FileOp::Open => hook_word(rec.hook),
+                FileOp::Unlink => "unlink",
+                FileOp::Rename => "rename",
+                FileOp::Connect => "unix_connect",
+            },
+            reason: reason_word(rec.reason),
+            rule: deciding_rule(
+                policy,
+                workload.unwrap_or("-"),
+                rec.hook,
+                rec.reason,
+                rec.rule,
+            ),
+            workload,
+            workload_id: rec.workload,
+            pid: rec.pid,
+            tgid: rec.tgid,
+            ppid: rec.ppid,
+            uid: rec.uid,
+            gid: rec.gid,
+            cgroup_id: rec.cgroup_id,
+            file: FileTarget {
+                path: rec.path.clone().or_else(|| known_path.map(str::to_string)),
+                identity: rec.file.into(),
+            },
+            f_mode: (rec.op == FileOp::Open).then(|| format!("{:#x}", rec.f_mode)),
+        }
+    }
+
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => json_line(self),
+            OutputFormat::Text => format!(
+                "{} {} {} {} (dev {} ino {}) workload={} pid={} ppid={} uid={} rule={} cgroup={}",
                 self.time,
                 self.decision.to_uppercase(),
                 self.hook,
-                self.endpoint,
-                self.protocol,
+                self.file.path.as_deref().unwrap_or("<unknown>"),
+                self.file.identity.dev,
+                self.file.identity.ino,
+                self.workload.unwrap_or("-"),
+                self.tgid,
+                self.ppid,
+                self.uid,
+                self.rule,
+                self.cgroup_id
+            ),
+        }
+    }
+}
+
+/// A privileged operation's decision (or an attempt on the agent) as reported.
+#[derive(Debug, Serialize)]
+pub struct PrivilegedDecision<'a> {
+    pub kind: &'static str,
+    pub time: String,
+    /// `deny` or `audit`.
+    pub decision: &'static str,
+    /// `ptrace`, `load_module`, `mount`, `setuid`, or for the agent's self-protection
+    /// `signal` or `bpf`.
+    pub hook: &'static str,
+    pub reason: &'static str,
+    /// The Cedar rule id, the profile section (`<workload>/privileged.<operation>`), or
+    /// `driftwall/self-protection`.
+    pub rule: String,
+    pub workload: Option<&'a str>,
+    pub workload_id: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// The traced or signalled process (ptrace, signal).
+    pub target_pid: Option<u32>,
+    /// The uid asked for (setuid) or the traced process's real uid (ptrace).
+    pub target_uid: Option<u32>,
+    /// The mount point or the module file.
+    pub path: Option<String>,
+    /// What the operation was asked with, in words: `signal 9`, `bpf command 1`,
+    /// `mount flags 0x0`, `module from memory`, `ptrace mode 0x12`.
+    pub detail: String,
+}
+
+impl<'a> PrivilegedDecision<'a> {
+    pub fn new(
+        rec: &PrivilegedDecisionRecord,
+        policy: &'a ResolvedPolicy,
+        clock: &BootClock,
+    ) -> Self {
+        let workload = policy.workload(rec.workload).map(|w| w.name.as_str());
+        let hook = match rec.op.hook() {
+            Some(h) => hook_word(h),
+            None if rec.op == PrivilegedOp::Signal => "signal",
+            None => "bpf",
+        };
+        let detail = match rec.op {
+            PrivilegedOp::Ptrace => format!("ptrace mode {:#x}", rec.arg),
+            PrivilegedOp::LoadModule if rec.arg == driftwall_abi::LOAD_MODULE_FROM_MEMORY => {
+                "module from memory".to_string()
+            }
+            PrivilegedOp::LoadModule => "module file".to_string(),
+            PrivilegedOp::Mount => format!("mount flags {:#x}", rec.arg),
+            PrivilegedOp::Setuid => format!("setuid to uid {}", rec.target_uid),
+            PrivilegedOp::Signal => format!("signal {}", rec.arg),
+            PrivilegedOp::Bpf => format!("bpf command {}", rec.arg),
+        };
+        PrivilegedDecision {
+            kind: "privileged",
+            time: clock.rfc3339(rec.boot_ns),
+            decision: decision_word(rec.decision),
+            hook,
+            reason: reason_word(rec.reason),
+            rule: deciding_rule(
+                policy,
+                workload.unwrap_or("-"),
+                rec.op.hook().unwrap_or(Hook::Ptrace),
+                rec.reason,
+                rec.rule,
+            ),
+            workload,
+            workload_id: rec.workload,
+            pid: rec.pid,
+            tgid: rec.tgid,
+            ppid: rec.ppid,
+            uid: rec.uid,
+            gid: rec.gid,
+            cgroup_id: rec.cgroup_id,
+            target_pid: rec.target.map(|(tgid, _)| tgid),
+            target_uid: matches!(rec.op, PrivilegedOp::Setuid | PrivilegedOp::Ptrace)
+                .then_some(rec.target_uid),
+            path: rec.path.clone(),
+            detail,
+        }
+    }
+
+    /// What the operation was aimed at, in words: the path, the process, the user.
+    pub fn target_text(&self) -> String {
+        match (&self.path, self.target_pid, self.target_uid) {
+            (Some(p), _, _) => p.clone(),
+            (None, Some(pid), _) => format!("pid {pid}"),
+            (None, None, Some(uid)) => format!("uid {uid}"),
+            (None, None, None) => self.detail.clone(),
+        }
+    }
+
+    pub fn render(&self, format: OutputFormat) -> String {
+        match format {
+            OutputFormat::Json => json_line(self),
+            OutputFormat::Text => format!(
+                "{} {} {} {} ({}) workload={} pid={} ppid={} uid={} rule={} cgroup={}",
+                self.time,
+                self.decision.to_uppercase(),
+                self.hook,
+                self.target_text(),
+                self.detail,
                 self.workload.unwrap_or("-"),
                 self.tgid,
                 self.ppid,
@@ -265,6 +503,15 @@ pub struct ExecDecision<'a> {
     pub gid: u32,
     pub cgroup_id: u64,
     pub exe: Exe,
+    /// The policy generation that decided (`driftwall status` names its bundle).
+    pub generation: u32,
+    /// The global dry-run switch let it through (the decision is `audit`).
+    pub dry_run: bool,
+    /// `inline` (refused before it ran) or `reactive` (decided after the exec where BPF
+    /// LSM is missing).
+    pub enforced: &'static str,
+    /// The reactive fallback killed the process with `SIGKILL`.
+    pub killed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -308,6 +555,10 @@ impl<'a> ExecDecision<'a> {
                 unlinked: rec.unlinked,
                 interpreter: rec.interpreter,
             },
+            generation: rec.generation,
+            dry_run: rec.dry_run,
+            enforced: if rec.reactive { "reactive" } else { "inline" },
+            killed: rec.killed,
         }
     }
 
@@ -315,9 +566,10 @@ impl<'a> ExecDecision<'a> {
         match format {
             OutputFormat::Json => json_line(self),
             OutputFormat::Text => format!(
-                "{} {} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}{}{}) rule={} cgroup={}",
+                "{} {}{} exec workload={} pid={} ppid={} uid={} exe={} (dev {} ino {}{}{}) rule={} cgroup={}{}",
                 self.time,
                 self.decision.to_uppercase(),
+                if self.dry_run { " (dry-run)" } else { "" },
                 self.workload.unwrap_or("-"),
                 self.tgid,
                 self.ppid,
@@ -332,7 +584,12 @@ impl<'a> ExecDecision<'a> {
                     ""
                 },
                 self.rule,
-                self.cgroup_id
+                self.cgroup_id,
+                match (self.enforced, self.killed) {
+                    ("reactive", true) => " reactive: killed (SIGKILL)",
+                    ("reactive", false) => " reactive",
+                    _ => "",
+                }
             ),
         }
     }

@@ -1,8 +1,9 @@
 //! Resolution of a bundle (a compiled policy) against this node: cgroup paths become cgroup
 //! v2 ids, executable paths (and the parents that may start them) become file
-//! identities (device, inode), user names become uids (through NSS, `getpwnam_r`). All
-//! are node-local facts, which is why this happens in the agent and not in the
-//! compiler.
+//! identities (device, inode), user names (of executables' `users` and of
+//! `privileged.setuid`) become uids (through NSS, `getpwnam_r`). All are node-local
+//! facts, which is why this happens in the agent and not in the compiler. File rules
+//! stay paths: the kernel decides opens by the path it resolves.
 //!
 //! A path that does not exist on this node is not an error — a profile may list a
 //! binary installed only on some nodes, or a service not started yet — but it is
@@ -18,14 +19,15 @@ use std::{
 
 use driftwall_abi::{
     EXEC_PARENTS_LISTED, EXEC_USERS_LISTED, ExecConstraintKey, ExecKey, FileId, MAX_BINDINGS,
-    MAX_EXEC_CONSTRAINTS, MAX_EXEC_RULES, WorkloadBinding, WorkloadId,
+    MAX_EXEC_CONSTRAINTS, MAX_EXEC_RULES, MAX_SETUID_RULES, SetuidKey, WorkloadBinding, WorkloadId,
+    rules::PortSet,
 };
-use driftwall_abi::{POLICE_EGRESS, POLICE_INGRESS, rules::PortSet};
 use driftwall_compiler::{
     Bundle, Mode,
     cedar::tables::RuleTables,
+    files::{self, FileEntryKey, FileError},
     network::{self, NetEntryKey, NetError, NetPeer, ResolvedAllowlist},
-    profile::UserRef,
+    profile::{SetuidUsers, UserRef},
     reference::KernelTables,
 };
 
@@ -44,6 +46,16 @@ pub struct Workload {
     /// Whether the profile polices egress (`connect`) and ingress (`bind`, `listen`).
     pub police_egress: bool,
     pub police_ingress: bool,
+    /// Whether the profile polices file opens (it has file rules).
+    pub police_files: bool,
+    /// The privileged operations it allows (`ptrace`, `setuid(postgres)`, …).
+    pub privileged: Vec<String>,
+    /// Its `WORKLOAD_BINDINGS` value (for each of its cgroups).
+    #[serde(skip)]
+    pub binding: WorkloadBinding,
+    /// The uids it may become (`privileged.setuid`, names resolved on this node).
+    #[serde(skip)]
+    pub setuid_uids: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -98,6 +110,12 @@ pub enum ResolveWarning {
         parent: PathBuf,
         reason: String,
     },
+    #[error("workload `{workload}`: setuid user {user}: {reason}; it may not become them")]
+    UnresolvedSetuidUser {
+        workload: String,
+        user: String,
+        reason: String,
+    },
     #[error(
         "workload `{workload}`: user {user} of {executable}: {reason}; it may not run {executable}"
     )]
@@ -128,6 +146,8 @@ pub enum ResolveError {
     NotCgroup2 { path: PathBuf },
     #[error(transparent)]
     Network(#[from] NetError),
+    #[error(transparent)]
+    Files(#[from] FileError),
 }
 
 /// A policy set resolved on this node: the exact entries the maps will hold.
@@ -138,6 +158,8 @@ pub struct ResolvedPolicy {
     pub rules: RuleTables,
     /// `NET_ALLOW` entries, DNS names resolved on this node.
     pub net_allow: BTreeMap<NetEntryKey, PortSet>,
+    /// `FILE_ALLOW` entries (the profiles' file rules and runtime defaults).
+    pub file_allow: BTreeMap<FileEntryKey, u8>,
     pub warnings: Vec<ResolveWarning>,
 }
 
@@ -146,20 +168,15 @@ impl ResolvedPolicy {
     pub fn bindings(&self) -> Vec<(u64, WorkloadBinding)> {
         self.workloads
             .iter()
-            .filter_map(|w| {
-                w.cgroup_id.map(|id| {
-                    (
-                        id,
-                        WorkloadBinding {
-                            workload: w.id,
-                            mode: driftwall_abi::Mode::from(w.mode) as u8,
-                            police: if w.police_egress { POLICE_EGRESS } else { 0 }
-                                | if w.police_ingress { POLICE_INGRESS } else { 0 },
-                            _pad: [0; 2],
-                        },
-                    )
-                })
-            })
+            .filter_map(|w| w.cgroup_id.map(|id| (id, w.binding)))
+            .collect()
+    }
+
+    /// `SETUID_ALLOW` keys.
+    pub fn setuid_rules(&self) -> std::collections::BTreeSet<SetuidKey> {
+        self.workloads
+            .iter()
+            .flat_map(|w| w.setuid_uids.iter().map(|uid| SetuidKey::new(w.id, *uid)))
             .collect()
     }
 
@@ -172,7 +189,7 @@ impl ResolvedPolicy {
             for e in &w.executables {
                 let key = ExecKey {
                     workload: w.id,
-                    _pad: 0,
+                    slot: 0,
                     file: e.file,
                 };
                 let flags = e.flags();
@@ -215,6 +232,8 @@ impl ResolvedPolicy {
             exec_constraints: self.exec_constraints(),
             rules: self.rules.clone(),
             net_allow: self.net_allow.clone(),
+            file_allow: self.file_allow.clone(),
+            setuid_allow: self.setuid_rules(),
         }
     }
 
@@ -306,6 +325,22 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             }
             executables.push(exe);
         }
+        let mut setuid_uids = Vec::new();
+        if let SetuidUsers::Listed(users) = &profile.privileged.setuid {
+            for user in users {
+                match user {
+                    UserRef::Uid(uid) => setuid_uids.push(*uid),
+                    UserRef::Name(name) => match uid_of(name) {
+                        Ok(uid) => setuid_uids.push(uid),
+                        Err(reason) => out.warnings.push(ResolveWarning::UnresolvedSetuidUser {
+                            workload: profile.name.clone(),
+                            user: name.clone(),
+                            reason,
+                        }),
+                    },
+                }
+            }
+        }
         out.workloads.push(Workload {
             id,
             name: profile.name.clone(),
@@ -315,8 +350,19 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             executables,
             police_egress: profile.egress.is_some(),
             police_ingress: profile.ingress.is_some(),
+            police_files: profile.files.is_some(),
+            privileged: profile.privileged.summary(),
+            binding: profile.binding(id),
+            setuid_uids,
         });
     }
+    let file_lists: Vec<_> = out
+        .workloads
+        .iter()
+        .zip(&bundle.workloads)
+        .filter_map(|(w, p)| p.files.as_ref().map(|f| (w.id, w.name.as_str(), f)))
+        .collect();
+    out.file_allow = files::lower(&file_lists)?;
     let mut lists = Vec::new();
     for (w, profile) in out.workloads.iter().zip(&bundle.workloads) {
         for (direction, list) in [
@@ -368,6 +414,7 @@ pub fn resolve(bundle: &Bundle, cgroup_root: &Path) -> Result<ResolvedPolicy, Re
             out.exec_constraints().len(),
             MAX_EXEC_CONSTRAINTS,
         ),
+        ("setuid users", out.setuid_rules().len(), MAX_SETUID_RULES),
     ] {
         if count > limit as usize {
             return Err(ResolveError::TooLarge { what, count, limit });
@@ -472,6 +519,8 @@ mod tests {
             exec_constraints: Vec::new(),
             egress: None,
             ingress: None,
+            files: None,
+            privileged: Default::default(),
         }
     }
 
@@ -512,7 +561,7 @@ mod tests {
         let (sh, tru) = (id("/bin/sh"), id("/bin/true"));
         let key = |file| ExecKey {
             workload: 1,
-            _pad: 0,
+            slot: 0,
             file,
         };
         let rules = r.exec_rules();
@@ -565,7 +614,7 @@ mod tests {
             BTreeMap::from([(
                 ExecKey {
                     workload: 2,
-                    _pad: 0,
+                    slot: 0,
                     file: FileId::from_stat(sh.dev(), sh.ino())
                 },
                 0
@@ -577,6 +626,47 @@ mod tests {
             r.warnings[0],
             ResolveWarning::MissingCgroup { .. }
         ));
+    }
+
+    #[test]
+    fn setuid_users_and_file_rules_reach_the_tables() {
+        use driftwall_compiler::files::{FileAllowlist, FileRuleSpec};
+        let root = default_cgroup_root();
+        let mut w = workload("db", "/", &[]);
+        w.privileged.setuid = SetuidUsers::Listed(vec![
+            UserRef::Uid(70),
+            UserRef::Name("root".into()),
+            UserRef::Name("no-such-user-dw".into()),
+        ]);
+        w.privileged.ptrace = true;
+        w.files = Some(FileAllowlist {
+            rules: vec![FileRuleSpec {
+                path: "/srv/".into(),
+                read: true,
+                write: false,
+            }],
+            runtime: false,
+        });
+        let r = resolve(&bundle(vec![w]), &root).unwrap();
+        let t = r.tables();
+        assert_eq!(
+            t.setuid_allow,
+            std::collections::BTreeSet::from([SetuidKey::new(1, 0), SetuidKey::new(1, 70),])
+        );
+        let b = t.bindings.values().next().unwrap();
+        assert_eq!(b.police, driftwall_abi::POLICE_FILES);
+        assert_eq!(b.privileges, driftwall_abi::PRIV_PTRACE);
+        assert_eq!(
+            files::longest_match(&t.file_allow, 1, "/srv/x"),
+            driftwall_abi::FILE_READ
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| matches!(w, ResolveWarning::UnresolvedSetuidUser { user, .. } if user == "no-such-user-dw")),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

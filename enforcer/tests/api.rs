@@ -121,6 +121,7 @@ fn fixture_with(tcp_token: Option<&str>) -> Fixture {
             hook: "bprm_check_security".into(),
             kind: "lsm".into(),
             inline: true,
+            guarantee: "inline".into(),
             program_id: None,
         },
         HookStatus {
@@ -128,6 +129,7 @@ fn fixture_with(tcp_token: Option<&str>) -> Fixture {
             hook: "sched_process_exec".into(),
             kind: "tp_btf".into(),
             inline: false,
+            guarantee: "observes".into(),
             program_id: None,
         },
     ]);
@@ -700,4 +702,35 @@ async fn notifications_are_listed_and_retried_through_the_api() {
     let all: serde_json::Value = serde_json::from_slice(&all).unwrap();
     assert_eq!(all["retried"], 0);
     drop(server);
+}
+
+#[tokio::test]
+async fn bundles_need_a_reloader_valid_parameters_and_a_body_within_the_limit() {
+    let f = fixture();
+    // Parameters are checked first.
+    for path in ["/v1/bundle?dry_run=maybe", "/v1/bundle?force=1"] {
+        let (code, msg) = refused(&f.socket, Method::POST, path, Some(b"DWBUNDLE".to_vec())).await;
+        assert_eq!(code, 400, "{path}: {msg}");
+    }
+    // A state with no kernel behind it (no reloader) takes no bundles.
+    let (code, msg) = refused(
+        &f.socket,
+        Method::POST,
+        "/v1/bundle",
+        Some(b"DWBUNDLE".to_vec()),
+    )
+    .await;
+    assert_eq!(code, 503, "{msg}");
+    assert!(msg.contains("does not take bundles"), "{msg}");
+    // A declared body over the largest bundle is refused before it is read.
+    let (code, text) = raw(
+        tokio::net::UnixStream::connect(&f.socket).await.unwrap(),
+        "POST /v1/bundle HTTP/1.1\r\nHost: dw\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 413, "{text}");
+    assert_eq!(
+        refused(&f.socket, Method::GET, "/v1/bundle", None).await.0,
+        405
+    );
 }

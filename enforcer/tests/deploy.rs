@@ -80,8 +80,27 @@ fn the_systemd_unit_starts_a_command_line_this_agent_accepts() {
     };
     assert_eq!(value("Restart"), "always");
     assert_eq!(value("KillSignal"), "SIGTERM");
+    // `systemctl reload` is SIGHUP: the agent reloads its configured policy.
+    assert_eq!(value("ExecReload"), "/bin/kill -HUP $MAINPID");
     let exec = value("ExecStart");
     let mut words = exec.split_whitespace();
     assert_eq!(words.next(), Some("/usr/local/bin/driftwall"));
     accepted(&words.map(str::to_string).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_example_configuration_is_one_this_agent_reads() {
+    use driftwall_enforcer::config::{ConfigFile, OnExit, Overrides, Settings};
+    let file = ConfigFile::parse(&deploy("config.toml")).expect("deploy/config.toml parses");
+    let path = Path::new("/etc/driftwall/config.toml");
+    let s = Settings::resolve(&Overrides::default(), Some((path, &file))).expect("resolves");
+    assert!(matches!(
+        &s.source,
+        driftwall_enforcer::source::PolicySource::BundleFile(b) if b == Path::new("/etc/driftwall/policy.dwb")
+    ));
+    assert_eq!(s.on_exit, OnExit::Keep);
+    assert!(!s.dry_run);
+    // The unit and the DaemonSet name this file.
+    assert!(deploy("driftwall.service").contains("--config /etc/driftwall/config.toml"));
+    assert!(deploy("daemonset.yaml").contains("--config=/etc/driftwall/config.toml"));
 }

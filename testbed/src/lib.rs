@@ -41,6 +41,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod guest;
 pub mod initramfs;
 pub mod kernels;

@@ -9,11 +9,16 @@
 //! that the reference decision (`crate::reference`) reads these tables exactly as the
 //! kernel does.
 //!
-//! Rules apply to the hooks the kernel programs decide ([`Hook::ENFORCED`]). A rule's
-//! actions outside that set are listed in [`RuleInfo::unenforced`], which every loader
-//! reports; an atom the kernel cannot evaluate in an enforced rule (the executable of
-//! the process itself or of its parent, a ptrace target's attributes) is refused with
-//! the rule's location. Nothing is dropped in silence.
+//! Rules apply to the hooks the kernel programs decide ([`Hook::ENFORCED`]: every
+//! action of the schema). A rule's actions outside that set would be listed in
+//! [`RuleInfo::unenforced`], which every loader reports; an atom the kernel cannot
+//! evaluate in an enforced rule (the executable of the process itself or of its parent,
+//! a ptrace target's executables or workload) is refused with the rule's location.
+//! Nothing is dropped in silence.
+//!
+//! A resource's user ids are numeric atoms: `resource.uid` is the uid a `setuid` asks
+//! for (`resource == User::"0"` is `resource.uid == 0`) or a `ptrace` target's real
+//! uid, `resource.euid` and `resource.gid` the target's effective uid and real gid.
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use driftwall_abi::rules::{
@@ -223,7 +228,7 @@ impl Builder<'_> {
             if attr != PathAttr::ResourcePath {
                 return Err(unsupported(format!(
                     "`{}` cannot be evaluated by this version of the kernel programs (the \
-                     hooks know the resource's path, not the path of a process's own \
+                     hooks know the resource's path, not the path of a process's \
                      executable); the rule is refused rather than approximated",
                     path_attr_name(attr)
                 )));
@@ -257,12 +262,9 @@ impl Builder<'_> {
                     IdAttr::PrincipalUid => NumField::Uid,
                     IdAttr::PrincipalEuid => NumField::Euid,
                     IdAttr::PrincipalGid => NumField::Gid,
-                    other => {
-                        return Err(unsupported(format!(
-                            "`{}` cannot be evaluated by this version of the kernel programs",
-                            id_attr_name(*other)
-                        )));
-                    }
+                    IdAttr::ResourceUid => NumField::ResourceUid,
+                    IdAttr::TargetEuid => NumField::ResourceEuid,
+                    IdAttr::TargetGid => NumField::ResourceGid,
                 };
                 AtomPlan::Num {
                     field,
@@ -339,9 +341,16 @@ impl Builder<'_> {
                     }),
                 );
             }
-            // `User::"…"` is the resource of `setuid` only, which no enforced hook
-            // decides: such a rule has no enforced actions and never gets here.
-            ResourceScope::User(_) => return Ok(Vec::new()),
+            // `User::"<uid>"`, the resource of `setuid`: the uid asked for.
+            ResourceScope::User(uid) => {
+                scope = Condition::and(
+                    scope,
+                    Condition::Atom(Atom::UidEq {
+                        attr: IdAttr::ResourceUid,
+                        value: i64::from(*uid),
+                    }),
+                );
+            }
         }
         let whole = Condition::and(scope, rule.condition.clone());
         let conjs = self.dnf(&whole, false, rule)?;
@@ -436,17 +445,6 @@ fn path_attr_name(a: PathAttr) -> &'static str {
         PathAttr::ResourcePath => "resource.path",
         PathAttr::TargetExe => "resource.exe",
         PathAttr::TargetParentExe => "resource.parent_exe",
-    }
-}
-
-fn id_attr_name(a: IdAttr) -> &'static str {
-    match a {
-        IdAttr::PrincipalUid => "principal.uid",
-        IdAttr::PrincipalEuid => "principal.euid",
-        IdAttr::PrincipalGid => "principal.gid",
-        IdAttr::ResourceUid => "resource.uid",
-        IdAttr::TargetEuid => "resource.euid",
-        IdAttr::TargetGid => "resource.gid",
     }
 }
 
@@ -937,18 +935,56 @@ mod tests {
     }
 
     #[test]
-    fn unhooked_actions_are_reported_and_unevaluable_atoms_refused() {
+    fn every_action_is_enforced_and_unevaluable_atoms_refused() {
         let t = tables(
             r#"@id("mod") forbid (principal, action == Action::"load_module", resource)
-               unless { principal.euid == 0 };"#,
-            &[],
+               unless { principal.euid == 0 };
+               @id("root") forbid (principal in Workload::"web", action == Action::"setuid", resource == User::"0");
+               @id("tracer") permit (principal, action == Action::"ptrace", resource)
+               when { resource.euid == 1000 && resource.gid == 1000 };"#,
+            &["web"],
         )
         .unwrap();
-        assert!(t.clauses.is_empty());
-        let warnings: Vec<String> = t.unenforced().map(|w| w.to_string()).collect();
-        assert_eq!(warnings.len(), 1);
+        assert_eq!(t.unenforced().count(), 0);
+        let module = |euid| {
+            t.evaluate(&RuleFacts {
+                hook: Hook::LoadModule as u8,
+                euid,
+                ..RuleFacts::default()
+            })
+        };
+        assert_eq!(module(1000), RuleVerdict::Forbid { rule: 0 });
+        assert_eq!(module(0), RuleVerdict::NoMatch);
+        let setuid = |workload, uid| {
+            t.evaluate(&RuleFacts {
+                hook: Hook::Setuid as u8,
+                workload,
+                resource_ids: true,
+                resource_uid: uid,
+                ..RuleFacts::default()
+            })
+        };
+        assert_eq!(setuid(1, 0), RuleVerdict::Forbid { rule: 1 });
+        assert_eq!(setuid(1, 33), RuleVerdict::NoMatch);
+        assert_eq!(setuid(0, 0), RuleVerdict::NoMatch);
+        let ptrace = t.evaluate(&RuleFacts {
+            hook: Hook::Ptrace as u8,
+            resource_ids: true,
+            resource_euid: 1000,
+            resource_gid: 1000,
+            ..RuleFacts::default()
+        });
+        assert_eq!(ptrace, RuleVerdict::Permit { rule: 2 });
+
+        let err = tables(
+            r#"@id("peer") forbid (principal, action == Action::"ptrace", resource in Workload::"web");"#,
+            &["web"],
+        )
+        .unwrap_err();
         assert!(
-            warnings[0].contains("rules/t.cedar:1: rule `mod` is not enforced for load_module")
+            err.to_string()
+                .starts_with("rules/t.cedar:1: rule `peer`: `resource in Workload"),
+            "{err}"
         );
 
         let err = tables(

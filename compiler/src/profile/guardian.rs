@@ -20,8 +20,8 @@ use serde_saphyr::Spanned;
 use super::{
     API_VERSION, CgroupPattern, ContainerSelector, EgressRule, ExecutableRule, FileAccess,
     FileRule, IngressRule, Mode, NAME_RULE, NetworkPolicy, PathPattern, Peer, PolicyError,
-    PortRange, ProcessPolicy, Profile, Protocol, Response, ResponseAction, Selector,
-    SourceLocation, UserRef, executable_path, file::AccessKind, from_yaml, invalid_at,
+    PortRange, Privileges, ProcessPolicy, Profile, Protocol, Response, ResponseAction, Selector,
+    SetuidUsers, SourceLocation, UserRef, executable_path, file::AccessKind, from_yaml, invalid_at,
     is_valid_name, network::parse_cidr, selector,
 };
 
@@ -70,6 +70,16 @@ struct SpecDoc {
     #[serde(default)]
     #[schemars(with = "Vec<FileRuleDoc>")]
     files: Vec<Spanned<FileRuleDoc>>,
+    /// With file rules: also allow what every program needs to start — reading shared
+    /// libraries, the loader's cache, time zones, `/proc`, … and `/dev/null` (the
+    /// runtime defaults, listed in `policies/README.md`). Default `true`.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    runtime_files: Option<Spanned<bool>>,
+    /// Privileged operations the workload may perform. Every profile polices them:
+    /// absent, none is allowed (in enforce mode each one fails with EPERM).
+    #[serde(default)]
+    privileged: PrivilegedDoc,
     /// What happens, in enforce mode, to what the profile does not allow. Each class
     /// defaults to `block`.
     #[serde(default)]
@@ -212,6 +222,28 @@ struct FileRuleDoc {
     /// `read`, `write`, or both.
     #[schemars(with = "Vec<AccessKind>", length(min = 1))]
     access: Vec<Spanned<AccessKind>>,
+}
+
+#[derive(Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Privileged")]
+struct PrivilegedDoc {
+    /// May trace or inspect other processes (`ptrace`, `/proc/<pid>/mem`,
+    /// `process_vm_readv`, …). Default `false`.
+    #[serde(default)]
+    ptrace: bool,
+    /// May mount file systems: new mounts, bind mounts, moves and remounts (changing a
+    /// mount's propagation is not mounting). Default `false`.
+    #[serde(default)]
+    mount: bool,
+    /// May load kernel modules (`init_module`, `finit_module`). Default `false`.
+    #[serde(default)]
+    load_module: bool,
+    /// Users (uid or name) its processes may become through the `setuid` family, or
+    /// `"*"` for any user. Absent or empty: none.
+    #[serde(default)]
+    #[schemars(with = "Vec<UserText>")]
+    setuid: Vec<Spanned<UserText>>,
 }
 
 #[derive(Deserialize, JsonSchema, Default)]
@@ -459,6 +491,7 @@ pub(crate) fn parse(file: &Path, text: &str) -> Result<Profile, PolicyError> {
             ));
         }
     }
+    let privileged = lower_privileged(file, &spec.privileged)?;
     let defaults = Response::default();
     let response = Response {
         exec: spec.response.exec.unwrap_or(defaults.exec),
@@ -473,7 +506,37 @@ pub(crate) fn parse(file: &Path, text: &str) -> Result<Profile, PolicyError> {
         process,
         network,
         files: files.into_iter().map(|(r, _)| r).collect(),
+        runtime_files: spec.runtime_files.as_ref().is_none_or(|s| s.value),
+        privileged,
         response,
+    })
+}
+
+fn lower_privileged(file: &Path, p: &PrivilegedDoc) -> Result<Privileges, PolicyError> {
+    let setuid = if let Some(star) = p.setuid.iter().find(|u| u.value.0 == "*") {
+        if p.setuid.len() > 1 {
+            return Err(invalid_at(
+                SourceLocation::of(file, star),
+                "setuid: `*` (any user) stands alone; drop the other users".into(),
+            ));
+        }
+        SetuidUsers::Any
+    } else {
+        let mut us = Vec::new();
+        for user in &p.setuid {
+            let u = UserRef::parse(&user.value.0)
+                .map_err(|e| e.at(SourceLocation::of(file, user), "setuid user"))?;
+            us.push((u, SourceLocation::of(file, user)));
+        }
+        let mut users = unique(us, "setuid user")?;
+        users.sort();
+        SetuidUsers::Listed(users)
+    };
+    Ok(Privileges {
+        ptrace: p.ptrace,
+        mount: p.mount,
+        load_module: p.load_module,
+        setuid,
     })
 }
 
@@ -717,6 +780,10 @@ spec:
   response:
     exec: kill
     network: notify
+  privileged:
+    mount: true
+    setuid: [postgres, 0]
+  runtime_files: false
 ";
 
     fn parse_ok(text: &str) -> Profile {
@@ -842,6 +909,46 @@ spec:
                 file: ResponseAction::Block
             }
         );
+        assert_eq!(
+            p.privileged,
+            Privileges {
+                ptrace: false,
+                mount: true,
+                load_module: false,
+                setuid: SetuidUsers::Listed(vec![
+                    UserRef::Uid(0),
+                    UserRef::Name("postgres".into())
+                ]),
+            }
+        );
+        assert!(!p.runtime_files);
+    }
+
+    #[test]
+    fn setuid_users_are_validated_and_star_stands_alone() {
+        refused(&[
+            (
+                "setuid: [postgres, 0]",
+                "setuid: [postgres, '*']",
+                36,
+                "stands alone",
+            ),
+            (
+                "setuid: [postgres, 0]",
+                "setuid: [postgres, postgres]",
+                36,
+                "duplicate setuid user",
+            ),
+            ("setuid: [postgres, 0]", "setuid: ['-x']", 36, "setuid user"),
+            (
+                "    mount: true",
+                "    mount: true\n    chroot: true",
+                36,
+                "chroot",
+            ),
+        ]);
+        let p = parse_ok(&FULL.replace("setuid: [postgres, 0]", "setuid: ['*']"));
+        assert_eq!(p.privileged.setuid, SetuidUsers::Any);
     }
 
     #[test]
@@ -853,6 +960,9 @@ spec:
         assert!(p.process.executables.is_empty());
         assert_eq!(p.network, NetworkPolicy::default());
         assert!(p.files.is_empty());
+        assert!(p.runtime_files);
+        assert_eq!(p.privileged, Privileges::default());
+        assert!(p.privileged.setuid.is_none());
         assert_eq!(p.response, Response::default());
         assert_eq!(p.response.exec, ResponseAction::Block);
         assert_eq!(p.selector.container, None);

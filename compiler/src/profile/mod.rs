@@ -37,6 +37,7 @@ use serde_saphyr::Spanned;
 pub mod file;
 pub mod guardian;
 pub mod network;
+pub mod privileged;
 pub mod process;
 pub mod response;
 pub mod schema;
@@ -44,6 +45,7 @@ pub mod selector;
 
 pub use file::{FileAccess, FileRule, PathPattern};
 pub use network::{DnsName, EgressRule, IngressRule, NetworkPolicy, Peer, PortRange, Protocol};
+pub use privileged::{Privileges, SetuidUsers};
 pub use process::{ExecutableRule, ProcessPolicy, UserRef};
 pub use response::{Response, ResponseAction};
 pub use selector::{CgroupPattern, ContainerSelector, Selector};
@@ -186,6 +188,11 @@ pub struct Profile {
     pub network: NetworkPolicy,
     /// Empty: the profile says nothing about files (no file policing).
     pub files: Vec<FileRule>,
+    /// Whether a profile with file rules also allows the runtime defaults
+    /// ([`file::RUNTIME_FILES`]: shared libraries, the loader's cache, `/proc`, …).
+    pub runtime_files: bool,
+    /// The privileged operations it allows (every profile polices them).
+    pub privileged: Privileges,
     pub response: Response,
 }
 
@@ -227,6 +234,8 @@ impl Profile {
             process: ProcessPolicy { executables },
             network: NetworkPolicy::default(),
             files: Vec::new(),
+            runtime_files: true,
+            privileged: Privileges::default(),
             response: Response::default(),
         }
     }

@@ -29,11 +29,23 @@ pub enum ClientError {
 }
 
 /// Sends one request to the agent at `socket` and returns the body of a 2xx answer.
+/// A body is sent as JSON.
 pub async fn request(
     socket: &Path,
     method: Method,
     path_and_query: &str,
     body: Option<Vec<u8>>,
+) -> Result<Bytes, ClientError> {
+    request_typed(socket, method, path_and_query, body, "application/json").await
+}
+
+/// [`request`], with the body's content type.
+pub async fn request_typed(
+    socket: &Path,
+    method: Method,
+    path_and_query: &str,
+    body: Option<Vec<u8>>,
+    content_type: &str,
 ) -> Result<Bytes, ClientError> {
     let stream = UnixStream::connect(socket).await.map_err(|source| {
         if matches!(
@@ -55,7 +67,7 @@ pub async fn request(
         .uri(path_and_query)
         .header(header::HOST, "driftwall");
     if body.is_some() {
-        builder = builder.header(header::CONTENT_TYPE, "application/json");
+        builder = builder.header(header::CONTENT_TYPE, content_type);
     }
     let req = builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let resp = sender.send_request(req).await?;

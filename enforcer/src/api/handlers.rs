@@ -300,6 +300,64 @@ pub async fn alert(
     json(StatusCode::CREATED, &answer)
 }
 
+/// `POST /v1/bundle[?dry_run=true|false][&hash=sha256:…]`: the body is a bundle as
+/// `driftwall compile` wrote it. It is decoded and verified (format, `abi` version,
+/// checksum; with `hash`, that it is the bundle the client meant) before anything
+/// changes, then resolved on this node and swapped in as the next generation. A bundle
+/// refused at any step changes nothing: `400` for one that is not a valid bundle (or
+/// not the one named), `422` for one this node cannot put in force; the generation in
+/// force stays in force. Answers the new generation, its bundle and the swap's timing.
+pub async fn load_bundle(
+    state: &Arc<ApiState>,
+    q: Option<&str>,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let p = params(q, &["dry_run", "hash"])?;
+    let dry_run = match p.get("dry_run").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "dry_run {other:?}: expected true or false"
+            )));
+        }
+    };
+    let reloader = state
+        .reloader
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("this agent does not take bundles".into()))?;
+    let bundle = blocking(move || {
+        driftwall_compiler::Bundle::from_bytes(&body)
+            .map_err(|e| ApiError::BadRequest(format!("bundle refused: {e}")))
+    })
+    .await?;
+    if let Some(expected) = p.get("hash") {
+        let actual = bundle.hash().to_string();
+        if *expected != actual {
+            return Err(ApiError::BadRequest(format!(
+                "bundle refused: it is {actual}, the request names {expected}"
+            )));
+        }
+    }
+    match reloader
+        .reload(
+            crate::reload::ReloadSource::Bundle(Box::new(bundle)),
+            dry_run,
+            "api",
+        )
+        .await
+    {
+        Ok(outcome) => json(StatusCode::OK, &outcome),
+        Err(e) if e.is_input_error() => Err(ApiError::Refused(format!(
+            "bundle refused: {e}; the generation in force stays in force"
+        ))),
+        Err(e) => Err(ApiError::Internal(format!(
+            "reload failed: {e}; the generation in force stays in force"
+        ))),
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: &Arc<ApiState>, q: Option<&str>) -> Result<Response<Body>, ApiError> {
     params(q, &[])?;

@@ -4,7 +4,8 @@
 //!
 //! | endpoint | what |
 //! | --- | --- |
-//! | `GET /v1/status` | the bundle in force, workloads, hooks (inline or not), capability table |
+//! | `GET /v1/status` | the bundle in force, generation, dry-run, workloads, hooks (inline, reactive or observing), pins, capability table |
+//! | `POST /v1/bundle` | a bundle (the bytes `driftwall compile` wrote) put in force as the next generation; `dry_run=true\|false` |
 //! | `GET /v1/flashback` | a Flashback by `decision`, `process`, `pid`, `cgroup`, `container`, `workload` or `ip` (+ `time`); `format=json\|text\|dot` |
 //! | `GET /v1/processes/{id}` | a process of the context graph with its children and flags |
 //! | `GET /v1/events` | newline-delimited JSON: stored events from `since`, then live decisions and alerts |
@@ -33,7 +34,7 @@ pub mod state;
 
 pub use metrics::Metrics;
 pub use server::{ApiConfig, ApiServer, ListenError, Listeners};
-pub use state::{AgentState, BundleInfo, HookStatus, Status};
+pub use state::{AgentState, BundleInfo, HookStatus, PinStatus, Status};
 
 /// Where the agent listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/driftwall/api.sock";
@@ -56,6 +57,8 @@ pub struct ApiState {
     /// The notification outbox, when the agent sends notifications
     /// (`/v1/notifications`).
     pub outbox: Option<driftwall_notify::Outbox>,
+    /// Where `POST /v1/bundle` sends bundles (none: this state takes no bundles).
+    pub reloader: Option<crate::reload::Reloader>,
 }
 
 impl ApiState {
@@ -75,7 +78,14 @@ impl ApiState {
             boot_id,
             cgroup_root,
             outbox: None,
+            reloader: None,
         }
+    }
+
+    /// Takes bundles (`POST /v1/bundle`) through `reloader`.
+    pub fn with_reloader(mut self, reloader: crate::reload::Reloader) -> Self {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// Serves the notification outbox too.

@@ -26,6 +26,13 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Internal(String),
+    /// The request was understood and refused: nothing changed (a bundle that does not
+    /// fit this node).
+    #[error("{0}")]
+    Refused(String),
+    /// This agent does not do that (no reloader).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -37,6 +44,8 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -318,6 +318,11 @@ async fn route(req: Request<Incoming>, state: &Arc<ApiState>) -> Result<Response
             let body = read_body(req).await?;
             handlers::alert(state, q, body).await
         }
+        "/v1/bundle" => {
+            expect(Method::POST)?;
+            let body = read_body_limited(req, BUNDLE_BODY).await?;
+            handlers::load_bundle(state, q, body).await
+        }
         "/metrics" => {
             expect(Method::GET)?;
             handlers::metrics(state, q).await
@@ -354,14 +359,29 @@ async fn route(req: Request<Incoming>, state: &Arc<ApiState>) -> Result<Response
     }
 }
 
-/// The largest request body accepted.
+/// The largest request body accepted (bundles excepted).
 pub const MAX_BODY: usize = 64 * 1024;
+/// The largest body of `POST /v1/bundle`: the largest bundle the agent reads.
+pub const BUNDLE_BODY: usize = driftwall_compiler::bundle::MAX_BUNDLE_BYTES as usize;
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    read_body_limited(req, MAX_BODY).await
+}
+
+async fn read_body_limited(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    // A declared length over the limit is refused before a byte is read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(MAX_BODY)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(limit)),
         Err(e) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
     }
 }

@@ -1,9 +1,10 @@
 //! What the agent knows about itself and serves on `GET /v1/status`: the bundle in
 //! force, its workloads, the hooks attached and the kernel's capability table.
 //!
-//! The bundle information sits behind a lock and carries a generation number so that a
-//! reload (`driftwall load`, SIGHUP) can swap it whole with [`AgentState::install_bundle`]:
-//! a reader sees the old bundle or the new one, never a mixture.
+//! The bundle information sits behind a lock and carries the generation number so that
+//! a reload (`driftwall load`, SIGHUP) swaps it whole with
+//! [`AgentState::install_generation`] once the kernel's generation has flipped: a
+//! reader sees the old bundle or the new one, never a mixture.
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
@@ -77,13 +78,34 @@ pub struct HookStatus {
     pub program: String,
     /// The kernel hook, e.g. `bprm_check_security` or `sched_process_exec`.
     pub hook: String,
-    /// `lsm` or `tp_btf`.
+    /// `lsm`, `tp_btf` or `cgroup_sock_addr`.
     pub kind: String,
-    /// True when the program decides the operation before it happens (an LSM hook);
-    /// false for observers and reactive fallbacks.
+    /// True when the program decides the operation before it happens (an LSM hook, a
+    /// cgroup `sock_addr` program); false for observers and reactive fallbacks.
     pub inline: bool,
+    /// `inline`, `reactive` (decided after the fact: a refused exec is killed) or
+    /// `observes`.
+    #[serde(default = "observes")]
+    pub guarantee: String,
     /// The kernel's id of the loaded program (for its run-time statistics).
     pub program_id: Option<u32>,
+}
+
+fn observes() -> String {
+    "observes".into()
+}
+
+/// Where the agent's programs and maps are pinned, and how it came by them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinStatus {
+    /// The pinned set's directory in bpffs.
+    pub dir: String,
+    /// `lsm` (BPF LSM) or `fallback` (cgroup `sock_addr` + reactive exec).
+    pub mode: String,
+    /// True when this agent adopted the set a previous agent left attached.
+    pub adopted: bool,
+    /// What happens to the set when the agent stops: `keep` or `detach`.
+    pub on_exit: String,
 }
 
 /// The answer of `GET /v1/status`.
@@ -93,19 +115,29 @@ pub struct Status {
     pub agent_version: String,
     /// When the agent started, RFC 3339.
     pub started_at: String,
-    /// Bumped by every bundle swap (1 for the bundle loaded at start-up).
+    /// The kernel's policy generation in force: bumped by every swap. An agent that
+    /// adopted pinned programs continues its predecessor's numbering.
     pub generation: u64,
+    /// Whether the global dry-run switch is on: nothing is refused, everything that
+    /// would be is reported as audit.
+    #[serde(default)]
+    pub dry_run: bool,
     /// The bundle in force (`None` before the first is loaded).
     pub bundle: Option<BundleInfo>,
     pub hooks: Vec<HookStatus>,
     pub capabilities: Capabilities,
+    /// The pinned set (`None` when the programs are not pinned).
+    #[serde(default)]
+    pub pins: Option<PinStatus>,
 }
 
 #[derive(Default)]
 struct Inner {
     generation: u64,
+    dry_run: bool,
     bundle: Option<BundleInfo>,
     hooks: Vec<HookStatus>,
+    pins: Option<PinStatus>,
 }
 
 /// The agent's state as the API sees it; shared by the agent loop and the server.
@@ -124,13 +156,27 @@ impl AgentState {
         }
     }
 
-    /// Puts `bundle` in force for the API and returns its generation. The seam for a
-    /// reload: call it once the new generation's maps are written.
+    /// Puts `bundle` in force for the API and returns its generation (the previous
+    /// one plus one): for a state with no kernel behind it, as in tests.
     pub fn install_bundle(&self, bundle: BundleInfo) -> u64 {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.generation += 1;
         inner.bundle = Some(bundle);
         inner.generation
+    }
+
+    /// Records the kernel generation just flipped in: its bundle, number and dry-run
+    /// switch, in one step.
+    pub fn install_generation(&self, bundle: BundleInfo, generation: u64, dry_run: bool) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.generation = generation;
+        inner.dry_run = dry_run;
+        inner.bundle = Some(bundle);
+    }
+
+    /// Records where the programs are pinned.
+    pub fn set_pins(&self, pins: PinStatus) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).pins = Some(pins);
     }
 
     /// Records the hooks attached (replacing what was there).
@@ -166,9 +212,11 @@ impl AgentState {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             started_at: self.started_at.clone(),
             generation: inner.generation,
+            dry_run: inner.dry_run,
             bundle: inner.bundle.clone(),
             hooks: inner.hooks.clone(),
             capabilities: self.capabilities.clone(),
+            pins: inner.pins.clone(),
         }
     }
 }

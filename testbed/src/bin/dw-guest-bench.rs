@@ -39,6 +39,7 @@ use std::{
 };
 
 use aya::{Ebpf, programs::Lsm};
+use driftwall_enforcer::generation::PolicyMaps;
 use driftwall_enforcer::{kernel_offsets, programs, resolve, source::PolicySource};
 use driftwall_testbed::{Reporter, guest::CGROUP_ROOT as CG};
 
@@ -143,7 +144,11 @@ fn measure_all() -> Result<String, String> {
             }
             Set::Driftwall => {
                 let mut ebpf = open_object()?;
-                programs::write_tables(&mut ebpf, &tables).map_err(|e| e.to_string())?;
+                // The first generation, as the agent writes it (the maps stay referenced
+                // by the programs once the handles here are dropped).
+                PolicyMaps::open(|n| ebpf.take_map(n))
+                    .and_then(|mut maps| maps.swap(&tables, false))
+                    .map_err(|e| format!("writing the policy: {e}"))?;
                 programs::attach_enforcement(&mut ebpf, &btf)
                     .map_err(|e| format!("attaching driftwall's programs: {e}"))?;
                 Some((ebpf, &programs::LSM_PROGRAMS))

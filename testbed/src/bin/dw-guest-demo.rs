@@ -199,11 +199,11 @@ fn demo() -> Result<String, String> {
     let mut receiver = start_receiver()?;
 
     say(&format!(
-        "enforcing {POLICIES}: `driftwall run --policies {POLICIES}` (it picks up \
-         {POLICIES}/notify.yaml: three webhook targets)"
+        "enforcing {POLICIES}: `driftwall run --policies {POLICIES} --on-exit detach` (it \
+         picks up {POLICIES}/notify.yaml: three webhook targets)"
     ));
     let mut agent = Command::new("/bin/driftwall")
-        .args(["run", "--policies", POLICIES])
+        .args(["run", "--policies", POLICIES, "--on-exit", "detach"])
         .envs(SECRETS.iter().map(|(_, var, secret)| (*var, *secret)))
         .env(
             "DRIFTWALL_SLACK_URL",

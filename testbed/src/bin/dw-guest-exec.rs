@@ -12,16 +12,15 @@
 //! /opt/dw/allowed, /opt/dw/denied   copies of dw-probe (two distinct files)
 //! ```
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Condvar, Mutex},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use driftwall_testbed::{
     Reporter,
+    agent::{Agent, EVENT_TIMEOUT, start_agent, start_agent_detaching, stop_agent},
     guest::{CGROUP_ROOT as CG, Spawned, spawn_in_cgroup},
 };
 use serde_json::Value;
@@ -29,8 +28,6 @@ use serde_json::Value;
 const ALLOWED: &str = "/opt/dw/allowed";
 const DENIED: &str = "/opt/dw/denied";
 const EPERM: i32 = libc::EPERM;
-/// Emulated time is slow: be generous.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Res = Result<String, String>;
 /// A guest test: what it found, or why it failed.
@@ -140,13 +137,6 @@ fn main() {
     let _ = reporter.finish();
 }
 
-/// The running agent and the events it printed.
-struct Agent {
-    child: Child,
-    ready_line: String,
-    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
-}
-
 fn setup() -> Result<Agent, String> {
     for dir in ["dw/web", "dw/audit", "dw/free", "dw/inbound"] {
         std::fs::create_dir_all(Path::new(CG).join(dir))
@@ -193,7 +183,9 @@ fn setup() -> Result<Agent, String> {
         std::fs::copy("/bin/dw-probe", p).map_err(|e| format!("copy to {p}: {e}"))?;
     }
 
-    start_agent(&["--policies", "/etc/dw/policies"])
+    // This agent's stop is the test that a stopped agent (`on_exit = detach`) leaves
+    // nothing enforcing.
+    start_agent_detaching(&["--policies", "/etc/dw/policies"])
 }
 
 /// The project's Cedar schema, as a policy repository carries it.
@@ -224,72 +216,13 @@ forbid (principal in Workload::"web", action == Action::"listen", resource)
 when { resource.ip.isInRange(ip("127.0.0.2/32")) && resource.protocol == "tcp" };
 "#;
 
-/// Starts `driftwall run <source_args> --output json` and waits for its `ready` line.
-fn start_agent(source_args: &[&str]) -> Result<Agent, String> {
-    let mut child = Command::new("/bin/driftwall")
-        .arg("run")
-        .args(source_args)
-        .args(["--output", "json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting driftwall: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let events: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
-    let sink = Arc::clone(&events);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("agent: {line}");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let (lock, cvar) = &*sink;
-                if let Ok(mut list) = lock.lock() {
-                    list.push(v);
-                    cvar.notify_all();
-                }
-            }
-        }
-    });
-    let mut agent = Agent {
-        child,
-        ready_line: String::new(),
-        events,
-    };
-    let ready = agent
-        .wait_for(Duration::from_secs(120), |v| v["kind"] == "ready")
-        .map_err(|e| {
-            let status = agent.child.try_wait().ok().flatten();
-            format!("{e}; agent exit status: {status:?}")
-        })?;
-    agent.ready_line = ready.to_string();
-    Ok(agent)
+/// What the suite asks of the agent's decisions about execs.
+trait ExecEvents {
+    fn exec_event(&self, pid: i32) -> Result<Value, String>;
+    fn assert_no_event(&self, pid: i32) -> Result<(), String>;
 }
 
-impl Agent {
-    /// Waits until an event matching `pred` has been printed, and returns it.
-    fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value, String> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.events;
-        let mut list = lock.lock().map_err(|_| "event list poisoned")?;
-        loop {
-            if let Some(v) = list.iter().find(|v| pred(v)) {
-                return Ok(v.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(format!(
-                    "no matching event within {timeout:?}; events so far: {}",
-                    list.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ));
-            }
-            list = cvar
-                .wait_timeout(list, deadline - now)
-                .map_err(|_| "event list poisoned")?
-                .0;
-        }
-    }
-
+impl ExecEvents for Agent {
     fn exec_event(&self, pid: i32) -> Result<Value, String> {
         self.wait_for(EVENT_TIMEOUT, |v| v["kind"] == "exec" && v["tgid"] == pid)
     }
@@ -300,9 +233,7 @@ impl Agent {
         let sentinel = run_in("dw/web", DENIED)?;
         expect_denied(&sentinel)?;
         self.exec_event(sentinel.pid)?;
-        let (lock, _) = &*self.events;
-        let list = lock.lock().map_err(|_| "event list poisoned")?;
-        match list.iter().find(|v| v["tgid"] == pid) {
+        match self.events()?.iter().find(|v| v["tgid"] == pid) {
             Some(v) => Err(format!("unexpected event for pid {pid}: {v}")),
             None => Ok(()),
         }
@@ -1023,22 +954,6 @@ fn the_api_serves_status_events_and_flashback(agent: &Agent) -> Res {
     ))
 }
 
-fn stop_agent(agent: &mut Agent) -> Result<std::process::ExitStatus, String> {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = agent.child.try_wait().map_err(|e| e.to_string())? {
-            return Ok(st);
-        }
-        if Instant::now() > deadline {
-            let _ = agent.child.kill();
-            return Err("the agent did not exit within 60 s of SIGTERM".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn agent_detaches_on_sigterm(mut agent: Agent) -> Res {
     let status = stop_agent(&mut agent)?;
     if !status.success() {
@@ -1073,6 +988,8 @@ fn profile_network_allowlists_are_enforced() -> Res {
         exec_constraints: Vec::new(),
         egress,
         ingress,
+        files: None,
+        privileged: Default::default(),
     };
     let bundle = Bundle {
         meta: BundleMeta {
@@ -1228,7 +1145,8 @@ fn executables_parents_and_users_are_enforced() -> Res {
              executables:\n      - {LAUNCHER}\n      - {OTHER}\n\
              \x20     - path: {CHILD}\n        parents: [{LAUNCHER}]\n\
              \x20     - path: {USER_ONLY}\n        users: [dwuser]\n\
-             \x20     - path: {ROOT_ONLY}\n        users: [0]\n        parents: [{LAUNCHER}, /opt/lineage/missing]\n"
+             \x20     - path: {ROOT_ONLY}\n        users: [0]\n        parents: [{LAUNCHER}, /opt/lineage/missing]\n\
+             \x20 privileged:\n    setuid: [dwuser, 1235]\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -1533,7 +1451,9 @@ mod agreement {
     use driftwall_compiler::reference::{Caller, ExecRequest, decide_exec};
     use driftwall_enforcer::{resolve, source};
 
-    use super::{Agent, CEDAR_SCHEMA, CG, Res, expect_denied, run_in, start_agent, stop_agent};
+    use super::{
+        Agent, CEDAR_SCHEMA, CG, ExecEvents, Res, expect_denied, run_in, start_agent, stop_agent,
+    };
 
     /// Requests per run.
     const REQUESTS: usize = 150;
@@ -1801,6 +1721,10 @@ mod agreement {
                                 ),
                             )
                         }
+                        // No exec is an attempt on the agent.
+                        Reason::AgentProtected => {
+                            return Err(format!("{}: the reference protects the agent", context()));
+                        }
                     };
                     if ev["workload_id"] != workload
                         || ev["decision"] != want
@@ -1814,7 +1738,7 @@ mod agreement {
                             Reason::CedarForbid => "forbidden",
                             Reason::ParentNotInProfile => "parent refused",
                             Reason::UserNotInProfile => "user refused",
-                            Reason::NotInProfile => want,
+                            Reason::NotInProfile | Reason::AgentProtected => want,
                         })
                         .or_default() += 1;
                 }

@@ -213,7 +213,10 @@ impl Agent {
         events.follow(child.stdout.take().ok_or("no stdout")?, "agent");
         log.follow(child.stderr.take().ok_or("no stderr")?, "agent log");
         let agent = Agent { child, events, log };
-        agent.events.wait(Duration::from_secs(120), "ready", |l| {
+        // A fresh start verifies the LSM programs: minutes on the emulated 6.1 kernel
+        // (the suite's later agents adopt the first one's pinned set and are quick).
+        // An agent that is not ready in time is killed when `agent` drops.
+        agent.events.wait(Duration::from_secs(300), "ready", |l| {
             l.iter().find(|l| l.contains("\"kind\":\"ready\"")).cloned()
         })?;
         Ok(agent)

@@ -25,6 +25,23 @@
 //!   (TCP), accepts one connection, reads one line and runs it with `/bin/sh -c` —
 //!   a command injection — with the shell's output sent back on the connection; it
 //!   exits with the shell's status.
+//! * `dw-probe sendto ADDR` sends one UDP datagram to ADDR without `connect`.
+//! * `dw-probe open PATH read|write|rdwr` opens PATH (never creating or truncating it)
+//!   and closes it.
+//! * `dw-probe setuid [--euid E] UID`: first `setresuid(-1, E, -1)` when given (a step
+//!   before), then `setuid(UID)`.
+//! * `dw-probe module PATH|-`: `finit_module` on PATH, or `init_module` from memory
+//!   with a few bytes (the kernel refuses both after its hooks: neither is a module).
+//! * `dw-probe mount DIR`: mounts a tmpfs on DIR, and unmounts it again.
+//! * `dw-probe ptrace PID`: `PTRACE_SEIZE`s PID (which does not stop it; exiting
+//!   detaches).
+//! * `dw-probe kill PID SIG`: sends SIG to PID.
+//! * `dw-probe bpf`: `bpf(BPF_PROG_GET_NEXT_ID)` from id 0.
+//! * `dw-probe unlink PATH`, `dw-probe rename FROM TO`.
+//! * `dw-probe unix-connect PATH`: connects a unix stream socket to PATH.
+//!
+//! The operations above exit 0 when they succeed, 100 + errno when the operation
+//! itself fails, 3 when a step before it fails, 2 on bad arguments.
 use std::net::SocketAddr;
 
 fn main() {
@@ -81,6 +98,15 @@ fn main() {
             println!("dw-probe: exec-via {mode} {path}: {code}");
             std::process::exit(code);
         }
+        Some(
+            verb @ ("sendto" | "open" | "setuid" | "module" | "mount" | "ptrace" | "kill" | "bpf"
+            | "unlink" | "rename" | "unix-connect"),
+        ) => {
+            let rest: Vec<String> = args.collect();
+            let code = operation(verb, &rest);
+            println!("dw-probe: {verb} {}: {code}", rest.join(" "));
+            std::process::exit(code);
+        }
         Some(verb @ ("spawn" | "spawn-as")) => {
             let uid = if verb == "spawn-as" {
                 match args.next().map(|u| u.parse::<u32>()) {
@@ -113,6 +139,153 @@ fn main() {
             let status = status.and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
             println!("dw-probe: {me} ran as pid {}", std::process::id());
             std::process::exit(status);
+        }
+    }
+}
+
+/// `enum bpf_cmd`'s `BPF_PROG_GET_NEXT_ID` (`include/uapi/linux/bpf.h`).
+const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+
+/// One of the single operations (see the module documentation): its exit code.
+fn operation(verb: &str, args: &[String]) -> i32 {
+    let errno = || 100 + std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let ok = |rc: libc::c_long| if rc >= 0 { 0 } else { errno() };
+    let cstr = |s: &str| std::ffi::CString::new(s).ok();
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    // SAFETY: plain syscalls on NUL-terminated strings and buffers owned here.
+    unsafe {
+        match (verb, arg(0), arg(1), arg(2)) {
+            ("sendto", Some(addr), None, None) => {
+                let Ok(addr) = addr.parse::<SocketAddr>() else {
+                    return 2;
+                };
+                // No bind: the kernel picks the source port (no `bind` to decide).
+                let family = if addr.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                };
+                let fd = libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    return 3;
+                }
+                let (storage, len) = sockaddr_of(addr);
+                let rc = libc::sendto(
+                    fd,
+                    b"dw-probe".as_ptr().cast(),
+                    8,
+                    0,
+                    (&raw const storage).cast(),
+                    len,
+                );
+                let code = if rc < 0 { errno() } else { 0 };
+                libc::close(fd);
+                code
+            }
+            ("open", Some(path), Some(how), None) => {
+                let flags = match how {
+                    "read" => libc::O_RDONLY,
+                    "write" => libc::O_WRONLY,
+                    "rdwr" => libc::O_RDWR,
+                    _ => return 2,
+                };
+                let Some(p) = cstr(path) else { return 2 };
+                let fd = libc::open(p.as_ptr(), flags | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return errno();
+                }
+                libc::close(fd);
+                0
+            }
+            ("setuid", Some(first), _, _) => {
+                let (euid, uid) = match (first, arg(1), arg(2)) {
+                    ("--euid", Some(e), Some(u)) => (e.parse::<u32>().ok(), u.parse::<u32>()),
+                    (u, None, None) => (None, u.parse::<u32>()),
+                    _ => return 2,
+                };
+                let Ok(uid) = uid else { return 2 };
+                if let Some(e) = euid
+                    && libc::syscall(libc::SYS_setresuid, -1i32, e, -1i32) != 0
+                {
+                    return 3;
+                }
+                // The raw syscall: this thread alone, as the kernel sees it.
+                ok(libc::syscall(libc::SYS_setuid, uid))
+            }
+            ("module", Some("-"), None, None) => {
+                // At least an ELF header's size, or the kernel refuses it before its
+                // hook.
+                let mut bytes = [0u8; 128];
+                bytes[..4].copy_from_slice(b"\x7fELF");
+                ok(libc::syscall(
+                    libc::SYS_init_module,
+                    bytes.as_ptr(),
+                    bytes.len(),
+                    c"".as_ptr(),
+                ))
+            }
+            ("module", Some(path), None, None) => {
+                let Some(p) = cstr(path) else { return 2 };
+                let fd = libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return 3;
+                }
+                ok(libc::syscall(libc::SYS_finit_module, fd, c"".as_ptr(), 0))
+            }
+            ("mount", Some(dir), None, None) => {
+                let Some(d) = cstr(dir) else { return 2 };
+                let rc = libc::mount(
+                    c"dw-probe".as_ptr(),
+                    d.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                );
+                if rc != 0 {
+                    return errno();
+                }
+                libc::umount2(d.as_ptr(), libc::MNT_DETACH);
+                0
+            }
+            ("ptrace", Some(pid), None, None) => {
+                let Ok(pid) = pid.parse::<libc::pid_t>() else {
+                    return 2;
+                };
+                ok(libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0))
+            }
+            ("kill", Some(pid), Some(sig), None) => {
+                let (Ok(pid), Ok(sig)) = (pid.parse::<libc::pid_t>(), sig.parse::<i32>()) else {
+                    return 2;
+                };
+                ok(libc::c_long::from(libc::kill(pid, sig)))
+            }
+            ("bpf", None, None, None) => {
+                // union bpf_attr for BPF_PROG_GET_NEXT_ID: start_id, next_id.
+                let mut attr = [0u32; 4];
+                ok(libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_PROG_GET_NEXT_ID,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr),
+                ))
+            }
+            ("unlink", Some(path), None, None) => {
+                let Some(p) = cstr(path) else { return 2 };
+                ok(libc::c_long::from(libc::unlink(p.as_ptr())))
+            }
+            ("rename", Some(from), Some(to), None) => {
+                let (Some(f), Some(t)) = (cstr(from), cstr(to)) else {
+                    return 2;
+                };
+                ok(libc::c_long::from(libc::rename(f.as_ptr(), t.as_ptr())))
+            }
+            ("unix-connect", Some(path), None, None) => {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(_) => 0,
+                    Err(e) => 100 + e.raw_os_error().unwrap_or(0),
+                }
+            }
+            _ => 2,
         }
     }
 }
@@ -173,6 +346,32 @@ fn exec_via(mode: &str, path: &str) -> i32 {
     }
 }
 
+/// The `sockaddr` of `addr` and its length.
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the casts view it as the family's
+    // own sockaddr, which it is large and aligned enough for.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = &mut *(&raw mut storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&raw mut storage).cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        } as libc::socklen_t;
+        (storage, len)
+    }
+}
+
 /// One network operation with raw syscalls, so each step's errno is its own.
 fn net(op: &str, addr: SocketAddr, udp: bool) -> i32 {
     let errno = || 100 + std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
@@ -193,23 +392,7 @@ fn net(op: &str, addr: SocketAddr, udp: bool) -> i32 {
         if fd < 0 {
             return 3;
         }
-        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = &mut *(&raw mut storage).cast::<libc::sockaddr_in>();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = &mut *(&raw mut storage).cast::<libc::sockaddr_in6>();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        } as libc::socklen_t;
+        let (storage, len) = sockaddr_of(addr);
         let sa = (&raw const storage).cast::<libc::sockaddr>();
         let code = match op {
             "connect" => {
