@@ -80,6 +80,8 @@ pub(crate) enum Loc {
 
 /// A pull-style source of items in order.
 type Pull<'a, K, P> = Box<dyn FnMut() -> Result<Option<(K, P)>> + 'a>;
+/// Sources for [`merge`]: each with its bound.
+type Sources<'a, K, P> = Vec<(K, Pull<'a, K, P>)>;
 
 /// Heap entry ordered for ascending or descending merges.
 struct Head<K> {
@@ -111,14 +113,14 @@ impl<K: Ord> Ord for Head<K> {
 /// sources far from the start are never read when `visit` stops early. `visit`
 /// returns whether to go on.
 fn merge<'a, K: Ord + Copy, P>(
-    mut sources: Vec<(K, Pull<'a, K, P>)>,
+    mut sources: Sources<'a, K, P>,
     descending: bool,
     mut visit: impl FnMut(K, P) -> Result<bool>,
 ) -> Result<()> {
     if descending {
-        sources.sort_by(|a, b| b.0.cmp(&a.0));
+        sources.sort_by_key(|s| std::cmp::Reverse(s.0));
     } else {
-        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        sources.sort_by_key(|s| s.0);
     }
     let mut pending = sources.into_iter().peekable();
     let mut pulls: Vec<Pull<'a, K, P>> = Vec::new();
@@ -455,8 +457,8 @@ impl<'s> Reader<'s> {
         lo: ProcId,
         hi: ProcId,
         descending: bool,
-    ) -> Vec<(ProcId, Pull<'s, ProcId, (Loc, ChildEntry<'s>)>)> {
-        let mut sources: Vec<(ProcId, Pull<'s, ProcId, (Loc, ChildEntry<'s>)>)> = Vec::new();
+    ) -> Sources<'s, ProcId, (Loc, ChildEntry<'s>)> {
+        let mut sources: Sources<'s, ProcId, (Loc, ChildEntry<'s>)> = Vec::new();
         if lo > hi {
             return sources;
         }
@@ -479,11 +481,7 @@ impl<'s> Reader<'s> {
                 continue;
             }
             let bound = if descending { hi.min(max) } else { lo.max(min) };
-            let start = if descending {
-                Key::<16>::of(&[parent, bound]).0.to_vec()
-            } else {
-                Key::<16>::of(&[parent, bound]).0.to_vec()
-            };
+            let start = Key::<16>::of(&[parent, bound]).0.to_vec();
             let loc = Loc::Seg(i);
             sources.push((
                 bound,
@@ -582,7 +580,7 @@ impl<'s> Reader<'s> {
     /// The process that had pid `tgid` at `time_ns`: the latest one first seen at or
     /// before that time that had not exited by then.
     pub(crate) fn locate_pid(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcId>> {
-        let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), Loc>)> = Vec::new();
+        let mut sources: Sources<'s, (u64, u64), Loc> = Vec::new();
         for (loc, m) in self.mems() {
             let mut v: Vec<((u64, u64), Loc)> = m
                 .pid_entries(tgid)
@@ -620,7 +618,7 @@ impl<'s> Reader<'s> {
     /// location and had not exited by `time_ns`; at most [`LOCATE_SCAN`] examined.
     fn first_alive(
         &self,
-        sources: Vec<((u64, u64), Pull<'s, (u64, u64), Loc>)>,
+        sources: Sources<'s, (u64, u64), Loc>,
         time_ns: u64,
     ) -> Result<Option<ProcId>> {
         let mut found = None;
@@ -646,7 +644,7 @@ impl<'s> Reader<'s> {
     /// entered it (exec'd in it) most recently before that time.
     fn locate_group(&self, workload: bool, group: u64, time_ns: u64) -> Result<Option<ProcId>> {
         let table = if workload { T::Workload } else { T::Cgroup };
-        let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), Loc>)> = Vec::new();
+        let mut sources: Sources<'s, (u64, u64), Loc> = Vec::new();
         for (loc, m) in self.mems() {
             let mut v: Vec<((u64, u64), Loc)> = m
                 .group_entries(workload, group)
@@ -701,7 +699,7 @@ impl<'s> Reader<'s> {
     ) -> Result<Option<(ProcId, u64, u64)>> {
         let ip = ip_bits(addr);
         for descending in [true, false] {
-            let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), ProcId>)> = Vec::new();
+            let mut sources: Sources<'s, (u64, u64), ProcId> = Vec::new();
             for (_, m) in self.mems() {
                 let mut v: Vec<((u64, u64), ProcId)> = m
                     .peer_edges(ip)
@@ -787,8 +785,8 @@ impl<'s> Reader<'s> {
         to: u64,
         descending: bool,
         mem_filter: fn(&StoredEdge) -> bool,
-    ) -> Result<Vec<((u64, u64), Pull<'s, (u64, u64), EdgeSource<'s>>)>> {
-        let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), EdgeSource<'s>>)> = Vec::new();
+    ) -> Result<Sources<'s, (u64, u64), EdgeSource<'s>>> {
+        let mut sources: Sources<'s, (u64, u64), EdgeSource<'s>> = Vec::new();
         for (_, m) in self.mems() {
             if !m.has_edges_of(id) {
                 continue;
@@ -991,7 +989,7 @@ impl<'s> Reader<'s> {
         to: u64,
         limit: usize,
     ) -> Result<Vec<(ProcId, u64, u64)>> {
-        let mut sources: Vec<((u64, u64), Pull<'s, (u64, u64), ProcId>)> = Vec::new();
+        let mut sources: Sources<'s, (u64, u64), ProcId> = Vec::new();
         for (_, m) in self.mems() {
             let v: Vec<((u64, u64), ProcId)> = m
                 .flag_edges()

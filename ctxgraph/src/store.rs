@@ -181,6 +181,17 @@ pub struct Store {
     pub(crate) config: Config,
 }
 
+/// A clean close seals the memtable, so that the history is in segments and the next
+/// open has no log to replay (a crash leaves the log, which the next open replays).
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Ok(mut ws) = self.writer.lock() {
+            // Best effort: what is not sealed is still in the log.
+            let _ = self.seal(&mut ws);
+        }
+    }
+}
+
 /// The directory of the segments of the store at `path`.
 pub(crate) fn segments_dir(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -250,6 +261,24 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(MANIFEST_CACHE)
             .create(&path)?;
+        // The version is checked in a read transaction first, so that a store of
+        // another schema is refused without a write to it.
+        {
+            let txn = db.begin_read()?;
+            let found = match txn.open_table(META) {
+                Ok(meta) => meta.get(SCHEMA_KEY)?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let empty = txn.list_tables()?.count() == 0;
+            if found.is_some_and(|v| v != SCHEMA_VERSION) || (found.is_none() && !empty) {
+                return Err(Error::SchemaMismatch {
+                    path,
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        }
         let txn = db.begin_write()?;
         let (counters, boots, metas) = {
             let mut meta = txn.open_table(META)?;

@@ -273,6 +273,8 @@ pub(crate) struct TableWriter {
     top: Vec<(Vec<u8>, Handle)>,
     entries: u64,
     raw_bytes: u64,
+    /// Where blocks are cut ([`BLOCK_BYTES`] outside tests).
+    block_bytes: usize,
 }
 
 /// What a finished table leaves in the segment's directory.
@@ -293,7 +295,14 @@ pub(crate) trait BlockSink {
 
 impl TableWriter {
     pub(crate) fn new() -> TableWriter {
+        TableWriter::with_block_bytes(BLOCK_BYTES)
+    }
+
+    /// A writer that cuts its blocks at `block_bytes` (tests use small blocks to get
+    /// many index blocks out of a small table).
+    pub(crate) fn with_block_bytes(block_bytes: usize) -> TableWriter {
         TableWriter {
+            block_bytes,
             data: BlockBuilder::default(),
             index: BlockBuilder::default(),
             last_key: Vec::new(),
@@ -316,7 +325,7 @@ impl TableWriter {
         self.last_key.extend_from_slice(key);
         self.entries += 1;
         self.raw_bytes += (key.len() + value.len()) as u64;
-        if self.data.size() >= BLOCK_BYTES {
+        if self.data.size() >= self.block_bytes {
             self.flush_data(sink)?;
         }
         Ok(())
@@ -331,7 +340,7 @@ impl TableWriter {
         handle.encode(&mut value);
         let last = std::mem::take(&mut self.last_key);
         self.index.add(&last, &value);
-        if self.index.size() >= BLOCK_BYTES {
+        if self.index.size() >= self.block_bytes {
             let handle = sink.put(&self.index.finish())?;
             self.top.push((last.clone(), handle));
         }
@@ -695,7 +704,9 @@ mod tests {
 
     fn table(n: u64, value_len: usize) -> (tempfile::TempDir, TableReader) {
         let mut sink = VecSink(Vec::new());
-        let mut w = TableWriter::new();
+        // Small blocks: a table this size spans thousands of data blocks and dozens of
+        // index blocks (with 16 KiB blocks one index block would index all of them).
+        let mut w = TableWriter::with_block_bytes(512);
         for i in 0..n {
             let key = Key::<16>::of(&[i / 3, i * 7]);
             let value = vec![(i % 251) as u8; value_len];
