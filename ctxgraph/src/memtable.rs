@@ -49,6 +49,9 @@ pub(crate) struct Memtable {
     /// start (they end at the writer's counters when it is sealed).
     pub base: SegmentMeta,
     pub records: FastMap<ProcId, ProcRecord>,
+    /// One past the highest id in `records` (0 when empty), kept so that queries do
+    /// not scan the map for it.
+    pub end_id: ProcId,
     /// Processes first seen here.
     pub keys: FastMap<ProcessKey, ProcId>,
     /// Their key bytes (`segment::proc_key`), for the seal.
@@ -81,6 +84,7 @@ impl Memtable {
         Memtable {
             base,
             records: FastMap::default(),
+            end_id: 0,
             keys: FastMap::default(),
             born: Vec::new(),
             edges: Vec::new(),
@@ -124,6 +128,7 @@ impl Memtable {
             self.index_exec(id, e);
         }
         self.bytes += RECORD_BYTES + record.execs.len() * (EXEC_BYTES + 64);
+        self.end_id = self.end_id.max(id + 1);
         self.records.insert(id, record);
     }
 
@@ -319,17 +324,21 @@ impl Memtable {
     }
 
     /// What the seal writes.
-    pub(crate) fn contents(&self) -> Contents {
+    pub(crate) fn contents(&self) -> Contents<'_> {
         Contents {
             keys: self.born.clone(),
             records: self
                 .records
                 .iter()
-                .map(|(id, r)| (*id, r.clone()))
+                .map(|(id, r)| (*id, Cow::Borrowed(r)))
                 .collect(),
-            edges: self.edges.clone(),
+            edges: self.edges.iter().map(Cow::Borrowed).collect(),
             gaps: self.gaps.clone(),
-            journal: self.journal.clone(),
+            journal: self
+                .journal
+                .iter()
+                .map(|(n, b)| (*n, Cow::Borrowed(b)))
+                .collect(),
         }
     }
 

@@ -558,12 +558,7 @@ impl<'s> Reader<'s> {
     /// (ids grow in arrival order, which is time order but for stragglers: a
     /// binary search; a hole left by retention counts as "later").
     pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
-        let end = self
-            .st
-            .active
-            .base
-            .first_id
-            .max(self.st.active.records.keys().max().map_or(0, |m| m + 1));
+        let end = self.st.active.base.first_id.max(self.st.active.end_id);
         let (mut lo, mut hi) = (UNATTRIBUTED + 1, end);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

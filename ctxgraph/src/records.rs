@@ -312,6 +312,17 @@ pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<
     postcard::to_allocvec(value).map_err(|source| Error::Encode { what, source })
 }
 
+/// Appends the encoding of `value` to `out` (no allocation once `out` has grown).
+pub(crate) fn encode_into<T: Serialize>(
+    what: &'static str,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(value, buf).map_err(|source| Error::Encode { what, source })?;
+    Ok(())
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|source| Error::Corrupt { what, source })
 }

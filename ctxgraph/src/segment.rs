@@ -39,6 +39,7 @@
 //! entry count and top index), and a footer: directory offset, length, CRC-32 and
 //! the magic again.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
@@ -49,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::records::{
-    EdgeRow, GapRecord, JournalBatch, ProcId, ProcRecord, StoredEdge, decode, encode,
+    EdgeRow, GapRecord, JournalBatch, ProcId, ProcRecord, StoredEdge, decode, encode, encode_into,
 };
 use crate::table::{BlockCache, BlockSink, Handle, Key, TableDir, TableReader, TableWriter};
 use crate::table::{get_varint, put_varint};
@@ -200,16 +201,20 @@ fn varint_bytes(v: u64) -> Vec<u8> {
 
 /// What a segment is made from: a memtable being sealed, or what retention keeps of
 /// a segment it rewrites.
+///
+/// A memtable lends its records, events and batches (`Cow::Borrowed`: the seal
+/// writes them while queries still read the frozen memtable, with no copy of it);
+/// a rewrite owns what it read back.
 #[derive(Default)]
-pub(crate) struct Contents {
+pub(crate) struct Contents<'a> {
     /// Process keys first seen in the segment: ((boot index, start time, tgid), id).
     pub keys: Vec<([u8; 16], ProcId)>,
     /// Record versions written by the segment.
-    pub records: Vec<(ProcId, ProcRecord)>,
-    pub edges: Vec<EdgeRow>,
+    pub records: Vec<(ProcId, Cow<'a, ProcRecord>)>,
+    pub edges: Vec<Cow<'a, EdgeRow>>,
     /// (from, seq, gap).
     pub gaps: Vec<(u64, u64, GapRecord)>,
-    pub journal: Vec<(u64, JournalBatch)>,
+    pub journal: Vec<(u64, Cow<'a, JournalBatch>)>,
 }
 
 /// Where a segment sits in the id, sequence and batch orders, and the bounds of what
@@ -323,7 +328,7 @@ struct TableDirWire {
 /// and id, sequence and batch ranges.
 pub(crate) fn build(
     path: &Path,
-    contents: &mut Contents,
+    contents: &mut Contents<'_>,
     base: &SegmentMeta,
 ) -> Result<SegmentMeta> {
     let file = OpenOptions::new()
@@ -447,14 +452,13 @@ pub(crate) fn build(
         .sort_unstable_by_key(|e| (e.id, e.time, e.seq));
     {
         let mut w = TableWriter::new();
+        let mut value = Vec::with_capacity(64);
         for e in &contents.edges {
             widen(&mut meta.edge_times, e.time);
             widen(&mut meta.times, e.time);
-            w.add(
-                &mut b,
-                &Key::<24>::of(&[e.id, e.time, e.seq]).0,
-                &encode("edge", &e.edge)?,
-            )?;
+            value.clear();
+            encode_into("edge", &e.edge, &mut value)?;
+            w.add(&mut b, &Key::<24>::of(&[e.id, e.time, e.seq]).0, &value)?;
         }
         dirs.push(w.finish(&mut b)?);
     }
@@ -670,7 +674,7 @@ impl Segment {
     }
 
     /// Everything in the segment, for a rewrite.
-    pub(crate) fn contents(&self) -> Result<Contents> {
+    pub(crate) fn contents(&self) -> Result<Contents<'static>> {
         let mut c = Contents::default();
         let mut cur = self.table(T::Keys).cursor();
         cur.first()?;
@@ -683,18 +687,19 @@ impl Segment {
         let mut cur = self.table(T::Children).cursor();
         cur.first()?;
         while let Some((k, v)) = cur.entry() {
-            c.records.push((crate::table::part(k, 1), child_record(v)?));
+            c.records
+                .push((crate::table::part(k, 1), Cow::Owned(child_record(v)?)));
             cur.next()?;
         }
         let mut cur = self.table(T::Edges).cursor();
         cur.first()?;
         while let Some((k, v)) = cur.entry() {
-            c.edges.push(EdgeRow {
+            c.edges.push(Cow::Owned(EdgeRow {
                 id: crate::table::part(k, 0),
                 time: crate::table::part(k, 1),
                 seq: crate::table::part(k, 2),
                 edge: decode("edge", v)?,
-            });
+            }));
             cur.next()?;
         }
         let mut cur = self.table(T::Gaps).cursor();
@@ -711,7 +716,7 @@ impl Segment {
         cur.first()?;
         while let Some((k, v)) = cur.entry() {
             c.journal
-                .push((crate::table::part(k, 0), decode("journal", v)?));
+                .push((crate::table::part(k, 0), Cow::Owned(decode("journal", v)?)));
             cur.next()?;
         }
         Ok(c)

@@ -572,18 +572,18 @@ impl Store {
 
     /// Writes the frozen memtable as segment `base` and opens it.
     fn write_frozen(&self, base: &SegmentMeta) -> Result<(Segment, PathBuf)> {
-        let mut contents = {
+        let name = base.file_name();
+        let tmp = self.seg_dir.join(format!("{name}.tmp"));
+        let meta = {
+            // Queries go on meanwhile (they read the frozen memtable under the same
+            // read lock); only the writer, whose lock the caller holds, would wait.
             let st = self.read_state()?;
             let frozen = st
                 .frozen
                 .as_ref()
                 .ok_or_else(|| Error::Dangling("no memtable to seal".into()))?;
-            frozen.contents()
+            segment::build(&tmp, &mut frozen.contents(), base)?
         };
-        let name = base.file_name();
-        let tmp = self.seg_dir.join(format!("{name}.tmp"));
-        let meta = segment::build(&tmp, &mut contents, base)?;
-        drop(contents);
         let path = self.seg_dir.join(&name);
         fs::rename(&tmp, &path).map_err(|e| dir_error(&path, e))?;
         sync_dir(&self.seg_dir)?;
