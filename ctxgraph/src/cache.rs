@@ -57,9 +57,13 @@ impl Hasher for SeededHasher {
             self.write_u64(u64::from_le_bytes(word));
         }
         let rest = chunks.remainder();
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        // Byte by byte: a copy of a variable length is a call to memcpy, which was
+        // most of the cost of hashing the short strings the writer interns.
+        let word = rest
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, &b)| w | (u64::from(b) << (8 * i)));
+        self.write_u64(word ^ ((rest.len() as u64) << 59));
     }
 
     fn write_u8(&mut self, v: u8) {
