@@ -1,11 +1,12 @@
 //! The ingest order: every event the store holds, in the order it arrived, behind a
 //! resumable cursor — what a streaming `/v1/events` serves.
 //!
-//! The store keeps events folded into process records and per-process chunks, not as
-//! a list. Each ingested batch also writes one `journal` entry: for each of its events
-//! a reference of a few bytes (kind, process id, time and sequence deltas) to where the
-//! event went. [`Store::events_since`] walks the journal from an [`EventCursor`] and
-//! rebuilds each event from its record, chunk or gap. An event that retention has
+//! The store keeps events folded into process records and each segment's `edges` and
+//! `gaps` tables, not as a list. Each ingested batch also has one `journal` entry: for
+//! each of its events a reference of a few bytes (kind, process id, time and sequence
+//! deltas) to where the event went. [`Store::events_since`] walks the journal (of the
+//! segments, then of the memtable) from an [`EventCursor`] and rebuilds each event
+//! from its record, edge or gap. An event that retention has
 //! deleted since is skipped, and a batch whose events are all older than the
 //! retention cutoff is deleted with them; a cursor into deleted history resumes at
 //! the oldest batch kept.

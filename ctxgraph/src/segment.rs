@@ -5,7 +5,7 @@
 //! [`Config::segment_bytes`](crate::Config::segment_bytes) (or the log reaches
 //! [`Config::checkpoint_bytes`](crate::Config::checkpoint_bytes)), the store *seals*
 //! it: it sorts everything into one segment file of [sorted tables](crate::table),
-//! writes it once, fsyncs it, records it in the manifest (`manifest.rs`) and empties
+//! writes it once, fsyncs it, records it in the manifest (`store.rs`) and empties
 //! the log. A segment is never modified afterwards; retention deletes a segment
 //! whose history is all older than the cutoff, or writes a filtered copy of it under
 //! a new generation number when only part of it is.
@@ -14,8 +14,8 @@
 //!
 //! * the **process records** changed while it was active: processes first seen then
 //!   and older ones that changed (an exec, an exit, a first child); a record's latest
-//!   version is the one in the newest segment that holds it (`manifest.rs` says
-//!   which);
+//!   version is the one in the newest segment that holds it (the manifest's
+//!   `versions` table says which);
 //! * the **keys** of the processes first seen in it (process key → id);
 //! * its **events** (edges), **gaps** and **journal** (ingest order), each once;
 //! * **indexes** over those, sorted once at sealing time, so none of them is a

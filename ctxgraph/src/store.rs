@@ -8,7 +8,7 @@
 //!   a posting per event in two small lists. No B-tree is written per event.
 //! * **Seal**: when the memtable holds [`Config::segment_bytes`] or the log
 //!   [`Config::checkpoint_bytes`], the store sorts it into one *segment* file
-//!   (`segment.rs`: records and every index as [sorted tables](crate::table)),
+//!   (`segment.rs`: records and every index as sorted tables, `table.rs`),
 //!   fsyncs it, renames it into `<store>.segments/`, records it in the *manifest*
 //!   (this file: a small redb database at the store's path) in one durable
 //!   transaction with the id counters and the new strings, and empties the log.
@@ -23,6 +23,12 @@
 //!   the cutoff, or writes a filtered copy of one that straddles it, with the
 //!   records of processes still alive carried along, and commits the new set of
 //!   files in one manifest transaction.
+//!
+//! Why not redb B-trees per event, as schema 4 did: ~1.7 B-tree inserts per event
+//! capped ingest near redb's floor (~250k events per CPU-second here) and freed
+//! copy-on-write pages kept the live file at 114–142 B per event; this engine writes
+//! each event once to the log and once, sorted, to a segment — 346k–405k events per
+//! CPU-second and 56–59 B per event, measured (the crate README and `BENCHMARKS.md`).
 //!
 //! # The manifest (redb)
 //!
@@ -105,7 +111,8 @@ pub struct Config {
     /// and the log emptied, bytes. Larger: fewer, bigger segments and a longer
     /// replay after a crash.
     pub checkpoint_bytes: u64,
-    /// How much memory the memtable may hold before it is sealed, bytes.
+    /// How much memory the memtable may hold before it is sealed, bytes (an
+    /// estimate: the resident memory of a full memtable is about twice this).
     pub segment_bytes: usize,
     /// Size retention: [`Store::compact`] deletes the oldest history until the keys
     /// and values stored ([`StoreStats::stored_bytes`]) fit in this many bytes.
