@@ -195,12 +195,13 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
     );
     let stats = store.stats()?;
     println!(
-        "disk: file {} bytes = {:.1} B/event; keys+values {:.1} B/event; {} processes, {} edge events",
+        "disk: file {} bytes = {:.1} B/event; keys+values {:.1} B/event; {} processes, {} edge events, {} segments",
         stats.file_bytes,
         stats.file_bytes as f64 / total as f64,
         stats.stored_bytes as f64 / total as f64,
         stats.processes,
-        stats.events
+        stats.events,
+        stats.segments
     );
     println!(
         "memory: RSS {} KiB after the boot batch, {} KiB after {total} events, peak {} KiB",

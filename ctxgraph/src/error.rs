@@ -57,6 +57,17 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A segment file could not be read or written.
+    #[error("context graph segment {path}: {source}")]
+    Segment {
+        /// The segment file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A segment file is damaged (a block fails its CRC, a directory does not parse).
+    #[error("context graph store: corrupt segment: {0}")]
+    CorruptSegment(String),
     /// A writer panicked while holding the store; the store must be reopened.
     #[error("context graph store: a writer panicked; reopen the store")]
     Poisoned,

@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::event::{AlertEvent, Event, GapEvent, Locator, ProcessEvent, ProcessKey};
 use crate::model::{InboundLink, ProcessView};
+use crate::reader::Reader;
 use crate::records::{ProcId, ProcRecord};
-use crate::store::{Reader, Store};
+use crate::store::Store;
 
 /// What a Flashback is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,8 +114,17 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when the subject maps onto no known process.
     pub fn flashback(&self, subject: &Subject, options: &FlashbackOptions) -> Result<Flashback> {
-        let reader = self.reader()?;
-        let (id, anchor, trigger) = resolve(&reader, subject)?;
+        self.with_reader(|reader| flashback(reader, subject, options))
+    }
+}
+
+fn flashback(
+    reader: &Reader<'_>,
+    subject: &Subject,
+    options: &FlashbackOptions,
+) -> Result<Flashback> {
+    {
+        let (id, anchor, trigger) = resolve(reader, subject)?;
         let mut truncated = false;
 
         // The chain, subject's process last; each record is read once.
@@ -190,7 +200,7 @@ impl Store {
         let mut budget = options.max_descendants;
         let mut latest = anchor;
         let since = tree(
-            &reader,
+            reader,
             id,
             &record,
             anchor,
@@ -226,7 +236,7 @@ impl Store {
 }
 
 /// Maps a subject onto (process id, anchor time, trigger event).
-fn resolve(reader: &Reader, subject: &Subject) -> Result<(ProcId, u64, Option<Event>)> {
+fn resolve(reader: &Reader<'_>, subject: &Subject) -> Result<(ProcId, u64, Option<Event>)> {
     let not_found = || Error::NotFound(format!("{subject:?}"));
     match subject {
         Subject::Event(e) => {
@@ -241,7 +251,7 @@ fn resolve(reader: &Reader, subject: &Subject) -> Result<(ProcId, u64, Option<Ev
     }
 }
 
-fn locate(reader: &Reader, locator: &Locator) -> Result<Option<(ProcId, u64, Option<Event>)>> {
+fn locate(reader: &Reader<'_>, locator: &Locator) -> Result<Option<(ProcId, u64, Option<Event>)>> {
     Ok(match locator {
         Locator::Process(key) => match reader.id_of(key)? {
             Some(id) => reader.view(id)?.map(|v| (id, v.first_seen_ns, None)),
@@ -272,7 +282,7 @@ const OLDER_CHILDREN: usize = 1024;
 /// event or a child costs one record read.
 #[allow(clippy::too_many_arguments)]
 fn tree(
-    reader: &Reader,
+    reader: &Reader<'_>,
     id: ProcId,
     record: &ProcRecord,
     anchor: u64,
@@ -316,10 +326,10 @@ fn tree(
     } else {
         (Vec::new(), Vec::new())
     };
-    let mut ids: Vec<ProcId> = older.into_iter().chain(newer).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    for (child, record) in reader.records(&ids)? {
+    let mut found: Vec<(ProcId, ProcRecord)> = older.into_iter().chain(newer).collect();
+    found.sort_unstable_by_key(|(id, _)| *id);
+    found.dedup_by_key(|(id, _)| *id);
+    for (child, record) in found {
         if record.exit.is_some_and(|(t, _)| t < anchor) {
             continue;
         }

@@ -1,11 +1,12 @@
 //! The ingest order: every event the store holds, in the order it arrived, behind a
 //! resumable cursor — what a streaming `/v1/events` serves.
 //!
-//! The store keeps events folded into process records and per-process chunks, not as
-//! a list. Each ingested batch also writes one `journal` entry: for each of its events
-//! a reference of a few bytes (kind, process id, time and sequence deltas) to where the
-//! event went. [`Store::events_since`] walks the journal from an [`EventCursor`] and
-//! rebuilds each event from its record, chunk or gap. An event that retention has
+//! The store keeps events folded into process records and each segment's `edges` and
+//! `gaps` tables, not as a list. Each ingested batch also has one `journal` entry: for
+//! each of its events a reference of a few bytes (kind, process id, time and sequence
+//! deltas) to where the event went. [`Store::events_since`] walks the journal (of the
+//! segments, then of the memtable) from an [`EventCursor`] and rebuilds each event
+//! from its record, edge or gap. An event that retention has
 //! deleted since is skipped, and a batch whose events are all older than the
 //! retention cutoff is deleted with them; a cursor into deleted history resumes at
 //! the oldest batch kept.
@@ -14,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::event::{Event, Exec};
-use crate::records::{JournalBatch, decode};
-use crate::store::{Applied, Reader, Store, journal_positions};
+use crate::reader::Reader;
+use crate::store::{Applied, Store, journal_positions};
 
 /// A position in the ingest order: batch number and index in the batch. Cursors
 /// stay valid across restarts; [`EventCursor::default`] is the beginning.
@@ -43,40 +44,39 @@ impl Store {
     /// At most `limit` events ingested at or after `cursor`, in ingest order, and the
     /// cursor after them.
     pub fn events_since(&self, cursor: EventCursor, limit: usize) -> Result<EventPage> {
-        let reader = self.reader()?;
-        let mut events = Vec::new();
-        let mut next = cursor;
-        'batches: for entry in reader.journal.range(cursor.batch..)? {
-            let (number, bytes) = entry?;
-            let number = number.value();
-            let batch: JournalBatch = decode("journal", bytes.value())?;
-            let skip = if number == cursor.batch {
-                cursor.index as usize
-            } else {
-                0
-            };
-            let positions = journal_positions(&batch);
-            for (index, at) in positions.iter().enumerate().skip(skip) {
-                if events.len() >= limit {
-                    next = EventCursor {
-                        batch: number,
-                        index: index as u32,
-                    };
-                    break 'batches;
+        self.with_reader(|reader| {
+            let mut events = Vec::new();
+            let mut next = cursor;
+            reader.journal_from(cursor.batch, |number, batch| {
+                let skip = if number == cursor.batch {
+                    cursor.index as usize
+                } else {
+                    0
+                };
+                let positions = journal_positions(&batch);
+                for (index, at) in positions.iter().enumerate().skip(skip) {
+                    if events.len() >= limit {
+                        next = EventCursor {
+                            batch: number,
+                            index: index as u32,
+                        };
+                        return Ok(false);
+                    }
+                    events.extend(rebuild(reader, *at)?);
                 }
-                events.extend(rebuild(&reader, *at)?);
-            }
-            next = EventCursor {
-                batch: number + 1,
-                index: 0,
-            };
-        }
-        Ok(EventPage { events, next })
+                next = EventCursor {
+                    batch: number + 1,
+                    index: 0,
+                };
+                Ok(true)
+            })?;
+            Ok(EventPage { events, next })
+        })
     }
 }
 
 /// The event at `at`, or `None` when retention deleted it.
-fn rebuild(reader: &Reader, at: Applied) -> Result<Option<Event>> {
+fn rebuild(reader: &Reader<'_>, at: Applied) -> Result<Option<Event>> {
     Ok(match at {
         Applied::Fork(id, time) => {
             let Some(view) = reader.view(id)? else {

@@ -22,11 +22,15 @@
 //! [`model`]. A process that accepted an inbound connection, and the processes it
 //! forked afterwards, carry that connection as their *inbound link*: "who came in".
 //!
-//! **The store.** [`Store`] keeps the graph in one redb file and a short ingest log
-//! beside it: each [`Store::ingest`] is one batch, in the fsync'd log when it returns
-//! and applied to redb, so a `kill -9` never loses an acknowledged batch. Memory is a bounded page cache plus bounded memos, whatever the
-//! length of history; [`Store::prune`] and [`Store::compact`] delete old history. The
-//! file carries a schema version checked on open.
+//! **The store.** [`Store`] is a log-structured engine of its own (schema 5; see
+//! [`store`]): each [`Store::ingest`] is one batch, appended to an ingest log and
+//! `fdatasync`'d before it returns — so a `kill -9` never loses an acknowledged batch
+//! — then applied to an in-memory *memtable*. A full memtable is sealed, sorted once,
+//! into an immutable *segment* file of sorted tables; a small redb database is the
+//! manifest that names the segments. Memory is the memtable, a bounded block cache
+//! and bounded memos, whatever the length of history; [`Store::prune`] and
+//! [`Store::compact`] delete old history a segment at a time. The manifest carries a
+//! schema version checked on open.
 //!
 //! **Flashback.** [`Store::flashback`] takes a decision, an alert, a process or a
 //! (pid | cgroup | workload | IP, time) [`Locator`] and returns the story: the ancestor
@@ -62,10 +66,15 @@ pub mod error;
 pub mod event;
 pub mod flashback;
 pub mod journal;
+mod memtable;
 pub mod model;
+mod reader;
 mod records;
 pub mod render;
+mod retention;
+mod segment;
 pub mod store;
+mod table;
 mod wal;
 
 pub use error::{Error, Result};

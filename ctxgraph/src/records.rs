@@ -1,11 +1,9 @@
 //! The on-disk encoding of records: compact postcard structs with interned strings.
 //!
 //! Public [`Event`](crate::Event)s are not stored as they arrive. Process lifecycle
-//! (fork, exec, exit) folds into one [`ProcRecord`] per process, written once per
-//! ingested batch however many of its events the batch holds; every other event
-//! becomes one [`StoredEdge`] in an [`EventChunk`]: the events of one process, one
-//! batch and one time window, with times and sequence numbers as small deltas — one
-//! B-tree entry for many events. Process keys
+//! (fork, exec, exit) folds into one [`ProcRecord`] per process, one version per
+//! segment that changed it; every other event becomes one [`StoredEdge`] in its
+//! segment's `edges` table ([`EdgeRow`]). Process keys
 //! are replaced by dense `u64` process ids, boot ids by a small index, and the
 //! low-cardinality strings (executable paths, working directories, hooks, rules,
 //! workload and alert-source names) by `u64` string ids. Argument vectors stay inline:
@@ -42,10 +40,10 @@ pub(crate) struct ProcRecord {
     pub forked_ns: Option<u64>,
     pub execs: Vec<ExecRecord>,
     pub exit: Option<(u64, i32)>,
-    /// It may have children in `children` (false: certainly none), so a Flashback
-    /// does not look for the children of the leaves of its tree.
+    /// It may have children (false: certainly none), so a Flashback does not look
+    /// for the children of the leaves of its tree.
     pub has_children: bool,
-    /// It may have chunks in `proc_events` (false: certainly none).
+    /// It may have edge events (false: certainly none).
     pub has_edges: bool,
 }
 
@@ -234,79 +232,20 @@ pub(crate) enum StoredEdge {
     },
 }
 
-/// The events of one process in one batch and one time window (see
-/// [`window_of`]), sorted by (time, sequence), keyed by `(process id, window, first
-/// sequence)`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct EventChunk {
-    /// Which kinds of edges the chunk holds ([`KIND_ACCEPT`], …): the first byte of the
-    /// encoding, so a scan for accepts can skip chunks without decoding them.
-    pub kinds: u8,
-    /// The events.
-    pub entries: Vec<ChunkEntry>,
-}
-
-/// One event in an [`EventChunk`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ChunkEntry {
-    /// Nanoseconds after the start of the chunk's window.
-    pub offset_ns: u64,
-    /// Sequence number minus the chunk's first sequence number.
-    pub seq_delta: u64,
-    /// What happened.
+/// An edge event with its process, time and sequence number: one entry of a
+/// segment's `edges` table.
+#[derive(Clone, Debug)]
+pub(crate) struct EdgeRow {
+    pub id: ProcId,
+    pub time: u64,
+    pub seq: u64,
     pub edge: StoredEdge,
 }
 
-/// The chunk holds an accepted connection.
-pub(crate) const KIND_ACCEPT: u8 = 1;
-/// The chunk holds a decision or an alert.
-pub(crate) const KIND_FLAG: u8 = 2;
-/// The chunk holds a connection (connect, accept, UDP peer): it is in `peer_time`.
-pub(crate) const KIND_PEER: u8 = 4;
-/// Anything else.
-pub(crate) const KIND_OTHER: u8 = 8;
-
-/// log2 of the time window of chunks and of the time-major peer index: 2^27 ns ≈
-/// 134 ms. A batch of a busy node covers about one window, so a process gets about
-/// one chunk per batch; a time-range query, and an (IP, time) look-up, decode only
-/// the chunks of the windows they overlap — a tenth of a second of one process.
-pub(crate) const WINDOW_SHIFT: u32 = 27;
-
-/// log2 of the span of the `peer_spans` index: 2^33 ns ≈ 8.6 s, 64 windows. One entry
-/// per address and span says in which spans an address was a peer at all, so that an
-/// (IP, time) look-up of an address last seen long ago skips the spans without it.
-pub(crate) const SPAN_SHIFT: u32 = 33;
-
-/// The span a window falls in.
-pub(crate) const fn span_of_window(window: u64) -> u64 {
-    window >> (SPAN_SHIFT - WINDOW_SHIFT)
-}
-
-/// The windows of a span.
-pub(crate) const fn windows_of_span(span: u64) -> std::ops::Range<u64> {
-    let first = span << (SPAN_SHIFT - WINDOW_SHIFT);
-    first..first + (1 << (SPAN_SHIFT - WINDOW_SHIFT))
-}
-
-/// The window a time falls in.
-pub(crate) const fn window_of(time_ns: u64) -> u64 {
-    time_ns >> WINDOW_SHIFT
-}
-
-/// The first nanosecond of a window.
-pub(crate) const fn window_start(window: u64) -> u64 {
-    window << WINDOW_SHIFT
-}
-
 impl StoredEdge {
-    /// The [`EventChunk::kinds`] bit of this edge.
-    pub(crate) fn kind_bit(&self) -> u8 {
-        match self {
-            StoredEdge::Accept { .. } => KIND_ACCEPT | KIND_PEER,
-            StoredEdge::Connect { .. } | StoredEdge::UdpPeer { .. } => KIND_PEER,
-            StoredEdge::Decision { .. } | StoredEdge::Alert { .. } => KIND_FLAG,
-            StoredEdge::Credentials { .. } | StoredEdge::Listen { .. } => KIND_OTHER,
-        }
+    /// A decision or an alert: indexed as a flag.
+    pub(crate) fn is_flag(&self) -> bool {
+        matches!(self, StoredEdge::Decision { .. } | StoredEdge::Alert { .. })
     }
 
     /// The peer of a connection, for the (IP, time) index.
@@ -353,7 +292,6 @@ pub(crate) struct JournalBatch {
 pub(crate) enum StoredTarget {
     Path(StrId),
     Endpoint(SocketAddr),
-    // Added after schema 3's first release; appended, so older records still decode.
     Process(crate::event::ProcessKey),
     User(u32),
     Kernel(StrId),
@@ -372,6 +310,17 @@ pub(crate) struct GapRecord {
 
 pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|source| Error::Encode { what, source })
+}
+
+/// Appends the encoding of `value` to `out` (no allocation once `out` has grown).
+pub(crate) fn encode_into<T: Serialize>(
+    what: &'static str,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(value, buf).map_err(|source| Error::Encode { what, source })?;
+    Ok(())
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {

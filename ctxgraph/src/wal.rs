@@ -1,15 +1,13 @@
-//! The ingest log: what makes a batch durable before the indexes are.
+//! The ingest log: what makes a batch durable before it is in a segment.
 //!
 //! [`Store::ingest`](crate::Store::ingest) appends each batch as one frame to a log
-//! file beside the redb file and `fdatasync`s it: a sequential write of the batch's
-//! compact encoding, whatever the indexes look like. The redb transaction that
-//! applies the batch commits *without* an fsync; every
-//! [`Config::checkpoint_bytes`](crate::Config::checkpoint_bytes) of log the store
-//! makes redb durable once (so the B-tree pages a thousand batches dirtied are
-//! written once) and empties the log. After a crash redb is back at its last
-//! durable commit, which records the number of the last batch it holds; opening the
-//! store replays the frames after it. A frame that is cut short or fails its CRC is
-//! the tail of a batch that was never acknowledged: it is cut off.
+//! file beside the manifest and `fdatasync`s it — the acknowledgement: a sequential
+//! write of the batch's compact encoding. The batch is then applied to the memtable
+//! (`memtable.rs`), in memory only. When the memtable is sealed into a segment
+//! (`segment.rs`) and the manifest names it, with the number of the last batch it
+//! holds, the log is emptied. After a crash, opening the store replays the frames
+//! after that batch into a new memtable. A frame that is cut short or fails its CRC
+//! is the tail of a batch that was never acknowledged: it is cut off.
 //!
 //! A frame is `magic "DWL1" | batch number u64 | payload length u32 | CRC-32 of
 //! number and payload u32 | payload`, little-endian; the payload is the batch's

@@ -485,8 +485,8 @@ fn stamp_schema_version(path: &std::path::Path, version: u64) {
 /// what to do, not misread.
 #[test]
 fn a_store_of_another_schema_version_is_refused() {
-    assert_eq!(SCHEMA_VERSION, 4);
-    for version in [SCHEMA_VERSION + 1, 3, 2] {
+    assert_eq!(SCHEMA_VERSION, 5);
+    for version in [SCHEMA_VERSION + 1, 4, 3, 2] {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("graph.redb");
         drop(Store::open(&path, Config::default()).expect("create"));
@@ -502,7 +502,7 @@ fn a_store_of_another_schema_version_is_refused() {
                 let text = e.to_string();
                 assert!(
                     text.contains(&format!("schema version Some({version})"))
-                        && text.contains("reads version 4")
+                        && text.contains("reads version 5")
                         && text.contains("set it aside"),
                     "{text}"
                 );
@@ -511,6 +511,92 @@ fn a_store_of_another_schema_version_is_refused() {
             Ok(_) => panic!("a store of schema version {version} was opened"),
         }
     }
+}
+
+/// A store written by the schema 4 build (redb B-trees per event, no segments) is
+/// refused as it is, not misread as an empty manifest, and left untouched.
+#[test]
+fn a_schema_4_store_of_redb_tables_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("graph.redb");
+    {
+        // The layout of schema 4: its meta table and some of its per-event tables.
+        let db = redb::Database::create(&path).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .expect("meta");
+            meta.insert("schema_version", 4).expect("insert");
+            meta.insert("next_seq", 3).expect("insert");
+            let mut procs = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("procs"))
+                .expect("procs");
+            procs.insert(1, b"a process".as_slice()).expect("insert");
+            let mut events = txn
+                .open_table(redb::TableDefinition::<(u64, u64, u64), &[u8]>::new(
+                    "proc_events",
+                ))
+                .expect("proc_events");
+            events
+                .insert((1, 2, 3), b"an event".as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    std::fs::write(dir.path().join("graph.redb.log"), b"schema 4 frames").expect("log");
+    match Store::open(&path, Config::default()) {
+        Err(Error::SchemaMismatch {
+            found, expected, ..
+        }) => {
+            assert_eq!(found, Some(4));
+            assert_eq!(expected, SCHEMA_VERSION);
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a schema 4 store was opened"),
+    }
+    {
+        // Its contents are as they were: no table added, nothing rewritten (redb
+        // itself stamps its header on open, so the bytes are not compared).
+        use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+        let db = redb::Database::open(&path).expect("redb");
+        let txn = db.begin_read().expect("txn");
+        let mut tables: Vec<String> = txn
+            .list_tables()
+            .expect("tables")
+            .map(|t| t.name().to_owned())
+            .collect();
+        tables.sort();
+        assert_eq!(tables, ["meta", "proc_events", "procs"]);
+        let meta = txn
+            .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .expect("meta");
+        assert_eq!(
+            meta.get("schema_version").expect("get").map(|v| v.value()),
+            Some(4)
+        );
+        assert_eq!(meta.len().expect("len"), 2);
+        let procs = txn
+            .open_table(redb::TableDefinition::<u64, &[u8]>::new("procs"))
+            .expect("procs");
+        assert_eq!(
+            procs.get(1).expect("get").map(|v| v.value().to_vec()),
+            Some(b"a process".to_vec())
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("graph.redb.log")).expect("log"),
+        b"schema 4 frames"
+    );
+    assert!(
+        !dir.path().join("graph.redb.segments").exists(),
+        "no segment directory is made beside a refused store"
+    );
+    // The agent's way out (`--fresh-graph`) moves it aside and a fresh store opens.
+    let aside = Store::set_aside(&path).expect("set aside");
+    assert!(aside.exists() && !path.exists());
+    let fresh = Store::open(&path, Config::default()).expect("fresh");
+    assert_eq!(fresh.stats().expect("stats").processes, 0);
 }
 
 /// `Store::set_aside` moves a refused store and its log out of the way, intact: the

@@ -1,0 +1,1252 @@
+//! Queries over one consistent snapshot of the store: the memtables and the sealed
+//! segments, merged.
+//!
+//! Every index lives in pieces — one per segment, one per memtable — each sorted.
+//! A query builds one *source* per piece that may hold an answer (a segment's
+//! bounds in the manifest rule most of them out without reading anything) and
+//! merges them lazily: a source is opened only when its bound says it could hold
+//! the next item in order, so a (pid, time) look-up near the present reads the
+//! newest segment or two, and a Flashback "since" of a daemon reads forward from
+//! the anchor and stops at its bound.
+//!
+//! **Versions.** A record has one version per segment that changed it; only the
+//! newest counts. [`Reader::location`] says where it is (the memtable, the
+//! `versions` table of the manifest, or else the segment the process was first
+//! seen in), and an index entry counts only when it comes from that location — so
+//! an older version's `pid`, `children` or `cgroup` entry (a process that exited
+//! later, or got its parent later) is never an answer. Events are not versioned:
+//! each is in the segment that ingested it.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use redb::ReadOnlyTable;
+
+use crate::cache::FastMap;
+use crate::error::{Error, Result};
+use crate::event::{
+    AlertEvent, Credentials, Decision, Event, Executable, GapEvent, ProcessEvent, ProcessEventKind,
+    ProcessKey, Target,
+};
+use crate::memtable::Memtable;
+use crate::model::{ExecView, ExitView, InboundLink, ProcessView};
+use crate::records::{
+    Argv, EdgeRow, GapRecord, JournalBatch, ProcId, ProcRecord, StoredEdge, StoredTarget, StrId,
+    decode,
+};
+use crate::segment::{
+    Segment, T, child_exit_mark, child_record, ip_bits, peer_key, peer_key_parts, pid_key,
+    pid_key_parts, proc_key, varint_value,
+};
+use crate::table::{Key, part};
+
+/// The process id of alerts that matched no process.
+pub(crate) const UNATTRIBUTED: ProcId = 0;
+/// How many candidates a (pid | cgroup | workload, time) look-up examines.
+const LOCATE_SCAN: usize = 256;
+/// How many process keys and strings one query remembers.
+const READER_MEMO: usize = 4096;
+
+/// The store's state behind its lock: the memtables and the segments.
+pub(crate) struct State {
+    pub active: Memtable,
+    /// The memtable being sealed, while it is.
+    pub frozen: Option<Memtable>,
+    /// Sealed segments by number.
+    pub segments: Vec<Arc<Segment>>,
+    /// Boot ids by boot index.
+    pub boots: Vec<u128>,
+}
+
+/// The manifest tables a query reads (redb, one read transaction).
+pub(crate) struct Lookups {
+    pub strings: ReadOnlyTable<u64, &'static str>,
+    pub string_ids: ReadOnlyTable<&'static str, u64>,
+    pub versions: ReadOnlyTable<u64, u64>,
+    pub edge_segments: ReadOnlyTable<(u64, u64), ()>,
+}
+
+/// Where the latest version of a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Loc {
+    Active,
+    Frozen,
+    /// Index into [`State::segments`].
+    Seg(usize),
+}
+
+/// A pull-style source of items in order.
+type Pull<'a, K, P> = Box<dyn FnMut() -> Result<Option<(K, P)>> + 'a>;
+/// Sources for [`merge`]: each with its bound.
+type Sources<'a, K, P> = Vec<(K, Pull<'a, K, P>)>;
+
+/// Heap entry ordered for ascending or descending merges.
+struct Head<K> {
+    key: K,
+    source: usize,
+    descending: bool,
+}
+
+impl<K: Ord> PartialEq for Head<K> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl<K: Ord> Eq for Head<K> {}
+impl<K: Ord> PartialOrd for Head<K> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<K: Ord> Ord for Head<K> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        let c = self.key.cmp(&o.key).then(o.source.cmp(&self.source));
+        if self.descending { c } else { c.reverse() }
+    }
+}
+
+/// Merges sorted sources, each with a bound no item of it can be before (in merge
+/// order): a source is opened only when its bound could beat the best head, so
+/// sources far from the start are never read when `visit` stops early. `visit`
+/// returns whether to go on.
+fn merge<'a, K: Ord + Copy, P>(
+    mut sources: Sources<'a, K, P>,
+    descending: bool,
+    mut visit: impl FnMut(K, P) -> Result<bool>,
+) -> Result<()> {
+    if descending {
+        sources.sort_by_key(|s| std::cmp::Reverse(s.0));
+    } else {
+        sources.sort_by_key(|s| s.0);
+    }
+    let mut pending = sources.into_iter().peekable();
+    let mut pulls: Vec<Pull<'a, K, P>> = Vec::new();
+    let mut payloads: Vec<Option<P>> = Vec::new();
+    let mut heap: BinaryHeap<Head<K>> = BinaryHeap::new();
+    loop {
+        while let Some((bound, _)) = pending.peek() {
+            let open = match heap.peek() {
+                None => true,
+                Some(h) if descending => *bound >= h.key,
+                Some(h) => *bound <= h.key,
+            };
+            if !open {
+                break;
+            }
+            let Some((_, mut pull)) = pending.next() else {
+                break;
+            };
+            if let Some((key, p)) = pull()? {
+                let source = pulls.len();
+                pulls.push(pull);
+                payloads.push(Some(p));
+                heap.push(Head {
+                    key,
+                    source,
+                    descending,
+                });
+            }
+        }
+        let Some(Head { key, source, .. }) = heap.pop() else {
+            return Ok(());
+        };
+        let Some(p) = payloads[source].take() else {
+            continue;
+        };
+        if !visit(key, p)? {
+            return Ok(());
+        }
+        if let Some((key, p)) = (pulls[source])()? {
+            payloads[source] = Some(p);
+            heap.push(Head {
+                key,
+                source,
+                descending,
+            });
+        }
+    }
+}
+
+/// A source over a segment table: entries from a seek, forward or backward, while
+/// `map` keeps returning items.
+fn table_pull<'a, K: 'a, P: 'a>(
+    seg: &'a Segment,
+    table: T,
+    start: Vec<u8>,
+    descending: bool,
+    mut map: impl FnMut(&[u8], &[u8]) -> Result<Option<(K, P)>> + 'a,
+) -> Pull<'a, K, P> {
+    let mut cursor = seg.table(table).cursor();
+    let mut started = false;
+    Box::new(move || {
+        if !started {
+            started = true;
+            if descending {
+                cursor.seek_le(&start)?;
+            } else {
+                cursor.seek_ge(&start)?;
+            }
+        } else if descending {
+            cursor.prev()?;
+        } else {
+            cursor.next()?;
+        }
+        match cursor.entry() {
+            Some((k, v)) => map(k, v),
+            None => Ok(None),
+        }
+    })
+}
+
+/// A source over items already in memory, in order.
+fn vec_pull<'a, K: 'a, P: 'a>(items: Vec<(K, P)>) -> Pull<'a, K, P> {
+    let mut it = items.into_iter();
+    Box::new(move || Ok(it.next()))
+}
+
+/// What a record source yields: where it came from and the record.
+type Found = (Loc, ProcRecord);
+
+/// A consistent snapshot for queries.
+pub(crate) struct Reader<'s> {
+    pub st: &'s State,
+    pub lk: &'s Lookups,
+    strings: RefCell<FastMap<StrId, String>>,
+    keys: RefCell<FastMap<ProcId, ProcessKey>>,
+    locs: RefCell<FastMap<ProcId, Option<Loc>>>,
+}
+
+impl<'s> Reader<'s> {
+    pub(crate) fn new(st: &'s State, lk: &'s Lookups) -> Reader<'s> {
+        Reader {
+            st,
+            lk,
+            strings: RefCell::new(FastMap::default()),
+            keys: RefCell::new(FastMap::default()),
+            locs: RefCell::new(FastMap::default()),
+        }
+    }
+
+    fn mems(&self) -> impl Iterator<Item = (Loc, &'s Memtable)> {
+        std::iter::once((Loc::Active, &self.st.active))
+            .chain(self.st.frozen.iter().map(|m| (Loc::Frozen, m)))
+    }
+
+    fn mem(&self, loc: Loc) -> Option<&'s Memtable> {
+        match loc {
+            Loc::Active => Some(&self.st.active),
+            Loc::Frozen => self.st.frozen.as_ref(),
+            Loc::Seg(_) => None,
+        }
+    }
+
+    fn segment_index(&self, number: u64) -> Option<usize> {
+        self.st
+            .segments
+            .binary_search_by_key(&number, |s| s.meta.number)
+            .ok()
+    }
+
+    /// The segment process `id` was first seen in.
+    pub(crate) fn birth_segment(&self, id: ProcId) -> Option<usize> {
+        let segs = &self.st.segments;
+        let i = segs.partition_point(|s| s.meta.end_id <= id);
+        (i < segs.len() && segs[i].meta.holds_id(id)).then_some(i)
+    }
+
+    /// Where the latest version of the record of `id` is (`None`: no such process).
+    pub(crate) fn location(&self, id: ProcId) -> Result<Option<Loc>> {
+        if let Some(l) = self.locs.borrow().get(&id) {
+            return Ok(*l);
+        }
+        let loc = self.find_location(id)?;
+        let mut memo = self.locs.borrow_mut();
+        if memo.len() < READER_MEMO {
+            memo.insert(id, loc);
+        }
+        Ok(loc)
+    }
+
+    fn find_location(&self, id: ProcId) -> Result<Option<Loc>> {
+        for (loc, m) in self.mems() {
+            if m.records.contains_key(&id) {
+                return Ok(Some(loc));
+            }
+        }
+        if let Some(number) = self.lk.versions.get(id)?.map(|v| v.value()) {
+            return Ok(self.segment_index(number).map(Loc::Seg));
+        }
+        Ok(self.birth_segment(id).map(Loc::Seg))
+    }
+
+    /// The latest record of `id`.
+    pub(crate) fn record(&self, id: ProcId) -> Result<Option<ProcRecord>> {
+        Ok(self.found(id)?.map(|f| f.1))
+    }
+
+    /// The latest record of `id` and where it is.
+    pub(crate) fn found(&self, id: ProcId) -> Result<Option<Found>> {
+        match self.location(id)? {
+            None => Ok(None),
+            Some(Loc::Seg(i)) => Ok(self.st.segments[i].record(id)?.map(|r| (Loc::Seg(i), r))),
+            Some(loc) => Ok(self
+                .mem(loc)
+                .and_then(|m| m.records.get(&id))
+                .map(|r| (loc, r.clone()))),
+        }
+    }
+
+    /// The id of the process with this key.
+    pub(crate) fn id_of(&self, key: &ProcessKey) -> Result<Option<ProcId>> {
+        for (_, m) in self.mems() {
+            if let Some(id) = m.keys.get(key) {
+                return Ok(Some(*id));
+            }
+        }
+        let Some(boot) = self.st.boots.iter().rposition(|b| *b == key.boot_id) else {
+            return Ok(None);
+        };
+        let packed = proc_key(boot as u32, key.start_time_ns, key.tgid);
+        for seg in self.st.segments.iter().rev() {
+            if seg.meta.may_hold_key(&packed)
+                && let Some(id) = seg.id_of(&packed)?
+            {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn key_of(&self, record: &ProcRecord) -> Result<ProcessKey> {
+        let boot_id = self
+            .st
+            .boots
+            .get(record.boot as usize)
+            .copied()
+            .ok_or_else(|| Error::Dangling(format!("boot index {}", record.boot)))?;
+        Ok(ProcessKey {
+            boot_id,
+            tgid: record.tgid,
+            start_time_ns: record.start_time_ns,
+        })
+    }
+
+    pub(crate) fn key(&self, id: ProcId) -> Result<Option<ProcessKey>> {
+        if let Some(k) = self.keys.borrow().get(&id) {
+            return Ok(Some(*k));
+        }
+        let Some(record) = self.record(id)? else {
+            return Ok(None);
+        };
+        let key = self.key_of(&record)?;
+        self.remember_key(id, key);
+        Ok(Some(key))
+    }
+
+    fn remember_key(&self, id: ProcId, key: ProcessKey) {
+        let mut memo = self.keys.borrow_mut();
+        if memo.len() < READER_MEMO {
+            memo.insert(id, key);
+        }
+    }
+
+    pub(crate) fn string(&self, id: StrId) -> Result<String> {
+        if let Some(s) = self.strings.borrow().get(&id) {
+            return Ok(s.clone());
+        }
+        let mut found = None;
+        for (_, m) in self.mems() {
+            if let Some(s) = m.strings.get(&id) {
+                found = Some(s.clone());
+                break;
+            }
+        }
+        let s = match found {
+            Some(s) => s,
+            None => self
+                .lk
+                .strings
+                .get(id)?
+                .map(|v| v.value().to_owned())
+                .ok_or_else(|| Error::Dangling(format!("string {id}")))?,
+        };
+        let mut memo = self.strings.borrow_mut();
+        if memo.len() < READER_MEMO {
+            memo.insert(id, s.clone());
+        }
+        Ok(s)
+    }
+
+    /// The id of an interned string, if it is interned.
+    pub(crate) fn string_id(&self, s: &str) -> Result<Option<StrId>> {
+        for (_, m) in self.mems() {
+            if let Some(id) = m.string_ids.get(s) {
+                return Ok(Some(*id));
+            }
+        }
+        Ok(self.lk.string_ids.get(s)?.map(|v| v.value()))
+    }
+
+    pub(crate) fn view(&self, id: ProcId) -> Result<Option<ProcessView>> {
+        match self.record(id)? {
+            Some(r) => Ok(Some(self.view_of(id, &r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The view of process `id` whose record the caller has read already.
+    pub(crate) fn view_of(&self, id: ProcId, record: &ProcRecord) -> Result<ProcessView> {
+        let key = self.key_of(record)?;
+        self.remember_key(id, key);
+        let parent = match record.parent {
+            Some(p) => self.key(p)?,
+            None => None,
+        };
+        let mut execs = Vec::with_capacity(record.execs.len());
+        for e in &record.execs {
+            execs.push(ExecView {
+                time_ns: e.time_ns,
+                executable: Executable {
+                    path: self.string(e.path)?,
+                    dev: e.dev,
+                    ino: e.ino,
+                },
+                argv: match &e.argv {
+                    Argv::Inline(argv) => argv.clone(),
+                    Argv::Interned(joined) => self
+                        .string(*joined)?
+                        .split('\0')
+                        .map(str::to_owned)
+                        .collect(),
+                },
+                cwd: self.string(e.cwd)?,
+                credentials: Credentials {
+                    uid: e.uid,
+                    euid: e.euid,
+                    gid: e.gid,
+                },
+                cgroup_id: e.cgroup_id,
+                workload: match e.workload {
+                    Some(w) => Some(self.string(w)?),
+                    None => None,
+                },
+            });
+        }
+        Ok(ProcessView {
+            key,
+            parent,
+            placeholder: record.forked_ns.is_none() && record.execs.is_empty(),
+            first_seen_ns: record.first_seen_ns,
+            forked_ns: record.forked_ns,
+            execs,
+            exit: record
+                .exit
+                .map(|(time_ns, code)| ExitView { time_ns, code }),
+        })
+    }
+
+    // ---- children --------------------------------------------------------------
+
+    /// Sources of the children of `parent` with ids in `lo..=hi`, in id order.
+    fn children_sources(
+        &self,
+        parent: ProcId,
+        lo: ProcId,
+        hi: ProcId,
+        descending: bool,
+    ) -> Sources<'s, ProcId, (Loc, ChildEntry<'s>)> {
+        let mut sources: Sources<'s, ProcId, (Loc, ChildEntry<'s>)> = Vec::new();
+        if lo > hi {
+            return sources;
+        }
+        for (loc, m) in self.mems() {
+            let mut ids: Vec<(ProcId, (Loc, ChildEntry<'s>))> = m
+                .children_of(parent)
+                .into_iter()
+                .filter(|c| (lo..=hi).contains(c))
+                .filter_map(|c| m.records.get(&c).map(|r| (c, (loc, ChildEntry::Mem(r)))))
+                .collect();
+            if descending {
+                ids.reverse();
+            }
+            let bound = if descending { hi } else { lo };
+            sources.push((bound, vec_pull(ids)));
+        }
+        for (i, seg) in self.st.segments.iter().enumerate() {
+            let (min, max) = seg.meta.record_ids;
+            if max < lo || min > hi {
+                continue;
+            }
+            let bound = if descending { hi.min(max) } else { lo.max(min) };
+            let start = Key::<16>::of(&[parent, bound]).0.to_vec();
+            let loc = Loc::Seg(i);
+            sources.push((
+                bound,
+                table_pull(seg, T::Children, start, descending, move |k, v| {
+                    let (p, c) = (part(k, 0), part(k, 1));
+                    if p != parent || c < lo || c > hi {
+                        return Ok(None);
+                    }
+                    Ok(Some((c, (loc, ChildEntry::Seg(v.to_vec())))))
+                }),
+            ));
+        }
+        sources
+    }
+
+    /// Children of `parent` with ids at or above `split`, oldest first, at most
+    /// `limit`, with their records.
+    pub(crate) fn children_from(
+        &self,
+        parent: ProcId,
+        split: ProcId,
+        limit: usize,
+    ) -> Result<Vec<(ProcId, ProcRecord)>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let sources = self.children_sources(parent, split, u64::MAX, false);
+        merge(sources, false, |c, (loc, entry)| {
+            if self.location(c)? == Some(loc) {
+                out.push((c, entry.record()?));
+            }
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Children of `parent` with ids below `split` that had not exited by
+    /// `alive_at`, newest first; and whether more than `scan` children had to be
+    /// looked at. Finished children are skipped by their exit marks, without
+    /// decoding their records.
+    pub(crate) fn children_before(
+        &self,
+        parent: ProcId,
+        split: ProcId,
+        alive_at: u64,
+        scan: usize,
+    ) -> Result<(Vec<(ProcId, ProcRecord)>, bool)> {
+        let mut out = Vec::new();
+        let mut seen = 0usize;
+        let mut cut = false;
+        let Some(hi) = split.checked_sub(1) else {
+            return Ok((out, false));
+        };
+        let sources = self.children_sources(parent, 0, hi, true);
+        merge(sources, true, |c, (loc, entry)| {
+            if self.location(c)? != Some(loc) {
+                return Ok(true);
+            }
+            if seen >= scan {
+                cut = true;
+                return Ok(false);
+            }
+            seen += 1;
+            if entry.exit_mark() >= alive_at {
+                out.push((c, entry.record()?));
+            }
+            Ok(true)
+        })?;
+        Ok((out, cut))
+    }
+
+    /// The first process id whose record was first seen at or after `time_ns`
+    /// (ids grow in arrival order, which is time order but for stragglers: a
+    /// binary search; a hole left by retention counts as "later").
+    pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
+        let end = self.st.active.base.first_id.max(self.st.active.end_id);
+        let (mut lo, mut hi) = (UNATTRIBUTED + 1, end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.record(mid)? {
+                Some(r) if r.first_seen_ns < time_ns => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    // ---- (pid | cgroup | workload, time) ---------------------------------------
+
+    /// The process that had pid `tgid` at `time_ns`: the latest one first seen at or
+    /// before that time that had not exited by then.
+    pub(crate) fn locate_pid(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcId>> {
+        let mut sources: Sources<'s, (u64, u64), Loc> = Vec::new();
+        for (loc, m) in self.mems() {
+            let mut v: Vec<((u64, u64), Loc)> = m
+                .pid_entries(tgid)
+                .into_iter()
+                .filter(|(fs, _)| *fs <= time_ns)
+                .map(|k| (k, loc))
+                .collect();
+            v.reverse();
+            sources.push(((time_ns, u64::MAX), vec_pull(v)));
+        }
+        for (i, seg) in self.st.segments.iter().enumerate() {
+            if seg.meta.first_seen.0 > time_ns {
+                continue;
+            }
+            let bound = (time_ns.min(seg.meta.first_seen.1), u64::MAX);
+            let loc = Loc::Seg(i);
+            sources.push((
+                bound,
+                table_pull(
+                    seg,
+                    T::Pid,
+                    pid_key(tgid, time_ns, u64::MAX).to_vec(),
+                    true,
+                    move |k, _| {
+                        let (t, fs, id) = pid_key_parts(k);
+                        Ok((t == tgid).then_some(((fs, id), loc)))
+                    },
+                ),
+            ));
+        }
+        self.first_alive(sources, time_ns)
+    }
+
+    /// The first candidate (newest first) whose latest record is at the entry's
+    /// location and had not exited by `time_ns`; at most [`LOCATE_SCAN`] examined.
+    fn first_alive(
+        &self,
+        sources: Sources<'s, (u64, u64), Loc>,
+        time_ns: u64,
+    ) -> Result<Option<ProcId>> {
+        let mut found = None;
+        let mut examined = 0;
+        merge(sources, true, |(_, id), loc| {
+            let Some((at, record)) = self.found(id)? else {
+                return Ok(true);
+            };
+            if at != loc {
+                return Ok(true);
+            }
+            examined += 1;
+            if record.exit.is_none_or(|(t, _)| t >= time_ns) {
+                found = Some(id);
+                return Ok(false);
+            }
+            Ok(examined < LOCATE_SCAN)
+        })?;
+        Ok(found)
+    }
+
+    /// A process of cgroup (or workload) `group` alive at `time_ns`: the one that
+    /// entered it (exec'd in it) most recently before that time.
+    fn locate_group(&self, workload: bool, group: u64, time_ns: u64) -> Result<Option<ProcId>> {
+        let table = if workload { T::Workload } else { T::Cgroup };
+        let mut sources: Sources<'s, (u64, u64), Loc> = Vec::new();
+        for (loc, m) in self.mems() {
+            let mut v: Vec<((u64, u64), Loc)> = m
+                .group_entries(workload, group)
+                .into_iter()
+                .filter(|(t, _)| *t <= time_ns)
+                .map(|k| (k, loc))
+                .collect();
+            v.reverse();
+            sources.push(((time_ns, u64::MAX), vec_pull(v)));
+        }
+        for (i, seg) in self.st.segments.iter().enumerate() {
+            if seg.meta.exec_times.0 > time_ns {
+                continue;
+            }
+            let bound = (time_ns.min(seg.meta.exec_times.1), u64::MAX);
+            let loc = Loc::Seg(i);
+            sources.push((
+                bound,
+                table_pull(
+                    seg,
+                    table,
+                    Key::<24>::of(&[group, time_ns, u64::MAX]).0.to_vec(),
+                    true,
+                    move |k, _| {
+                        Ok((part(k, 0) == group).then_some(((part(k, 1), part(k, 2)), loc)))
+                    },
+                ),
+            ));
+        }
+        self.first_alive(sources, time_ns)
+    }
+
+    pub(crate) fn locate_cgroup(&self, cgroup_id: u64, time_ns: u64) -> Result<Option<ProcId>> {
+        self.locate_group(false, cgroup_id, time_ns)
+    }
+
+    pub(crate) fn locate_workload(&self, name: &str, time_ns: u64) -> Result<Option<ProcId>> {
+        match self.string_id(name)? {
+            Some(w) => self.locate_group(true, w, time_ns),
+            None => Ok(None),
+        }
+    }
+
+    // ---- (IP, time) --------------------------------------------------------------
+
+    /// The connection with peer `addr` at or last before `time_ns` (or, failing that,
+    /// the first after it): (process id, time, seq).
+    pub(crate) fn locate_ip_at(
+        &self,
+        addr: IpAddr,
+        time_ns: u64,
+    ) -> Result<Option<(ProcId, u64, u64)>> {
+        let ip = ip_bits(addr);
+        for descending in [true, false] {
+            let mut sources: Sources<'s, (u64, u64), ProcId> = Vec::new();
+            for (_, m) in self.mems() {
+                let mut v: Vec<((u64, u64), ProcId)> = m
+                    .peer_edges(ip)
+                    .into_iter()
+                    .filter(|e| (e.time <= time_ns) == descending)
+                    .map(|e| ((e.time, e.seq), e.id))
+                    .collect();
+                if descending {
+                    v.reverse();
+                }
+                let bound = if descending {
+                    (time_ns, u64::MAX)
+                } else {
+                    (time_ns, 0)
+                };
+                sources.push((bound, vec_pull(v)));
+            }
+            for seg in self.st.segments.iter() {
+                let (min, max) = seg.meta.edge_times;
+                if descending && min > time_ns || !descending && max <= time_ns || min > max {
+                    continue;
+                }
+                let (bound, start) = if descending {
+                    (
+                        (time_ns.min(max), u64::MAX),
+                        peer_key(ip, time_ns, u64::MAX),
+                    )
+                } else {
+                    (
+                        (time_ns.max(min), 0),
+                        peer_key(ip, time_ns.saturating_add(1), 0),
+                    )
+                };
+                sources.push((
+                    bound,
+                    table_pull(seg, T::Peers, start.to_vec(), descending, move |k, v| {
+                        let (kip, t, s) = peer_key_parts(k);
+                        Ok((kip == ip).then(|| ((t, s), varint_value(v))))
+                    }),
+                ));
+            }
+            let mut found = None;
+            merge(sources, descending, |(t, s), id| {
+                found = Some((id, t, s));
+                Ok(false)
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The connection with peer `addr` nearest `time_ns`: (process id, the event).
+    pub(crate) fn locate_ip(&self, addr: IpAddr, time_ns: u64) -> Result<Option<(ProcId, Event)>> {
+        let Some((id, time, seq)) = self.locate_ip_at(addr, time_ns)? else {
+            return Ok(None);
+        };
+        Ok(self.event_at(id, time, seq)?.map(|e| (id, e)))
+    }
+
+    // ---- events of a process ---------------------------------------------------------
+
+    /// The segments that may hold events of `id`: where it was first seen and where
+    /// the manifest says it had events.
+    pub(crate) fn edge_segments(&self, id: ProcId) -> Result<Vec<usize>> {
+        let mut out: Vec<usize> = self.birth_segment(id).into_iter().collect();
+        for entry in self.lk.edge_segments.range((id, 0)..=(id, u64::MAX))? {
+            let (_, number) = entry?.0.value();
+            out.extend(self.segment_index(number));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Sources of the entries of `id` in a `(id, time, seq)` table in `[from, to]`.
+    fn proc_sources(
+        &self,
+        id: ProcId,
+        table: T,
+        from: u64,
+        to: u64,
+        descending: bool,
+        mem_filter: fn(&StoredEdge) -> bool,
+    ) -> Result<Sources<'s, (u64, u64), EdgeSource<'s>>> {
+        let mut sources: Sources<'s, (u64, u64), EdgeSource<'s>> = Vec::new();
+        for (_, m) in self.mems() {
+            if !m.has_edges_of(id) {
+                continue;
+            }
+            let mut v: Vec<((u64, u64), EdgeSource<'s>)> = m
+                .edges_of(id)
+                .into_iter()
+                .filter(|e| (from..=to).contains(&e.time) && mem_filter(&e.edge))
+                .map(|e| ((e.time, e.seq), EdgeSource::Mem(e)))
+                .collect();
+            if descending {
+                v.reverse();
+            }
+            let bound = if descending {
+                (to, u64::MAX)
+            } else {
+                (from, 0)
+            };
+            sources.push((bound, vec_pull(v)));
+        }
+        for i in self.edge_segments(id)? {
+            let seg: &'s Segment = &self.st.segments[i];
+            let (min, max) = seg.meta.edge_times;
+            if min > to || max < from {
+                continue;
+            }
+            let (bound, start) = if descending {
+                ((to.min(max), u64::MAX), Key::<24>::of(&[id, to, u64::MAX]))
+            } else {
+                ((from.max(min), 0), Key::<24>::of(&[id, from, 0]))
+            };
+            let with_value = table == T::Edges;
+            sources.push((
+                bound,
+                table_pull(seg, table, start.0.to_vec(), descending, move |k, v| {
+                    let (kid, t, s) = (part(k, 0), part(k, 1), part(k, 2));
+                    if kid != id || t < from || t > to {
+                        return Ok(None);
+                    }
+                    Ok(Some((
+                        (t, s),
+                        if with_value {
+                            EdgeSource::Bytes(v.to_vec())
+                        } else {
+                            EdgeSource::In(seg)
+                        },
+                    )))
+                }),
+            ));
+        }
+        Ok(sources)
+    }
+
+    /// (time, seq, edge) of the events of `id` in `[from, to]` in (time, seq) order,
+    /// at most `limit`.
+    pub(crate) fn edges(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, StoredEdge)>> {
+        let mut out = Vec::new();
+        if limit == 0 || from > to {
+            return Ok(out);
+        }
+        let sources = self.proc_sources(id, T::Edges, from, to, false, |_| true)?;
+        merge(sources, false, |(t, s), src| {
+            out.push((t, s, src.edge(id, t, s)?));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Non-lifecycle events of `id` in `[from, to]`, oldest first.
+    pub(crate) fn events(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let key = match self.key(id)? {
+            Some(k) => Some(k),
+            None if id == UNATTRIBUTED => None,
+            None => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for (time, _, edge) in self.edges(id, from, to, limit)? {
+            out.push(self.to_event(key, time, edge)?);
+        }
+        Ok(out)
+    }
+
+    /// Decisions and alerts of `id` in `[from, to]`, oldest first.
+    pub(crate) fn flags_of(
+        &self,
+        id: ProcId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let mut found = Vec::new();
+        if limit == 0 || from > to {
+            return Ok(Vec::new());
+        }
+        let sources = self.proc_sources(id, T::ProcFlags, from, to, false, StoredEdge::is_flag)?;
+        merge(sources, false, |(t, s), src| {
+            found.push((t, src.edge(id, t, s)?));
+            Ok(found.len() < limit)
+        })?;
+        let key = self.key(id)?;
+        found
+            .into_iter()
+            .map(|(t, e)| self.to_event(key, t, e))
+            .collect()
+    }
+
+    /// The latest connection accepted by `id` at or before `at`.
+    pub(crate) fn last_accept(&self, id: ProcId, at: u64) -> Result<Option<InboundLink>> {
+        let sources = self.proc_sources(id, T::Accepts, 0, at, true, |e| {
+            matches!(e, StoredEdge::Accept { .. })
+        })?;
+        let mut best = None;
+        merge(sources, true, |(t, s), src| {
+            best = Some((t, src.edge(id, t, s)?));
+            Ok(false)
+        })?;
+        let Some((
+            time_ns,
+            StoredEdge::Accept {
+                listener,
+                local,
+                remote,
+            },
+        )) = best
+        else {
+            return Ok(None);
+        };
+        let Some(accepted_by) = self.key(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(InboundLink {
+            listener,
+            local,
+            remote,
+            accepted_by,
+            time_ns,
+        }))
+    }
+
+    /// The time of the latest event of `id` (0: none).
+    pub(crate) fn last_edge_time(&self, id: ProcId) -> Result<u64> {
+        let sources = self.proc_sources(id, T::Edges, 0, u64::MAX, true, |_| true)?;
+        let mut last = 0;
+        merge(sources, true, |(t, _), _| {
+            last = t;
+            Ok(false)
+        })?;
+        Ok(last)
+    }
+
+    /// The stored edge of process `id` with this time and sequence number.
+    pub(crate) fn edge_at(&self, id: ProcId, time: u64, seq: u64) -> Result<Option<StoredEdge>> {
+        for (_, m) in self.mems() {
+            if seq >= m.base.first_seq
+                && let Some(e) = m.edge_at(id, time, seq)
+            {
+                return Ok(Some(e.edge.clone()));
+            }
+        }
+        let segs = &self.st.segments;
+        let i = segs.partition_point(|s| s.meta.end_seq <= seq);
+        if i < segs.len() && (segs[i].meta.first_seq..segs[i].meta.end_seq).contains(&seq) {
+            return match segs[i]
+                .table(T::Edges)
+                .get(&Key::<24>::of(&[id, time, seq]).0)?
+            {
+                Some(v) => Ok(Some(decode("edge", &v)?)),
+                None => Ok(None),
+            };
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn event_at(&self, id: ProcId, time: u64, seq: u64) -> Result<Option<Event>> {
+        let Some(edge) = self.edge_at(id, time, seq)? else {
+            return Ok(None);
+        };
+        let key = self.key(id)?;
+        Ok(Some(self.to_event(key, time, edge)?))
+    }
+
+    // ---- flags, gaps, journal ------------------------------------------------------
+
+    /// Decisions and alerts in `[from, to]`, oldest first: (id, time, seq).
+    pub(crate) fn flag_keys(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(ProcId, u64, u64)>> {
+        let mut sources: Sources<'s, (u64, u64), ProcId> = Vec::new();
+        for (_, m) in self.mems() {
+            let v: Vec<((u64, u64), ProcId)> = m
+                .flag_edges()
+                .into_iter()
+                .filter(|e| (from..=to).contains(&e.time))
+                .map(|e| ((e.time, e.seq), e.id))
+                .collect();
+            sources.push(((from, 0), vec_pull(v)));
+        }
+        for seg in &self.st.segments {
+            let (min, max) = seg.meta.flag_times;
+            if min > to || max < from {
+                continue;
+            }
+            sources.push((
+                (from.max(min), 0),
+                table_pull(
+                    seg,
+                    T::Flags,
+                    Key::<16>::of(&[from, 0]).0.to_vec(),
+                    false,
+                    move |k, v| {
+                        let (t, s) = (part(k, 0), part(k, 1));
+                        Ok((t <= to).then(|| ((t, s), varint_value(v))))
+                    },
+                ),
+            ));
+        }
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        merge(sources, false, |(t, s), id| {
+            out.push((id, t, s));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    pub(crate) fn gaps(&self, from: u64, to: u64) -> Result<Vec<GapEvent>> {
+        let mut found: Vec<(u64, u64, GapRecord)> = Vec::new();
+        for (_, m) in self.mems() {
+            found.extend(
+                m.gaps
+                    .iter()
+                    .filter(|(f, _, g)| *f <= to && g.to_ns >= from)
+                    .copied(),
+            );
+        }
+        for seg in &self.st.segments {
+            if seg.meta.gaps == 0 || seg.meta.gap_from.0 > to || seg.meta.gap_to_max < from {
+                continue;
+            }
+            let mut c = seg.table(T::Gaps).cursor();
+            c.first()?;
+            while let Some((k, v)) = c.entry() {
+                let f = part(k, 0);
+                if f > to {
+                    break;
+                }
+                let g: GapRecord = decode("gap", v)?;
+                if g.to_ns >= from {
+                    found.push((f, part(k, 1), g));
+                }
+                c.next()?;
+            }
+        }
+        found.sort_unstable_by_key(|g| (g.0, g.1));
+        found
+            .into_iter()
+            .map(|(f, _, g)| self.gap_event(f, g))
+            .collect()
+    }
+
+    pub(crate) fn gap_at(&self, from_ns: u64, seq: u64) -> Result<Option<GapEvent>> {
+        for (_, m) in self.mems() {
+            if let Some((f, _, g)) = m.gaps.iter().find(|(f, s, _)| *f == from_ns && *s == seq) {
+                return Ok(Some(self.gap_event(*f, *g)?));
+            }
+        }
+        let segs = &self.st.segments;
+        let i = segs.partition_point(|s| s.meta.end_seq <= seq);
+        if i < segs.len()
+            && let Some(v) = segs[i]
+                .table(T::Gaps)
+                .get(&Key::<16>::of(&[from_ns, seq]).0)?
+        {
+            return Ok(Some(self.gap_event(from_ns, decode("gap", &v)?)?));
+        }
+        Ok(None)
+    }
+
+    fn gap_event(&self, from_ns: u64, g: GapRecord) -> Result<GapEvent> {
+        Ok(GapEvent {
+            time_ns: g.reported_ns,
+            lost: g.lost,
+            cpu: g.cpu,
+            from_ns,
+            to_ns: g.to_ns,
+            ring: match g.ring {
+                Some(id) => Some(self.string(id)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Journal batches numbered `from` and later, in order, while `visit` returns true.
+    pub(crate) fn journal_from(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(u64, JournalBatch) -> Result<bool>,
+    ) -> Result<()> {
+        for seg in &self.st.segments {
+            if seg.meta.end_batch <= from {
+                continue;
+            }
+            let mut c = seg.table(T::Journal).cursor();
+            c.seek_ge(&Key::<8>::of(&[from]).0)?;
+            while let Some((k, v)) = c.entry() {
+                if !visit(part(k, 0), decode("journal", v)?)? {
+                    return Ok(());
+                }
+                c.next()?;
+            }
+        }
+        let mut mems: Vec<&Memtable> = self.st.frozen.iter().collect();
+        mems.push(&self.st.active);
+        for m in mems {
+            for (number, batch) in &m.journal {
+                if *number >= from && !visit(*number, batch.clone())? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The time of the latest event of the oldest batch still kept.
+    pub(crate) fn oldest_batch_time(&self) -> Result<Option<u64>> {
+        let mut out = None;
+        self.journal_from(0, |_, b| {
+            out = Some(b.max_time_ns);
+            Ok(false)
+        })?;
+        Ok(out)
+    }
+
+    pub(crate) fn to_event(
+        &self,
+        key: Option<ProcessKey>,
+        time_ns: u64,
+        edge: StoredEdge,
+    ) -> Result<Event> {
+        let kind = match edge {
+            StoredEdge::Alert {
+                source,
+                severity,
+                text,
+                locator,
+            } => {
+                return Ok(Event::Alert(AlertEvent {
+                    time_ns,
+                    source: self.string(source)?,
+                    severity,
+                    text,
+                    locator,
+                }));
+            }
+            StoredEdge::Credentials { uid, euid, gid } => {
+                ProcessEventKind::Credentials(Credentials { uid, euid, gid })
+            }
+            StoredEdge::Listen { local } => ProcessEventKind::Listen { local },
+            StoredEdge::Connect { local, remote } => ProcessEventKind::Connect { local, remote },
+            StoredEdge::Accept {
+                listener,
+                local,
+                remote,
+            } => ProcessEventKind::Accept {
+                listener,
+                local,
+                remote,
+            },
+            StoredEdge::UdpPeer { local, remote } => ProcessEventKind::UdpPeer { local, remote },
+            StoredEdge::Decision {
+                verdict,
+                hook,
+                workload,
+                target,
+                rule,
+            } => ProcessEventKind::Decision(Decision {
+                verdict,
+                hook: self.string(hook)?,
+                workload: match workload {
+                    Some(w) => Some(self.string(w)?),
+                    None => None,
+                },
+                target: match target {
+                    StoredTarget::Path(p) => Target::Path(self.string(p)?),
+                    StoredTarget::Endpoint(a) => Target::Endpoint(a),
+                    StoredTarget::Process(k) => Target::Process(k),
+                    StoredTarget::User(uid) => Target::User(uid),
+                    StoredTarget::Kernel(w) => Target::Kernel(self.string(w)?),
+                },
+                rule: self.string(rule)?,
+            }),
+        };
+        let process =
+            key.ok_or_else(|| Error::Dangling(format!("event at {time_ns} without its process")))?;
+        Ok(Event::Process(ProcessEvent {
+            time_ns,
+            process,
+            kind,
+        }))
+    }
+}
+
+/// A `children` entry: a record in a memtable or the bytes of a segment's entry.
+pub(crate) enum ChildEntry<'s> {
+    Mem(&'s ProcRecord),
+    Seg(Vec<u8>),
+}
+
+impl ChildEntry<'_> {
+    fn exit_mark(&self) -> u64 {
+        match self {
+            ChildEntry::Mem(r) => r.exit.map_or(u64::MAX, |(t, _)| t),
+            ChildEntry::Seg(v) => child_exit_mark(v),
+        }
+    }
+
+    fn record(&self) -> Result<ProcRecord> {
+        match self {
+            ChildEntry::Mem(r) => Ok((*r).clone()),
+            ChildEntry::Seg(v) => child_record(v),
+        }
+    }
+}
+
+/// Where an event of a per-process source is.
+enum EdgeSource<'s> {
+    Mem(&'s EdgeRow),
+    /// The value of an `edges` entry.
+    Bytes(Vec<u8>),
+    /// An index entry: the edge is in this segment's `edges`.
+    In(&'s Segment),
+}
+
+impl EdgeSource<'_> {
+    fn edge(&self, id: ProcId, time: u64, seq: u64) -> Result<StoredEdge> {
+        match self {
+            EdgeSource::Mem(e) => Ok(e.edge.clone()),
+            EdgeSource::Bytes(v) => decode("edge", v),
+            EdgeSource::In(seg) => match seg
+                .table(T::Edges)
+                .get(&Key::<24>::of(&[id, time, seq]).0)?
+            {
+                Some(v) => decode("edge", &v),
+                None => Err(Error::CorruptSegment(format!(
+                    "segment {}: index names event {seq} of {id} that is not there",
+                    seg.meta.number
+                ))),
+            },
+        }
+    }
+}
