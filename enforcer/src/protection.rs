@@ -60,12 +60,14 @@ pub struct AgentPaths<'a> {
 }
 
 impl AgentFiles {
-    /// Finds the files of `paths` that exist.
+    /// Finds the files of `paths` that exist. The map has room for
+    /// [`MAX_PROTECTED_FILES`]; the state directory, the one place whose number of
+    /// files grows while the agent runs (and where a policed root process could make
+    /// files), is collected last so it can never crowd out the rest.
     pub fn collect(paths: &AgentPaths<'_>) -> Self {
         let mut out = AgentFiles::default();
-        match paths.source {
-            PolicySource::BundleFile(file) => out.add(file),
-            PolicySource::Directory(dir) => out.add_tree(dir, 3, true),
+        if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+            out.add(&exe);
         }
         if let Some(c) = paths.config {
             out.add(c);
@@ -73,21 +75,24 @@ impl AgentFiles {
         if let Some(n) = paths.notify {
             out.add(n);
         }
-        out.add_tree(paths.state_dir, 2, true);
         out.add(paths.api_socket);
         if let Some(t) = paths.api_token {
             out.add(t);
-        }
-        if let Some(p) = paths.pins {
-            out.add_tree(p, 2, true);
-        }
-        if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
-            out.add(&exe);
         }
         for dir in own_cgroup_dirs(paths.cgroup_root) {
             out.add(&dir.join("cgroup.kill"));
             out.add(&dir.join("cgroup.freeze"));
         }
+        if let Some(p) = paths.pins {
+            out.add_tree(p, 2, true);
+        }
+        match paths.source {
+            PolicySource::BundleFile(file) => out.add(file),
+            PolicySource::Directory(dir) => out.add_tree(dir, 3, true),
+        }
+        // Its directories first: they guard their entries whatever the files number.
+        out.add_dirs(paths.state_dir, 2);
+        out.add_tree(paths.state_dir, 2, true);
         out
     }
 
@@ -119,6 +124,21 @@ impl AgentFiles {
             self.by_id
                 .entry(id)
                 .or_insert_with(|| (path.to_path_buf(), kind));
+        }
+    }
+
+    /// Adds a directory and the directories below it, `depth` levels down, as the
+    /// agent's.
+    fn add_dirs(&mut self, dir: &Path, depth: u32) {
+        self.add_dir(dir);
+        if depth > 1
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    self.add_dirs(&entry.path(), depth - 1);
+                }
+            }
         }
     }
 
@@ -295,6 +315,46 @@ mod tests {
         assert!(entries.contains(&(id("state/graph.segments"), PROTECTED_DIR_ENTRIES)));
         // Missing files (notify.yaml, the socket) are skipped.
         assert!(files.len() >= 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_flooded_state_directory_cannot_crowd_out_the_other_files() {
+        let dir = std::env::temp_dir().join(format!("dw-protect-flood-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("state/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("pins")).unwrap();
+        std::fs::write(dir.join("pins/link_exec"), "x").unwrap();
+        std::fs::write(dir.join("bundle.dwb"), "x").unwrap();
+        for i in 0..MAX_PROTECTED_FILES + 100 {
+            std::fs::write(dir.join(format!("state/junk{i}")), "").unwrap();
+        }
+        let source = PolicySource::BundleFile(dir.join("bundle.dwb"));
+        let files = AgentFiles::collect(&AgentPaths {
+            source: &source,
+            notify: None,
+            state_dir: &dir.join("state"),
+            config: None,
+            api_socket: &dir.join("api.sock"),
+            api_token: None,
+            pins: Some(&dir.join("pins")),
+            cgroup_root: Path::new("/sys/fs/cgroup"),
+        });
+        assert_eq!(files.len(), MAX_PROTECTED_FILES as usize);
+        let entries = files.entries();
+        let id = |p: &str| {
+            let m = std::fs::metadata(dir.join(p)).unwrap();
+            FileId::from_stat(m.dev(), m.ino())
+        };
+        for (p, kind) in [
+            ("pins/link_exec", PROTECTED_FILE),
+            ("pins", PROTECTED_DIR_ENTRIES),
+            ("bundle.dwb", PROTECTED_FILE),
+            ("state", PROTECTED_DIR_ENTRIES),
+            ("state/sub", PROTECTED_DIR_ENTRIES),
+        ] {
+            assert!(entries.contains(&(id(p), kind)), "{p}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
