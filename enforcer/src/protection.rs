@@ -259,10 +259,22 @@ fn own_cgroup_dirs(root: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    /// An empty scratch directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dw-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn id_of(path: &Path) -> FileId {
+        let m = std::fs::metadata(path).unwrap();
+        FileId::from_stat(m.dev(), m.ino())
+    }
+
     #[test]
     fn the_agents_files_are_found_by_identity() {
-        let dir = std::env::temp_dir().join(format!("dw-protect-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch("protect");
         std::fs::create_dir_all(dir.join("policies/profiles")).unwrap();
         std::fs::create_dir_all(dir.join("state")).unwrap();
         std::fs::write(dir.join("policies/profiles/a.yaml"), "x").unwrap();
@@ -278,10 +290,7 @@ mod tests {
             pins: None,
             cgroup_root: Path::new("/sys/fs/cgroup"),
         });
-        let id = |p: &str| {
-            let m = std::fs::metadata(dir.join(p)).unwrap();
-            FileId::from_stat(m.dev(), m.ino())
-        };
+        let id = |p: &str| id_of(&dir.join(p));
         let entries = files.entries();
         for p in ["policies/profiles/a.yaml", "state/graph.redb"] {
             assert_eq!(files.path_of(&id(p)), Some(dir.join(p).as_path()), "{p}");
@@ -320,8 +329,7 @@ mod tests {
 
     #[test]
     fn a_flooded_state_directory_cannot_crowd_out_the_other_files() {
-        let dir = std::env::temp_dir().join(format!("dw-protect-flood-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = scratch("protect-flood");
         std::fs::create_dir_all(dir.join("state/sub")).unwrap();
         std::fs::create_dir_all(dir.join("pins")).unwrap();
         std::fs::write(dir.join("pins/link_exec"), "x").unwrap();
@@ -342,10 +350,7 @@ mod tests {
         });
         assert_eq!(files.len(), MAX_PROTECTED_FILES as usize);
         let entries = files.entries();
-        let id = |p: &str| {
-            let m = std::fs::metadata(dir.join(p)).unwrap();
-            FileId::from_stat(m.dev(), m.ino())
-        };
+        let id = |p: &str| id_of(&dir.join(p));
         for (p, kind) in [
             ("pins/link_exec", PROTECTED_FILE),
             ("pins", PROTECTED_DIR_ENTRIES),
