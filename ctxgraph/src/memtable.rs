@@ -229,14 +229,7 @@ impl Memtable {
 
     /// The edges of `id` in `(time, seq)` order.
     pub(crate) fn edges_of(&self, id: ProcId) -> Vec<&EdgeRow> {
-        match self.by_proc.get(&id) {
-            Some(p) => self
-                .sorted(p)
-                .iter()
-                .map(|&i| &self.edges[i as usize])
-                .collect(),
-            None => Vec::new(),
-        }
+        self.rows(self.by_proc.get(&id))
     }
 
     /// Whether `id` has edges here.
@@ -246,14 +239,17 @@ impl Memtable {
 
     /// The connections with peer `ip` in `(time, seq)` order.
     pub(crate) fn peer_edges(&self, ip: u128) -> Vec<&EdgeRow> {
-        match self.by_peer.get(&ip) {
-            Some(p) => self
-                .sorted(p)
+        self.rows(self.by_peer.get(&ip))
+    }
+
+    /// The edges a posting list names, in `(time, seq)` order.
+    fn rows(&self, postings: Option<&Postings>) -> Vec<&EdgeRow> {
+        postings.map_or_else(Vec::new, |p| {
+            self.sorted(p)
                 .iter()
                 .map(|&i| &self.edges[i as usize])
-                .collect(),
-            None => Vec::new(),
-        }
+                .collect()
+        })
     }
 
     /// The decisions and alerts in `(time, seq)` order.

@@ -207,6 +207,22 @@ fn vec_pull<'a, K: 'a, P: 'a>(items: Vec<(K, P)>) -> Pull<'a, K, P> {
     Box::new(move || Ok(it.next()))
 }
 
+/// A memtable's `(time, id)` entries at or before `time_ns`, newest first: a
+/// descending source bounded by `(time_ns, u64::MAX)`, each entry tagged `loc`.
+fn newest_first<'a>(
+    entries: Vec<(u64, ProcId)>,
+    time_ns: u64,
+    loc: Loc,
+) -> ((u64, u64), Pull<'a, (u64, u64), Loc>) {
+    let mut v: Vec<((u64, u64), Loc)> = entries
+        .into_iter()
+        .filter(|(t, _)| *t <= time_ns)
+        .map(|k| (k, loc))
+        .collect();
+    v.reverse();
+    ((time_ns, u64::MAX), vec_pull(v))
+}
+
 /// What a record source yields: where it came from and the record.
 type Found = (Loc, ProcRecord);
 
@@ -577,14 +593,7 @@ impl<'s> Reader<'s> {
     pub(crate) fn locate_pid(&self, tgid: u32, time_ns: u64) -> Result<Option<ProcId>> {
         let mut sources: Sources<'s, (u64, u64), Loc> = Vec::new();
         for (loc, m) in self.mems() {
-            let mut v: Vec<((u64, u64), Loc)> = m
-                .pid_entries(tgid)
-                .into_iter()
-                .filter(|(fs, _)| *fs <= time_ns)
-                .map(|k| (k, loc))
-                .collect();
-            v.reverse();
-            sources.push(((time_ns, u64::MAX), vec_pull(v)));
+            sources.push(newest_first(m.pid_entries(tgid), time_ns, loc));
         }
         for (i, seg) in self.st.segments.iter().enumerate() {
             if seg.meta.first_seen.0 > time_ns {
@@ -641,14 +650,7 @@ impl<'s> Reader<'s> {
         let table = if workload { T::Workload } else { T::Cgroup };
         let mut sources: Sources<'s, (u64, u64), Loc> = Vec::new();
         for (loc, m) in self.mems() {
-            let mut v: Vec<((u64, u64), Loc)> = m
-                .group_entries(workload, group)
-                .into_iter()
-                .filter(|(t, _)| *t <= time_ns)
-                .map(|k| (k, loc))
-                .collect();
-            v.reverse();
-            sources.push(((time_ns, u64::MAX), vec_pull(v)));
+            sources.push(newest_first(m.group_entries(workload, group), time_ns, loc));
         }
         for (i, seg) in self.st.segments.iter().enumerate() {
             if seg.meta.exec_times.0 > time_ns {

@@ -84,15 +84,15 @@ impl AgentFiles {
             out.add(&dir.join("cgroup.freeze"));
         }
         if let Some(p) = paths.pins {
-            out.add_tree(p, 2, true);
+            out.add_tree(p, 2);
         }
         match paths.source {
             PolicySource::BundleFile(file) => out.add(file),
-            PolicySource::Directory(dir) => out.add_tree(dir, 3, true),
+            PolicySource::Directory(dir) => out.add_tree(dir, 3),
         }
         // Its directories first: they guard their entries whatever the files number.
         out.add_dirs(paths.state_dir, 2);
-        out.add_tree(paths.state_dir, 2, true);
+        out.add_tree(paths.state_dir, 2);
         out
     }
 
@@ -142,20 +142,18 @@ impl AgentFiles {
         }
     }
 
-    /// Adds the files of a directory, `depth` levels down, and (`own`) the directory
-    /// and those below it as the agent's directories.
-    fn add_tree(&mut self, dir: &Path, depth: u32, own: bool) {
+    /// Adds the files of a directory, `depth` levels down, and the directory and those
+    /// below it as the agent's directories.
+    fn add_tree(&mut self, dir: &Path, depth: u32) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             self.add(dir);
             return;
         };
-        if own {
-            self.add_dir(dir);
-        }
+        self.add_dir(dir);
         for entry in entries.flatten() {
             let path = entry.path();
             match entry.file_type() {
-                Ok(t) if t.is_dir() && depth > 1 => self.add_tree(&path, depth - 1, own),
+                Ok(t) if t.is_dir() && depth > 1 => self.add_tree(&path, depth - 1),
                 Ok(t) if !t.is_dir() => self.add(&path),
                 _ => {}
             }
@@ -267,6 +265,20 @@ mod tests {
         dir
     }
 
+    /// What an agent with `source`, state in `dir/state` and no API token protects.
+    fn collect_in(dir: &Path, source: &PolicySource, pins: Option<&Path>) -> AgentFiles {
+        AgentFiles::collect(&AgentPaths {
+            source,
+            notify: None,
+            state_dir: &dir.join("state"),
+            config: None,
+            api_socket: &dir.join("api.sock"),
+            api_token: None,
+            pins,
+            cgroup_root: Path::new("/sys/fs/cgroup"),
+        })
+    }
+
     fn id_of(path: &Path) -> FileId {
         let m = std::fs::metadata(path).unwrap();
         FileId::from_stat(m.dev(), m.ino())
@@ -296,8 +308,8 @@ mod tests {
             assert_eq!(files.path_of(&id(p)), Some(dir.join(p).as_path()), "{p}");
             assert!(entries.contains(&(id(p), PROTECTED_FILE)), "{p}");
         }
-        // The agent's directories guard their entries; the config file's directory
-        // is not the agent's (here it is inside the repository, which is).
+        // The agent's directories guard their entries; the directory above them is not
+        // the agent's and is not guarded.
         for p in ["state", "policies", "policies/profiles"] {
             assert!(entries.contains(&(id(p), PROTECTED_DIR_ENTRIES)), "{p}");
         }
@@ -308,16 +320,7 @@ mod tests {
         // A file created later is found by the next collection.
         std::fs::create_dir_all(dir.join("state/graph.segments")).unwrap();
         std::fs::write(dir.join("state/graph.segments/000001.seg"), "x").unwrap();
-        let again = AgentFiles::collect(&AgentPaths {
-            source: &source,
-            notify: None,
-            state_dir: &dir.join("state"),
-            config: None,
-            api_socket: &dir.join("api.sock"),
-            api_token: None,
-            pins: None,
-            cgroup_root: Path::new("/sys/fs/cgroup"),
-        });
+        let again = collect_in(&dir, &source, None);
         assert_ne!(again, files);
         let entries = again.entries();
         assert!(entries.contains(&(id("state/graph.segments/000001.seg"), PROTECTED_FILE)));
@@ -338,16 +341,7 @@ mod tests {
             std::fs::write(dir.join(format!("state/junk{i}")), "").unwrap();
         }
         let source = PolicySource::BundleFile(dir.join("bundle.dwb"));
-        let files = AgentFiles::collect(&AgentPaths {
-            source: &source,
-            notify: None,
-            state_dir: &dir.join("state"),
-            config: None,
-            api_socket: &dir.join("api.sock"),
-            api_token: None,
-            pins: Some(&dir.join("pins")),
-            cgroup_root: Path::new("/sys/fs/cgroup"),
-        });
+        let files = collect_in(&dir, &source, Some(&dir.join("pins")));
         assert_eq!(files.len(), MAX_PROTECTED_FILES as usize);
         let entries = files.entries();
         let id = |p: &str| id_of(&dir.join(p));
