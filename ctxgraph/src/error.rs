@@ -68,6 +68,13 @@ pub enum Error {
     /// A segment file is damaged (a block fails its CRC, a directory does not parse).
     #[error("context graph store: corrupt segment: {0}")]
     CorruptSegment(String),
+    /// A segment would hold more than 4 GiB of values (its memtable is bounded by
+    /// `Config::segment_bytes`, so only a configuration far above the default gets
+    /// here).
+    #[error(
+        "context graph store: a segment would hold {0} bytes of values, over 4 GiB; lower segment_bytes"
+    )]
+    SegmentTooLarge(usize),
     /// A writer panicked while holding the store; the store must be reopened.
     #[error("context graph store: a writer panicked; reopen the store")]
     Poisoned,

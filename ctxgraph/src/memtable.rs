@@ -27,18 +27,15 @@ use crate::segment::{Contents, SegmentMeta, ip_bits, proc_key};
 pub(crate) struct Postings {
     idx: Vec<u32>,
     sorted: bool,
+    /// `(time, seq)` of the last edge pushed: the order check does not go back to
+    /// the edge vector (a cache miss for a process whose last edge is old).
+    last: (u64, u64),
 }
 
 impl Postings {
-    fn push(&mut self, edges: &[EdgeRow], i: u32) {
-        let key = |j: u32| {
-            let e = &edges[j as usize];
-            (e.time, e.seq)
-        };
-        self.sorted = match self.idx.last() {
-            None => true,
-            Some(&last) => self.sorted && key(last) <= key(i),
-        };
+    fn push(&mut self, i: u32, key: (u64, u64)) {
+        self.sorted = self.idx.is_empty() || (self.sorted && self.last <= key);
+        self.last = key;
         self.idx.push(i);
     }
 }
@@ -101,6 +98,28 @@ impl Memtable {
             string_ids: FastMap::default(),
             boots: Vec::new(),
             bytes: 0,
+        }
+    }
+
+    /// An empty memtable with room for as much as `previous` held, so that the maps
+    /// and vectors of the next segment do not grow (rehash, copy) step by step: the
+    /// segments of one node are much alike.
+    pub(crate) fn sized_like(base: SegmentMeta, previous: &Memtable) -> Memtable {
+        fn map<K, V>(n: usize) -> FastMap<K, V> {
+            FastMap::with_capacity_and_hasher(n, Default::default())
+        }
+        Memtable {
+            records: map(previous.records.len()),
+            keys: map(previous.keys.len()),
+            born: Vec::with_capacity(previous.born.len()),
+            edges: Vec::with_capacity(previous.edges.len()),
+            by_proc: map(previous.by_proc.len()),
+            by_peer: map(previous.by_peer.len()),
+            children: map(previous.children.len()),
+            pids: map(previous.pids.len()),
+            cgroups: map(previous.cgroups.len()),
+            workloads: map(previous.workloads.len()),
+            ..Memtable::new(base)
         }
     }
 
@@ -188,13 +207,14 @@ impl Memtable {
                 crate::records::StoredEdge::Alert { text, .. } => text.len() + 64,
                 _ => 0,
             };
+        let key = (row.time, row.seq);
         self.edges.push(row);
-        self.by_proc.entry(id).or_default().push(&self.edges, i);
+        self.by_proc.entry(id).or_default().push(i, key);
         if let Some(ip) = peer {
-            self.by_peer.entry(ip).or_default().push(&self.edges, i);
+            self.by_peer.entry(ip).or_default().push(i, key);
         }
         if flag {
-            self.flags.push(&self.edges, i);
+            self.flags.push(i, key);
         }
     }
 

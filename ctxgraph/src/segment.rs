@@ -160,14 +160,10 @@ pub(crate) fn ip_bits(ip: IpAddr) -> u128 {
 
 /// The value of a `children` entry: the exit mark (so finished children are skipped
 /// without decoding their records) and the record.
-pub(crate) fn child_value(record: &ProcRecord) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(64);
-    put_varint(
-        &mut out,
-        record.exit.map_or(0, |(t, _)| t.saturating_add(1)),
-    );
-    out.extend_from_slice(&encode("process", record)?);
-    Ok(out)
+/// Appended to `out`, so a seal encodes all of them into one buffer.
+pub(crate) fn child_value(record: &ProcRecord, out: &mut Vec<u8>) -> Result<()> {
+    put_varint(out, record.exit.map_or(0, |(t, _)| t.saturating_add(1)));
+    encode_into("process", record, out)
 }
 
 /// The exit time in a `children` value (`u64::MAX`: not exited).
@@ -193,9 +189,17 @@ pub(crate) fn varint_value(value: &[u8]) -> u64 {
     get_varint(value, &mut at).unwrap_or(0)
 }
 
-fn varint_bytes(v: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10);
-    put_varint(&mut out, v);
+/// A position in a seal's value buffer (a segment is far below 4 GiB: its memtable
+/// is bounded by `segment_bytes`).
+fn offset32(at: usize) -> Result<u32> {
+    u32::try_from(at).map_err(|_| Error::SegmentTooLarge(at))
+}
+
+/// `v` as a varint in `out` (cleared first): a table value written without an
+/// allocation per entry.
+fn varint_in(out: &mut Vec<u8>, v: u64) -> &[u8] {
+    out.clear();
+    put_varint(out, v);
     out
 }
 
@@ -363,80 +367,101 @@ pub(crate) fn build(
     };
     let mut dirs: Vec<TableDir> = Vec::with_capacity(TABLES);
 
-    // Records: `procs` by id, `children` by (parent, id).
-    contents.records.sort_unstable_by_key(|(id, _)| *id);
+    // Records: `procs` by id, `children` by (parent, id). Sorting works on small
+    // Records and events are each read once, in the order they sit in memory (a
+    // memtable's map, its event vector), and encoded there into one buffer; the
+    // tables are then sorted as small integer tuples that say where each value is.
+    // Visiting the records or events themselves in key order would miss the cache
+    // at nearly every step.
+    let mut scratch = Vec::with_capacity(16);
+    let mut values: Vec<u8> = Vec::with_capacity(contents.records.len() * 48);
+    // (id, parent, tgid, first seen, value start, value end)
+    let mut rows: Vec<(ProcId, ProcId, u32, u64, u32, u32)> =
+        Vec::with_capacity(contents.records.len());
+    let mut groups: [Vec<(u64, u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for (id, r) in &contents.records {
+        let id = *id;
+        widen(&mut meta.record_ids, id);
+        widen(&mut meta.first_seen, r.first_seen_ns);
+        widen(&mut meta.times, r.first_seen_ns);
+        for t in r.forked_ns.iter().chain(r.exit.as_ref().map(|x| &x.0)) {
+            widen(&mut meta.times, *t);
+        }
+        for e in &r.execs {
+            widen(&mut meta.exec_times, e.time_ns);
+            widen(&mut meta.times, e.time_ns);
+            groups[0].push((e.cgroup_id, e.time_ns, id));
+            if let Some(w) = e.workload {
+                groups[1].push((w, e.time_ns, id));
+            }
+        }
+        let start = values.len();
+        child_value(r, &mut values)?;
+        rows.push((
+            id,
+            r.parent.unwrap_or(0),
+            r.tgid,
+            r.first_seen_ns,
+            offset32(start)?,
+            offset32(values.len())?,
+        ));
+    }
+    // `procs` by id, `children` by (parent, id).
     {
+        let mut by_id: Vec<(ProcId, ProcId)> = rows.iter().map(|r| (r.0, r.1)).collect();
+        by_id.sort_unstable();
         let mut w = TableWriter::new();
-        for (id, r) in &contents.records {
-            widen(&mut meta.record_ids, *id);
-            widen(&mut meta.first_seen, r.first_seen_ns);
-            widen(&mut meta.times, r.first_seen_ns);
-            for t in r.forked_ns.iter().chain(r.exit.as_ref().map(|x| &x.0)) {
-                widen(&mut meta.times, *t);
-            }
-            for e in &r.execs {
-                widen(&mut meta.exec_times, e.time_ns);
-                widen(&mut meta.times, e.time_ns);
-            }
+        for (id, parent) in by_id {
             w.add(
                 &mut b,
-                &Key::<8>::of(&[*id]).0,
-                &varint_bytes(r.parent.unwrap_or(0)),
+                &Key::<8>::of(&[id]).0,
+                varint_in(&mut scratch, parent),
             )?;
         }
         dirs.push(w.finish(&mut b)?);
     }
     {
-        let mut order: Vec<usize> = (0..contents.records.len()).collect();
-        order.sort_unstable_by_key(|&i| {
-            let (id, r) = &contents.records[i];
-            (r.parent.unwrap_or(0), *id)
-        });
+        let mut order: Vec<(ProcId, ProcId, u32, u32)> =
+            rows.iter().map(|r| (r.1, r.0, r.4, r.5)).collect();
+        order.sort_unstable();
         let mut w = TableWriter::new();
-        for i in order {
-            let (id, r) = &contents.records[i];
+        for (parent, id, start, end) in order {
             w.add(
                 &mut b,
-                &Key::<16>::of(&[r.parent.unwrap_or(0), *id]).0,
-                &child_value(r)?,
+                &Key::<16>::of(&[parent, id]).0,
+                &values[start as usize..end as usize],
             )?;
         }
         dirs.push(w.finish(&mut b)?);
     }
-    contents.keys.sort_unstable();
-    meta.key_lo = contents.keys.first().map_or([0xff; 16], |k| k.0);
-    meta.key_hi = contents.keys.last().map_or([0; 16], |k| k.0);
+    // Keys are big-endian, so their order is that of the same bytes as one integer.
+    let mut keys: Vec<(u128, ProcId)> = contents
+        .keys
+        .iter()
+        .map(|(k, id)| (u128::from_be_bytes(*k), *id))
+        .collect();
+    keys.sort_unstable();
+    meta.key_lo = keys.first().map_or([0xff; 16], |k| k.0.to_be_bytes());
+    meta.key_hi = keys.last().map_or([0; 16], |k| k.0.to_be_bytes());
     {
         let mut w = TableWriter::new();
-        for (k, id) in &contents.keys {
-            w.add(&mut b, k, &varint_bytes(*id))?;
+        for (k, id) in keys {
+            w.add(&mut b, &k.to_be_bytes(), varint_in(&mut scratch, id))?;
         }
         dirs.push(w.finish(&mut b)?);
     }
     {
-        let mut keys: Vec<[u8; 20]> = contents
-            .records
-            .iter()
-            .map(|(id, r)| pid_key(r.tgid, r.first_seen_ns, *id))
-            .collect();
+        let mut keys: Vec<(u32, u64, ProcId)> = rows.iter().map(|r| (r.2, r.3, r.0)).collect();
         keys.sort_unstable();
         let mut w = TableWriter::new();
-        for k in &keys {
-            w.add(&mut b, k, &[])?;
+        for (tgid, first_seen, id) in keys {
+            w.add(&mut b, &pid_key(tgid, first_seen, id), &[])?;
         }
         dirs.push(w.finish(&mut b)?);
     }
-    for workload in [false, true] {
-        let mut keys: Vec<(u64, u64, u64)> = Vec::new();
-        for (id, r) in &contents.records {
-            for e in &r.execs {
-                match (workload, e.workload) {
-                    (false, _) => keys.push((e.cgroup_id, e.time_ns, *id)),
-                    (true, Some(w)) => keys.push((w, e.time_ns, *id)),
-                    (true, None) => {}
-                }
-            }
-        }
+    drop(rows);
+    // `cgroup`, then `workload`.
+    for mut keys in groups {
         keys.sort_unstable();
         keys.dedup();
         let mut w = TableWriter::new();
@@ -446,75 +471,83 @@ pub(crate) fn build(
         dirs.push(w.finish(&mut b)?);
     }
 
-    // Events, in (process, time, sequence) order: the keys are sorted on their own
-    // (32 bytes each, no pointer to follow per comparison), then the rows visited.
-    let mut order: Vec<(u64, u64, u64, u32)> = contents
-        .edges
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.id, e.time, e.seq, i as u32))
-        .collect();
-    order.sort_unstable();
-    let sorted_edges = || order.iter().map(|o| &*contents.edges[o.3 as usize]);
-    {
-        let mut w = TableWriter::new();
-        let mut value = Vec::with_capacity(64);
-        for e in sorted_edges() {
-            widen(&mut meta.edge_times, e.time);
-            widen(&mut meta.times, e.time);
-            value.clear();
-            encode_into("edge", &e.edge, &mut value)?;
-            w.add(&mut b, &Key::<24>::of(&[e.id, e.time, e.seq]).0, &value)?;
+    // Events, in (process, time, sequence) order, for `edges`, `accepts` and
+    // `proc_flags` in one pass (a table's blocks need not be contiguous in the file:
+    // its index says where each is); the (time, seq) and (peer, time, seq) orders are
+    // gathered on the way in.
+    values.clear();
+    const ACCEPT: u8 = 1;
+    const FLAG: u8 = 2;
+    // (id, time, seq, value start, value end, ACCEPT | FLAG)
+    let mut order: Vec<(u64, u64, u64, u32, u32, u8)> = Vec::with_capacity(contents.edges.len());
+    let mut flags: Vec<(u64, u64, ProcId)> = Vec::new();
+    let mut peers: Vec<(u128, u64, u64, ProcId)> = Vec::new();
+    for row in &contents.edges {
+        let (id, time, seq, e) = (row.id, row.time, row.seq, &row.edge);
+        widen(&mut meta.edge_times, time);
+        widen(&mut meta.times, time);
+        let start = values.len();
+        encode_into("edge", e, &mut values)?;
+        let mut kind = 0;
+        if matches!(e, StoredEdge::Accept { .. }) {
+            kind |= ACCEPT;
         }
-        dirs.push(w.finish(&mut b)?);
+        if e.is_flag() {
+            kind |= FLAG;
+            widen(&mut meta.flag_times, time);
+            flags.push((time, seq, id));
+        }
+        if let Some(p) = e.peer() {
+            peers.push((ip_bits(p.ip()), time, seq, id));
+        }
+        order.push((
+            id,
+            time,
+            seq,
+            offset32(start)?,
+            offset32(values.len())?,
+            kind,
+        ));
     }
-    for flags in [false, true] {
-        let mut w = TableWriter::new();
-        for e in sorted_edges() {
-            let wanted = if flags {
-                e.edge.is_flag()
-            } else {
-                matches!(e.edge, StoredEdge::Accept { .. })
-            };
-            if wanted {
-                w.add(&mut b, &Key::<24>::of(&[e.id, e.time, e.seq]).0, &[])?;
+    order.sort_unstable_by_key(|o| (o.0, o.1, o.2));
+    {
+        let (mut edges, mut accepts, mut proc_flags) =
+            (TableWriter::new(), TableWriter::new(), TableWriter::new());
+        for (id, time, seq, start, end, kind) in order {
+            let key = Key::<24>::of(&[id, time, seq]).0;
+            edges.add(&mut b, &key, &values[start as usize..end as usize])?;
+            if kind & ACCEPT != 0 {
+                accepts.add(&mut b, &key, &[])?;
+            }
+            if kind & FLAG != 0 {
+                proc_flags.add(&mut b, &key, &[])?;
             }
         }
-        dirs.push(w.finish(&mut b)?);
+        dirs.push(edges.finish(&mut b)?);
+        dirs.push(accepts.finish(&mut b)?);
+        dirs.push(proc_flags.finish(&mut b)?);
     }
+    drop(values);
     {
-        let mut flags: Vec<(u64, u64, ProcId)> = contents
-            .edges
-            .iter()
-            .filter(|e| e.edge.is_flag())
-            .map(|e| (e.time, e.seq, e.id))
-            .collect();
         flags.sort_unstable();
         let mut w = TableWriter::new();
         for (t, s, id) in flags {
-            widen(&mut meta.flag_times, t);
-            w.add(&mut b, &Key::<16>::of(&[t, s]).0, &varint_bytes(id))?;
+            w.add(
+                &mut b,
+                &Key::<16>::of(&[t, s]).0,
+                varint_in(&mut scratch, id),
+            )?;
         }
         dirs.push(w.finish(&mut b)?);
     }
     {
-        let mut peers: Vec<([u8; 32], ProcId)> = contents
-            .edges
-            .iter()
-            .filter_map(|e| {
-                e.edge
-                    .peer()
-                    .map(|p| (peer_key(ip_bits(p.ip()), e.time, e.seq), e.id))
-            })
-            .collect();
         peers.sort_unstable();
         let mut w = TableWriter::new();
-        for (k, id) in peers {
-            w.add(&mut b, &k, &varint_bytes(id))?;
+        for (ip, t, s, id) in peers {
+            w.add(&mut b, &peer_key(ip, t, s), varint_in(&mut scratch, id))?;
         }
         dirs.push(w.finish(&mut b)?);
     }
-    contents.gaps.sort_unstable_by_key(|g| (g.0, g.1));
     {
         let mut w = TableWriter::new();
         for (from, seq, g) in &contents.gaps {

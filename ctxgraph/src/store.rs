@@ -508,13 +508,16 @@ impl Store {
                 end_batch: writer.batch + 1,
                 ..st.active.base.clone()
             };
-            let next = Memtable::new(SegmentMeta {
-                number: base.number + 1,
-                first_id: writer.next_proc,
-                first_seq: writer.next_seq,
-                first_batch: writer.batch + 1,
-                ..SegmentMeta::default()
-            });
+            let next = Memtable::sized_like(
+                SegmentMeta {
+                    number: base.number + 1,
+                    first_id: writer.next_proc,
+                    first_seq: writer.next_seq,
+                    first_batch: writer.batch + 1,
+                    ..SegmentMeta::default()
+                },
+                &st.active,
+            );
             st.frozen = Some(std::mem::replace(&mut st.active, next));
             base
         };
@@ -571,9 +574,11 @@ impl Store {
             return Err(e);
         }
         st.segments.push(Arc::new(segment));
-        st.frozen = None;
+        let frozen = st.frozen.take();
         writer.next_segment = base.number + 1;
         drop(st);
+        // Freed outside the lock: millions of small allocations, queries need not wait.
+        drop(frozen);
         ws.wal.truncate(0)
     }
 
@@ -1000,7 +1005,14 @@ impl Writer {
         time_ns: u64,
     ) -> Result<ProcId> {
         let boot = self.boot_index(st, key.boot_id);
-        let known = match self.procs.get(key) {
+        let memo = self.procs.get(key);
+        if let Some((id, first_seen)) = memo
+            && first_seen <= time_ns
+        {
+            // The usual case: known, and nothing to change.
+            return Ok(id);
+        }
+        let known = match memo {
             Some(hit) => Some(hit),
             None => match st.active.keys.get(key) {
                 Some(&id) => st.active.records.get(&id).map(|r| (id, r.first_seen_ns)),

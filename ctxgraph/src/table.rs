@@ -142,18 +142,24 @@ impl BlockBuilder {
         self.buf.len() + 4 * self.restarts.len() + 8
     }
 
-    /// The finished block; the builder is empty again.
-    fn finish(&mut self) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.buf);
+    /// Ends the block (restart points, their count, CRC) and returns its bytes;
+    /// [`BlockBuilder::reset`] starts the next one in the same buffer.
+    fn finish(&mut self) -> &[u8] {
         for r in &self.restarts {
-            out.extend_from_slice(&r.to_le_bytes());
+            self.buf.extend_from_slice(&r.to_le_bytes());
         }
-        out.extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(self.restarts.len() as u32).to_le_bytes());
+        let crc = crc32fast::hash(&self.buf);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        &self.buf
+    }
+
+    /// Empties the builder, keeping its buffers' capacity.
+    fn reset(&mut self) {
+        self.buf.clear();
         self.restarts.clear();
         self.count = 0;
-        out
     }
 }
 
@@ -335,13 +341,15 @@ impl TableWriter {
         if self.data.is_empty() {
             return Ok(());
         }
-        let handle = sink.put(&self.data.finish())?;
+        let handle = sink.put(self.data.finish())?;
+        self.data.reset();
         let mut value = Vec::with_capacity(12);
         handle.encode(&mut value);
         let last = std::mem::take(&mut self.last_key);
         self.index.add(&last, &value);
         if self.index.size() >= self.block_bytes {
-            let handle = sink.put(&self.index.finish())?;
+            let handle = sink.put(self.index.finish())?;
+            self.index.reset();
             self.top.push((last.clone(), handle));
         }
         self.last_key = last;
@@ -351,7 +359,8 @@ impl TableWriter {
     pub(crate) fn finish(mut self, sink: &mut impl BlockSink) -> Result<TableDir> {
         self.flush_data(sink)?;
         if !self.index.is_empty() {
-            let handle = sink.put(&self.index.finish())?;
+            let handle = sink.put(self.index.finish())?;
+            self.index.reset();
             self.top.push((self.last_key.clone(), handle));
         }
         Ok(TableDir {

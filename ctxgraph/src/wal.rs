@@ -38,6 +38,9 @@ pub(crate) struct Wal {
     file: File,
     path: PathBuf,
     len: u64,
+    /// The frame being written, reused from batch to batch (a batch's frame is a few
+    /// hundred KiB: growing a new one each time costs more than encoding it).
+    frame: Vec<u8>,
 }
 
 impl Wal {
@@ -54,7 +57,12 @@ impl Wal {
             .metadata()
             .map_err(|source| log_error(&path, source))?
             .len();
-        Ok(Wal { file, path, len })
+        Ok(Wal {
+            file,
+            path,
+            len,
+            frame: Vec::new(),
+        })
     }
 
     /// Bytes in the log.
@@ -112,31 +120,37 @@ impl Wal {
     /// back to where it was, so a batch is in it only if this returned `Ok`.
     pub(crate) fn append(&mut self, number: u64, events: &[Event]) -> Result<()> {
         let wire: Vec<WireRef<'_>> = events.iter().map(WireRef).collect();
-        let payload = postcard::to_allocvec(&wire).map_err(|source| Error::Encode {
+        // The header's size and checksum are filled in once the payload is there.
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.extend_from_slice(&MAGIC);
+        frame.extend_from_slice(&number.to_le_bytes());
+        frame.extend_from_slice(&[0; 8]);
+        let mut frame = postcard::to_extend(&wire, frame).map_err(|source| Error::Encode {
             what: "log frame",
             source,
         })?;
-        let size = u32::try_from(payload.len())
+        let payload = frame.len() - HEADER;
+        let size = u32::try_from(payload)
             .ok()
             .filter(|s| *s <= MAX_PAYLOAD)
             .ok_or_else(|| Error::Log {
                 path: self.path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
             })?;
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
-        frame.extend_from_slice(&MAGIC);
-        frame.extend_from_slice(&number.to_le_bytes());
-        frame.extend_from_slice(&size.to_le_bytes());
-        frame.extend_from_slice(&checksum(number, &payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let crc = checksum(number, &frame[HEADER..]);
+        frame[HEADER - 8..HEADER - 4].copy_from_slice(&size.to_le_bytes());
+        frame[HEADER - 4..HEADER].copy_from_slice(&crc.to_le_bytes());
         let written = (|| {
             self.file.seek(SeekFrom::Start(self.len))?;
             self.file.write_all(&frame)?;
             self.file.sync_data()
         })();
+        let frame_len = frame.len() as u64;
+        self.frame = frame;
         match written {
             Ok(()) => {
-                self.len += frame.len() as u64;
+                self.len += frame_len;
                 Ok(())
             }
             Err(source) => {
