@@ -101,28 +101,6 @@ impl Memtable {
         }
     }
 
-    /// An empty memtable with room for as much as `previous` held, so that the maps
-    /// and vectors of the next segment do not grow (rehash, copy) step by step: the
-    /// segments of one node are much alike.
-    pub(crate) fn sized_like(base: SegmentMeta, previous: &Memtable) -> Memtable {
-        fn map<K, V>(n: usize) -> FastMap<K, V> {
-            FastMap::with_capacity_and_hasher(n, Default::default())
-        }
-        Memtable {
-            records: map(previous.records.len()),
-            keys: map(previous.keys.len()),
-            born: Vec::with_capacity(previous.born.len()),
-            edges: Vec::with_capacity(previous.edges.len()),
-            by_proc: map(previous.by_proc.len()),
-            by_peer: map(previous.by_peer.len()),
-            children: map(previous.children.len()),
-            pids: map(previous.pids.len()),
-            cgroups: map(previous.cgroups.len()),
-            workloads: map(previous.workloads.len()),
-            ..Memtable::new(base)
-        }
-    }
-
     /// Nothing was ingested into it.
     pub(crate) fn is_empty(&self) -> bool {
         self.journal.is_empty()

@@ -508,16 +508,13 @@ impl Store {
                 end_batch: writer.batch + 1,
                 ..st.active.base.clone()
             };
-            let next = Memtable::sized_like(
-                SegmentMeta {
-                    number: base.number + 1,
-                    first_id: writer.next_proc,
-                    first_seq: writer.next_seq,
-                    first_batch: writer.batch + 1,
-                    ..SegmentMeta::default()
-                },
-                &st.active,
-            );
+            let next = Memtable::new(SegmentMeta {
+                number: base.number + 1,
+                first_id: writer.next_proc,
+                first_seq: writer.next_seq,
+                first_batch: writer.batch + 1,
+                ..SegmentMeta::default()
+            });
             st.frozen = Some(std::mem::replace(&mut st.active, next));
             base
         };
