@@ -828,6 +828,31 @@ pub(crate) struct WriterState {
     pub wal: Wal,
 }
 
+/// A hint a process record carries so that a query of a leaf needs no look-up.
+#[derive(Clone, Copy)]
+enum Hint {
+    /// `has_edges`: it has events beyond its lifecycle.
+    Edges,
+    /// `has_children`: it forked.
+    Children,
+}
+
+impl Hint {
+    fn of(self, r: &ProcRecord) -> bool {
+        match self {
+            Hint::Edges => r.has_edges,
+            Hint::Children => r.has_children,
+        }
+    }
+
+    fn set(self, r: &mut ProcRecord) {
+        match self {
+            Hint::Edges => r.has_edges = true,
+            Hint::Children => r.has_children = true,
+        }
+    }
+}
+
 /// The single writer: id counters and memos. Guarded by the store's mutex.
 pub(crate) struct Writer {
     pub next_seq: u64,
@@ -1078,6 +1103,31 @@ impl Writer {
         }
     }
 
+    /// Sets `hint` on the latest record of `id` if it is not set yet. `memo` holds
+    /// the processes known to carry it already, so that a busy process (a daemon
+    /// with thousands of connections, a shell with thousands of children) is not
+    /// looked up again at each of its events.
+    fn hint(
+        st: &mut State,
+        lk: &Lookups,
+        memo: &mut BoundedCache<ProcId, ()>,
+        id: ProcId,
+        hint: Hint,
+    ) -> Result<()> {
+        if memo.get(&id).is_some() {
+            return Ok(());
+        }
+        let has = match st.active.records.get(&id) {
+            Some(r) => hint.of(r),
+            None => hint.of(&Self::latest(st, lk, id)?),
+        };
+        if !has {
+            hint.set(Self::changing(st, lk, id)?);
+        }
+        memo.insert(id, ());
+        Ok(())
+    }
+
     /// Adds an edge event of `id`.
     fn add_edge(
         &mut self,
@@ -1088,15 +1138,8 @@ impl Writer {
         edge: StoredEdge,
     ) -> Result<Applied> {
         let seq = self.seq();
-        if id != UNATTRIBUTED && self.edged.get(&id).is_none() {
-            let has = match st.active.records.get(&id) {
-                Some(r) => r.has_edges,
-                None => Self::latest(st, lk, id)?.has_edges,
-            };
-            if !has {
-                Self::changing(st, lk, id)?.has_edges = true;
-            }
-            self.edged.insert(id, ());
+        if id != UNATTRIBUTED {
+            Self::hint(st, lk, &mut self.edged, id, Hint::Edges)?;
         }
         self.edge_events += 1;
         st.active.add_edge(EdgeRow {
@@ -1114,16 +1157,7 @@ impl Writer {
         let edge = match &e.kind {
             ProcessEventKind::Fork { parent } => {
                 let parent_id = self.resolve(st, lk, parent, time)?;
-                if self.childed.get(&parent_id).is_none() {
-                    let has = match st.active.records.get(&parent_id) {
-                        Some(r) => r.has_children,
-                        None => Self::latest(st, lk, parent_id)?.has_children,
-                    };
-                    if !has {
-                        Self::changing(st, lk, parent_id)?.has_children = true;
-                    }
-                    self.childed.insert(parent_id, ());
-                }
+                Self::hint(st, lk, &mut self.childed, parent_id, Hint::Children)?;
                 Self::changing(st, lk, id)?;
                 st.active.set_parent(id, parent_id, time);
                 return Ok(Applied::Fork(id, time));
