@@ -466,30 +466,38 @@ impl<'s> Reader<'s> {
 
     // ---- children --------------------------------------------------------------
 
-    /// Sources of the children of `parent` with ids in `lo..=hi`, in id order.
+    /// Sources of the children of `parent` with ids in `lo..=hi`, in id order;
+    /// `want` is about how many the caller will take (a memtable's children are
+    /// selected that many at a time).
     fn children_sources(
         &self,
         parent: ProcId,
         lo: ProcId,
         hi: ProcId,
         descending: bool,
+        want: usize,
     ) -> Sources<'s, ProcId, (Loc, ChildEntry<'s>)> {
         let mut sources: Sources<'s, ProcId, (Loc, ChildEntry<'s>)> = Vec::new();
         if lo > hi {
             return sources;
         }
         for (loc, m) in self.mems() {
-            let mut ids: Vec<(ProcId, (Loc, ChildEntry<'s>))> = m
-                .children_of(parent)
-                .into_iter()
-                .filter(|c| (lo..=hi).contains(c))
-                .filter_map(|c| m.records.get(&c).map(|r| (c, (loc, ChildEntry::Mem(r)))))
-                .collect();
-            if descending {
-                ids.reverse();
+            let list = m.children_of(parent);
+            if list.is_empty() {
+                continue;
             }
+            let mut children = MemChildren {
+                mem: m,
+                loc,
+                list,
+                lo,
+                hi,
+                descending,
+                page: Vec::new(),
+                page_size: want,
+            };
             let bound = if descending { hi } else { lo };
-            sources.push((bound, vec_pull(ids)));
+            sources.push((bound, Box::new(move || Ok(children.next()))));
         }
         for (i, seg) in self.st.segments.iter().enumerate() {
             let (min, max) = seg.meta.record_ids;
@@ -525,7 +533,7 @@ impl<'s> Reader<'s> {
         if limit == 0 {
             return Ok(out);
         }
-        let sources = self.children_sources(parent, split, u64::MAX, false);
+        let sources = self.children_sources(parent, split, u64::MAX, false, limit);
         merge(sources, false, |c, (loc, entry)| {
             if self.location(c)? == Some(loc) {
                 out.push((c, entry.record()?));
@@ -552,7 +560,7 @@ impl<'s> Reader<'s> {
         let Some(hi) = split.checked_sub(1) else {
             return Ok((out, false));
         };
-        let sources = self.children_sources(parent, 0, hi, true);
+        let sources = self.children_sources(parent, 0, hi, true, scan.saturating_add(1));
         merge(sources, true, |c, (loc, entry)| {
             if self.location(c)? != Some(loc) {
                 return Ok(true);
@@ -1225,6 +1233,89 @@ impl ChildEntry<'_> {
     }
 }
 
+/// The children of one parent in a memtable with ids in `lo..=hi`, in id order
+/// (ascending, or descending), for [`merge`]. The memtable's list of them is in
+/// the order they were indexed, not sorted, and a busy parent (a shell) has
+/// hundreds of thousands there while a query takes about a thousand: so they are
+/// selected `page_size` at a time, nearest the start of the order first, in one
+/// pass over the list per page — no copy of the list, and no record look-up for a
+/// child the merge never reaches.
+struct MemChildren<'s> {
+    mem: &'s Memtable,
+    loc: Loc,
+    list: &'s [ProcId],
+    /// What is left to select (empty once `lo > hi`).
+    lo: ProcId,
+    hi: ProcId,
+    descending: bool,
+    /// The selected page, the next child last.
+    page: Vec<ProcId>,
+    page_size: usize,
+}
+
+impl<'s> MemChildren<'s> {
+    /// The next child in order with its record.
+    fn next(&mut self) -> Option<(ProcId, (Loc, ChildEntry<'s>))> {
+        loop {
+            if let Some(c) = self.page.pop() {
+                if let Some(r) = self.mem.records.get(&c) {
+                    return Some((c, (self.loc, ChildEntry::Mem(r))));
+                }
+                continue;
+            }
+            if self.lo > self.hi {
+                return None;
+            }
+            self.fill();
+        }
+    }
+
+    /// Selects the next page and narrows the range past it.
+    fn fill(&mut self) {
+        let k = self.page_size.max(1);
+        let descending = self.descending;
+        // Distance from the start of the order: smaller comes first.
+        let rank = move |c: ProcId| if descending { u64::MAX - c } else { c };
+        let (lo, hi) = (self.lo, self.hi);
+        let mut buf: Vec<ProcId> = Vec::new();
+        // Once `buf` was cut to the `k` nearest, nothing ranked past them can be in
+        // this page.
+        let mut cutoff = u64::MAX;
+        let mut cut = false;
+        for &c in self.list {
+            if c < lo || c > hi || rank(c) > cutoff {
+                continue;
+            }
+            buf.push(c);
+            if buf.len() >= 2 * k {
+                buf.select_nth_unstable_by_key(k - 1, |&c| rank(c));
+                buf.truncate(k);
+                cutoff = buf.iter().map(|&c| rank(c)).max().unwrap_or(u64::MAX);
+                cut = true;
+            }
+        }
+        buf.sort_unstable_by_key(|&c| rank(c));
+        buf.dedup();
+        cut |= buf.len() > k;
+        buf.truncate(k);
+        match buf.last() {
+            // Every child left in range is in this page.
+            _ if !cut => (self.lo, self.hi) = (1, 0),
+            Some(&last) if descending => match last.checked_sub(1) {
+                Some(h) => self.hi = h,
+                None => (self.lo, self.hi) = (1, 0),
+            },
+            Some(&last) => match last.checked_add(1) {
+                Some(l) => self.lo = l,
+                None => (self.lo, self.hi) = (1, 0),
+            },
+            None => (self.lo, self.hi) = (1, 0),
+        }
+        buf.reverse();
+        self.page = buf;
+    }
+}
+
 /// Where an event of a per-process source is.
 enum EdgeSource<'s> {
     Mem(&'s EdgeRow),
@@ -1249,6 +1340,88 @@ impl EdgeSource<'_> {
                     seg.meta.number
                 ))),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentMeta;
+
+    fn record(parent: ProcId, first_seen_ns: u64) -> ProcRecord {
+        ProcRecord {
+            boot: 0,
+            tgid: 1,
+            start_time_ns: first_seen_ns,
+            first_seen_ns,
+            parent: Some(parent),
+            forked_ns: Some(first_seen_ns),
+            execs: Vec::new(),
+            exit: None,
+            has_children: false,
+            has_edges: false,
+        }
+    }
+
+    #[test]
+    fn memtable_children_come_in_id_order_a_page_at_a_time() {
+        // Children indexed out of order, as a memtable has them: mostly ascending,
+        // with older children that changed here and late-forked placeholders between.
+        let mut m = Memtable::new(SegmentMeta::default());
+        let mut ids: Vec<ProcId> = (1_000..1_600).collect();
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..ids.len() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            if rng.is_multiple_of(7) {
+                let j = (rng >> 8) as usize % ids.len();
+                ids.swap(i, j);
+            }
+        }
+        ids.extend([3, 17, 999, 2]);
+        for &id in &ids {
+            m.add_record(id, record(7, id * 10));
+        }
+        // Listed twice (a record added again), and another parent's child.
+        m.add_record(1_200, record(7, 12_000));
+        m.add_record(5_000, record(8, 1));
+        let mut all: Vec<ProcId> = ids.clone();
+        all.sort_unstable();
+        for (lo, hi) in [(0, u64::MAX), (17, 1_300), (1_599, u64::MAX), (4, 3)] {
+            for descending in [false, true] {
+                for page_size in [1, 2, 7, 100, 1_000, 5_000] {
+                    let mut expect: Vec<ProcId> = all
+                        .iter()
+                        .copied()
+                        .filter(|c| (lo..=hi).contains(c))
+                        .collect();
+                    if descending {
+                        expect.reverse();
+                    }
+                    let mut source = MemChildren {
+                        mem: &m,
+                        loc: Loc::Active,
+                        list: m.children_of(7),
+                        lo,
+                        hi,
+                        descending,
+                        page: Vec::new(),
+                        page_size,
+                    };
+                    let mut got = Vec::new();
+                    while let Some((c, (loc, entry))) = source.next() {
+                        assert_eq!(loc, Loc::Active);
+                        assert_eq!(entry.record().expect("record").first_seen_ns, c * 10);
+                        got.push(c);
+                    }
+                    assert_eq!(
+                        got, expect,
+                        "{lo}..={hi} descending {descending} page {page_size}"
+                    );
+                }
+            }
         }
     }
 }
