@@ -201,6 +201,24 @@ fn table_pull<'a, K: 'a, P: 'a>(
     })
 }
 
+/// The first id in `lo..hi` for which `earlier` is false (`hi` if none),
+/// `earlier` being true up to some id and false from there on.
+fn partition(
+    mut lo: ProcId,
+    mut hi: ProcId,
+    mut earlier: impl FnMut(ProcId) -> Result<bool>,
+) -> Result<ProcId> {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if earlier(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
 /// A source over items already in memory, in order.
 fn vec_pull<'a, K: 'a, P: 'a>(items: Vec<(K, P)>) -> Pull<'a, K, P> {
     let mut it = items.into_iter();
@@ -296,6 +314,45 @@ impl<'s> Reader<'s> {
             return Ok(self.segment_index(number).map(Loc::Seg));
         }
         Ok(self.birth_segment(id).map(Loc::Seg))
+    }
+
+    /// Whether the version of `id` a source found at `loc` is its latest: the one
+    /// [`Reader::location`] names. A version in the active memtable always is, one
+    /// in the frozen memtable is unless the active one has a newer; one in segment
+    /// `i` is when neither memtable has a newer one and no later segment's record
+    /// ids span `id` (a later version would be there) — the common case, decided
+    /// without a look-up in the manifest's `versions`. Otherwise `location` decides.
+    pub(crate) fn is_latest(&self, id: ProcId, loc: Loc) -> Result<bool> {
+        match loc {
+            Loc::Active => Ok(self.st.active.records.contains_key(&id)),
+            Loc::Frozen => Ok(!self.st.active.records.contains_key(&id)
+                && self
+                    .st
+                    .frozen
+                    .as_ref()
+                    .is_some_and(|m| m.records.contains_key(&id))),
+            Loc::Seg(i) => {
+                if self.mems().any(|(_, m)| m.records.contains_key(&id)) {
+                    return Ok(false);
+                }
+                let later = self.st.segments.get(i + 1..).unwrap_or_default();
+                if later.iter().all(|s| {
+                    let (lo, hi) = s.meta.record_ids;
+                    id < lo || id > hi
+                }) {
+                    return Ok(true);
+                }
+                Ok(self.location(id)? == Some(loc))
+            }
+        }
+    }
+
+    /// The record of `id` at `loc`, where [`Reader::is_latest`] said its latest is.
+    fn record_at(&self, id: ProcId, loc: Loc) -> Result<Option<ProcRecord>> {
+        match loc {
+            Loc::Seg(i) => self.st.segments[i].record(id),
+            _ => Ok(self.mem(loc).and_then(|m| m.records.get(&id)).cloned()),
+        }
     }
 
     /// The latest record of `id`.
@@ -535,7 +592,7 @@ impl<'s> Reader<'s> {
         }
         let sources = self.children_sources(parent, split, u64::MAX, false, limit);
         merge(sources, false, |c, (loc, entry)| {
-            if self.location(c)? == Some(loc) {
+            if self.is_latest(c, loc)? {
                 out.push((c, entry.record()?));
             }
             Ok(out.len() < limit)
@@ -562,7 +619,7 @@ impl<'s> Reader<'s> {
         };
         let sources = self.children_sources(parent, 0, hi, true, scan.saturating_add(1));
         merge(sources, true, |c, (loc, entry)| {
-            if self.location(c)? != Some(loc) {
+            if !self.is_latest(c, loc)? {
                 return Ok(true);
             }
             if seen >= scan {
@@ -580,18 +637,51 @@ impl<'s> Reader<'s> {
 
     /// The first process id whose record was first seen at or after `time_ns`
     /// (ids grow in arrival order, which is time order but for stragglers: a
-    /// binary search; a hole left by retention counts as "later").
+    /// binary search).
+    ///
+    /// Ids are handed out in pieces — each segment's `first_id..end_id`, then the
+    /// frozen and the active memtable's — so the search goes piece by piece in id
+    /// order: a segment whose latest first-seen time (its `first_seen` bound) is
+    /// before `time_ns` holds no answer and is passed over unread, and only the
+    /// first one that may hold it is searched, through its own records (a
+    /// process's first-seen time only ever moves earlier, so a version there seen
+    /// before `time_ns` settles it; the latest version is read only when that one
+    /// is not before). A process removed by retention inside the piece searched
+    /// counts as "later"; a piece removed whole holds no process and is passed
+    /// over.
     pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
         let end = self.st.active.base.first_id.max(self.st.active.end_id);
-        let (mut lo, mut hi) = (UNATTRIBUTED + 1, end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.record(mid)? {
-                Some(r) if r.first_seen_ns < time_ns => lo = mid + 1,
-                _ => hi = mid,
+        for (i, seg) in self.st.segments.iter().enumerate() {
+            let (lo, hi) = (seg.meta.first_id.max(UNATTRIBUTED + 1), seg.meta.end_id);
+            if lo >= hi || seg.meta.first_seen.1 < time_ns {
+                continue;
+            }
+            let found = partition(lo, hi, |id| {
+                Ok(match seg.record(id)? {
+                    None => false,
+                    Some(r) if r.first_seen_ns < time_ns => true,
+                    Some(_) if self.is_latest(id, Loc::Seg(i))? => false,
+                    Some(_) => self.record(id)?.is_some_and(|r| r.first_seen_ns < time_ns),
+                })
+            })?;
+            if found < hi {
+                return Ok(found);
             }
         }
-        Ok(lo)
+        let mut mems: Vec<(ProcId, ProcId)> = Vec::new();
+        if let Some(f) = &self.st.frozen {
+            mems.push((f.base.first_id, self.st.active.base.first_id));
+        }
+        mems.push((self.st.active.base.first_id, end));
+        for (lo, hi) in mems {
+            let found = partition(lo.max(UNATTRIBUTED + 1), hi, |id| {
+                Ok(self.record(id)?.is_some_and(|r| r.first_seen_ns < time_ns))
+            })?;
+            if found < hi {
+                return Ok(found);
+            }
+        }
+        Ok(end)
     }
 
     // ---- (pid | cgroup | workload, time) ---------------------------------------
@@ -636,12 +726,12 @@ impl<'s> Reader<'s> {
         let mut found = None;
         let mut examined = 0;
         merge(sources, true, |(_, id), loc| {
-            let Some((at, record)) = self.found(id)? else {
-                return Ok(true);
-            };
-            if at != loc {
+            if !self.is_latest(id, loc)? {
                 return Ok(true);
             }
+            let Some(record) = self.record_at(id, loc)? else {
+                return Ok(true);
+            };
             examined += 1;
             if record.exit.is_none_or(|(t, _)| t >= time_ns) {
                 found = Some(id);
@@ -1362,6 +1452,127 @@ mod tests {
             has_children: false,
             has_edges: false,
         }
+    }
+
+    /// A store with four sealed segments and a memtable: a shell forks a process
+    /// every 1,000 ns; some exit in the next segment (a later version there),
+    /// some get an event dated before their fork once sealed (a later version with
+    /// an earlier first-seen time, still in id order).
+    fn store_across_segments() -> (tempfile::TempDir, crate::store::Store, ProcessKey) {
+        use crate::event::Event;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::Store::open(dir.path().join("g.redb"), Default::default()).expect("open");
+        let key = |tgid: u32, t: u64| ProcessKey {
+            boot_id: 7,
+            tgid,
+            start_time_ns: t,
+        };
+        let shell = key(1, 1);
+        let t0 = 1_000_000;
+        let mut batch = vec![Event::fork(t0, key(0, 0), shell)];
+        let mut prev: Vec<ProcessKey> = Vec::new();
+        for round in 0..5u64 {
+            let mut next = Vec::new();
+            for k in &prev {
+                // Changed after the seal: exited, or seen 300 ns before its fork.
+                if k.tgid % 3 == 0 {
+                    batch.push(Event::exit(t0 + round * 1_000_000, *k, 0));
+                } else if k.tgid % 3 == 1 {
+                    batch.push(Event::process_event(
+                        k.start_time_ns - 300,
+                        *k,
+                        crate::event::ProcessEventKind::Listen {
+                            local: "127.0.0.1:80".parse().expect("address"),
+                        },
+                    ));
+                }
+            }
+            for j in 0..200u64 {
+                let t = t0 + round * 1_000_000 + (j + 1) * 1_000;
+                let child = key(10 + (round * 200 + j) as u32, t);
+                batch.push(Event::fork(t, shell, child));
+                if j % 4 == 0 {
+                    batch.push(Event::exit(t + 500, child, 0));
+                } else if j >= 190 {
+                    next.push(child);
+                }
+            }
+            store.ingest(&batch).expect("ingest");
+            batch.clear();
+            prev = next;
+            if round < 4 {
+                let mut ws = store.lock().expect("lock");
+                store.seal(&mut ws).expect("seal");
+            }
+        }
+        (dir, store, shell)
+    }
+
+    #[test]
+    fn the_first_id_seen_from_a_time_agrees_with_every_record() {
+        let (_dir, store, shell) = store_across_segments();
+        store
+            .with_reader(|r| {
+                assert_eq!(r.st.segments.len(), 4);
+                let end = r.st.active.end_id;
+                let latest: Vec<(ProcId, ProcRecord)> = (1..end)
+                    .filter_map(|id| r.record(id).expect("record").map(|rec| (id, rec)))
+                    .collect();
+                // Every version anywhere is the latest exactly when `location` says.
+                for (id, _) in &latest {
+                    let mut locs = vec![Loc::Active, Loc::Frozen];
+                    locs.extend((0..r.st.segments.len()).map(Loc::Seg));
+                    for loc in locs {
+                        let here = match loc {
+                            Loc::Seg(i) => r.st.segments[i].record(*id)?.is_some(),
+                            _ => r.mem(loc).is_some_and(|m| m.records.contains_key(id)),
+                        };
+                        if here {
+                            assert_eq!(
+                                r.is_latest(*id, loc)?,
+                                r.location(*id)? == Some(loc),
+                                "{id} at {loc:?}"
+                            );
+                        }
+                    }
+                }
+                let mut times: Vec<u64> = latest.iter().map(|(_, r)| r.first_seen_ns).collect();
+                times.extend(times.clone().iter().flat_map(|t| [t - 1, t + 1]));
+                times.extend([0, u64::MAX]);
+                for t in times {
+                    let brute = latest
+                        .iter()
+                        .find(|(_, rec)| rec.first_seen_ns >= t)
+                        .map_or(end, |(id, _)| *id);
+                    assert_eq!(r.first_id_seen_from(t)?, brute, "time {t}");
+                }
+                // The shell's children on either side of a split, against its records.
+                let shell_id = r.id_of(&shell)?.expect("shell");
+                let children: Vec<ProcId> = latest
+                    .iter()
+                    .filter(|(_, rec)| rec.parent == Some(shell_id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for split in [1, children[300], children[700], end] {
+                    let from: Vec<ProcId> = r
+                        .children_from(shell_id, split, usize::MAX)?
+                        .into_iter()
+                        .map(|c| c.0)
+                        .collect();
+                    let expect: Vec<ProcId> =
+                        children.iter().copied().filter(|c| *c >= split).collect();
+                    assert_eq!(from, expect);
+                    let (before, cut) = r.children_before(shell_id, split, 0, usize::MAX)?;
+                    let mut before: Vec<ProcId> = before.into_iter().map(|c| c.0).collect();
+                    before.reverse();
+                    let expect: Vec<ProcId> =
+                        children.iter().copied().filter(|c| *c < split).collect();
+                    assert_eq!((before, cut), (expect, false));
+                }
+                Ok(())
+            })
+            .expect("queries");
     }
 
     #[test]
