@@ -201,20 +201,48 @@ fn table_pull<'a, K: 'a, P: 'a>(
     })
 }
 
-/// The first id in `lo..hi` for which `earlier` is false (`hi` if none),
-/// `earlier` being true up to some id and false from there on.
-fn partition(
+/// The first id in `lo..hi` whose first-seen time (`seen`: `u64::MAX` for no
+/// record) is at or after `time_ns` — `hi` if none —, the times growing with the
+/// ids. An interpolation search: ids are handed out at about the rate processes
+/// arrive, so a guess from the times at the ends of the range lands near the
+/// answer, and each probe may be a block read from disk. A guess that does not
+/// halve the range is followed by a bisection, so uneven arrivals cost at most
+/// about twice a binary search.
+fn search_seen(
     mut lo: ProcId,
     mut hi: ProcId,
-    mut earlier: impl FnMut(ProcId) -> Result<bool>,
+    time_ns: u64,
+    mut seen: impl FnMut(ProcId) -> Result<u64>,
 ) -> Result<ProcId> {
+    // The time at `lo - 1` (before `time_ns`) and at `hi` (not before), once
+    // probed: the first probes are the ends of the range, then guesses between.
+    let (mut below, mut above): (Option<u64>, Option<u64>) = (None, None);
+    let mut bisect = false;
     while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if earlier(mid)? {
+        let len = hi - lo;
+        let mut guessed = false;
+        let mid = match (below, above) {
+            (None, _) => lo,
+            (_, None) => hi - 1,
+            (Some(a), Some(b)) if !bisect && b > a => {
+                guessed = true;
+                // Ids `lo - 1 ..= hi` span the times `a ..= b`.
+                let off = u128::from(time_ns - a) * u128::from(len + 1) / u128::from(b - a);
+                (lo - 1)
+                    .saturating_add(u64::try_from(off).unwrap_or(u64::MAX))
+                    .clamp(lo, hi - 1)
+            }
+            _ => lo + len / 2,
+        };
+        let t = seen(mid)?;
+        if t < time_ns {
             lo = mid + 1;
+            below = Some(t);
         } else {
             hi = mid;
+            above = Some(t);
         }
+        bisect = guessed && hi - lo > len / 2;
     }
     Ok(lo)
 }
@@ -637,18 +665,18 @@ impl<'s> Reader<'s> {
 
     /// The first process id whose record was first seen at or after `time_ns`
     /// (ids grow in arrival order, which is time order but for stragglers: a
-    /// binary search).
+    /// search that takes the times to grow with the ids).
     ///
     /// Ids are handed out in pieces — each segment's `first_id..end_id`, then the
     /// frozen and the active memtable's — so the search goes piece by piece in id
     /// order: a segment whose latest first-seen time (its `first_seen` bound) is
     /// before `time_ns` holds no answer and is passed over unread, and only the
-    /// first one that may hold it is searched, through its own records (a
-    /// process's first-seen time only ever moves earlier, so a version there seen
-    /// before `time_ns` settles it; the latest version is read only when that one
-    /// is not before). A process removed by retention inside the piece searched
-    /// counts as "later"; a piece removed whole holds no process and is passed
-    /// over.
+    /// first one that may hold it is searched ([`search_seen`]), through its own
+    /// records (a process's first-seen time only ever moves earlier, so a version
+    /// there seen before `time_ns` settles it; the latest version is read only
+    /// when that one is not before). A process removed by retention inside the
+    /// piece searched counts as "later"; a piece removed whole holds no process
+    /// and is passed over.
     pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
         let end = self.st.active.base.first_id.max(self.st.active.end_id);
         for (i, seg) in self.st.segments.iter().enumerate() {
@@ -656,12 +684,12 @@ impl<'s> Reader<'s> {
             if lo >= hi || seg.meta.first_seen.1 < time_ns {
                 continue;
             }
-            let found = partition(lo, hi, |id| {
+            let found = search_seen(lo, hi, time_ns, |id| {
                 Ok(match seg.record(id)? {
-                    None => false,
-                    Some(r) if r.first_seen_ns < time_ns => true,
-                    Some(_) if self.is_latest(id, Loc::Seg(i))? => false,
-                    Some(_) => self.record(id)?.is_some_and(|r| r.first_seen_ns < time_ns),
+                    None => u64::MAX,
+                    Some(r) if r.first_seen_ns < time_ns => r.first_seen_ns,
+                    Some(r) if self.is_latest(id, Loc::Seg(i))? => r.first_seen_ns,
+                    Some(_) => self.record(id)?.map_or(u64::MAX, |r| r.first_seen_ns),
                 })
             })?;
             if found < hi {
@@ -674,8 +702,8 @@ impl<'s> Reader<'s> {
         }
         mems.push((self.st.active.base.first_id, end));
         for (lo, hi) in mems {
-            let found = partition(lo.max(UNATTRIBUTED + 1), hi, |id| {
-                Ok(self.record(id)?.is_some_and(|r| r.first_seen_ns < time_ns))
+            let found = search_seen(lo.max(UNATTRIBUTED + 1), hi, time_ns, |id| {
+                Ok(self.record(id)?.map_or(u64::MAX, |r| r.first_seen_ns))
             })?;
             if found < hi {
                 return Ok(found);
@@ -1573,6 +1601,54 @@ mod tests {
                 Ok(())
             })
             .expect("queries");
+    }
+
+    #[test]
+    fn the_seen_search_finds_the_first_time_at_or_after_in_few_probes() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut step = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Even arrivals, and bursts (long quiet spells between runs of arrivals).
+        for bursty in [false, true] {
+            let mut times = vec![0u64; 20_000];
+            let mut t = 1_000;
+            for x in times.iter_mut() {
+                t += if bursty && step().is_multiple_of(500) {
+                    1_000_000_000
+                } else {
+                    20_000 + step() % 20_000
+                };
+                *x = t;
+            }
+            let base = 50;
+            let (mut worst, mut total) = (0, 0);
+            for q in 0..500 {
+                let time_ns = match q {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => times[0],
+                    3 => times[times.len() - 1] + 1,
+                    _ => step() % (t + 2_000),
+                };
+                let mut probes = 0;
+                let found = search_seen(base, base + times.len() as u64, time_ns, |id| {
+                    probes += 1;
+                    Ok(times[(id - base) as usize])
+                })
+                .expect("search");
+                let brute = base + times.partition_point(|&x| x < time_ns) as u64;
+                assert_eq!(found, brute, "time {time_ns}");
+                worst = worst.max(probes);
+                total += probes;
+            }
+            // A binary search of 20,000 takes 15.
+            assert!(worst <= 32, "{worst} probes");
+            assert!(bursty || total <= 500 * 8, "{total} probes");
+        }
     }
 
     #[test]
