@@ -267,12 +267,13 @@ impl Memtable {
             .find(|e| e.time == time && e.seq == seq)
     }
 
-    /// Children (by their latest version here) of `parent`, ascending.
-    pub(crate) fn children_of(&self, parent: ProcId) -> Vec<ProcId> {
-        let mut v = self.children.get(&parent).cloned().unwrap_or_default();
-        v.sort_unstable();
-        v.dedup();
-        v
+    /// Children (by their latest version here) of `parent`, in the order they were
+    /// indexed — mostly ascending, but an older child that changed here or a
+    /// placeholder forked late comes out of place. Not copied: a busy parent has
+    /// hundreds of thousands, and a query wants a bounded range of them (the reader
+    /// selects it in one pass, `reader::MemChildren`).
+    pub(crate) fn children_of(&self, parent: ProcId) -> &[ProcId] {
+        self.children.get(&parent).map_or(&[], Vec::as_slice)
     }
 
     /// (first seen, id) of the records here with this tgid, ascending.

@@ -201,6 +201,52 @@ fn table_pull<'a, K: 'a, P: 'a>(
     })
 }
 
+/// The first id in `lo..hi` whose first-seen time (`seen`: `u64::MAX` for no
+/// record) is at or after `time_ns` — `hi` if none —, the times growing with the
+/// ids. An interpolation search: ids are handed out at about the rate processes
+/// arrive, so a guess from the times at the ends of the range lands near the
+/// answer, and each probe may be a block read from disk. A guess that does not
+/// halve the range is followed by a bisection, so uneven arrivals cost at most
+/// about twice a binary search.
+fn search_seen(
+    mut lo: ProcId,
+    mut hi: ProcId,
+    time_ns: u64,
+    mut seen: impl FnMut(ProcId) -> Result<u64>,
+) -> Result<ProcId> {
+    // The time at `lo - 1` (before `time_ns`) and at `hi` (not before), once
+    // probed: the first probes are the ends of the range, then guesses between.
+    let (mut below, mut above): (Option<u64>, Option<u64>) = (None, None);
+    let mut bisect = false;
+    while lo < hi {
+        let len = hi - lo;
+        let mut guessed = false;
+        let mid = match (below, above) {
+            (None, _) => lo,
+            (_, None) => hi - 1,
+            (Some(a), Some(b)) if !bisect && b > a => {
+                guessed = true;
+                // Ids `lo - 1 ..= hi` span the times `a ..= b`.
+                let off = u128::from(time_ns - a) * u128::from(len + 1) / u128::from(b - a);
+                (lo - 1)
+                    .saturating_add(u64::try_from(off).unwrap_or(u64::MAX))
+                    .clamp(lo, hi - 1)
+            }
+            _ => lo + len / 2,
+        };
+        let t = seen(mid)?;
+        if t < time_ns {
+            lo = mid + 1;
+            below = Some(t);
+        } else {
+            hi = mid;
+            above = Some(t);
+        }
+        bisect = guessed && hi - lo > len / 2;
+    }
+    Ok(lo)
+}
+
 /// A source over items already in memory, in order.
 fn vec_pull<'a, K: 'a, P: 'a>(items: Vec<(K, P)>) -> Pull<'a, K, P> {
     let mut it = items.into_iter();
@@ -296,6 +342,45 @@ impl<'s> Reader<'s> {
             return Ok(self.segment_index(number).map(Loc::Seg));
         }
         Ok(self.birth_segment(id).map(Loc::Seg))
+    }
+
+    /// Whether the version of `id` a source found at `loc` is its latest: the one
+    /// [`Reader::location`] names. A version in the active memtable always is, one
+    /// in the frozen memtable is unless the active one has a newer; one in segment
+    /// `i` is when neither memtable has a newer one and no later segment's record
+    /// ids span `id` (a later version would be there) — the common case, decided
+    /// without a look-up in the manifest's `versions`. Otherwise `location` decides.
+    pub(crate) fn is_latest(&self, id: ProcId, loc: Loc) -> Result<bool> {
+        match loc {
+            Loc::Active => Ok(self.st.active.records.contains_key(&id)),
+            Loc::Frozen => Ok(!self.st.active.records.contains_key(&id)
+                && self
+                    .st
+                    .frozen
+                    .as_ref()
+                    .is_some_and(|m| m.records.contains_key(&id))),
+            Loc::Seg(i) => {
+                if self.mems().any(|(_, m)| m.records.contains_key(&id)) {
+                    return Ok(false);
+                }
+                let later = self.st.segments.get(i + 1..).unwrap_or_default();
+                if later.iter().all(|s| {
+                    let (lo, hi) = s.meta.record_ids;
+                    id < lo || id > hi
+                }) {
+                    return Ok(true);
+                }
+                Ok(self.location(id)? == Some(loc))
+            }
+        }
+    }
+
+    /// The record of `id` at `loc`, where [`Reader::is_latest`] said its latest is.
+    fn record_at(&self, id: ProcId, loc: Loc) -> Result<Option<ProcRecord>> {
+        match loc {
+            Loc::Seg(i) => self.st.segments[i].record(id),
+            _ => Ok(self.mem(loc).and_then(|m| m.records.get(&id)).cloned()),
+        }
     }
 
     /// The latest record of `id`.
@@ -466,30 +551,38 @@ impl<'s> Reader<'s> {
 
     // ---- children --------------------------------------------------------------
 
-    /// Sources of the children of `parent` with ids in `lo..=hi`, in id order.
+    /// Sources of the children of `parent` with ids in `lo..=hi`, in id order;
+    /// `want` is about how many the caller will take (a memtable's children are
+    /// selected that many at a time).
     fn children_sources(
         &self,
         parent: ProcId,
         lo: ProcId,
         hi: ProcId,
         descending: bool,
+        want: usize,
     ) -> Sources<'s, ProcId, (Loc, ChildEntry<'s>)> {
         let mut sources: Sources<'s, ProcId, (Loc, ChildEntry<'s>)> = Vec::new();
         if lo > hi {
             return sources;
         }
         for (loc, m) in self.mems() {
-            let mut ids: Vec<(ProcId, (Loc, ChildEntry<'s>))> = m
-                .children_of(parent)
-                .into_iter()
-                .filter(|c| (lo..=hi).contains(c))
-                .filter_map(|c| m.records.get(&c).map(|r| (c, (loc, ChildEntry::Mem(r)))))
-                .collect();
-            if descending {
-                ids.reverse();
+            let list = m.children_of(parent);
+            if list.is_empty() {
+                continue;
             }
+            let mut children = MemChildren {
+                mem: m,
+                loc,
+                list,
+                lo,
+                hi,
+                descending,
+                page: Vec::new(),
+                page_size: want,
+            };
             let bound = if descending { hi } else { lo };
-            sources.push((bound, vec_pull(ids)));
+            sources.push((bound, Box::new(move || Ok(children.next()))));
         }
         for (i, seg) in self.st.segments.iter().enumerate() {
             let (min, max) = seg.meta.record_ids;
@@ -525,9 +618,9 @@ impl<'s> Reader<'s> {
         if limit == 0 {
             return Ok(out);
         }
-        let sources = self.children_sources(parent, split, u64::MAX, false);
+        let sources = self.children_sources(parent, split, u64::MAX, false, limit);
         merge(sources, false, |c, (loc, entry)| {
-            if self.location(c)? == Some(loc) {
+            if self.is_latest(c, loc)? {
                 out.push((c, entry.record()?));
             }
             Ok(out.len() < limit)
@@ -552,9 +645,9 @@ impl<'s> Reader<'s> {
         let Some(hi) = split.checked_sub(1) else {
             return Ok((out, false));
         };
-        let sources = self.children_sources(parent, 0, hi, true);
+        let sources = self.children_sources(parent, 0, hi, true, scan.saturating_add(1));
         merge(sources, true, |c, (loc, entry)| {
-            if self.location(c)? != Some(loc) {
+            if !self.is_latest(c, loc)? {
                 return Ok(true);
             }
             if seen >= scan {
@@ -572,18 +665,51 @@ impl<'s> Reader<'s> {
 
     /// The first process id whose record was first seen at or after `time_ns`
     /// (ids grow in arrival order, which is time order but for stragglers: a
-    /// binary search; a hole left by retention counts as "later").
+    /// search that takes the times to grow with the ids).
+    ///
+    /// Ids are handed out in pieces — each segment's `first_id..end_id`, then the
+    /// frozen and the active memtable's — so the search goes piece by piece in id
+    /// order: a segment whose latest first-seen time (its `first_seen` bound) is
+    /// before `time_ns` holds no answer and is passed over unread, and only the
+    /// first one that may hold it is searched ([`search_seen`]), through its own
+    /// records (a process's first-seen time only ever moves earlier, so a version
+    /// there seen before `time_ns` settles it; the latest version is read only
+    /// when that one is not before). A process removed by retention inside the
+    /// piece searched counts as "later"; a piece removed whole holds no process
+    /// and is passed over.
     pub(crate) fn first_id_seen_from(&self, time_ns: u64) -> Result<ProcId> {
         let end = self.st.active.base.first_id.max(self.st.active.end_id);
-        let (mut lo, mut hi) = (UNATTRIBUTED + 1, end);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.record(mid)? {
-                Some(r) if r.first_seen_ns < time_ns => lo = mid + 1,
-                _ => hi = mid,
+        for (i, seg) in self.st.segments.iter().enumerate() {
+            let (lo, hi) = (seg.meta.first_id.max(UNATTRIBUTED + 1), seg.meta.end_id);
+            if lo >= hi || seg.meta.first_seen.1 < time_ns {
+                continue;
+            }
+            let found = search_seen(lo, hi, time_ns, |id| {
+                Ok(match seg.record(id)? {
+                    None => u64::MAX,
+                    Some(r) if r.first_seen_ns < time_ns => r.first_seen_ns,
+                    Some(r) if self.is_latest(id, Loc::Seg(i))? => r.first_seen_ns,
+                    Some(_) => self.record(id)?.map_or(u64::MAX, |r| r.first_seen_ns),
+                })
+            })?;
+            if found < hi {
+                return Ok(found);
             }
         }
-        Ok(lo)
+        let mut mems: Vec<(ProcId, ProcId)> = Vec::new();
+        if let Some(f) = &self.st.frozen {
+            mems.push((f.base.first_id, self.st.active.base.first_id));
+        }
+        mems.push((self.st.active.base.first_id, end));
+        for (lo, hi) in mems {
+            let found = search_seen(lo.max(UNATTRIBUTED + 1), hi, time_ns, |id| {
+                Ok(self.record(id)?.map_or(u64::MAX, |r| r.first_seen_ns))
+            })?;
+            if found < hi {
+                return Ok(found);
+            }
+        }
+        Ok(end)
     }
 
     // ---- (pid | cgroup | workload, time) ---------------------------------------
@@ -628,12 +754,12 @@ impl<'s> Reader<'s> {
         let mut found = None;
         let mut examined = 0;
         merge(sources, true, |(_, id), loc| {
-            let Some((at, record)) = self.found(id)? else {
-                return Ok(true);
-            };
-            if at != loc {
+            if !self.is_latest(id, loc)? {
                 return Ok(true);
             }
+            let Some(record) = self.record_at(id, loc)? else {
+                return Ok(true);
+            };
             examined += 1;
             if record.exit.is_none_or(|(t, _)| t >= time_ns) {
                 found = Some(id);
@@ -1225,6 +1351,89 @@ impl ChildEntry<'_> {
     }
 }
 
+/// The children of one parent in a memtable with ids in `lo..=hi`, in id order
+/// (ascending, or descending), for [`merge`]. The memtable's list of them is in
+/// the order they were indexed, not sorted, and a busy parent (a shell) has
+/// hundreds of thousands there while a query takes about a thousand: so they are
+/// selected `page_size` at a time, nearest the start of the order first, in one
+/// pass over the list per page — no copy of the list, and no record look-up for a
+/// child the merge never reaches.
+struct MemChildren<'s> {
+    mem: &'s Memtable,
+    loc: Loc,
+    list: &'s [ProcId],
+    /// What is left to select (empty once `lo > hi`).
+    lo: ProcId,
+    hi: ProcId,
+    descending: bool,
+    /// The selected page, the next child last.
+    page: Vec<ProcId>,
+    page_size: usize,
+}
+
+impl<'s> MemChildren<'s> {
+    /// The next child in order with its record.
+    fn next(&mut self) -> Option<(ProcId, (Loc, ChildEntry<'s>))> {
+        loop {
+            if let Some(c) = self.page.pop() {
+                if let Some(r) = self.mem.records.get(&c) {
+                    return Some((c, (self.loc, ChildEntry::Mem(r))));
+                }
+                continue;
+            }
+            if self.lo > self.hi {
+                return None;
+            }
+            self.fill();
+        }
+    }
+
+    /// Selects the next page and narrows the range past it.
+    fn fill(&mut self) {
+        let k = self.page_size.max(1);
+        let descending = self.descending;
+        // Distance from the start of the order: smaller comes first.
+        let rank = move |c: ProcId| if descending { u64::MAX - c } else { c };
+        let (lo, hi) = (self.lo, self.hi);
+        let mut buf: Vec<ProcId> = Vec::new();
+        // Once `buf` was cut to the `k` nearest, nothing ranked past them can be in
+        // this page.
+        let mut cutoff = u64::MAX;
+        let mut cut = false;
+        for &c in self.list {
+            if c < lo || c > hi || rank(c) > cutoff {
+                continue;
+            }
+            buf.push(c);
+            if buf.len() >= 2 * k {
+                buf.select_nth_unstable_by_key(k - 1, |&c| rank(c));
+                buf.truncate(k);
+                cutoff = buf.iter().map(|&c| rank(c)).max().unwrap_or(u64::MAX);
+                cut = true;
+            }
+        }
+        buf.sort_unstable_by_key(|&c| rank(c));
+        buf.dedup();
+        cut |= buf.len() > k;
+        buf.truncate(k);
+        match buf.last() {
+            // Every child left in range is in this page.
+            _ if !cut => (self.lo, self.hi) = (1, 0),
+            Some(&last) if descending => match last.checked_sub(1) {
+                Some(h) => self.hi = h,
+                None => (self.lo, self.hi) = (1, 0),
+            },
+            Some(&last) => match last.checked_add(1) {
+                Some(l) => self.lo = l,
+                None => (self.lo, self.hi) = (1, 0),
+            },
+            None => (self.lo, self.hi) = (1, 0),
+        }
+        buf.reverse();
+        self.page = buf;
+    }
+}
+
 /// Where an event of a per-process source is.
 enum EdgeSource<'s> {
     Mem(&'s EdgeRow),
@@ -1249,6 +1458,257 @@ impl EdgeSource<'_> {
                     seg.meta.number
                 ))),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentMeta;
+
+    fn record(parent: ProcId, first_seen_ns: u64) -> ProcRecord {
+        ProcRecord {
+            boot: 0,
+            tgid: 1,
+            start_time_ns: first_seen_ns,
+            first_seen_ns,
+            parent: Some(parent),
+            forked_ns: Some(first_seen_ns),
+            execs: Vec::new(),
+            exit: None,
+            has_children: false,
+            has_edges: false,
+        }
+    }
+
+    /// A store with four sealed segments and a memtable: a shell forks a process
+    /// every 1,000 ns; some exit in the next segment (a later version there),
+    /// some get an event dated before their fork once sealed (a later version with
+    /// an earlier first-seen time, still in id order).
+    fn store_across_segments() -> (tempfile::TempDir, crate::store::Store, ProcessKey) {
+        use crate::event::Event;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::Store::open(dir.path().join("g.redb"), Default::default()).expect("open");
+        let key = |tgid: u32, t: u64| ProcessKey {
+            boot_id: 7,
+            tgid,
+            start_time_ns: t,
+        };
+        let shell = key(1, 1);
+        let t0 = 1_000_000;
+        let mut batch = vec![Event::fork(t0, key(0, 0), shell)];
+        let mut prev: Vec<ProcessKey> = Vec::new();
+        for round in 0..5u64 {
+            let mut next = Vec::new();
+            for k in &prev {
+                // Changed after the seal: exited, or seen 300 ns before its fork.
+                if k.tgid % 3 == 0 {
+                    batch.push(Event::exit(t0 + round * 1_000_000, *k, 0));
+                } else if k.tgid % 3 == 1 {
+                    batch.push(Event::process_event(
+                        k.start_time_ns - 300,
+                        *k,
+                        crate::event::ProcessEventKind::Listen {
+                            local: "127.0.0.1:80".parse().expect("address"),
+                        },
+                    ));
+                }
+            }
+            for j in 0..200u64 {
+                let t = t0 + round * 1_000_000 + (j + 1) * 1_000;
+                let child = key(10 + (round * 200 + j) as u32, t);
+                batch.push(Event::fork(t, shell, child));
+                if j % 4 == 0 {
+                    batch.push(Event::exit(t + 500, child, 0));
+                } else if j >= 190 {
+                    next.push(child);
+                }
+            }
+            store.ingest(&batch).expect("ingest");
+            batch.clear();
+            prev = next;
+            if round < 4 {
+                let mut ws = store.lock().expect("lock");
+                store.seal(&mut ws).expect("seal");
+            }
+        }
+        (dir, store, shell)
+    }
+
+    #[test]
+    fn the_first_id_seen_from_a_time_agrees_with_every_record() {
+        let (_dir, store, shell) = store_across_segments();
+        store
+            .with_reader(|r| {
+                assert_eq!(r.st.segments.len(), 4);
+                let end = r.st.active.end_id;
+                let latest: Vec<(ProcId, ProcRecord)> = (1..end)
+                    .filter_map(|id| r.record(id).expect("record").map(|rec| (id, rec)))
+                    .collect();
+                // Every version anywhere is the latest exactly when `location` says.
+                for (id, _) in &latest {
+                    let mut locs = vec![Loc::Active, Loc::Frozen];
+                    locs.extend((0..r.st.segments.len()).map(Loc::Seg));
+                    for loc in locs {
+                        let here = match loc {
+                            Loc::Seg(i) => r.st.segments[i].record(*id)?.is_some(),
+                            _ => r.mem(loc).is_some_and(|m| m.records.contains_key(id)),
+                        };
+                        if here {
+                            assert_eq!(
+                                r.is_latest(*id, loc)?,
+                                r.location(*id)? == Some(loc),
+                                "{id} at {loc:?}"
+                            );
+                        }
+                    }
+                }
+                let mut times: Vec<u64> = latest.iter().map(|(_, r)| r.first_seen_ns).collect();
+                times.extend(times.clone().iter().flat_map(|t| [t - 1, t + 1]));
+                times.extend([0, u64::MAX]);
+                for t in times {
+                    let brute = latest
+                        .iter()
+                        .find(|(_, rec)| rec.first_seen_ns >= t)
+                        .map_or(end, |(id, _)| *id);
+                    assert_eq!(r.first_id_seen_from(t)?, brute, "time {t}");
+                }
+                // The shell's children on either side of a split, against its records.
+                let shell_id = r.id_of(&shell)?.expect("shell");
+                let children: Vec<ProcId> = latest
+                    .iter()
+                    .filter(|(_, rec)| rec.parent == Some(shell_id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for split in [1, children[300], children[700], end] {
+                    let from: Vec<ProcId> = r
+                        .children_from(shell_id, split, usize::MAX)?
+                        .into_iter()
+                        .map(|c| c.0)
+                        .collect();
+                    let expect: Vec<ProcId> =
+                        children.iter().copied().filter(|c| *c >= split).collect();
+                    assert_eq!(from, expect);
+                    let (before, cut) = r.children_before(shell_id, split, 0, usize::MAX)?;
+                    let mut before: Vec<ProcId> = before.into_iter().map(|c| c.0).collect();
+                    before.reverse();
+                    let expect: Vec<ProcId> =
+                        children.iter().copied().filter(|c| *c < split).collect();
+                    assert_eq!((before, cut), (expect, false));
+                }
+                Ok(())
+            })
+            .expect("queries");
+    }
+
+    #[test]
+    fn the_seen_search_finds_the_first_time_at_or_after_in_few_probes() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut step = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Even arrivals, and bursts (long quiet spells between runs of arrivals).
+        for bursty in [false, true] {
+            let mut times = vec![0u64; 20_000];
+            let mut t = 1_000;
+            for x in times.iter_mut() {
+                t += if bursty && step().is_multiple_of(500) {
+                    1_000_000_000
+                } else {
+                    20_000 + step() % 20_000
+                };
+                *x = t;
+            }
+            let base = 50;
+            let (mut worst, mut total) = (0, 0);
+            for q in 0..500 {
+                let time_ns = match q {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => times[0],
+                    3 => times[times.len() - 1] + 1,
+                    _ => step() % (t + 2_000),
+                };
+                let mut probes = 0;
+                let found = search_seen(base, base + times.len() as u64, time_ns, |id| {
+                    probes += 1;
+                    Ok(times[(id - base) as usize])
+                })
+                .expect("search");
+                let brute = base + times.partition_point(|&x| x < time_ns) as u64;
+                assert_eq!(found, brute, "time {time_ns}");
+                worst = worst.max(probes);
+                total += probes;
+            }
+            // A binary search of 20,000 takes 15.
+            assert!(worst <= 32, "{worst} probes");
+            assert!(bursty || total <= 500 * 8, "{total} probes");
+        }
+    }
+
+    #[test]
+    fn memtable_children_come_in_id_order_a_page_at_a_time() {
+        // Children indexed out of order, as a memtable has them: mostly ascending,
+        // with older children that changed here and late-forked placeholders between.
+        let mut m = Memtable::new(SegmentMeta::default());
+        let mut ids: Vec<ProcId> = (1_000..1_600).collect();
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..ids.len() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            if rng.is_multiple_of(7) {
+                let j = (rng >> 8) as usize % ids.len();
+                ids.swap(i, j);
+            }
+        }
+        ids.extend([3, 17, 999, 2]);
+        for &id in &ids {
+            m.add_record(id, record(7, id * 10));
+        }
+        // Listed twice (a record added again), and another parent's child.
+        m.add_record(1_200, record(7, 12_000));
+        m.add_record(5_000, record(8, 1));
+        let mut all: Vec<ProcId> = ids.clone();
+        all.sort_unstable();
+        for (lo, hi) in [(0, u64::MAX), (17, 1_300), (1_599, u64::MAX), (4, 3)] {
+            for descending in [false, true] {
+                for page_size in [1, 2, 7, 100, 1_000, 5_000] {
+                    let mut expect: Vec<ProcId> = all
+                        .iter()
+                        .copied()
+                        .filter(|c| (lo..=hi).contains(c))
+                        .collect();
+                    if descending {
+                        expect.reverse();
+                    }
+                    let mut source = MemChildren {
+                        mem: &m,
+                        loc: Loc::Active,
+                        list: m.children_of(7),
+                        lo,
+                        hi,
+                        descending,
+                        page: Vec::new(),
+                        page_size,
+                    };
+                    let mut got = Vec::new();
+                    while let Some((c, (loc, entry))) = source.next() {
+                        assert_eq!(loc, Loc::Active);
+                        assert_eq!(entry.record().expect("record").first_seen_ns, c * 10);
+                        got.push(c);
+                    }
+                    assert_eq!(
+                        got, expect,
+                        "{lo}..={hi} descending {descending} page {page_size}"
+                    );
+                }
+            }
         }
     }
 }
