@@ -39,7 +39,7 @@ pub(crate) struct Wal {
     path: PathBuf,
     len: u64,
     /// The frame being written, reused from batch to batch (a batch's frame is a few
-    /// hundred KiB: growing a new one each time costs more than encoding it).
+    /// hundred KiB; a new one each time was grown step by step and copied).
     frame: Vec<u8>,
 }
 
