@@ -151,6 +151,14 @@ pub struct PruneReport {
     pub gaps: u64,
 }
 
+impl std::ops::AddAssign for PruneReport {
+    fn add_assign(&mut self, other: PruneReport) {
+        self.processes += other.processes;
+        self.events += other.events;
+        self.gaps += other.gaps;
+    }
+}
+
 /// Sizes of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreStats {

@@ -25,6 +25,10 @@
 //! notices, handed to the outbox writer thread without waiting; the delivery task
 //! sends them.
 //!
+//! History is kept as `[graph]` says (see [`history`](crate::history)): every ten
+//! minutes, the first time right after start-up, a retention pass runs on a blocking
+//! thread and hands its report back to the loop on a channel; one pass at a time.
+//!
 //! The [`reload`](crate::reload) task owns the policy maps: `driftwall load` (through
 //! the API) and SIGHUP (the configured path, the configuration file re-read) put a new
 //! generation in force while the loop goes on draining.
@@ -56,6 +60,7 @@ use crate::{
     config::{ConfigError, Overrides, Settings},
     enforcement::{self, EnforcementError, Mode},
     events::{self, BootClock, Record},
+    history::{self, PassReport, Retention},
     kernel_offsets,
     loss::LossMonitor,
     notifications::{Notifier, NotifyError},
@@ -142,7 +147,8 @@ impl AgentError {
 /// flag that moves it aside — or, with `--fresh-graph`, moved aside (logged) and
 /// replaced by a fresh store.
 fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, AgentError> {
-    match GraphCapture::open(&config.settings.state_dir, clock) {
+    let store_config = config.settings.graph.store_config();
+    match GraphCapture::open(&config.settings.state_dir, store_config.clone(), clock) {
         Err(CaptureError::Store(driftwall_ctxgraph::Error::SchemaMismatch {
             path,
             found,
@@ -165,7 +171,11 @@ fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, Agen
                 "the context graph was written with another schema version: moved aside \
                  (--fresh-graph); starting a fresh history"
             );
-            Ok(GraphCapture::open(&config.settings.state_dir, clock)?)
+            Ok(GraphCapture::open(
+                &config.settings.state_dir,
+                store_config,
+                clock,
+            )?)
         }
         other => Ok(other?),
     }
@@ -217,6 +227,15 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
     let clock = BootClock::now();
+    // One open file per segment of history.
+    match history::raise_open_files_limit() {
+        Ok(n) if n < 65_536 => tracing::warn!(
+            limit = n,
+            "the open-files limit is low for a long history (the context graph keeps each segment file open): raise the hard limit (systemd: LimitNOFILE)"
+        ),
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
     let mut graph = open_graph(&config, clock)?;
     let metrics = Arc::new(Metrics::default());
     let mut notifier = match &settings.notify {
@@ -360,6 +379,12 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     // directory they are in already guards them against unlink and rename.
     let mut refresh = tokio::time::interval(protection::REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The retention schedule is held here between passes and lent to the pass.
+    let mut retention = Some(Retention::new(&settings.graph));
+    let mut retention_tick = tokio::time::interval(history::PASS_EVERY);
+    retention_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (retention_done_tx, mut retention_done) =
+        tokio::sync::mpsc::channel::<(Retention, Result<PassReport, driftwall_ctxgraph::Error>)>(1);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -371,6 +396,29 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             _ = tick.tick() => {
                 counters.graph(graph.flush());
                 report_gaps(&mut losses, &mut graph, &mut sink, &metrics, settings.output);
+            }
+            _ = retention_tick.tick(), if retention.is_some() => {
+                if let Some(mut schedule) = retention.take() {
+                    let store = graph.store();
+                    let done = retention_done_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let report = schedule.pass(&store, std::time::SystemTime::now(), std::time::Instant::now());
+                        let _ = done.blocking_send((schedule, report));
+                    });
+                }
+            }
+            Some((schedule, report)) = retention_done.recv() => {
+                retention = Some(schedule);
+                match report {
+                    Ok(report) => {
+                        metrics.record_retention(&report);
+                        log_retention(&report);
+                    }
+                    Err(e) => {
+                        metrics.add_retention_error();
+                        tracing::error!(error = %e, "context graph retention failed; the next pass tries again");
+                    }
+                }
             }
             _ = refresh.tick() => {
                 let now = collect_own_files(&installed);
@@ -527,6 +575,35 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         "{kept}; exiting"
     );
     Ok(())
+}
+
+/// Logs what a retention pass deleted: at info when it deleted something.
+fn log_retention(r: &PassReport) {
+    let deleted = r.by_age.processes + r.by_age.events + r.by_size.processes + r.by_size.events;
+    let (stored, files, segments) = r
+        .stats
+        .map_or((0, 0, 0), |s| (s.stored_bytes, s.file_bytes, s.segments));
+    if deleted > 0 {
+        tracing::info!(
+            aged = r.aged,
+            processes_by_age = r.by_age.processes,
+            events_by_age = r.by_age.events,
+            processes_by_size = r.by_size.processes,
+            events_by_size = r.by_size.events,
+            stored_bytes = stored,
+            file_bytes = files,
+            segments,
+            "context graph retention deleted old history"
+        );
+    } else {
+        tracing::debug!(
+            aged = r.aged,
+            stored_bytes = stored,
+            file_bytes = files,
+            segments,
+            "context graph retention: nothing to delete"
+        );
+    }
 }
 
 /// Reports records the kernel lost since the last look: a `gap` line each, the
