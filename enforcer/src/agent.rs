@@ -279,22 +279,11 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     // rest, before the enforcement programs (self-protection among them) attach, and
     // again after, when the pins of their links exist. An adopted set's programs
     // already run: they protect this agent from here on.
-    let collect_own_files = |installed: &enforcement::Installed| {
-        AgentFiles::collect(&AgentPaths {
-            source: &settings.source,
-            config: settings.file.as_deref(),
-            notify: settings.notify.as_deref(),
-            state_dir: &settings.state_dir,
-            api_socket: &settings.api.socket,
-            api_token: settings.api.tcp.as_ref().map(|(_, token)| token.as_path()),
-            pins: Some(installed.set_dir()),
-            cgroup_root: &settings.cgroup_root,
-        })
-    };
-    let own_files = collect_own_files(&installed);
+    let own_paths = Arc::new(OwnPaths::new(&settings, installed.set_dir()));
+    let own_files = own_paths.collect();
     installed.protect_agent(std::process::id(), &own_files.entries())?;
     let replaced = installed.attach_enforcement(&btf, &settings.cgroup_root)?;
-    let mut own_files = collect_own_files(&installed);
+    let mut own_files = own_paths.collect();
     installed.protect_agent(std::process::id(), &own_files.entries())?;
     tracing::info!(
         files = own_files.len(),
@@ -376,9 +365,13 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // Files the agent creates while it runs (a bundle posted through the API, the
     // store's new files) join the protected set at the next refresh; until then the
-    // directory they are in already guards them against unlink and rename.
+    // directory they are in already guards them against unlink and rename. The
+    // directories are walked on a blocking thread (the state directory holds a file
+    // per segment of history); the loop writes the map. One walk at a time.
     let mut refresh = tokio::time::interval(protection::REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (collected_tx, mut collected) = tokio::sync::mpsc::channel::<AgentFiles>(1);
+    let mut collecting = false;
     // The retention schedule is held here between passes and lent to the pass.
     let mut retention = Some(Retention::new(&settings.graph));
     let mut retention_tick = tokio::time::interval(history::PASS_EVERY);
@@ -420,8 +413,16 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                     }
                 }
             }
-            _ = refresh.tick() => {
-                let now = collect_own_files(&installed);
+            _ = refresh.tick(), if !collecting => {
+                collecting = true;
+                let paths = Arc::clone(&own_paths);
+                let done = collected_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = done.blocking_send(paths.collect());
+                });
+            }
+            Some(now) = collected.recv() => {
+                collecting = false;
                 if now != own_files {
                     match installed.protect_agent(std::process::id(), &now.entries()) {
                         Ok(()) => {
@@ -575,6 +576,48 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         "{kept}; exiting"
     );
     Ok(())
+}
+
+/// The paths whose files the agent protects, owned so that they can be walked on a
+/// blocking thread.
+struct OwnPaths {
+    source: crate::source::PolicySource,
+    config: Option<PathBuf>,
+    notify: Option<PathBuf>,
+    state_dir: PathBuf,
+    api_socket: PathBuf,
+    api_token: Option<PathBuf>,
+    pins: PathBuf,
+    cgroup_root: PathBuf,
+}
+
+impl OwnPaths {
+    fn new(settings: &Settings, pins: &std::path::Path) -> OwnPaths {
+        OwnPaths {
+            source: settings.source.clone(),
+            config: settings.file.clone(),
+            notify: settings.notify.clone(),
+            state_dir: settings.state_dir.clone(),
+            api_socket: settings.api.socket.clone(),
+            api_token: settings.api.tcp.as_ref().map(|(_, token)| token.clone()),
+            pins: pins.to_path_buf(),
+            cgroup_root: settings.cgroup_root.clone(),
+        }
+    }
+
+    /// The files that exist now (reads directories: blocks).
+    fn collect(&self) -> AgentFiles {
+        AgentFiles::collect(&AgentPaths {
+            source: &self.source,
+            config: self.config.as_deref(),
+            notify: self.notify.as_deref(),
+            state_dir: &self.state_dir,
+            api_socket: &self.api_socket,
+            api_token: self.api_token.as_deref(),
+            pins: Some(&self.pins),
+            cgroup_root: &self.cgroup_root,
+        })
+    }
 }
 
 /// Logs what a retention pass deleted: at info when it deleted something.
