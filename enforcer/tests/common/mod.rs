@@ -57,8 +57,22 @@ impl Agent {
     }
 
     pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("wait for the agent")
+    }
+}
+
+/// A test that fails half-way still stops its agent (SIGTERM: with `--on-exit detach`
+/// its programs go too), so that it does not go on policing the host.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
     }
 }
