@@ -285,10 +285,15 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let replaced = installed.attach_enforcement(&btf, &settings.cgroup_root)?;
     let mut own_files = own_paths.collect();
     installed.protect_agent(std::process::id(), &own_files.entries())?;
-    tracing::info!(
-        files = own_files.len(),
-        "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
-    );
+    match mode {
+        Mode::Lsm => tracing::info!(
+            files = own_files.len(),
+            "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
+        ),
+        Mode::Fallback => tracing::warn!(
+            "self-protection: none without BPF LSM (policed processes can signal the agent and write its files)"
+        ),
+    }
     agent_state.set_hooks(installed.hooks());
     agent_state.set_pins(installed.pin_status(settings.on_exit));
 
@@ -346,7 +351,8 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         pins = %installed.set_dir().display(),
         workloads = current.policy.workloads.len(),
         cedar_rules = current.bundle.rules.rules.len(),
-        "enforcement attached (exec, connect, bind, listen, sendmsg, file open, ptrace, module loads, mount, setuid, self-protection)"
+        decides = mode.decides(),
+        "enforcement attached"
     );
     drop(current);
 
