@@ -243,6 +243,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         None => None,
     };
     let agent_state = Arc::new(AgentState::new(capabilities));
+    agent_state.set_graph(settings.graph.status());
     let generations = Arc::new(Generations::default());
 
     let mut installed = enforcement::open(mode, &settings.pin_dir, &offsets, settings.ring_bytes)?;
@@ -408,6 +409,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
             }
             Some((schedule, report)) = retention_done.recv() => {
                 retention = Some(schedule);
+                agent_state.set_retention_pass(history::pass_status(&report, std::time::SystemTime::now()));
                 match report {
                     Ok(report) => {
                         metrics.record_retention(&report);

@@ -44,6 +44,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use driftwall_ctxgraph::{Config, PruneReport, Store, StoreStats};
 
+use crate::api::state::{GraphStatus, RetentionPass};
+
 /// How often the agent runs a retention pass.
 pub const PASS_EVERY: Duration = Duration::from_secs(600);
 /// `retention` unless configured: 90 days.
@@ -102,6 +104,55 @@ impl GraphSettings {
             max_stored_bytes: self.max_size,
             ..Config::default()
         }
+    }
+}
+
+impl GraphSettings {
+    /// The limits as `driftwall status` shows them.
+    pub fn status(&self) -> GraphStatus {
+        GraphStatus {
+            retention: self
+                .retention
+                .map(|d| humantime::format_duration(d).to_string()),
+            max_size: self.max_size,
+            memtable: self.memtable,
+            cache: self.cache,
+            last_pass: None,
+        }
+    }
+}
+
+/// A pass as `driftwall status` shows it: what it did, or why it failed.
+pub fn pass_status(
+    result: &Result<PassReport, driftwall_ctxgraph::Error>,
+    at: SystemTime,
+) -> RetentionPass {
+    let at = humantime::format_rfc3339_seconds(at).to_string();
+    match result {
+        Ok(r) => {
+            let stats = r.stats.unwrap_or(StoreStats {
+                file_bytes: 0,
+                stored_bytes: 0,
+                processes: 0,
+                events: 0,
+                segments: 0,
+            });
+            RetentionPass {
+                at,
+                aged: r.aged,
+                pruned_processes: r.by_age.processes + r.by_size.processes,
+                pruned_events: r.by_age.events + r.by_size.events,
+                stored_bytes: stats.stored_bytes,
+                file_bytes: stats.file_bytes,
+                segments: stats.segments,
+                error: None,
+            }
+        }
+        Err(e) => RetentionPass {
+            at,
+            error: Some(e.to_string()),
+            ..RetentionPass::default()
+        },
     }
 }
 

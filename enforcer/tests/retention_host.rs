@@ -2,7 +2,7 @@
 //! mode: this kernel refuses LSM programs) with `--graph-retention 7d` over a context
 //! graph that holds a process that exited ten days ago and one that exited an hour
 //! ago, its first retention pass deletes the old one — gone from the API — keeps the
-//! recent one, and counts what it deleted in `/metrics`. Needs root and a cgroup v2
+//! recent one, counts what it deleted in `/metrics` and shows it in `driftwall status`. Needs root and a cgroup v2
 //! hierarchy, as the fallback test does.
 mod common;
 
@@ -187,6 +187,19 @@ fn the_agent_deletes_history_older_than_its_retention_and_keeps_the_rest() {
     )
     .expect("the recent job is kept");
     assert!(kept.contains("/usr/bin/job"), "{kept}");
+
+    // `driftwall status` says what the graph keeps and what the pass did.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_driftwall"))
+        .args(["status", "--socket", &socket.display().to_string()])
+        .output()
+        .expect("driftwall status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        text.contains("context graph: keeps 7days of history; memtable 64.0 MiB, cache 32.0 MiB"),
+        "{text}"
+    );
+    assert!(text.contains("the pass deleted 1 processes"), "{text}");
 
     let exit = agent.stop();
     assert!(exit.success(), "the agent exits 0 on SIGTERM: {exit}");
