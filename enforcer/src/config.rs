@@ -157,8 +157,18 @@ pub fn parse_size(text: &str) -> Result<u64, &'static str> {
     n.checked_mul(1 << shift).ok_or("too large")
 }
 
-/// A size in the file: a string (`"64M"`) or a number of bytes.
-fn size_value<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<u64, D::Error> {
+/// `key` given as text (`"64M"`): a size within `range`.
+fn size_in(key: &str, text: &str, range: (u64, u64)) -> Result<u64, String> {
+    let n = parse_size(text).map_err(|reason| format!("{key} {text:?}: {reason}"))?;
+    history::check_size(key, n, range)
+}
+
+/// `key` in the file: a string (`"64M"`) or a number of bytes, within `range`.
+fn size_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    range: (u64, u64),
+) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Size {
@@ -166,49 +176,40 @@ fn size_value<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<u64,
         Bytes(u64),
     }
     match Size::deserialize(d)? {
-        Size::Bytes(n) => Ok(n),
-        Size::Text(t) => parse_size(&t)
-            .map_err(|reason| serde::de::Error::custom(format!("{what} {t:?}: {reason}"))),
+        Size::Bytes(n) => history::check_size(key, n, range),
+        Size::Text(t) => size_in(key, &t, range),
     }
+    .map(Some)
+    .map_err(serde::de::Error::custom)
 }
+
+const MAX_SIZE_RANGE: (u64, u64) = (history::MIN_MAX_SIZE, u64::MAX);
 
 /// `memtable`, `cache`, `max_size` as the flags parse them (`--graph-memtable 64M`).
 pub fn parse_memtable(text: &str) -> Result<u64, String> {
-    let n = parse_size(text).map_err(|r| format!("memtable {text:?}: {r}"))?;
-    history::check_size("memtable", n, history::MEMTABLE_RANGE)
+    size_in("memtable", text, history::MEMTABLE_RANGE)
 }
 
 /// See [`parse_memtable`].
 pub fn parse_cache(text: &str) -> Result<u64, String> {
-    let n = parse_size(text).map_err(|r| format!("cache {text:?}: {r}"))?;
-    history::check_size("cache", n, history::CACHE_RANGE)
+    size_in("cache", text, history::CACHE_RANGE)
 }
 
 /// See [`parse_memtable`].
 pub fn parse_max_size(text: &str) -> Result<u64, String> {
-    let n = parse_size(text).map_err(|r| format!("max_size {text:?}: {r}"))?;
-    history::check_size("max_size", n, (history::MIN_MAX_SIZE, u64::MAX))
+    size_in("max_size", text, MAX_SIZE_RANGE)
 }
 
 fn memtable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let n = size_value(d, "memtable")?;
-    history::check_size("memtable", n, history::MEMTABLE_RANGE)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    size_value(d, "memtable", history::MEMTABLE_RANGE)
 }
 
 fn cache<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let n = size_value(d, "cache")?;
-    history::check_size("cache", n, history::CACHE_RANGE)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    size_value(d, "cache", history::CACHE_RANGE)
 }
 
 fn max_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let n = size_value(d, "max_size")?;
-    history::check_size("max_size", n, (history::MIN_MAX_SIZE, u64::MAX))
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    size_value(d, "max_size", MAX_SIZE_RANGE)
 }
 
 fn retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Keep>, D::Error> {
@@ -646,7 +647,11 @@ cache = 8388608
         assert_eq!(parse_size("1.5G"), Err("not a number"));
         assert_eq!(parse_size("99999999999T"), Err("too large"));
         assert_eq!(parse_memtable("16M"), Ok(16 << 20));
-        assert!(parse_max_size("1M").unwrap_err().contains("expected 64M"));
+        assert!(
+            parse_max_size("1M")
+                .unwrap_err()
+                .contains("expected at least 64M")
+        );
         assert!(parse_cache("0").is_err());
     }
 

@@ -196,6 +196,11 @@ pub fn parse_retention(text: &str) -> Result<Keep, String> {
 pub fn check_size(what: &str, bytes: u64, (lo, hi): (u64, u64)) -> Result<u64, String> {
     if (lo..=hi).contains(&bytes) {
         Ok(bytes)
+    } else if hi == u64::MAX {
+        Err(format!(
+            "{what} {bytes} bytes: expected at least {}",
+            human_bytes(lo)
+        ))
     } else {
         Err(format!(
             "{what} {bytes} bytes: expected {} to {}",

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use common::Agent;
+use common::{Agent, host_cgroup_root};
 use serde_json::Value;
 
 /// How a child in the workload's cgroup ended.
@@ -92,17 +92,7 @@ fn exec(path: &std::ffi::CString) -> i32 {
 
 #[test]
 fn without_bpf_lsm_the_fallback_blocks_connects_inline_and_kills_drifting_execs() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test loads eBPF programs and must run as root"
-    );
-    let cgroup_root = driftwall_enforcer::resolve::default_cgroup_root();
-    assert!(
-        driftwall_enforcer::resolve::is_cgroup2(&cgroup_root),
-        "no cgroup v2 hierarchy on this host (looked at {})",
-        cgroup_root.display()
-    );
+    let cgroup_root = host_cgroup_root();
     let me = std::process::id();
     let dir = tempfile::tempdir().expect("tempdir");
     let workload_cgroup = format!("/dw-fallback-{me}");

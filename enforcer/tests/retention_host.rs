@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use common::{Agent, WAIT};
+use common::{Agent, WAIT, host_cgroup_root};
 use driftwall_ctxgraph::{
     Config, Credentials, Event, Exec, Executable, ProcessEvent, ProcessEventKind, ProcessKey, Store,
 };
@@ -82,17 +82,7 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 
 #[test]
 fn the_agent_deletes_history_older_than_its_retention_and_keeps_the_rest() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test loads eBPF programs and must run as root"
-    );
-    let cgroup_root = driftwall_enforcer::resolve::default_cgroup_root();
-    assert!(
-        driftwall_enforcer::resolve::is_cgroup2(&cgroup_root),
-        "no cgroup v2 hierarchy on this host (looked at {})",
-        cgroup_root.display()
-    );
+    let cgroup_root = host_cgroup_root();
     let me = std::process::id();
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");

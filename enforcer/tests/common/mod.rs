@@ -11,6 +11,24 @@ use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The cgroup v2 mount of this host, after checking that this test may load eBPF
+/// programs and attach them there: root, and a cgroup v2 hierarchy.
+pub fn host_cgroup_root() -> std::path::PathBuf {
+    assert_eq!(
+        // SAFETY: a plain syscall.
+        unsafe { libc::geteuid() },
+        0,
+        "this test loads eBPF programs and must run as root"
+    );
+    let cgroup_root = driftwall_enforcer::resolve::default_cgroup_root();
+    assert!(
+        driftwall_enforcer::resolve::is_cgroup2(&cgroup_root),
+        "no cgroup v2 hierarchy on this host (looked at {})",
+        cgroup_root.display()
+    );
+    cgroup_root
+}
+
 /// The agent and the JSON lines it printed.
 pub struct Agent {
     child: Child,
