@@ -2,8 +2,9 @@
 //! `benches/synthetic/mod.rs`) in durable batches, then prints what the issue asks
 //! to be measured — ingest rate (wall clock, per CPU-second of this process, which
 //! is the per-core figure on a shared machine, and per CPU-second spent in
-//! `Store::ingest`, the store's share without the synthetic generator), bytes on disk per event,
-//! resident memory as history grows, and Flashback latency p50/p99/max by (pid,
+//! `Store::ingest`, the store's share without the synthetic generator), how long a
+//! batch waits for its acknowledgement (p50/p99/max: the slowest include a seal),
+//! bytes on disk per event, resident memory as history grows, and Flashback latency p50/p99/max by (pid,
 //! time), by process key (daemons and the busy shell) and by (IP, time) — by wall
 //! clock and on CPU (the thread's CPU time: on a shared machine the difference is
 //! time the scheduler gave to someone else).
@@ -118,22 +119,24 @@ fn timed<T>(query: impl FnOnce() -> T) -> (T, Timing) {
     )
 }
 
-fn percentiles(name: &str, timings: Vec<Timing>) {
-    let summary = |mut values: Vec<Duration>| {
-        values.sort();
-        let pct = |p: f64| {
-            values
-                .get(((values.len().saturating_sub(1)) as f64 * p) as usize)
-                .copied()
-                .unwrap_or_default()
-        };
-        format!(
-            "p50 {:.2?}, p99 {:.2?}, max {:.2?}",
-            pct(0.5),
-            pct(0.99),
-            values.last().copied().unwrap_or_default()
-        )
+/// "p50 …, p99 …, max …" of `values`.
+fn summary(mut values: Vec<Duration>) -> String {
+    values.sort();
+    let pct = |p: f64| {
+        values
+            .get(((values.len().saturating_sub(1)) as f64 * p) as usize)
+            .copied()
+            .unwrap_or_default()
     };
+    format!(
+        "p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        pct(0.5),
+        pct(0.99),
+        values.last().copied().unwrap_or_default()
+    )
+}
+
+fn percentiles(name: &str, timings: Vec<Timing>) {
     println!(
         "flashback {name}: {} queries, wall {}; on CPU {}",
         timings.len(),
@@ -179,11 +182,16 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
     // them on the caller's thread and has no other), without the synthetic
     // generator's making and freeing of the events.
     let mut in_store = Duration::ZERO;
+    // How long each batch waited for its acknowledgement (a batch that finds the
+    // memtable full waits for the seal).
+    let mut acks = Vec::with_capacity(args.events / args.batch + 1);
     while total < args.events {
         let events = node.batch(args.batch);
         total += events.len();
         let before = thread_cpu();
+        let waited = Instant::now();
         store.ingest(&events)?;
+        acks.push(waited.elapsed());
         in_store += thread_cpu().saturating_sub(before);
         if total >= next_report {
             println!(
@@ -204,6 +212,12 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
         "ingest in the store: {in_store:.2?} CPU in Store::ingest = {:.0} events per CPU-second (the generator's {:.2?} excluded)",
         total as f64 / in_store.as_secs_f64().max(1e-9),
         cpu.saturating_sub(in_store)
+    );
+    println!(
+        "acknowledgement of a batch of {}: {} batches, wall {} (the slowest waited for a seal)",
+        args.batch,
+        acks.len(),
+        summary(acks)
     );
     let stats = store.stats()?;
     println!(

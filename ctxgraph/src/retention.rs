@@ -263,30 +263,37 @@ impl Store {
         Ok(report)
     }
 
+    /// Size retention: while the store holds more than `max_stored_bytes` of keys and
+    /// values ([`StoreStats::stored_bytes`](crate::StoreStats::stored_bytes)), deletes
+    /// the oldest eighth of the remaining span of history (from its oldest batch to
+    /// `now_ns`), at most 16 rounds. Takes `&self`, so that an agent that shares the
+    /// store with its API can run it; each round is a [`Store::prune`].
+    pub fn prune_to_size(&self, max_stored_bytes: u64, now_ns: u64) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for _ in 0..16 {
+            if self.stats()?.stored_bytes <= max_stored_bytes {
+                break;
+            }
+            let Some(oldest) = self.with_reader(|r| r.oldest_batch_time())? else {
+                break;
+            };
+            let cutoff = oldest + (now_ns.saturating_sub(oldest) / 8).max(1);
+            report += self.prune(cutoff)?;
+        }
+        Ok(report)
+    }
+
     /// Applies [`Config::retention_ns`](crate::Config::retention_ns) relative to
-    /// `now_ns`; then, while the store holds more than
-    /// [`Config::max_stored_bytes`](crate::Config::max_stored_bytes), deletes the
-    /// oldest eighth of the remaining span of history (at most 16 rounds); then
-    /// compacts the manifest.
+    /// `now_ns` ([`Store::prune`]); then [`Config::max_stored_bytes`](crate::Config::max_stored_bytes)
+    /// ([`Store::prune_to_size`]); then compacts the manifest (which needs the store
+    /// to itself: a shared store runs the first two alone).
     pub fn compact(&mut self, now_ns: u64) -> Result<PruneReport> {
         let mut report = match self.config.retention_ns {
             Some(keep) => self.prune(now_ns.saturating_sub(keep))?,
             None => PruneReport::default(),
         };
         if let Some(max) = self.config.max_stored_bytes {
-            for _ in 0..16 {
-                if self.stats()?.stored_bytes <= max {
-                    break;
-                }
-                let Some(oldest) = self.with_reader(|r| r.oldest_batch_time())? else {
-                    break;
-                };
-                let cutoff = oldest + (now_ns.saturating_sub(oldest) / 8).max(1);
-                let round = self.prune(cutoff)?;
-                report.processes += round.processes;
-                report.events += round.events;
-                report.gaps += round.gaps;
-            }
+            report += self.prune_to_size(max, now_ns)?;
         }
         self.db.compact()?;
         Ok(report)

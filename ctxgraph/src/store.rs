@@ -27,8 +27,9 @@
 //! Why not redb B-trees per event, as schema 4 did: ~1.7 B-tree inserts per event
 //! capped ingest near redb's floor (~250k events per CPU-second here) and freed
 //! copy-on-write pages kept the live file at 114–142 B per event; this engine writes
-//! each event once to the log and once, sorted, to a segment — 346k–405k events per
-//! CPU-second and 56–59 B per event, measured (the crate README and `BENCHMARKS.md`).
+//! each event once to the log and once, sorted, to a segment — 600k–780k events per
+//! CPU-second at 10M events on a quiet machine (504k at load ~3) and 56–59 B per
+//! event, measured (the crate README and `BENCHMARKS.md`).
 //!
 //! # The manifest (redb)
 //!
@@ -149,6 +150,14 @@ pub struct PruneReport {
     pub events: u64,
     /// Gap records deleted.
     pub gaps: u64,
+}
+
+impl std::ops::AddAssign for PruneReport {
+    fn add_assign(&mut self, other: PruneReport) {
+        self.processes += other.processes;
+        self.events += other.events;
+        self.gaps += other.gaps;
+    }
 }
 
 /// Sizes of the store.

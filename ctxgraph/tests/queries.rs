@@ -270,3 +270,85 @@ fn size_retention_deletes_the_oldest_history_first() {
     let page = store.events_since(EventCursor::default(), 1).expect("page");
     assert!(page.events[0].time_ns() > T0);
 }
+
+#[test]
+fn retention_runs_on_a_shared_store_while_ingest_goes_on() {
+    // The agent shares its store with the API (an `Arc`), so retention must work on
+    // `&Store`, with batches arriving meanwhile; none of those may be lost.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = 86_400 * SEC;
+    let init = key(1, 1);
+    let store = std::sync::Arc::new(
+        Store::open(
+            dir.path().join("graph.redb"),
+            Config {
+                retention_ns: None,
+                segment_bytes: 256 << 10,
+                ..Config::default()
+            },
+        )
+        .expect("open"),
+    );
+    let job = move |d: u64, i: u64| {
+        let t = T0 + d * day + i * SEC;
+        let k = key(10_000 + (d * 400 + i) as u32, t);
+        let argv = format!("job-{d}-{i}-{}", "x".repeat(64));
+        (
+            k,
+            vec![
+                Event::fork(t, init, k),
+                exec(t + 1, k, "/usr/bin/job", &["job", &argv], 1000),
+                Event::exit(t + 2, k, 0),
+            ],
+        )
+    };
+    store
+        .ingest(&[exec(T0, init, "/sbin/init", &["init"], 0)])
+        .expect("ingest");
+    // Ten days of finished jobs, 400 a day.
+    for d in 0..10 {
+        let events: Vec<Event> = (0..400).flat_map(|i| job(d, i).1).collect();
+        store.ingest(&events).expect("ingest");
+    }
+    let full = store.stats().expect("stats").stored_bytes;
+    // Days 10 to 14 arrive while the size pass and then the age pass run.
+    let writer = {
+        let store = std::sync::Arc::clone(&store);
+        std::thread::spawn(move || {
+            let mut keys = Vec::new();
+            for d in 10..15 {
+                for chunk in (0..400).collect::<Vec<u64>>().chunks(50) {
+                    let mut events = Vec::new();
+                    for &i in chunk {
+                        let (k, e) = job(d, i);
+                        keys.push(k);
+                        events.extend(e);
+                    }
+                    store.ingest(&events).expect("ingest during retention");
+                }
+            }
+            keys
+        })
+    };
+    let now = T0 + 15 * day;
+    let by_size = store.prune_to_size(full / 2, now).expect("size pass");
+    let by_age = store.prune(now - 7 * day).expect("age pass");
+    let arrived = writer.join().expect("writer");
+    assert!(
+        by_size.processes > 0,
+        "the size pass deleted the oldest jobs"
+    );
+    // Day 0 went by size; days 0 to 7 are past the age cutoff.
+    assert!(store.process(&job(0, 0).0).expect("q").is_none());
+    assert!(store.process(&job(7, 399).0).expect("q").is_none());
+    assert!(by_size.processes + by_age.processes >= 8 * 400);
+    assert!(store.process(&job(8, 0).0).expect("q").is_some());
+    for k in &arrived {
+        assert!(
+            store.process(k).expect("q").is_some(),
+            "{k} arrived during retention and is kept"
+        );
+    }
+    assert!(store.process(&init).expect("q").is_some());
+    assert!(store.check().expect("check").problems.is_empty());
+}

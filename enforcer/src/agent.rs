@@ -25,6 +25,10 @@
 //! notices, handed to the outbox writer thread without waiting; the delivery task
 //! sends them.
 //!
+//! History is kept as `[graph]` says (see [`history`](crate::history)): every ten
+//! minutes, the first time right after start-up, a retention pass runs on a blocking
+//! thread and hands its report back to the loop on a channel; one pass at a time.
+//!
 //! The [`reload`](crate::reload) task owns the policy maps: `driftwall load` (through
 //! the API) and SIGHUP (the configured path, the configuration file re-read) put a new
 //! generation in force while the loop goes on draining.
@@ -56,6 +60,7 @@ use crate::{
     config::{ConfigError, Overrides, Settings},
     enforcement::{self, EnforcementError, Mode},
     events::{self, BootClock, Record},
+    history::{self, PassReport, Retention},
     kernel_offsets,
     loss::LossMonitor,
     notifications::{Notifier, NotifyError},
@@ -142,7 +147,8 @@ impl AgentError {
 /// flag that moves it aside — or, with `--fresh-graph`, moved aside (logged) and
 /// replaced by a fresh store.
 fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, AgentError> {
-    match GraphCapture::open(&config.settings.state_dir, clock) {
+    let store_config = config.settings.graph.store_config();
+    match GraphCapture::open(&config.settings.state_dir, store_config.clone(), clock) {
         Err(CaptureError::Store(driftwall_ctxgraph::Error::SchemaMismatch {
             path,
             found,
@@ -165,7 +171,11 @@ fn open_graph(config: &RunConfig, clock: BootClock) -> Result<GraphCapture, Agen
                 "the context graph was written with another schema version: moved aside \
                  (--fresh-graph); starting a fresh history"
             );
-            Ok(GraphCapture::open(&config.settings.state_dir, clock)?)
+            Ok(GraphCapture::open(
+                &config.settings.state_dir,
+                store_config,
+                clock,
+            )?)
         }
         other => Ok(other?),
     }
@@ -217,6 +227,15 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     tracing::debug!(?offsets, "kernel offsets from BTF");
     let btf = Btf::from_sys_fs().map_err(programs::ProgramsError::Btf)?;
     let clock = BootClock::now();
+    // One open file per segment of history.
+    match history::raise_open_files_limit() {
+        Ok(n) if n < 65_536 => tracing::warn!(
+            limit = n,
+            "the open-files limit is low for a long history (the context graph keeps each segment file open): raise the hard limit (systemd: LimitNOFILE)"
+        ),
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
     let mut graph = open_graph(&config, clock)?;
     let metrics = Arc::new(Metrics::default());
     let mut notifier = match &settings.notify {
@@ -224,6 +243,7 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         None => None,
     };
     let agent_state = Arc::new(AgentState::new(capabilities));
+    agent_state.set_graph(settings.graph.status());
     let generations = Arc::new(Generations::default());
 
     let mut installed = enforcement::open(mode, &settings.pin_dir, &offsets, settings.ring_bytes)?;
@@ -260,27 +280,21 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     // rest, before the enforcement programs (self-protection among them) attach, and
     // again after, when the pins of their links exist. An adopted set's programs
     // already run: they protect this agent from here on.
-    let collect_own_files = |installed: &enforcement::Installed| {
-        AgentFiles::collect(&AgentPaths {
-            source: &settings.source,
-            config: settings.file.as_deref(),
-            notify: settings.notify.as_deref(),
-            state_dir: &settings.state_dir,
-            api_socket: &settings.api.socket,
-            api_token: settings.api.tcp.as_ref().map(|(_, token)| token.as_path()),
-            pins: Some(installed.set_dir()),
-            cgroup_root: &settings.cgroup_root,
-        })
-    };
-    let own_files = collect_own_files(&installed);
+    let own_paths = Arc::new(OwnPaths::new(&settings, installed.set_dir()));
+    let own_files = own_paths.collect();
     installed.protect_agent(std::process::id(), &own_files.entries())?;
     let replaced = installed.attach_enforcement(&btf, &settings.cgroup_root)?;
-    let mut own_files = collect_own_files(&installed);
+    let mut own_files = own_paths.collect();
     installed.protect_agent(std::process::id(), &own_files.entries())?;
-    tracing::info!(
-        files = own_files.len(),
-        "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
-    );
+    match mode {
+        Mode::Lsm => tracing::info!(
+            files = own_files.len(),
+            "self-protection: policed processes may not signal, trace or bpf(2) the agent, nor write its files"
+        ),
+        Mode::Fallback => tracing::warn!(
+            "self-protection: none without BPF LSM (policed processes can signal the agent and write its files)"
+        ),
+    }
     agent_state.set_hooks(installed.hooks());
     agent_state.set_pins(installed.pin_status(settings.on_exit));
 
@@ -338,7 +352,8 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         pins = %installed.set_dir().display(),
         workloads = current.policy.workloads.len(),
         cedar_rules = current.bundle.rules.rules.len(),
-        "enforcement attached (exec, connect, bind, listen, sendmsg, file open, ptrace, module loads, mount, setuid, self-protection)"
+        decides = mode.decides(),
+        "enforcement attached"
     );
     drop(current);
 
@@ -357,9 +372,19 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // Files the agent creates while it runs (a bundle posted through the API, the
     // store's new files) join the protected set at the next refresh; until then the
-    // directory they are in already guards them against unlink and rename.
+    // directory they are in already guards them against unlink and rename. The
+    // directories are walked on a blocking thread (the state directory holds a file
+    // per segment of history); the loop writes the map. One walk at a time.
     let mut refresh = tokio::time::interval(protection::REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (collected_tx, mut collected) = tokio::sync::mpsc::channel::<AgentFiles>(1);
+    let mut collecting = false;
+    // The retention schedule is held here between passes and lent to the pass.
+    let mut retention = Some(Retention::new(&settings.graph));
+    let mut retention_tick = tokio::time::interval(history::PASS_EVERY);
+    retention_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (retention_done_tx, mut retention_done) =
+        tokio::sync::mpsc::channel::<(Retention, Result<PassReport, driftwall_ctxgraph::Error>)>(1);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -372,8 +397,40 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
                 counters.graph(graph.flush());
                 report_gaps(&mut losses, &mut graph, &mut sink, &metrics, settings.output);
             }
-            _ = refresh.tick() => {
-                let now = collect_own_files(&installed);
+            _ = retention_tick.tick(), if retention.is_some() => {
+                if let Some(mut schedule) = retention.take() {
+                    let store = graph.store();
+                    let done = retention_done_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let report = schedule.pass(&store, std::time::SystemTime::now(), std::time::Instant::now());
+                        let _ = done.blocking_send((schedule, report));
+                    });
+                }
+            }
+            Some((schedule, report)) = retention_done.recv() => {
+                retention = Some(schedule);
+                agent_state.set_retention_pass(history::pass_status(&report, std::time::SystemTime::now()));
+                match report {
+                    Ok(report) => {
+                        metrics.record_retention(&report);
+                        log_retention(&report);
+                    }
+                    Err(e) => {
+                        metrics.add_retention_error();
+                        tracing::error!(error = %e, "context graph retention failed; the next pass tries again");
+                    }
+                }
+            }
+            _ = refresh.tick(), if !collecting => {
+                collecting = true;
+                let paths = Arc::clone(&own_paths);
+                let done = collected_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = done.blocking_send(paths.collect());
+                });
+            }
+            Some(now) = collected.recv() => {
+                collecting = false;
                 if now != own_files {
                     match installed.protect_agent(std::process::id(), &now.entries()) {
                         Ok(()) => {
@@ -527,6 +584,77 @@ pub async fn run(config: RunConfig, mut out: impl Write) -> Result<(), AgentErro
         "{kept}; exiting"
     );
     Ok(())
+}
+
+/// The paths whose files the agent protects, owned so that they can be walked on a
+/// blocking thread.
+struct OwnPaths {
+    source: crate::source::PolicySource,
+    config: Option<PathBuf>,
+    notify: Option<PathBuf>,
+    state_dir: PathBuf,
+    api_socket: PathBuf,
+    api_token: Option<PathBuf>,
+    pins: PathBuf,
+    cgroup_root: PathBuf,
+}
+
+impl OwnPaths {
+    fn new(settings: &Settings, pins: &std::path::Path) -> OwnPaths {
+        OwnPaths {
+            source: settings.source.clone(),
+            config: settings.file.clone(),
+            notify: settings.notify.clone(),
+            state_dir: settings.state_dir.clone(),
+            api_socket: settings.api.socket.clone(),
+            api_token: settings.api.tcp.as_ref().map(|(_, token)| token.clone()),
+            pins: pins.to_path_buf(),
+            cgroup_root: settings.cgroup_root.clone(),
+        }
+    }
+
+    /// The files that exist now (reads directories: blocks).
+    fn collect(&self) -> AgentFiles {
+        AgentFiles::collect(&AgentPaths {
+            source: &self.source,
+            config: self.config.as_deref(),
+            notify: self.notify.as_deref(),
+            state_dir: &self.state_dir,
+            api_socket: &self.api_socket,
+            api_token: self.api_token.as_deref(),
+            pins: Some(&self.pins),
+            cgroup_root: &self.cgroup_root,
+        })
+    }
+}
+
+/// Logs what a retention pass deleted: at info when it deleted something.
+fn log_retention(r: &PassReport) {
+    let deleted = r.by_age.processes + r.by_age.events + r.by_size.processes + r.by_size.events;
+    let (stored, files, segments) = r
+        .stats
+        .map_or((0, 0, 0), |s| (s.stored_bytes, s.file_bytes, s.segments));
+    if deleted > 0 {
+        tracing::info!(
+            aged = r.aged,
+            processes_by_age = r.by_age.processes,
+            events_by_age = r.by_age.events,
+            processes_by_size = r.by_size.processes,
+            events_by_size = r.by_size.events,
+            stored_bytes = stored,
+            file_bytes = files,
+            segments,
+            "context graph retention deleted old history"
+        );
+    } else {
+        tracing::debug!(
+            aged = r.aged,
+            stored_bytes = stored,
+            file_bytes = files,
+            segments,
+            "context graph retention: nothing to delete"
+        );
+    }
 }
 
 /// Reports records the kernel lost since the last look: a `gap` line each, the

@@ -82,8 +82,10 @@ pub struct GraphCapture {
 }
 
 impl GraphCapture {
-    /// Opens (or creates) `<state_dir>/graph.redb`; the directory is made 0700.
-    pub fn open(state_dir: &Path, clock: BootClock) -> Result<Self, CaptureError> {
+    /// Opens (or creates) `<state_dir>/graph.redb` with `config` (memory and
+    /// retention: [`GraphSettings::store_config`](crate::history::GraphSettings::store_config));
+    /// the directory is made 0700.
+    pub fn open(state_dir: &Path, config: Config, clock: BootClock) -> Result<Self, CaptureError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -93,10 +95,7 @@ impl GraphCapture {
                 path: state_dir.to_path_buf(),
                 source,
             })?;
-        let store = Arc::new(Store::open(
-            state_dir.join("graph.redb"),
-            Config::default(),
-        )?);
+        let store = Arc::new(Store::open(state_dir.join("graph.redb"), config)?);
         Ok(GraphCapture {
             store,
             boot_id: boot_id(),
@@ -410,7 +409,7 @@ mod tests {
     fn sockets_credentials_and_gaps_reach_the_graph() {
         let dir = std::env::temp_dir().join(format!("dw-capture-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut g = GraphCapture::open(&dir, BootClock::now()).expect("open");
+        let mut g = GraphCapture::open(&dir, Config::default(), BootClock::now()).expect("open");
         let server = 900_001;
         g.lifecycle(&fork(server, 5, 900_000, 1, 5)).expect("fork");
         g.socket(&socket(SocketOp::Listen, 6, None))

@@ -67,6 +67,39 @@ pub fn status(socket: &Path, json: bool) -> ExitCode {
     }
 }
 
+/// The context graph's lines of the status: its limits, and what the last retention
+/// pass found.
+fn graph_line(g: &driftwall_enforcer::api::state::GraphStatus) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mut out = format!(
+        "context graph: keeps {}{}; memtable {}, cache {}\n",
+        g.retention.as_deref().map_or_else(
+            || "history forever".to_string(),
+            |r| format!("{r} of history")
+        ),
+        g.max_size
+            .map_or_else(String::new, |m| format!(" up to {}", mib(m))),
+        mib(g.memtable),
+        mib(g.cache)
+    );
+    out += &match &g.last_pass {
+        None => "  no retention pass has finished yet\n".to_string(),
+        Some(p) => match &p.error {
+            Some(e) => format!("  the retention pass at {} failed: {e}\n", p.at),
+            None => format!(
+                "  at {}: {} stored in {} segments ({} on disk); the pass deleted {} processes and {} events\n",
+                p.at,
+                mib(p.stored_bytes),
+                p.segments,
+                mib(p.file_bytes),
+                p.pruned_processes,
+                p.pruned_events
+            ),
+        },
+    };
+    out
+}
+
 /// The status for people.
 pub fn status_table(s: &Status) -> String {
     let mut out = format!(
@@ -92,6 +125,9 @@ pub fn status_table(s: &Status) -> String {
             },
             p.on_exit
         );
+    }
+    if let Some(g) = &s.graph {
+        out += &graph_line(g);
     }
     match &s.bundle {
         Some(b) => {

@@ -22,7 +22,16 @@
 //! [log]
 //! level = "info"                         # or a filter: "driftwall_enforcer=debug,info"
 //! format = "text"                        # text | json
+//!
+//! [graph]                                # the context graph's history (see `history.rs`)
+//! retention = "90d"                      # delete history older than this ("forever": never)
+//! max_size = "20G"                       # and the oldest while it is larger (default: no limit)
+//! memtable = "64M"                       # history held in memory before it is sealed, 1M to 1G
+//! cache = "32M"                          # segment block cache, 1M to 64G
 //! ```
+//!
+//! Sizes are bytes or a number with a binary `K`, `M`, `G` or `T` suffix; durations
+//! are humantime's (`90d`, `12h`, `4w`).
 //!
 //! An unknown key, a value of the wrong type or out of range is an error naming the
 //! file, line and column; nothing starts. On SIGHUP the agent reads the file again and
@@ -35,7 +44,12 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{api::ApiConfig, output::OutputFormat, source::PolicySource};
+use crate::{
+    api::ApiConfig,
+    history::{self, GraphSettings, Keep},
+    output::OutputFormat,
+    source::PolicySource,
+};
 
 /// Where the configuration is read from unless `--config` says otherwise (when it
 /// does not exist, every key takes its default).
@@ -93,6 +107,8 @@ pub struct ConfigFile {
     pub api: ApiSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub graph: GraphSection,
 }
 
 /// `[api]`.
@@ -110,6 +126,97 @@ pub struct ApiSection {
 pub struct LogSection {
     pub level: Option<String>,
     pub format: Option<LogFormat>,
+}
+
+/// `[graph]`: the context graph's retention and memory (`history.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSection {
+    #[serde(default, deserialize_with = "retention")]
+    pub retention: Option<Keep>,
+    #[serde(default, deserialize_with = "max_size")]
+    pub max_size: Option<u64>,
+    #[serde(default, deserialize_with = "memtable")]
+    pub memtable: Option<u64>,
+    #[serde(default, deserialize_with = "cache")]
+    pub cache: Option<u64>,
+}
+
+/// Parses a size: bytes, or a number with a binary `K`, `M`, `G` or `T` suffix
+/// (`64M` = 67108864). The error is the reason.
+pub fn parse_size(text: &str) -> Result<u64, &'static str> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| "not a number")?;
+    n.checked_mul(1 << shift).ok_or("too large")
+}
+
+/// `key` given as text (`"64M"`): a size within `range`.
+fn size_in(key: &str, text: &str, range: (u64, u64)) -> Result<u64, String> {
+    let n = parse_size(text).map_err(|reason| format!("{key} {text:?}: {reason}"))?;
+    history::check_size(key, n, range)
+}
+
+/// `key` in the file: a string (`"64M"`) or a number of bytes, within `range`.
+fn size_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    key: &str,
+    range: (u64, u64),
+) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Text(String),
+        Bytes(u64),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => history::check_size(key, n, range),
+        Size::Text(t) => size_in(key, &t, range),
+    }
+    .map(Some)
+    .map_err(serde::de::Error::custom)
+}
+
+const MAX_SIZE_RANGE: (u64, u64) = (history::MIN_MAX_SIZE, u64::MAX);
+
+/// `memtable`, `cache`, `max_size` as the flags parse them (`--graph-memtable 64M`).
+pub fn parse_memtable(text: &str) -> Result<u64, String> {
+    size_in("memtable", text, history::MEMTABLE_RANGE)
+}
+
+/// See [`parse_memtable`].
+pub fn parse_cache(text: &str) -> Result<u64, String> {
+    size_in("cache", text, history::CACHE_RANGE)
+}
+
+/// See [`parse_memtable`].
+pub fn parse_max_size(text: &str) -> Result<u64, String> {
+    size_in("max_size", text, MAX_SIZE_RANGE)
+}
+
+fn memtable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size_value(d, "memtable", history::MEMTABLE_RANGE)
+}
+
+fn cache<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size_value(d, "cache", history::CACHE_RANGE)
+}
+
+fn max_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size_value(d, "max_size", MAX_SIZE_RANGE)
+}
+
+fn retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Keep>, D::Error> {
+    let text = String::deserialize(d)?;
+    history::parse_retention(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `ring_bytes` as a size string (`"1M"`) or a number of bytes.
@@ -208,6 +315,10 @@ pub struct Overrides {
     pub api_token_file: Option<PathBuf>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub graph_retention: Option<Keep>,
+    pub graph_max_size: Option<u64>,
+    pub graph_memtable: Option<u64>,
+    pub graph_cache: Option<u64>,
 }
 
 /// The settings the agent runs with: flags over the file over the defaults.
@@ -227,6 +338,8 @@ pub struct Settings {
     pub api: ApiConfig,
     pub log_level: Option<String>,
     pub log_format: LogFormat,
+    /// The context graph's retention and memory.
+    pub graph: GraphSettings,
     /// The file they came from, if any (SIGHUP reads it again).
     pub file: Option<PathBuf>,
 }
@@ -297,6 +410,21 @@ impl Settings {
             },
             log_level: flags.log_level.clone().or_else(|| f.log.level.clone()),
             log_format: flags.log_format.or(f.log.format).unwrap_or_default(),
+            graph: {
+                let default = GraphSettings::default();
+                GraphSettings {
+                    retention: flags
+                        .graph_retention
+                        .or(f.graph.retention)
+                        .map_or(default.retention, Keep::retention),
+                    max_size: flags.graph_max_size.or(f.graph.max_size),
+                    memtable: flags
+                        .graph_memtable
+                        .or(f.graph.memtable)
+                        .unwrap_or(default.memtable),
+                    cache: flags.graph_cache.or(f.graph.cache).unwrap_or(default.cache),
+                }
+            },
             file: path.map(Path::to_path_buf),
         })
     }
@@ -331,6 +459,7 @@ impl Settings {
             "log",
             next.log_level != self.log_level || next.log_format != self.log_format,
         );
+        differs("graph", next.graph != self.graph);
         Ok((next, restart))
     }
 }
@@ -362,6 +491,12 @@ token_file = "/etc/dw/token"
 [log]
 level = "debug"
 format = "json"
+
+[graph]
+retention = "30d"
+max_size = "20G"
+memtable = "16M"
+cache = 8388608
 "#;
 
     #[test]
@@ -393,6 +528,15 @@ format = "json"
         );
         assert_eq!(s.log_level.as_deref(), Some("debug"));
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.graph,
+            GraphSettings {
+                retention: Some(std::time::Duration::from_secs(30 * 86_400)),
+                max_size: Some(20 << 30),
+                memtable: 16 << 20,
+                cache: 8 << 20,
+            }
+        );
 
         let flags = Overrides {
             bundle: Some("/tmp/p.dwb".into()),
@@ -404,9 +548,14 @@ format = "json"
             on_exit: Some(OnExit::Keep),
             api_socket: Some("/tmp/api.sock".into()),
             log_format: Some(LogFormat::Text),
+            graph_retention: Some(Keep::Forever),
+            graph_memtable: Some(4 << 20),
             ..Overrides::default()
         };
         let s = Settings::resolve(&flags, Some((path, &file))).unwrap();
+        assert_eq!(s.graph.retention, None, "--graph-retention forever wins");
+        assert_eq!(s.graph.memtable, 4 << 20);
+        assert_eq!(s.graph.max_size, Some(20 << 30), "not overridden");
         assert!(matches!(&s.source, PolicySource::BundleFile(b) if b == Path::new("/tmp/p.dwb")));
         assert_eq!(s.state_dir, Path::new("/tmp/state"));
         assert_eq!(s.ring_bytes, 1 << 16);
@@ -433,6 +582,7 @@ format = "json"
         assert_eq!(s.pin_dir, Path::new(crate::pins::DEFAULT_PIN_DIR));
         assert_eq!(s.api.socket, Path::new(crate::api::DEFAULT_SOCKET));
         assert_eq!(s.api.tcp, None);
+        assert_eq!(s.graph, GraphSettings::default());
         let err = Settings::resolve(&Overrides::default(), None).unwrap_err();
         assert!(err.to_string().contains("name the policy"), "{err}");
     }
@@ -460,6 +610,49 @@ format = "json"
             ConfigFile::parse("ring_bytes = 65536").unwrap().ring_bytes,
             Some(65536)
         );
+        let err = ConfigFile::parse("[graph]\nretention = \"10m\"\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("at least 1h"),
+            "{err}"
+        );
+        let err = ConfigFile::parse("[graph]\n\nmemtable = \"2G\"\n").unwrap_err();
+        assert!(
+            err.contains("line 3") && err.contains("expected 1M to 1G"),
+            "{err}"
+        );
+        let err = ConfigFile::parse("[graph]\nmax_size = \"lots\"\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("not a number"),
+            "{err}"
+        );
+        let err = ConfigFile::parse("[graph]\nretain = \"1d\"\n").unwrap_err();
+        assert!(err.contains("unknown field `retain`"), "{err}");
+        assert_eq!(
+            ConfigFile::parse("[graph]\nretention = \"forever\"\n")
+                .unwrap()
+                .graph
+                .retention,
+            Some(Keep::Forever)
+        );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size(" 64M "), Ok(64 << 20));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("M"), Err("not a number"));
+        assert_eq!(parse_size("1.5G"), Err("not a number"));
+        assert_eq!(parse_size("99999999999T"), Err("too large"));
+        assert_eq!(parse_memtable("16M"), Ok(16 << 20));
+        assert!(
+            parse_max_size("1M")
+                .unwrap_err()
+                .contains("expected at least 64M")
+        );
+        assert!(parse_cache("0").is_err());
     }
 
     #[test]
@@ -488,12 +681,12 @@ format = "json"
         let s = Settings::resolve(&flags, Some((&p, &file))).unwrap();
         std::fs::write(
             &p,
-            "bundle = \"/b.dwb\"\ndry_run = true\nstate_dir = \"/elsewhere\"\n",
+            "bundle = \"/b.dwb\"\ndry_run = true\nstate_dir = \"/elsewhere\"\n[graph]\nretention = \"7d\"\n",
         )
         .unwrap();
         let (next, restart) = s.reread(&flags).unwrap();
         assert!(matches!(&next.source, PolicySource::BundleFile(b) if b == Path::new("/b.dwb")));
         assert!(next.dry_run);
-        assert_eq!(restart, vec!["state_dir"]);
+        assert_eq!(restart, vec!["state_dir", "graph"]);
     }
 }

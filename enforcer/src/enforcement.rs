@@ -61,6 +61,18 @@ impl Mode {
         }
     }
 
+    /// What the mode decides, in words (the `enforcement attached` log line).
+    pub fn decides(self) -> &'static str {
+        match self {
+            Mode::Lsm => {
+                "inline: exec, connect, bind, listen, sendmsg, file open, ptrace, module loads, mount, setuid, self-protection"
+            }
+            Mode::Fallback => {
+                "inline: connect, bind, sendmsg; reactive: exec; not decided: listen, file open, ptrace, module loads, mount, setuid, self-protection"
+            }
+        }
+    }
+
     /// The programs that decide.
     pub fn enforcing(self) -> &'static [ProgramSpec] {
         match self {

@@ -17,7 +17,8 @@
 //!   the kernel could not deliver (full ring buffers) and reports them as gaps.
 //! * [`capture`] writes lifecycle and decision records into the context graph and
 //!   computes each block's Flashback; [`procscan`] adds the processes that were
-//!   running before the agent.
+//!   running before the agent; [`history`] says how much history the graph keeps
+//!   and in how much memory, and runs the agent's retention passes.
 //! * [`agent`] is `driftwall run`: one tokio task reading the ring buffers; programs
 //!   left pinned (or detached) on SIGINT/SIGTERM. [`reload`] is its reloader task
 //!   (`driftwall load`, SIGHUP); [`config`] its configuration file.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod enforcement;
 pub mod events;
 pub mod generation;
+pub mod history;
 pub mod kernel_offsets;
 pub mod loss;
 pub mod notifications;

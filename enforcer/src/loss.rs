@@ -140,14 +140,7 @@ pub fn parse_ring_bytes(s: &str) -> Result<u32, RingSizeError> {
         given: s.to_string(),
         reason,
     };
-    let (digits, unit) = match s.trim().char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s.trim()[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&s.trim()[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s.trim()[..i], 1 << 30),
-        _ => (s.trim(), 1),
-    };
-    let n: u64 = digits.parse().map_err(|_| err("not a number"))?;
-    let bytes = n.checked_mul(unit).ok_or(err("too large"))?;
+    let bytes = crate::config::parse_size(s).map_err(err)?;
     if bytes < u64::from(MIN_RING_BYTES) || bytes > u64::from(MAX_RING_BYTES) {
         return Err(err("out of range"));
     }

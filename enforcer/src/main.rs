@@ -110,6 +110,23 @@ enum Command {
         /// to start. Nothing is deleted.
         #[arg(long)]
         fresh_graph: bool,
+        /// Delete context graph history older than this: a duration such as 90d, 12h
+        /// or 4w (at least 1h), or `forever` [default: 90d].
+        #[arg(long, value_name = "DURATION", value_parser = driftwall_enforcer::history::parse_retention)]
+        graph_retention: Option<driftwall_enforcer::history::Keep>,
+        /// Also delete the oldest history while the context graph holds more than
+        /// SIZE of keys and values (bytes, or with a K, M, G or T suffix; at least 64M)
+        /// [default: no limit].
+        #[arg(long, value_name = "SIZE", value_parser = driftwall_enforcer::config::parse_max_size)]
+        graph_max_size: Option<u64>,
+        /// History the context graph holds in memory before it seals it into a
+        /// segment file, 1M to 1G; the store's resident memory is about three times
+        /// this plus the cache [default: 64M].
+        #[arg(long, value_name = "SIZE", value_parser = driftwall_enforcer::config::parse_memtable)]
+        graph_memtable: Option<u64>,
+        /// The context graph's cache of segment blocks, 1M to 64G [default: 32M].
+        #[arg(long, value_name = "SIZE", value_parser = driftwall_enforcer::config::parse_cache)]
+        graph_cache: Option<u64>,
         /// Dry-run: report every decision that would refuse, refuse nothing (reported
         /// as audit, flagged dry-run) [default: false].
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -544,6 +561,10 @@ fn main() -> ExitCode {
             api_token_file,
             ring_bytes,
             fresh_graph,
+            graph_retention,
+            graph_max_size,
+            graph_memtable,
+            graph_cache,
             dry_run,
             on_exit,
             pin_dir,
@@ -565,6 +586,10 @@ fn main() -> ExitCode {
                 api_token_file,
                 log_level: cli.log_level,
                 log_format: cli.log_format,
+                graph_retention,
+                graph_max_size,
+                graph_memtable,
+                graph_cache,
             };
             let settings = ConfigFile::find(config.as_deref()).and_then(|file| {
                 Settings::resolve(&overrides, file.as_ref().map(|(p, f)| (p.as_path(), f)))

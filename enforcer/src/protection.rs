@@ -16,7 +16,8 @@
 //! as directories ([`PROTECTED_DIR_ENTRIES`]): no entry of one may be unlinked or
 //! renamed by a policed process, nor anything renamed into it, including files created
 //! after start-up (a store's new segment, a bundle posted through the API). The agent
-//! collects again every [`REFRESH`] and rewrites the map when the set changed, so a new
+//! collects again every [`REFRESH`] (on a blocking thread: the state directory holds a
+//! file per segment of history) and rewrites the map when the set changed, so a new
 //! file is protected from writes too within that time.
 //!
 //! [`write_maps`] puts them, and the agent's thread group, in the kernel's maps.

@@ -8,71 +8,18 @@
 //! event. With `--on-exit detach` the programs are gone after SIGTERM. Needs root and
 //! a cgroup v2 hierarchy (CI runs as root; these hosts mount it at
 //! /sys/fs/cgroup/unified).
+mod common;
+
 use std::{
-    io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener, UdpSocket},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Condvar, Mutex},
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
+use common::{Agent, host_cgroup_root};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The agent and the JSON lines it printed.
-struct Agent {
-    child: Child,
-    lines: Arc<(Mutex<Vec<Value>>, Condvar)>,
-}
-
-impl Agent {
-    fn start(args: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwall"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start driftwall");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("agent: {line}");
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let (lock, cvar) = &*sink;
-                    lock.lock().expect("lock").push(v);
-                    cvar.notify_all();
-                }
-            }
-        });
-        let agent = Agent { child, lines };
-        agent.wait_for("the ready line", |v| v["kind"] == "ready");
-        agent
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let (lock, cvar) = &*self.lines;
-        let deadline = Instant::now() + WAIT;
-        let mut list = lock.lock().expect("lock");
-        loop {
-            if let Some(v) = list.iter().find(|v| pred(v)) {
-                return v.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no {what} from the agent within {WAIT:?}");
-            list = cvar.wait_timeout(list, left).expect("wait").0;
-        }
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait for the agent")
-    }
-}
 
 /// How a child in the workload's cgroup ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,17 +92,7 @@ fn exec(path: &std::ffi::CString) -> i32 {
 
 #[test]
 fn without_bpf_lsm_the_fallback_blocks_connects_inline_and_kills_drifting_execs() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test loads eBPF programs and must run as root"
-    );
-    let cgroup_root = driftwall_enforcer::resolve::default_cgroup_root();
-    assert!(
-        driftwall_enforcer::resolve::is_cgroup2(&cgroup_root),
-        "no cgroup v2 hierarchy on this host (looked at {})",
-        cgroup_root.display()
-    );
+    let cgroup_root = host_cgroup_root();
     let me = std::process::id();
     let dir = tempfile::tempdir().expect("tempdir");
     let workload_cgroup = format!("/dw-fallback-{me}");

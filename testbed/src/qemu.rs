@@ -163,7 +163,28 @@ impl GuestRun {
     /// Fails with [`TestbedError::Timeout`] when the time limit expires,
     /// [`TestbedError::QemuFailed`] when QEMU exits unsuccessfully, and
     /// [`TestbedError::GuestCrashed`] when the guest stops without a `DWEND` summary.
+    ///
+    /// A kernel that faults before `/init` starts (an oops during early boot: seen
+    /// about once in a few hundred TCG boots, an `int3` oops while the kernel patches
+    /// its own text with two vCPUs) has run none of our code and no test: it is
+    /// booted once more, and said so on stderr. Any other crash is reported as it is.
     pub fn run(&self) -> Result<GuestOutcome, TestbedError> {
+        match self.boot()? {
+            Booted::Ran(outcome) => Ok(outcome),
+            Booted::FaultedBeforeInit(first) => {
+                eprintln!(
+                    "testbed: {}: {first}\ntestbed: {}: the kernel faulted before /init started (no test ran); booting it once more",
+                    self.kernel.name, self.kernel.name
+                );
+                match self.boot()? {
+                    Booted::Ran(outcome) => Ok(outcome),
+                    Booted::FaultedBeforeInit(again) => Err(again),
+                }
+            }
+        }
+    }
+
+    fn boot(&self) -> Result<Booted, TestbedError> {
         let timeout = match self.timeout {
             Some(timeout) => timeout,
             None => timeout_from_env()?,
@@ -259,12 +280,16 @@ impl GuestRun {
         let boot_ms = parse_boot_ms(&port);
         let exit_status = parse_exit_status(&port);
         let Some(summary) = summary else {
-            return Err(TestbedError::GuestCrashed {
+            let crashed = TestbedError::GuestCrashed {
                 reason: crash_reason(&console, results.len(), boot_ms, exit_status),
                 console_tail: tail(&console, CONSOLE_TAIL_LINES),
-            });
+            };
+            if boot_ms.is_none() && kernel_faulted(&console) {
+                return Ok(Booted::FaultedBeforeInit(crashed));
+            }
+            return Err(crashed);
         };
-        Ok(GuestOutcome {
+        Ok(Booted::Ran(GuestOutcome {
             kernel: self.kernel.name.clone(),
             results,
             summary,
@@ -272,8 +297,26 @@ impl GuestRun {
             console,
             wall,
             boot_ms,
-        })
+        }))
     }
+}
+
+/// What one boot came to.
+enum Booted {
+    Ran(GuestOutcome),
+    /// The kernel faulted before `/init` started.
+    FaultedBeforeInit(TestbedError),
+}
+
+/// Whether the console shows the kernel itself faulting (an oops, a BUG, a general
+/// protection fault), as opposed to the panic of an `/init` that died.
+fn kernel_faulted(console: &str) -> bool {
+    !console.contains("Attempted to kill init")
+        && console.lines().any(|l| {
+            ["Oops:", "BUG:", "general protection fault"]
+                .iter()
+                .any(|sign| l.contains(sign))
+        })
 }
 
 fn timeout_from_env() -> Result<Duration, TestbedError> {
@@ -406,6 +449,20 @@ mod tests {
             format!("{BASE_APPEND} loglevel=4 quiet")
         );
         assert!(BASE_APPEND.contains("lsm=lockdown,capability,landlock,bpf"));
+    }
+
+    #[test]
+    fn only_a_kernel_fault_counts_as_one() {
+        let int3 =
+            "[    2.036409] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n[    2.04] RIP: 0010:...\n";
+        assert!(kernel_faulted(int3));
+        assert!(kernel_faulted(
+            "[    1.5] BUG: kernel NULL pointer dereference\n"
+        ));
+        let dying_init =
+            "[    2.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n";
+        assert!(!kernel_faulted(dying_init));
+        assert!(!kernel_faulted("[    0.1] Linux version 6.12\n"));
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub struct Metrics {
     malformed: AtomicU64,
     graph_errors: AtomicU64,
     unwritten: AtomicU64,
+    pruned_processes: AtomicU64,
+    pruned_events: AtomicU64,
+    retention_errors: AtomicU64,
+    /// Keys and values in the store after the last retention pass.
+    graph_stored_bytes: AtomicU64,
+    /// Its files on disk then.
+    graph_file_bytes: AtomicU64,
 }
 
 /// A program's run-time statistics from the kernel.
@@ -67,6 +74,25 @@ impl Metrics {
         self.unwritten.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds what a retention pass deleted, and the store's size after it.
+    pub fn record_retention(&self, r: &crate::history::PassReport) {
+        self.pruned_processes
+            .fetch_add(r.by_age.processes + r.by_size.processes, Ordering::Relaxed);
+        self.pruned_events
+            .fetch_add(r.by_age.events + r.by_size.events, Ordering::Relaxed);
+        if let Some(stats) = r.stats {
+            self.graph_stored_bytes
+                .store(stats.stored_bytes, Ordering::Relaxed);
+            self.graph_file_bytes
+                .store(stats.file_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a retention pass that failed.
+    pub fn add_retention_error(&self) {
+        self.retention_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn events_lost(&self) -> u64 {
         self.events_lost.load(Ordering::Relaxed)
     }
@@ -94,30 +120,64 @@ impl Metrics {
                 label(workload)
             );
         }
-        for (name, help, value) in [
+        for (name, help, kind, value) in [
             (
                 "driftwall_events_lost_total",
                 "Events the kernel could not deliver (ring buffer full).",
+                "counter",
                 self.events_lost.load(Ordering::Relaxed),
             ),
             (
                 "driftwall_records_malformed_total",
                 "Ring-buffer records dropped because they did not decode.",
+                "counter",
                 self.malformed.load(Ordering::Relaxed),
             ),
             (
                 "driftwall_graph_errors_total",
                 "Failed writes to the context graph (enforcement went on).",
+                "counter",
                 self.graph_errors.load(Ordering::Relaxed),
             ),
             (
                 "driftwall_output_unwritten_total",
                 "Event lines that could not be written to the output.",
+                "counter",
                 self.unwritten.load(Ordering::Relaxed),
+            ),
+            (
+                "driftwall_graph_pruned_processes_total",
+                "Processes the context graph's retention deleted, with their events.",
+                "counter",
+                self.pruned_processes.load(Ordering::Relaxed),
+            ),
+            (
+                "driftwall_graph_pruned_events_total",
+                "Events the context graph's retention deleted.",
+                "counter",
+                self.pruned_events.load(Ordering::Relaxed),
+            ),
+            (
+                "driftwall_graph_retention_errors_total",
+                "Context graph retention passes that failed (the next one tries again).",
+                "counter",
+                self.retention_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "driftwall_graph_stored_bytes",
+                "Keys and values in the context graph after the last retention pass (what max_size limits).",
+                "gauge",
+                self.graph_stored_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "driftwall_graph_file_bytes",
+                "The context graph's files on disk after the last retention pass.",
+                "gauge",
+                self.graph_file_bytes.load(Ordering::Relaxed),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {value}");
         }
         let _ = writeln!(

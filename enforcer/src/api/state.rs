@@ -108,6 +108,39 @@ pub struct PinStatus {
     pub on_exit: String,
 }
 
+/// The context graph's limits and its size after the last retention pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphStatus {
+    /// History older than this is deleted (humantime, e.g. `90days`); `None`: kept
+    /// forever.
+    pub retention: Option<String>,
+    /// The oldest history is deleted while the store holds more keys and values than
+    /// this many bytes; `None`: no limit.
+    pub max_size: Option<u64>,
+    /// The memtable and the block cache, bytes.
+    pub memtable: u64,
+    pub cache: u64,
+    /// The last retention pass (`None` before the first has finished).
+    pub last_pass: Option<RetentionPass>,
+}
+
+/// What the last retention pass found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPass {
+    /// When it finished, RFC 3339.
+    pub at: String,
+    /// Whether it deleted by age (at most once a day).
+    pub aged: bool,
+    pub pruned_processes: u64,
+    pub pruned_events: u64,
+    /// The store after it: keys and values, files on disk, segments.
+    pub stored_bytes: u64,
+    pub file_bytes: u64,
+    pub segments: u64,
+    /// Why it failed, if it did (the next pass tries again).
+    pub error: Option<String>,
+}
+
 /// The answer of `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -129,6 +162,9 @@ pub struct Status {
     /// The pinned set (`None` when the programs are not pinned).
     #[serde(default)]
     pub pins: Option<PinStatus>,
+    /// The context graph (`None` from an agent that does not report it).
+    #[serde(default)]
+    pub graph: Option<GraphStatus>,
 }
 
 #[derive(Default)]
@@ -138,6 +174,7 @@ struct Inner {
     bundle: Option<BundleInfo>,
     hooks: Vec<HookStatus>,
     pins: Option<PinStatus>,
+    graph: Option<GraphStatus>,
 }
 
 /// The agent's state as the API sees it; shared by the agent loop and the server.
@@ -179,6 +216,19 @@ impl AgentState {
         self.inner.write().unwrap_or_else(|p| p.into_inner()).pins = Some(pins);
     }
 
+    /// Records the context graph's limits (at start-up).
+    pub fn set_graph(&self, graph: GraphStatus) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).graph = Some(graph);
+    }
+
+    /// Records the last retention pass.
+    pub fn set_retention_pass(&self, pass: RetentionPass) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = inner.graph.as_mut() {
+            g.last_pass = Some(pass);
+        }
+    }
+
     /// Records the hooks attached (replacing what was there).
     pub fn set_hooks(&self, hooks: Vec<HookStatus>) {
         self.inner.write().unwrap_or_else(|p| p.into_inner()).hooks = hooks;
@@ -217,6 +267,7 @@ impl AgentState {
             hooks: inner.hooks.clone(),
             capabilities: self.capabilities.clone(),
             pins: inner.pins.clone(),
+            graph: inner.graph.clone(),
         }
     }
 }

@@ -21,7 +21,8 @@ usage: driftwall-testbed demo [--kernel NAME] [--policies DIR]
 Boots a cached BPF-LSM guest kernel (see scripts/setup) and runs the driftwall demo in
 it: the policies are enforced by the real agent with the repository's notify.yaml, an
 attacker abuses the demo web server to download and run an implant, the kernel refuses
-the exec with EPERM, the agent prints the block and its Flashback, and Debian's
+the exec with EPERM, the agent prints the block and its Flashback, `driftwall
+flashback` tells the same story from the context graph, and Debian's
 `webhook` server in the guest receives the signed notification, shown as it got it.
 
   --kernel NAME     guest kernel to boot: 6.12 (default) or 6.1

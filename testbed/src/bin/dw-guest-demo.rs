@@ -304,6 +304,40 @@ fn demo() -> Result<String, String> {
     say("but the kernel refused to run /tmp/implant with EPERM: nothing ran. The agent");
     say("printed the block (rule no-exec-from-tmp) and its Flashback, the chain above.");
 
+    // The same story later, as an operator asks for it: by the pid and time the block
+    // line gave, from the context graph over the agent's API socket.
+    let time = event.split_whitespace().next().unwrap_or_default();
+    let pid = event
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("pid="))
+        .ok_or_else(|| format!("no pid in the block line {event:?}"))?;
+    say(&format!(
+        "the same story from the command line, as an operator would ask for it later: \
+         `driftwall flashback --pid {pid} --at {time}`"
+    ));
+    let story = Command::new("/bin/driftwall")
+        .args(["flashback", "--pid", pid, "--at", time])
+        .env("NO_COLOR", "1")
+        .output()
+        .map_err(io("driftwall flashback"))?;
+    let text = String::from_utf8_lossy(&story.stdout);
+    for l in text.lines() {
+        println!("  \x1b[1;36mflashback |\x1b[0m {l}");
+    }
+    for needle in [
+        "DENY exec /tmp/implant",
+        "inbound: ",
+        "/opt/demo/bin/web-server",
+    ] {
+        if !story.status.success() || !text.contains(needle) {
+            return Err(format!(
+                "`driftwall flashback` does not tell the story ({needle:?} missing, {}): {text}{}",
+                story.status,
+                String::from_utf8_lossy(&story.stderr)
+            ));
+        }
+    }
+
     say("the notification, as the receiver got it (webhook ran its command, so the");
     say("signature checked out with the secret it shares with the agent; the compact");
     say("body is pretty-printed here):");
