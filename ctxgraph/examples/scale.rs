@@ -15,7 +15,9 @@
 //!
 //! Options: `--events N` (default 1,000,000), `--batch N` (4,096), `--dir PATH`
 //! (default: a temporary directory, deleted at the end), `--checkpoint-bytes N`
-//! (default [`Config::checkpoint_bytes`]), `--compact` (compact the file after the
+//! (default [`Config::checkpoint_bytes`]), `--prune` (after the queries, time a
+//! retention pass that deletes the older half of the history, as the agent's age
+//! prune does when the retention runs out), `--compact` (compact the file after the
 //! queries and print its size).
 
 #[path = "../benches/synthetic/mod.rs"]
@@ -35,6 +37,7 @@ struct Args {
     dir: Option<PathBuf>,
     checkpoint_bytes: Option<u64>,
     compact: bool,
+    prune: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         dir: None,
         checkpoint_bytes: None,
         compact: false,
+        prune: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--compact" => args.compact = true,
+            "--prune" => args.prune = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -289,6 +294,24 @@ fn run(args: &Args) -> Result<(), driftwall_ctxgraph::Error> {
         rss_kib(),
         peak_rss_kib()
     );
+    if args.prune {
+        let before = store.stats()?;
+        let cutoff = synthetic::T0 + (node.time - synthetic::T0) / 2;
+        let (report, timing) = timed(|| store.prune(cutoff));
+        let report = report?;
+        let after = store.stats()?;
+        println!(
+            "prune of the older half: {:.2?} wall, {:.2?} on CPU (ingest waits that long); {} processes and {} events deleted; segments {} -> {}, file {} -> {} bytes",
+            timing.wall,
+            timing.cpu,
+            report.processes,
+            report.events,
+            before.segments,
+            after.segments,
+            before.file_bytes,
+            after.file_bytes
+        );
+    }
     if args.compact {
         let t = Instant::now();
         // The node's clock as "now": the 90-day retention deletes nothing.

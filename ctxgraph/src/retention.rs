@@ -263,6 +263,14 @@ impl Store {
         Ok(report)
     }
 
+    /// The time of the latest event of the oldest batch still held (`None` when the
+    /// store is empty). A [`Store::prune`] at a cutoff at or before it would find
+    /// nothing of that age but the odd out-of-order event, which a later prune takes;
+    /// so a caller can skip it, and the seal it starts with.
+    pub fn oldest_batch_time(&self) -> Result<Option<u64>> {
+        self.with_reader(|r| r.oldest_batch_time())
+    }
+
     /// Size retention: while the store holds more than `max_stored_bytes` of keys and
     /// values ([`StoreStats::stored_bytes`](crate::StoreStats::stored_bytes)), deletes
     /// the oldest eighth of the remaining span of history (from its oldest batch to

@@ -20,11 +20,15 @@
 //!
 //! * **age**: history older than `retention` is deleted ([`Store::prune`]: processes
 //!   that exited before the cutoff with all their events, older events of live
-//!   ones, old gaps), once at least [`Retention::age_every`] has passed since the
-//!   last age prune — a sixteenth of `retention`, from ten minutes to a day. A prune
-//!   first seals the memtable into a segment, so a quiet node does not make a small
-//!   segment file every ten minutes; history outlives `retention` by at most that
-//!   much.
+//!   ones, old gaps) when an age prune is due — [`Retention::age_every`] (a
+//!   sixteenth of `retention`, from ten minutes to a day) after the last one, or as
+//!   soon as [`AGE_PRUNE_SEGMENTS`] segments were sealed since — and the oldest
+//!   history held is older than the cutoff. A prune holds the store's writer for a
+//!   time that grows with what it deletes (4.5 s for 5M events of the synthetic node,
+//!   `BENCHMARKS.md`), so a busy node prunes a few segments' worth at a time rather
+//!   than a day's; and a prune first seals the memtable, so a quiet node does not
+//!   make a small segment file every ten minutes, nor a young one whose history is
+//!   all within `retention`. History outlives `retention` by at most `age_every`.
 //! * **size**: while the history's keys and values
 //!   ([`StoreStats::stored_bytes`]) exceed `max_size`, the oldest eighth of its span
 //!   is deleted ([`Store::prune_to_size`]). The files on disk are a little smaller
@@ -48,6 +52,9 @@ use crate::api::state::{GraphStatus, RetentionPass};
 
 /// How often the agent runs a retention pass.
 pub const PASS_EVERY: Duration = Duration::from_secs(600);
+/// Segments sealed since the last age prune that make the next one due, however
+/// recent the last was: each prune then deletes about this many segments' worth.
+pub const AGE_PRUNE_SEGMENTS: u64 = 4;
 /// `retention` unless configured: 90 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 /// `memtable` unless configured.
@@ -264,6 +271,8 @@ pub struct Retention {
     retention: Option<Duration>,
     max_size: Option<u64>,
     last_age_prune: Option<Instant>,
+    /// Segments in the store after the last age prune.
+    segments_then: u64,
 }
 
 impl Retention {
@@ -272,6 +281,7 @@ impl Retention {
             retention: settings.retention,
             max_size: settings.max_size,
             last_age_prune: None,
+            segments_then: 0,
         }
     }
 
@@ -297,11 +307,16 @@ impl Retention {
         if let (Some(keep), Some(every)) = (self.retention, self.age_every()) {
             let due = self
                 .last_age_prune
-                .is_none_or(|last| monotonic.saturating_duration_since(last) >= every);
+                .is_none_or(|last| monotonic.saturating_duration_since(last) >= every)
+                || store.stats()?.segments >= self.segments_then + AGE_PRUNE_SEGMENTS;
             if due {
-                report.by_age = store.prune(now_ns.saturating_sub(duration_ns(keep)))?;
-                report.aged = true;
+                let cutoff = now_ns.saturating_sub(duration_ns(keep));
+                if store.oldest_batch_time()?.is_some_and(|t| t < cutoff) {
+                    report.by_age = store.prune(cutoff)?;
+                    report.aged = true;
+                }
                 self.last_age_prune = Some(monotonic);
+                self.segments_then = store.stats()?.segments;
             }
         }
         if let Some(max) = self.max_size {
@@ -437,6 +452,66 @@ mod tests {
             Some(Duration::from_secs(43_200))
         );
         assert_eq!(every(None), None);
+    }
+
+    #[test]
+    fn a_young_store_is_left_alone_and_a_busy_one_is_pruned_as_segments_age_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path().join("graph.redb"),
+            Config {
+                segment_bytes: 64 << 10,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let boot = 9u128 << 96;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now_ns = duration_ns(now.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        let init = key(boot, 1, now_ns - 3 * DAY);
+        let mut retention = Retention::new(&GraphSettings {
+            retention: Some(Duration::from_secs(2 * 86_400)),
+            ..GraphSettings::default()
+        });
+        // A job a minute, from `start`: the first 100 in the day before `now`, all
+        // within the retention. The pass seals nothing and deletes nothing.
+        let jobs = |start: u64, tgid: u32, n: u64| -> Vec<(ProcessKey, Vec<Event>)> {
+            (0..n)
+                .map(|i| {
+                    let t = start + i * 60_000_000_000;
+                    let k = key(boot, tgid + i as u32, t);
+                    (k, job(init, k, t, 512))
+                })
+                .collect()
+        };
+        for (_, e) in jobs(now_ns - DAY, 1000, 100) {
+            store.ingest(&e).unwrap();
+        }
+        let t0 = Instant::now();
+        let young = retention.pass(&store, now, t0).unwrap();
+        assert!(!young.aged, "{young:?}");
+        let segments = young.stats.unwrap().segments;
+        // Two days later the first jobs are past the retention; the age prune is not
+        // due yet by time (age_every is 3 h), but segments were sealed meanwhile.
+        let later = now + Duration::from_secs(2 * 86_400);
+        let later_ns = now_ns + 2 * DAY;
+        let more = jobs(later_ns - 8 * 3600 * 1_000_000_000, 2000, 400);
+        for (_, e) in &more {
+            store.ingest(e).unwrap();
+        }
+        assert!(store.stats().unwrap().segments >= segments + AGE_PRUNE_SEGMENTS);
+        let busy = retention
+            .pass(&store, later, t0 + Duration::from_secs(600))
+            .unwrap();
+        assert!(busy.aged, "{busy:?}");
+        assert!(busy.by_age.processes >= 100, "{busy:?}");
+        assert!(store.process(&more[399].0).unwrap().is_some());
+        assert!(store.check().unwrap().problems.is_empty());
+        // Right after, with nothing sealed since, the next age prune waits.
+        let calm = retention
+            .pass(&store, later, t0 + Duration::from_secs(1200))
+            .unwrap();
+        assert!(!calm.aged, "{calm:?}");
     }
 
     #[test]
