@@ -630,11 +630,11 @@ impl OwnPaths {
 
 /// Logs what a retention pass deleted: at info when it deleted something.
 fn log_retention(r: &PassReport) {
-    let deleted = r.by_age.processes + r.by_age.events + r.by_size.processes + r.by_size.events;
+    let deleted = r.deleted();
     let (stored, files, segments) = r
         .stats
         .map_or((0, 0, 0), |s| (s.stored_bytes, s.file_bytes, s.segments));
-    if deleted > 0 {
+    if deleted.processes + deleted.events > 0 {
         tracing::info!(
             aged = r.aged,
             processes_by_age = r.by_age.processes,

@@ -24,8 +24,8 @@
 //!   sixteenth of `retention`, from ten minutes to a day) after the last one, or as
 //!   soon as [`AGE_PRUNE_SEGMENTS`] segments were sealed since — and the oldest
 //!   history held is older than the cutoff. A prune holds the store's writer for a
-//!   time that grows with what it deletes (4.5 s for 5M events of the synthetic node,
-//!   `BENCHMARKS.md`), so a busy node prunes a few segments' worth at a time rather
+//!   time that grows with what it deletes (4.5 s for the older half of 10M events of
+//!   the synthetic node, `BENCHMARKS.md`), so a busy node prunes a few segments' worth at a time rather
 //!   than a day's; and a prune first seals the memtable, so a quiet node does not
 //!   make a small segment file every ten minutes, nor a young one whose history is
 //!   all within `retention`. History outlives `retention` by at most `age_every`.
@@ -112,9 +112,7 @@ impl GraphSettings {
             ..Config::default()
         }
     }
-}
 
-impl GraphSettings {
     /// The limits as `driftwall status` shows them.
     pub fn status(&self) -> GraphStatus {
         GraphStatus {
@@ -137,21 +135,15 @@ pub fn pass_status(
     let at = humantime::format_rfc3339_seconds(at).to_string();
     match result {
         Ok(r) => {
-            let stats = r.stats.unwrap_or(StoreStats {
-                file_bytes: 0,
-                stored_bytes: 0,
-                processes: 0,
-                events: 0,
-                segments: 0,
-            });
+            let deleted = r.deleted();
             RetentionPass {
                 at,
                 aged: r.aged,
-                pruned_processes: r.by_age.processes + r.by_size.processes,
-                pruned_events: r.by_age.events + r.by_size.events,
-                stored_bytes: stats.stored_bytes,
-                file_bytes: stats.file_bytes,
-                segments: stats.segments,
+                pruned_processes: deleted.processes,
+                pruned_events: deleted.events,
+                stored_bytes: r.stats.map_or(0, |s| s.stored_bytes),
+                file_bytes: r.stats.map_or(0, |s| s.file_bytes),
+                segments: r.stats.map_or(0, |s| s.segments),
                 error: None,
             }
         }
@@ -255,7 +247,7 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
 /// What one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {
-    /// Whether the age prune ran in this pass (it runs once per [`Retention::age_every`]).
+    /// Whether an age prune ran in this pass (see [`Retention::pass`]).
     pub aged: bool,
     /// Deleted for their age.
     pub by_age: PruneReport,
@@ -263,6 +255,15 @@ pub struct PassReport {
     pub by_size: PruneReport,
     /// The store after the pass.
     pub stats: Option<StoreStats>,
+}
+
+impl PassReport {
+    /// Everything the pass deleted, by age and by size.
+    pub fn deleted(&self) -> PruneReport {
+        let mut all = self.by_age;
+        all += self.by_size;
+        all
+    }
 }
 
 /// The agent's retention schedule: when the next age prune is due.
@@ -293,7 +294,8 @@ impl Retention {
     }
 
     /// Runs one pass on `store` at wall-clock `now` (`monotonic` is the same moment
-    /// on the monotonic clock, for the schedule). Blocks: run it off the main loop.
+    /// on the monotonic clock, for the schedule): the age prune when it is due (see
+    /// the module docs), then the size prune. Blocks: run it off the main loop.
     pub fn pass(
         &mut self,
         store: &Store,

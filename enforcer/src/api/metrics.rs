@@ -76,10 +76,11 @@ impl Metrics {
 
     /// Adds what a retention pass deleted, and the store's size after it.
     pub fn record_retention(&self, r: &crate::history::PassReport) {
+        let deleted = r.deleted();
         self.pruned_processes
-            .fetch_add(r.by_age.processes + r.by_size.processes, Ordering::Relaxed);
+            .fetch_add(deleted.processes, Ordering::Relaxed);
         self.pruned_events
-            .fetch_add(r.by_age.events + r.by_size.events, Ordering::Relaxed);
+            .fetch_add(deleted.events, Ordering::Relaxed);
         if let Some(stats) = r.stats {
             self.graph_stored_bytes
                 .store(stats.stored_bytes, Ordering::Relaxed);
