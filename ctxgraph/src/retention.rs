@@ -282,7 +282,7 @@ impl Store {
             if self.stats()?.stored_bytes <= max_stored_bytes {
                 break;
             }
-            let Some(oldest) = self.with_reader(|r| r.oldest_batch_time())? else {
+            let Some(oldest) = self.oldest_batch_time()? else {
                 break;
             };
             let cutoff = oldest + (now_ns.saturating_sub(oldest) / 8).max(1);

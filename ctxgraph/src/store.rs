@@ -27,7 +27,7 @@
 //! Why not redb B-trees per event, as schema 4 did: ~1.7 B-tree inserts per event
 //! capped ingest near redb's floor (~250k events per CPU-second here) and freed
 //! copy-on-write pages kept the live file at 114–142 B per event; this engine writes
-//! each event once to the log and once, sorted, to a segment — 600k–780k events per
+//! each event once to the log and once, sorted, to a segment — 617k–863k events per
 //! CPU-second at 10M events on a quiet machine (504k at load ~3) and 56–59 B per
 //! event, measured (the crate README and `BENCHMARKS.md`).
 //!
